@@ -1,0 +1,87 @@
+// The Backend interface: every numeric kernel the model needs. The model file (src/model/gemma3.ts)
+// is written once against it; the reference backend is the oracle, faster backends (WASM SIMD on
+// worker threads) and quantized weight formats slot in behind it.
+//
+// Activations are Float32Array, row-major [rows, cols], allocated by the backend (a WASM backend
+// hands out views into its shared memory). Weights are opaque Matrix handles made by prepare().
+import type { WeightTensor } from '../model/weight.js';
+
+export interface Matrix {
+  readonly name: string;
+  /** Output features (rows of the [out, in] weight). */
+  readonly rows: number;
+  /** Input features. */
+  readonly cols: number;
+}
+
+/** One layer's KV cache. Keys are stored post-RoPE. Position p lives in slot p % capacity when ring. */
+export interface LayerCache {
+  k: Float32Array;
+  v: Float32Array;
+  /** Slots; each slot holds numKvHeads * headDim values. */
+  capacity: number;
+  ring: boolean;
+}
+
+export interface AttentionArgs {
+  /** [T, numHeads * headDim], post-norm, post-RoPE. */
+  q: Float32Array;
+  /** This batch's keys and values, [T, numKvHeads * headDim]; not yet in the cache. */
+  k: Float32Array;
+  v: Float32Array;
+  /** Keys/values of positions before pos0. */
+  cache: LayerCache;
+  /** Position of the first query (= number of tokens already in the cache). */
+  pos0: number;
+  T: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  scale: number;
+  /** Sliding window W (a query at q sees keys q-W+1..q), or 0 for full causal attention. */
+  window: number;
+  /** Queries processed per chunk against the whole visible key range. */
+  qChunk: number;
+  /** [T, numHeads * headDim] */
+  out: Float32Array;
+}
+
+export interface RopeTable {
+  /** Inverse frequencies, headDim/2 entries, already divided by any linear scaling factor. */
+  invFreq: Float32Array;
+}
+
+export interface Backend {
+  readonly name: string;
+  alloc(n: number): Float32Array;
+  /** Take ownership of a 2-D weight; the caller must drop its own reference to the bytes. */
+  prepare(w: WeightTensor): Matrix;
+  /** A 1-D weight (norm gains) as f32. */
+  vector(w: WeightTensor): Float32Array;
+  /** out[T, w.rows] = x[T, w.cols] · wᵀ */
+  matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void;
+  /** out[i] = table row ids[i] × scale */
+  embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void;
+  /** Gemma RMSNorm over rows of `dim`: x / sqrt(mean(x²) + eps) × gain (gain already 1 + w). out may be x. */
+  rmsNorm(x: Float32Array, rows: number, dim: number, gain: Float32Array, eps: number, out: Float32Array): void;
+  /** Rotate-half RoPE in place on [T, heads, headDim] for positions pos0..pos0+T-1. */
+  rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void;
+  attention(a: AttentionArgs): void;
+  /** out = gelu_tanh(gate) × up, elementwise over n. out may alias gate. */
+  geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void;
+  /** acc += x over n. */
+  add(acc: Float32Array, x: Float32Array, n: number): void;
+  /** Release worker threads or memory. */
+  dispose?(): void;
+}
+
+export function makeRopeTable(theta: number, headDim: number, linearFactor: number): RopeTable {
+  // HF computes inv_freq in float32: 1 / theta^(2j/D), then divides by the linear factor.
+  const half = headDim / 2;
+  const invFreq = new Float32Array(half);
+  for (let j = 0; j < half; j++) {
+    const exponent = Math.fround((2 * j) / headDim);
+    invFreq[j] = Math.fround(Math.fround(1 / Math.fround(theta ** exponent)) / linearFactor);
+  }
+  return { invFreq };
+}

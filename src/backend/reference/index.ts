@@ -1,0 +1,192 @@
+// The reference backend: plain TypeScript, f64 accumulation, written to be read beside
+// gemma-architecture.md. It is the oracle for every faster path. Weights stay in their stored
+// format; each row is decoded to f32 as it is used and reused across the batch.
+import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
+import { formatName, type WeightTensor } from '../../model/weight.js';
+import { f16Table32 } from '../../util/half.js';
+import { LutraError } from '../../util/errors.js';
+
+interface RefMatrix extends Matrix {
+  /** Decode row r into dst (length cols) as f32. */
+  decodeRow(r: number, dst: Float32Array): void;
+}
+
+function plainRowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => void {
+  const cols = w.shape[1];
+  const buf = w.data.buffer;
+  const off = w.data.byteOffset;
+  switch (w.format.kind) {
+    case 'f32': {
+      const v = new Float32Array(buf, off, w.data.byteLength / 4);
+      return (r, dst) => dst.set(v.subarray(r * cols, (r + 1) * cols));
+    }
+    case 'bf16': {
+      const v = new Uint16Array(buf, off, w.data.byteLength / 2);
+      return (r, dst) => {
+        const u = new Uint32Array(dst.buffer, dst.byteOffset, cols);
+        const base = r * cols;
+        for (let i = 0; i < cols; i++) u[i] = v[base + i] << 16;
+      };
+    }
+    case 'f16': {
+      const v = new Uint16Array(buf, off, w.data.byteLength / 2);
+      const table = f16Table32();
+      return (r, dst) => {
+        const base = r * cols;
+        for (let i = 0; i < cols; i++) dst[i] = table[v[base + i]];
+      };
+    }
+    default:
+      throw new LutraError(`${w.source}: tensor "${w.name}" has format ${formatName(w.format)}, which the reference backend cannot read yet`);
+  }
+}
+
+export class ReferenceBackend implements Backend {
+  readonly name = 'reference';
+
+  alloc(n: number): Float32Array {
+    return new Float32Array(n);
+  }
+
+  prepare(w: WeightTensor): Matrix {
+    if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
+    const m: RefMatrix = { name: w.name, rows: w.shape[0], cols: w.shape[1], decodeRow: plainRowDecoder(w) };
+    return m;
+  }
+
+  vector(w: WeightTensor): Float32Array {
+    if (w.shape.length !== 1) throw new LutraError(`${w.source}: tensor "${w.name}" should be 1-D, has shape [${w.shape}]`);
+    const out = new Float32Array(w.shape[0]);
+    plainRowDecoder({ ...w, shape: [1, w.shape[0]] })(0, out);
+    return out;
+  }
+
+  matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
+    const m = w as RefMatrix;
+    const { rows, cols } = m;
+    const row = new Float32Array(cols);
+    for (let r = 0; r < rows; r++) {
+      m.decodeRow(r, row);
+      for (let t = 0; t < T; t++) {
+        const xo = t * cols;
+        let acc = 0;
+        for (let i = 0; i < cols; i++) acc += x[xo + i] * row[i];
+        out[t * rows + r] = acc;
+      }
+    }
+  }
+
+  embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void {
+    const m = table as RefMatrix;
+    const row = new Float32Array(m.cols);
+    for (let t = 0; t < ids.length; t++) {
+      const id = ids[t];
+      if (!Number.isInteger(id) || id < 0 || id >= m.rows) throw new LutraError(`token id ${id} is outside the embedding table (0..${m.rows - 1})`);
+      m.decodeRow(id, row);
+      for (let i = 0; i < m.cols; i++) out[t * m.cols + i] = row[i] * scale;
+    }
+  }
+
+  rmsNorm(x: Float32Array, rows: number, dim: number, gain: Float32Array, eps: number, out: Float32Array): void {
+    for (let r = 0; r < rows; r++) {
+      const o = r * dim;
+      let ss = 0;
+      for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+      const inv = 1 / Math.sqrt(ss / dim + eps);
+      for (let i = 0; i < dim; i++) out[o + i] = x[o + i] * inv * gain[i];
+    }
+  }
+
+  rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
+    const half = headDim / 2;
+    const cos = new Float64Array(half);
+    const sin = new Float64Array(half);
+    for (let t = 0; t < T; t++) {
+      const p = pos0 + t;
+      for (let j = 0; j < half; j++) {
+        const angle = Math.fround(p * table.invFreq[j]); // HF: float32 angle, then cos/sin
+        cos[j] = Math.fround(Math.cos(angle));
+        sin[j] = Math.fround(Math.sin(angle));
+      }
+      for (let h = 0; h < heads; h++) {
+        const o = (t * heads + h) * headDim;
+        for (let j = 0; j < half; j++) {
+          const a = x[o + j];
+          const b = x[o + j + half];
+          x[o + j] = a * cos[j] - b * sin[j];
+          x[o + j + half] = b * cos[j] + a * sin[j];
+        }
+      }
+    }
+  }
+
+  attention(a: AttentionArgs): void {
+    const { q, k, v, cache, pos0, T, numHeads, numKvHeads, headDim, scale, window, out } = a;
+    const kvDim = numKvHeads * headDim;
+    const group = numHeads / numKvHeads;
+    const qChunk = Math.max(1, a.qChunk);
+    // Where the key/value of absolute position p is: in this batch, or in the cache.
+    const keyAt = (p: number): [Float32Array, Float32Array, number] =>
+      p >= pos0 ? [k, v, (p - pos0) * kvDim] : [cache.k, cache.v, (cache.ring ? p % cache.capacity : p) * kvDim];
+
+    for (let c0 = 0; c0 < T; c0 += qChunk) {
+      const c1 = Math.min(T, c0 + qChunk);
+      // One chunk of queries against the union of the keys any of them can see.
+      const lo = window > 0 ? Math.max(0, pos0 + c0 - window + 1) : 0;
+      const hi = pos0 + c1 - 1;
+      const nk = hi - lo + 1;
+      const scores = new Float64Array((c1 - c0) * nk);
+      for (let h = 0; h < numHeads; h++) {
+        const kvh = Math.floor(h / group);
+        for (let t = c0; t < c1; t++) {
+          const qp = pos0 + t;
+          const qo = (t * numHeads + h) * headDim;
+          const srow = (t - c0) * nk;
+          let max = -Infinity;
+          for (let kp = lo; kp <= hi; kp++) {
+            const visible = kp <= qp && (window === 0 || qp - kp < window);
+            if (!visible) {
+              scores[srow + kp - lo] = -Infinity;
+              continue;
+            }
+            const [K, , base] = keyAt(kp);
+            const ko = base + kvh * headDim;
+            let dot = 0;
+            for (let d = 0; d < headDim; d++) dot += q[qo + d] * K[ko + d];
+            const s = dot * scale;
+            scores[srow + kp - lo] = s;
+            if (s > max) max = s;
+          }
+          let sum = 0;
+          for (let j = 0; j < nk; j++) {
+            const e = scores[srow + j] === -Infinity ? 0 : Math.exp(scores[srow + j] - max);
+            scores[srow + j] = e;
+            sum += e;
+          }
+          const acc = new Float64Array(headDim);
+          for (let kp = lo; kp <= hi; kp++) {
+            const p = scores[srow + kp - lo];
+            if (p === 0) continue;
+            const [, V, base] = keyAt(kp);
+            const vo = base + kvh * headDim;
+            for (let d = 0; d < headDim; d++) acc[d] += p * V[vo + d];
+          }
+          for (let d = 0; d < headDim; d++) out[qo + d] = acc[d] / sum;
+        }
+      }
+    }
+  }
+
+  geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void {
+    const c = Math.sqrt(2 / Math.PI);
+    for (let i = 0; i < n; i++) {
+      const x = gate[i];
+      const g = 0.5 * x * (1 + Math.tanh(c * (x + 0.044715 * x * x * x)));
+      out[i] = g * up[i];
+    }
+  }
+
+  add(acc: Float32Array, x: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) acc[i] += x[i];
+  }
+}

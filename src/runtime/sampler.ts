@@ -1,0 +1,110 @@
+// Token sampling: greedy, or temperature with top-k, top-p, min-p and a repetition penalty,
+// driven by a seeded PRNG so a given seed always gives the same tokens.
+import { LutraError } from '../util/errors.js';
+
+export interface SamplerOptions {
+  /** 0 = greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  /** > 1 discourages tokens already seen (HF/llama.cpp convention: divide positive logits, multiply negative). */
+  repetitionPenalty?: number;
+  seed?: number;
+  /** Ids at or above this are never sampled (placeholder/padding rows of 262 208-row embeddings). */
+  maxTokenId?: number;
+}
+
+/** splitmix32: small, fast, good enough for sampling, fully determined by the seed. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    z = (z ^ (z >>> 16)) >>> 0;
+    return z / 4294967296;
+  };
+}
+
+export class Sampler {
+  readonly temperature: number;
+  readonly topK: number;
+  readonly topP: number;
+  readonly minP: number;
+  readonly repetitionPenalty: number;
+  readonly maxTokenId: number;
+  private rand: () => number;
+
+  constructor(opts: SamplerOptions = {}) {
+    this.temperature = opts.temperature ?? 0;
+    this.topK = opts.topK ?? 0;
+    this.topP = opts.topP ?? 1;
+    this.minP = opts.minP ?? 0;
+    this.repetitionPenalty = opts.repetitionPenalty ?? 1;
+    this.maxTokenId = opts.maxTokenId ?? 262144;
+    this.rand = prng(opts.seed ?? 0);
+    const bad = (flag: string, v: number, ok: boolean) => {
+      if (!ok || !Number.isFinite(v)) throw new LutraError(`${flag} ${v} is out of range`);
+    };
+    bad('--temperature', this.temperature, this.temperature >= 0);
+    bad('--top-k', this.topK, Number.isInteger(this.topK) && this.topK >= 0);
+    bad('--top-p', this.topP, this.topP > 0 && this.topP <= 1);
+    bad('--min-p', this.minP, this.minP >= 0 && this.minP < 1);
+    bad('--repetition-penalty', this.repetitionPenalty, this.repetitionPenalty > 0);
+  }
+
+  /** Pick the next token from logits [vocab]; `history` feeds the repetition penalty. */
+  sample(logits: Float32Array, history: ArrayLike<number> = []): number {
+    const n = Math.min(logits.length, this.maxTokenId);
+    const l = Float64Array.from(logits.subarray(0, n));
+    if (this.repetitionPenalty !== 1) {
+      const seen = new Set<number>();
+      for (let i = 0; i < history.length; i++) if (history[i] < n) seen.add(history[i]);
+      for (const id of seen) l[id] = l[id] > 0 ? l[id] / this.repetitionPenalty : l[id] * this.repetitionPenalty;
+    }
+    if (this.temperature === 0) {
+      let best = 0;
+      for (let i = 1; i < n; i++) if (l[i] > l[best]) best = i;
+      return best;
+    }
+    // Candidates sorted by logit (ties by id, so the order is deterministic).
+    // Tokens more than 40·T below the best have probability < e^-40 relative: drop them before sorting.
+    let top = -Infinity;
+    for (let i = 0; i < n; i++) if (l[i] > top) top = l[i];
+    const cut = top - 40 * this.temperature;
+    let cand: number[] = [];
+    for (let i = 0; i < n; i++) if (l[i] >= cut) cand.push(i);
+    const k = this.topK > 0 ? Math.min(this.topK, cand.length) : cand.length;
+    cand.sort((a, b) => l[b] - l[a] || a - b);
+    cand = cand.slice(0, k);
+    const max = l[cand[0]];
+    let probs = cand.map((id) => Math.exp((l[id] - max) / this.temperature));
+    let sum = probs.reduce((a, b) => a + b, 0);
+    probs = probs.map((p) => p / sum);
+    let keep = probs.length;
+    if (this.minP > 0) {
+      const floor = this.minP * probs[0];
+      keep = Math.max(1, probs.findIndex((p) => p < floor) === -1 ? keep : probs.findIndex((p) => p < floor));
+    }
+    if (this.topP < 1) {
+      let acc = 0;
+      for (let i = 0; i < keep; i++) {
+        acc += probs[i];
+        if (acc >= this.topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    probs = probs.slice(0, keep);
+    sum = probs.reduce((a, b) => a + b, 0);
+    let r = this.rand() * sum;
+    for (let i = 0; i < keep; i++) {
+      r -= probs[i];
+      if (r < 0) return cand[i];
+    }
+    return cand[keep - 1];
+  }
+}

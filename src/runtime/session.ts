@@ -1,0 +1,80 @@
+// A Session is one conversation over a loaded model: its own KV cache and position. Prefill runs
+// in batches of B tokens (each with Q-chunked attention); decode runs one token at a time.
+import type { Gemma3Model, Observer } from '../model/gemma3.js';
+import { KVCache } from './kv-cache.js';
+import { LutraError } from '../util/errors.js';
+
+export interface SessionOptions {
+  /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
+  contextLength?: number;
+  /** Tokens per prefill batch. */
+  prefillBatch?: number;
+  /** Queries per attention chunk. */
+  qChunk?: number;
+}
+
+export class Session {
+  readonly cache: KVCache;
+  readonly contextLength: number;
+  readonly prefillBatch: number;
+  readonly qChunk: number;
+
+  constructor(readonly model: Gemma3Model, opts: SessionOptions = {}) {
+    this.contextLength = opts.contextLength ?? Math.min(model.cfg.maxPositions, 4096);
+    this.prefillBatch = opts.prefillBatch ?? 64;
+    this.qChunk = opts.qChunk ?? 32;
+    if (this.contextLength > model.cfg.maxPositions) {
+      throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
+    }
+    this.cache = new KVCache(model.backend, model.cfg, this.contextLength);
+  }
+
+  get position(): number {
+    return this.cache.length;
+  }
+
+  get vocabSize(): number {
+    return this.model.vocabSize;
+  }
+
+  private checkRoom(n: number): void {
+    if (this.position + n > this.contextLength) {
+      throw new LutraError(`context full: ${this.position} + ${n} tokens exceed the context length ${this.contextLength}`);
+    }
+  }
+
+  /**
+   * Feed tokens. Returns logits of the last token ([vocab]), or of every token ([n, vocab]) when
+   * `all` is set.
+   */
+  prefill(ids: ArrayLike<number>, opts: { all?: boolean; observer?: Observer } = {}): Float32Array {
+    const n = ids.length;
+    if (n === 0) throw new LutraError('prefill needs at least one token');
+    this.checkRoom(n);
+    const V = this.vocabSize;
+    const all = opts.all ? new Float32Array(n * V) : null;
+    let last: Float32Array | null = null;
+    for (let s = 0; s < n; s += this.prefillBatch) {
+      const batch = Array.prototype.slice.call(ids, s, Math.min(n, s + this.prefillBatch)) as number[];
+      const isLast = s + batch.length >= n;
+      const logits = this.model.forward(batch, this.position, this.cache, {
+        logits: all ? 'all' : isLast ? 'last' : 'none',
+        qChunk: this.qChunk,
+        observer: opts.observer,
+      });
+      if (all && logits) all.set(logits, s * V);
+      if (isLast) last = logits;
+    }
+    return all ?? (last as Float32Array);
+  }
+
+  /** Feed one token; returns the next-token logits. */
+  step(id: number, observer?: Observer): Float32Array {
+    this.checkRoom(1);
+    return this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer }) as Float32Array;
+  }
+
+  reset(): void {
+    this.cache.reset();
+  }
+}
