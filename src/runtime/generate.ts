@@ -69,6 +69,6 @@ export function formatStats(s: GenerationStats): string {
   const decoded = Math.max(0, s.generatedTokens - 1);
   return (
     `prefill: ${s.promptTokens} tokens in ${s.prefillSeconds.toFixed(2)} s (${rate(s.promptTokens, s.prefillSeconds)} tok/s); ` +
-    `decode: ${decoded} tokens in ${s.decodeSeconds.toFixed(2)} s (${rate(decoded, s.decodeSeconds)} tok/s); stopped by ${s.stoppedBy}`
+    `generated ${s.generatedTokens} tokens; decode: ${decoded} steps in ${s.decodeSeconds.toFixed(2)} s (${rate(decoded, s.decodeSeconds)} tok/s); stopped by ${s.stoppedBy}`
   );
 }

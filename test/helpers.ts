@@ -1,0 +1,30 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeFixture } from '../src/model/fixture.js';
+
+/** A fresh tiny fixture in a temporary folder; call cleanup() when done. */
+export function tinyFixture(seed = 0): { dir: string; root: string; cleanup: () => void } {
+  const root = mkdtempSync(join(tmpdir(), 'lutra-test-'));
+  const dir = join(root, 'tiny');
+  writeFixture(dir, 'tiny', seed);
+  return { dir, root, cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/** Deterministic pseudo-random token ids in [lo, hi). */
+export function tokenSequence(n: number, seed: number, lo = 5, hi = 262000): number[] {
+  let s = seed >>> 0;
+  const out: number[] = [2];
+  while (out.length < n) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out.push(lo + (s % (hi - lo)));
+  }
+  return out;
+}
