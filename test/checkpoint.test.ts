@@ -7,7 +7,7 @@ import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
-import { bf16ToF32, f32ToF16 } from '../src/util/half.js';
+import { bf16BitsToF32, f32ToF16Bits } from '../src/util/half.js';
 import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(3);
@@ -29,8 +29,8 @@ function reencode(name: string, dtype: 'f32' | 'f16', src: Checkpoint, outName =
     bytes: () => {
       const w = src.load(name);
       const u16 = new Uint16Array(w.data.buffer, w.data.byteOffset, w.data.byteLength / 2);
-      if (dtype === 'f32') return new Uint8Array(Float32Array.from(u16, (h) => bf16ToF32(h)).buffer);
-      return new Uint8Array(Uint16Array.from(u16, (h) => f32ToF16(bf16ToF32(h))).buffer);
+      if (dtype === 'f32') return new Uint8Array(Float32Array.from(u16, (h) => bf16BitsToF32(h)).buffer);
+      return new Uint8Array(Uint16Array.from(u16, (h) => f32ToF16Bits(bf16BitsToF32(h))).buffer);
     },
   };
 }

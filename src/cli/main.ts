@@ -6,8 +6,9 @@ import { LutraError } from '../util/errors.js';
 import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
 import { fixtureCommand } from './fixture.js';
+import { exportGgufCommand } from './export-gguf.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, exportGgufCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

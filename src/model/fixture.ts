@@ -6,7 +6,7 @@ import { copyFileSync, mkdirSync, renameSync, rmSync, writeFileSync, existsSync 
 import { createRequire } from 'node:module';
 import { join, dirname, basename } from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { f32ToBf16 } from '../util/half.js';
+import { f32ToBf16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
 
 export interface FixtureShape {
@@ -69,7 +69,7 @@ function bf16Tensor(name: string, shape: number[], seed: number, mean: number, s
       const n = shape.reduce((a, b) => a * b, 1);
       const g = gaussian(tensorSeed(seed, name));
       const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) out[i] = f32ToBf16(mean + std * g());
+      for (let i = 0; i < n; i++) out[i] = f32ToBf16Bits(mean + std * g());
       return new Uint8Array(out.buffer);
     },
   };

@@ -5,7 +5,7 @@ import type { Backend, Matrix, RopeTable } from '../backend/backend.js';
 import { makeRopeTable } from '../backend/backend.js';
 import { isSliding, type GemmaConfig } from './config.js';
 import type { WeightTensor } from './weight.js';
-import { f32ToBf16, bf16ToF32, f32ToF16, f16ToF32 } from '../util/half.js';
+import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
 import type { KVCache } from '../runtime/kv-cache.js';
 
 /** Where tensors come from: a checkpoint or a lutra package. */
@@ -60,8 +60,8 @@ export interface ForwardOptions {
 /** sqrt(H) cast to the embedding's storage dtype, as HF does (§1.8). */
 function embedScaleFor(hidden: number, kind: string): number {
   const s = Math.sqrt(hidden);
-  if (kind === 'bf16') return bf16ToF32(f32ToBf16(s));
-  if (kind === 'f16') return f16ToF32(f32ToF16(s));
+  if (kind === 'bf16') return bf16BitsToF32(f32ToBf16Bits(s));
+  if (kind === 'f16') return f16BitsToF32(f32ToF16Bits(s));
   return Math.fround(s);
 }
 

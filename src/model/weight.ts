@@ -1,6 +1,8 @@
 // The weight descriptor every backend understands. Matrices are [out, in], row-major.
 // Plain formats hold values; quantized formats (issue: convert and quantize) hold codes plus
 // scales or tables, and backends dequantize on the fly: nothing is expanded to f32 at load.
+import { bf16ArrayToF32, f16ArrayToF32 } from '../util/half.js';
+import { LutraError } from '../util/errors.js';
 
 export type PlainDtype = 'f32' | 'f16' | 'bf16';
 
@@ -37,4 +39,19 @@ export function formatName(f: WeightFormat): string {
 
 export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Decode a plain-format tensor to f32 (for export and conversion; the runtime never does this). */
+export function plainToF32(w: WeightTensor): Float32Array {
+  const { buffer, byteOffset, byteLength } = w.data;
+  switch (w.format.kind) {
+    case 'f32':
+      return new Float32Array(buffer, byteOffset, byteLength / 4).slice();
+    case 'bf16':
+      return bf16ArrayToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
+    case 'f16':
+      return f16ArrayToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
+    default:
+      throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}; only plain f32/f16/bf16 can be decoded here`);
+  }
 }

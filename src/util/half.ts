@@ -1,65 +1,94 @@
-// 16-bit float conversions. bf16 is the top half of an f32; f16 goes through a 65 536-entry table.
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
+// IEEE binary16 (f16) and bfloat16 (bf16) conversions, bit-exact with ggml:
+// f32 -> f16 and f32 -> bf16 round to nearest, ties to even; NaN stays NaN (quiet).
+// f16 overflow (|x| >= 65520 after rounding) gives ±Infinity, tiny values become
+// subnormals or ±0 with the sign kept.
 
-export function bf16ToF32(h: number): number {
-  u32[0] = h << 16;
-  return f32[0];
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+/** f32 -> f16 bits (round to nearest even). `x` is first rounded to f32. */
+export function f32ToF16Bits(x: number): number {
+  f32buf[0] = x;
+  const w = u32buf[0]!;
+  const sign = (w >>> 16) & 0x8000;
+  const exp = (w >>> 23) & 0xff;
+  const mant = w & 0x7fffff;
+  if (exp === 0xff) return sign | (mant !== 0 ? 0x7e00 : 0x7c00); // NaN (quiet) or Inf
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow
+  if (e <= 0) {
+    // f16 subnormal (or zero). Value = m * 2^(exp-150); unit of an f16 subnormal is 2^-24.
+    const shift = 126 - exp; // >= 14
+    if (shift > 24) return sign; // < half of the smallest subnormal
+    const m = mant | 0x800000;
+    let h = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1) !== 0)) h++;
+    return sign | h; // may carry into the smallest normal, which is the right encoding
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) !== 0)) h++; // carry may reach Inf: correct
+  return sign | h;
 }
 
-/** f32 → bf16 bits, round to nearest even; NaN stays NaN. */
-export function f32ToBf16(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0) return (b >>> 16) | 0x40;
-  return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
+let f16Table: Float32Array | undefined;
+
+/** f16 bits -> number (exact). */
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant !== 0 ? NaN : sign * Infinity;
+  return sign * (1024 + mant) * 2 ** (exp - 25);
 }
 
-function decodeF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m === 0 ? s * Infinity : NaN;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-let f16Table: Float32Array | null = null;
 /** All 65 536 f16 values as f32, indexed by bit pattern. */
 export function f16Table32(): Float32Array {
   if (!f16Table) {
     f16Table = new Float32Array(65536);
-    for (let i = 0; i < 65536; i++) f16Table[i] = decodeF16(i);
+    for (let i = 0; i < 65536; i++) f16Table[i] = f16BitsToF32(i);
   }
   return f16Table;
 }
 
-export function f16ToF32(h: number): number {
-  return f16Table32()[h & 0xffff];
+export function f32ArrayToF16(src: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = f32ToF16Bits(src[i]!);
+  return out;
 }
 
-/** f32 → f16 bits, round to nearest even; overflow becomes ±inf as IEEE hardware does. */
-export function f32ToF16(x: number): number {
-  f32[0] = x;
-  const b = u32[0];
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = mant & ((1 << shift) - 1);
-    let r = mant >>> shift;
-    if (rest > half || (rest === half && (r & 1))) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (r & 1))) r++;
-  return sign | r;
+export function f16ArrayToF32(src: Uint16Array): Float32Array {
+  const t = f16Table32();
+  const out = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = t[src[i]!]!;
+  return out;
+}
+
+/** f32 -> bf16 bits, as ggml_compute_fp32_to_bf16: round to nearest even, NaN forced quiet. */
+export function f32ToBf16Bits(x: number): number {
+  f32buf[0] = x;
+  const w = u32buf[0]!;
+  if ((w & 0x7fffffff) > 0x7f800000) return ((w >>> 16) | 0x40) & 0xffff;
+  return ((w + 0x7fff + ((w >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+export function bf16BitsToF32(h: number): number {
+  u32buf[0] = (h & 0xffff) << 16;
+  return f32buf[0]!;
+}
+
+export function f32ArrayToBf16(src: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = f32ToBf16Bits(src[i]!);
+  return out;
+}
+
+export function bf16ArrayToF32(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < src.length; i++) u[i] = src[i]! << 16;
+  return out;
 }

@@ -1,0 +1,30 @@
+// Progress bars on stderr (only when it is a terminal), for long writes and conversions.
+import cliProgress from 'cli-progress';
+
+export interface Progress {
+  update(done: number): void;
+  stop(): void;
+}
+
+export function byteProgress(label: string, total: number): Progress {
+  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  const mb = (n: number) => (n / 2 ** 20).toFixed(1);
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `${label} [{bar}] {percentage}% | {doneMB}/{totalMB} MB | ETA {eta_formatted}`,
+      hideCursor: true,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(total, 0, { doneMB: mb(0), totalMB: mb(total) });
+  return {
+    update(done) {
+      bar.update(done, { doneMB: mb(done), totalMB: mb(total) });
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}
