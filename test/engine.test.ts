@@ -83,3 +83,19 @@ test('next-token distributions are peaked (top-1 probability often above 0.3)', 
 });
 
 test.after(() => fx.cleanup());
+
+test('truncate steps back within the ring slack and continues exactly', () => {
+  const full = new Session(model, { contextLength: 256, prefillBatch: ids.length }).prefill(ids, { all: true });
+  const s = new Session(model, { contextLength: 256, rollbackSlack: 8 });
+  s.prefill(ids.slice(0, 40));
+  assert.equal(s.truncate(31), true); // drop 9 = slack + 1
+  assert.equal(s.position, 31);
+  let worst = 0;
+  for (let t = 31; t < 45; t++) worst = Math.max(worst, maxAbsDiff(s.step(ids[t]), full.subarray(t * V, (t + 1) * V)));
+  assert.ok(worst <= 1e-4, `max |Δlogit| ${worst}`);
+  // Without slack the ring cannot step back past one token.
+  const tight = new Session(model, { contextLength: 256 });
+  tight.prefill(ids.slice(0, 40));
+  assert.equal(tight.truncate(35), false);
+  assert.equal(tight.position, 40);
+});

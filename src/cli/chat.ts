@@ -24,7 +24,8 @@ export const chatCommand: Command = {
     const maxTokens = flags.number('max-tokens', 512, { integer: true, min: 1 });
     const { model, tokenizer, dir } = openModel(flags);
     if (!tokenizer.hasChatTemplate) throw new LutraError(`${dir}: the tokenizer has no chat template; use lutra generate --raw`);
-    const session = openSession(flags, model);
+    // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
+    const session = openSession(flags, model, maxTokens + 16);
     const sampler = makeSampler(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
     const system = flags.optionalString('system');
     let history: ChatMessage[] = [];
@@ -40,6 +41,12 @@ export const chatCommand: Command = {
         rl.prompt();
       }
     });
+    // Without a terminal (piped input) Ctrl-C arrives as a signal, not a readline event.
+    const onSignal = () => {
+      if (generating) interrupt = true;
+      else rl.close();
+    };
+    process.on('SIGINT', onSignal);
     process.stderr.write(`lutra chat: ${dir} on ${model.backend.name}, context ${session.contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
     rl.prompt();
 
@@ -80,9 +87,11 @@ export const chatCommand: Command = {
         rl.prompt();
         continue;
       }
-      // Reuse the cache when the rendered conversation extends what it holds; else start over.
-      const reusable = cached.length > 0 && cached.length <= ids.length && cached.every((id, i) => ids[i] === id);
-      if (!reusable) {
+      // Reuse the cached tokens the rendered conversation still starts with; else start over.
+      let common = 0;
+      while (common < cached.length && common < ids.length - 1 && cached[common] === ids[common]) common++;
+      if (session.truncate(common)) cached = cached.slice(0, common);
+      else {
         session.reset();
         cached = [];
       }
@@ -102,17 +111,17 @@ export const chatCommand: Command = {
         if (r.done) {
           generating = false;
           process.stdout.write(r.value.stoppedBy === 'interrupted' ? ' [interrupted]\n' : '\n');
-          if (flags.bool('stats')) process.stderr.write(formatStats(r.value) + '\n');
+          if (flags.bool('stats')) process.stderr.write(`${formatStats(r.value)}; reused ${cached.length} cached tokens\n`);
           break;
         }
         answer.push(r.value);
         process.stdout.write(stream.push(r.value));
       }
-      // The cache now holds the prompt and every answer token but the last one sampled.
-      cached = [...ids, ...answer.slice(0, Math.max(0, answer.length - 1))];
+      cached = [...ids, ...answer].slice(0, session.position);
       history.push({ role: 'assistant', content: tokenizer.decode(answer) });
       rl.prompt();
     }
+    process.off('SIGINT', onSignal);
     process.stdout.write('\n');
   },
 };

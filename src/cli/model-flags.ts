@@ -13,11 +13,12 @@ export function openModel(flags: Flags): { model: Gemma3Model; tokenizer: GemmaT
   return { model, tokenizer: tokenizer!, dir, loadSeconds };
 }
 
-export function openSession(flags: Flags, model: Gemma3Model): Session {
+export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {
   const maxCtx = model.cfg.maxPositions;
   return new Session(model, {
     contextLength: flags.number('context', Math.min(maxCtx, 4096), { integer: true, min: 1, max: maxCtx }),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
+    rollbackSlack,
   });
 }
 

@@ -10,11 +10,16 @@ export class KVCache {
   length = 0;
   private readonly kvDim: number;
 
-  constructor(backend: Backend, cfg: GemmaConfig, readonly contextLength: number) {
+  /**
+   * `rollbackSlack` extra ring slots let truncate() step back that many tokens (chat edits,
+   * rejected speculative drafts); with 0 a ring holds exactly W slots.
+   */
+  constructor(backend: Backend, cfg: GemmaConfig, readonly contextLength: number, readonly rollbackSlack = 0) {
     this.kvDim = cfg.numKvHeads * cfg.headDim;
     this.layers = cfg.layerTypes.map((_, l) => {
-      const ring = isSliding(cfg, l) && cfg.slidingWindow < contextLength;
-      const capacity = ring ? cfg.slidingWindow : contextLength;
+      const ringSlots = cfg.slidingWindow + rollbackSlack;
+      const ring = isSliding(cfg, l) && ringSlots < contextLength;
+      const capacity = ring ? ringSlots : contextLength;
       return { k: backend.alloc(capacity * this.kvDim), v: backend.alloc(capacity * this.kvDim), capacity, ring };
     });
   }
@@ -36,5 +41,18 @@ export class KVCache {
 
   reset(): void {
     this.length = 0;
+  }
+
+  /** Largest number of tokens truncate() can drop from the end. */
+  get maxRollback(): number {
+    return this.rollbackSlack + 1;
+  }
+
+  /** Forget positions ≥ n. A ring still holds the W-1 keys position n needs only if few enough were dropped. */
+  truncate(n: number): boolean {
+    if (n >= this.length) return n === this.length;
+    if (this.length - n > this.maxRollback && this.layers.some((c) => c.ring)) return false;
+    this.length = n;
+    return true;
   }
 }

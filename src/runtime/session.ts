@@ -11,6 +11,8 @@ export interface SessionOptions {
   prefillBatch?: number;
   /** Queries per attention chunk. */
   qChunk?: number;
+  /** How many tokens truncate() may drop (extra ring slots per sliding layer). */
+  rollbackSlack?: number;
 }
 
 export class Session {
@@ -26,7 +28,7 @@ export class Session {
     if (this.contextLength > model.cfg.maxPositions) {
       throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
     }
-    this.cache = new KVCache(model.backend, model.cfg, this.contextLength);
+    this.cache = new KVCache(model.backend, model.cfg, this.contextLength, opts.rollbackSlack ?? 0);
   }
 
   get position(): number {
@@ -76,5 +78,10 @@ export class Session {
 
   reset(): void {
     this.cache.reset();
+  }
+
+  /** Keep only the first n tokens; false (and nothing changed) when the rings cannot step back that far. */
+  truncate(n: number): boolean {
+    return this.cache.truncate(n);
   }
 }
