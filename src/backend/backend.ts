@@ -53,7 +53,12 @@ export interface RopeTable {
 
 export interface Backend {
   readonly name: string;
+  /** Long-lived activation memory (KV caches), zeroed. */
   alloc(n: number): Float32Array;
+  /** Per-forward working memory, valid until the next resetScratch(). */
+  scratch(n: number): Float32Array;
+  /** Called at the start of every forward pass: all scratch buffers may be reused. */
+  resetScratch(): void;
   /** Take ownership of a 2-D weight; the caller must drop its own reference to the bytes. */
   prepare(w: WeightTensor): Matrix;
   /** A 1-D weight (norm gains) as f32. */

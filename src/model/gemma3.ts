@@ -126,6 +126,7 @@ export class Gemma3Model {
   /**
    * Run T tokens at positions pos0..pos0+T-1 against `cache` (which holds positions < pos0),
    * append their keys/values, and return logits [rows, vocab] for the requested positions.
+   * The logits live in backend scratch memory: valid until the next forward call.
    */
   forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
     const { cfg, backend: B } = this;
@@ -133,14 +134,15 @@ export class Gemma3Model {
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D, rmsNormEps: eps } = cfg;
     const watch = opts.observer;
 
-    const h = B.alloc(T * H); // the residual stream
-    const x = B.alloc(T * H); // normed input of a block, then its output
-    const q = B.alloc(T * nH * D);
-    const k = B.alloc(T * nKV * D);
-    const v = B.alloc(T * nKV * D);
-    const att = B.alloc(T * nH * D);
-    const gate = B.alloc(T * I);
-    const up = B.alloc(T * I);
+    B.resetScratch();
+    const h = B.scratch(T * H); // the residual stream
+    const x = B.scratch(T * H); // normed input of a block, then its output
+    const q = B.scratch(T * nH * D);
+    const k = B.scratch(T * nKV * D);
+    const v = B.scratch(T * nKV * D);
+    const att = B.scratch(T * nH * D);
+    const gate = B.scratch(T * I);
+    const up = B.scratch(T * I);
 
     B.embed(this.embed, ids, this.embedScale, h);
     watch?.(0, 'embed', h, T, H);
@@ -187,10 +189,10 @@ export class Gemma3Model {
     if (opts.logits === 'none') return null;
     const rows = opts.logits === 'all' ? T : 1;
     const last = opts.logits === 'all' ? h : h.subarray((T - 1) * H, T * H);
-    const normed = B.alloc(rows * H);
+    const normed = B.scratch(rows * H);
     B.rmsNorm(last, rows, H, this.finalNorm, eps, normed);
     watch?.(this.layers.length - 1, 'final_norm', normed, rows, H);
-    const logits = B.alloc(rows * this.vocabSize);
+    const logits = B.scratch(rows * this.vocabSize);
     B.matmul(normed, rows, this.lmHead, logits);
     if (cfg.finalLogitSoftcapping) {
       const c = cfg.finalLogitSoftcapping;

@@ -65,7 +65,7 @@ export class Session {
         observer: opts.observer,
       });
       if (all && logits) all.set(logits, s * V);
-      if (isLast) last = logits;
+      if (isLast && !all) last = (logits as Float32Array).slice();
     }
     return all ?? (last as Float32Array);
   }
@@ -73,7 +73,8 @@ export class Session {
   /** Feed one token; returns the next-token logits. */
   step(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
-    return this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer }) as Float32Array;
+    const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer }) as Float32Array;
+    return logits.slice(); // forward's buffer is reused by the next call
   }
 
   reset(): void {

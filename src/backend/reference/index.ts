@@ -2,7 +2,7 @@
 // gemma-architecture.md. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
 import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
-import { formatName, type WeightTensor } from '../../model/weight.js';
+import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
 import { f16Table32 } from '../../util/half.js';
 import { LutraError } from '../../util/errors.js';
 
@@ -36,8 +36,44 @@ function plainRowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => voi
         for (let i = 0; i < cols; i++) dst[i] = table[v[base + i]];
       };
     }
-    default:
-      throw new LutraError(`${w.source}: tensor "${w.name}" has format ${formatName(w.format)}, which the reference backend cannot read yet`);
+    case 'int8':
+    case 'int4': {
+      const f = w.format;
+      const scales = w.scales;
+      const perRow = scalesPerRow(f, cols);
+      if (!scales) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no scales`);
+      const block = typeof f.group === 'number' ? f.group : cols;
+      const stride = rowBytes(f, cols);
+      const codes = f.kind === 'int8' ? new Int8Array(buf, off, w.data.byteLength) : new Uint8Array(buf, off, w.data.byteLength);
+      const scaleAt = (r: number, i: number) => (f.group === 't' ? scales[0] : scales[r * perRow + Math.floor(i / block)]);
+      return f.kind === 'int8'
+        ? (r, dst) => {
+            for (let i = 0; i < cols; i++) dst[i] = codes[r * stride + i] * scaleAt(r, i);
+          }
+        : (r, dst) => {
+            for (let i = 0; i < cols; i++) {
+              const byte = codes[r * stride + (i >> 1)];
+              dst[i] = (((i & 1) === 0 ? byte & 15 : byte >> 4) - 8) * scaleAt(r, i);
+            }
+          };
+    }
+    case 'lut': {
+      const f = w.format;
+      const table = w.table;
+      if (!table) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no table`);
+      const stride = rowBytes(f, cols);
+      const entries = 1 << f.bits;
+      const codes = new Uint8Array(buf, off, w.data.byteLength);
+      return (r, dst) => {
+        const t = (f.group === 0 ? 0 : Math.floor(r / f.group)) * entries;
+        let bit = r * stride * 8;
+        for (let i = 0; i < cols; i++, bit += f.bits) {
+          // Read b bits LSB-first; a code spans at most two bytes since b ≤ 8.
+          const pair = codes[bit >> 3] | ((codes[(bit >> 3) + 1] ?? 0) << 8);
+          dst[i] = table[t + ((pair >> (bit & 7)) & (entries - 1))];
+        }
+      };
+    }
   }
 }
 
@@ -47,6 +83,12 @@ export class ReferenceBackend implements Backend {
   alloc(n: number): Float32Array {
     return new Float32Array(n);
   }
+
+  scratch(n: number): Float32Array {
+    return new Float32Array(n);
+  }
+
+  resetScratch(): void {}
 
   prepare(w: WeightTensor): Matrix {
     if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
