@@ -28,3 +28,21 @@ export function byteProgress(label: string, total: number): Progress {
     },
   };
 }
+
+/** Tensors done of total, with the current tensor's name and the time left. */
+export function tensorProgress(label: string, total: number): { update(done: number, name: string): void; stop(): void } {
+  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar(
+    { stream: process.stderr, format: `${label} [{bar}] {value}/{total} tensors | ETA {eta_formatted} | {name}`, hideCursor: true, etaBuffer: 20 },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(total, 0, { name: '' });
+  return {
+    update(done, name) {
+      bar.update(done, { name });
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LutraError } from '../util/errors.js';
 import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
-import type { WeightTensor } from '../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { SafetensorsFile, type SafetensorsEntry } from './safetensors.js';
 
 const SKIPPED = /^(model\.)?(vision_tower|multi_modal_projector|audio_tower|embed_vision|embed_audio)\./;
@@ -95,6 +95,14 @@ export class Checkpoint {
     return hit.entry.shape;
   }
 
+  format(name: string): WeightFormat {
+    const hit = this.index.get(name);
+    if (!hit) throw new LutraError(`${this.dir}: tensor "${name}" is missing`);
+    const d = hit.entry.dtype;
+    if (d === 'i8' || d === 'u8') throw new LutraError(`${hit.file.path}: tensor "${hit.entry.name}" is ${d.toUpperCase()}; a checkpoint weight must be F32, F16 or BF16`);
+    return { kind: d };
+  }
+
   /** Read a tensor, checking its shape when `expected` is given. */
   load(name: string, expected?: number[]): WeightTensor {
     const hit = this.index.get(name);
@@ -103,7 +111,11 @@ export class Checkpoint {
     if (expected && (expected.length !== entry.shape.length || expected.some((d, i) => d !== entry.shape[i]))) {
       throw new LutraError(`${file.path}: tensor "${entry.name}" has shape [${entry.shape}], expected [${expected}] from config.json`);
     }
-    return { name, shape: entry.shape, format: { kind: entry.dtype }, data: file.read(entry.name), source: file.path };
+    return { name, shape: entry.shape, format: this.format(name), data: file.read(entry.name), source: file.path };
+  }
+
+  weightFiles(): string[] {
+    return this.files.map((f) => f.path);
   }
 
   close(): void {

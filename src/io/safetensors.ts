@@ -4,15 +4,22 @@ import { closeSync, fstatSync, openSync, readSync, writeSync, renameSync, rmSync
 import { LutraError } from '../util/errors.js';
 import { numel, type PlainDtype } from '../model/weight.js';
 
-const DTYPES: Record<string, { dtype: PlainDtype; bytes: number }> = {
+/** Plain float dtypes hold weights; I8/U8 hold quantization codes in lutra packages. */
+export type StDtype = PlainDtype | 'i8' | 'u8';
+
+const DTYPES: Record<string, { dtype: StDtype; bytes: number }> = {
   F32: { dtype: 'f32', bytes: 4 },
   F16: { dtype: 'f16', bytes: 2 },
   BF16: { dtype: 'bf16', bytes: 2 },
+  I8: { dtype: 'i8', bytes: 1 },
+  U8: { dtype: 'u8', bytes: 1 },
 };
+const BYTES: Record<StDtype, number> = { f32: 4, f16: 2, bf16: 2, i8: 1, u8: 1 };
+const NAMES: Record<StDtype, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i8: 'I8', u8: 'U8' };
 
 export interface SafetensorsEntry {
   name: string;
-  dtype: PlainDtype;
+  dtype: StDtype;
   shape: number[];
   /** Absolute byte offset in the file. */
   offset: number;
@@ -65,7 +72,7 @@ export class SafetensorsFile {
         continue;
       }
       const dt = DTYPES[info?.dtype];
-      if (!dt) throw new LutraError(`${this.path}: tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; expected F32, F16 or BF16`);
+      if (!dt) throw new LutraError(`${this.path}: tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; expected F32, F16, BF16, I8 or U8`);
       const shape = info.shape as number[];
       const [begin, end] = info.data_offsets as [number, number];
       const nbytes = numel(shape) * dt.bytes;
@@ -102,7 +109,7 @@ export class SafetensorsFile {
 
 export interface TensorToWrite {
   name: string;
-  dtype: PlainDtype;
+  dtype: StDtype;
   shape: number[];
   /** Produces the raw little-endian bytes; called once, when the tensor is written. */
   bytes: () => Uint8Array;
@@ -112,10 +119,9 @@ export interface TensorToWrite {
 export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
-  const names: Record<PlainDtype, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
   for (const t of tensors) {
-    const nbytes = numel(t.shape) * (t.dtype === 'f32' ? 4 : 2);
-    header[t.name] = { dtype: names[t.dtype], shape: t.shape, data_offsets: [offset, offset + nbytes] };
+    const nbytes = numel(t.shape) * BYTES[t.dtype];
+    header[t.name] = { dtype: NAMES[t.dtype], shape: t.shape, data_offsets: [offset, offset + nbytes] };
     offset += nbytes;
   }
   let json = JSON.stringify(header);
@@ -129,7 +135,7 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
     writeSync(fd, Buffer.from(json, 'utf8'));
     for (const t of tensors) {
       const b = t.bytes();
-      const expected = numel(t.shape) * (t.dtype === 'f32' ? 4 : 2);
+      const expected = numel(t.shape) * BYTES[t.dtype];
       if (b.byteLength !== expected) throw new Error(`internal: tensor ${t.name} produced ${b.byteLength} bytes, expected ${expected}`);
       writeSync(fd, b);
     }

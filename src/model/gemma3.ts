@@ -4,7 +4,7 @@
 import type { Backend, Matrix, RopeTable } from '../backend/backend.js';
 import { makeRopeTable } from '../backend/backend.js';
 import { isSliding, type GemmaConfig } from './config.js';
-import type { WeightTensor } from './weight.js';
+import type { WeightFormat, WeightTensor } from './weight.js';
 import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
 import type { KVCache } from '../runtime/kv-cache.js';
 
@@ -13,9 +13,15 @@ export interface WeightSource {
   readonly dir: string;
   readonly config: GemmaConfig;
   has(name: string): boolean;
+  readonly rawConfig: Record<string, unknown>;
+  names(): string[];
+  shape(name: string): number[];
+  format(name: string): WeightFormat;
   load(name: string, expectedShape?: number[]): WeightTensor;
   /** Embedding scale recorded by a package (e.g. with an fp16 α folded in); undefined for checkpoints. */
   embedScale?: number;
+  /** A package stores lm_head.weight only when its format differs from the embedding's: then use it. */
+  separateLmHead?: boolean;
   close(): void;
 }
 
@@ -58,7 +64,7 @@ export interface ForwardOptions {
 }
 
 /** sqrt(H) cast to the embedding's storage dtype, as HF does (§1.8). */
-function embedScaleFor(hidden: number, kind: string): number {
+export function embedScaleFor(hidden: number, kind: string): number {
   const s = Math.sqrt(hidden);
   if (kind === 'bf16') return bf16BitsToF32(f32ToBf16Bits(s));
   if (kind === 'f16') return f16BitsToF32(f32ToF16Bits(s));
@@ -96,7 +102,8 @@ export class Gemma3Model {
     this.embedScale = src.embedScale ?? embedScaleFor(H, embedW.format.kind);
     this.embed = backend.prepare(embedW);
     this.vocabSize = this.embed.rows;
-    this.lmHead = !cfg.tieWordEmbeddings && src.has('lm_head.weight') ? mat('lm_head.weight', cfg.vocabSize, H) : this.embed;
+    const ownHead = src.has('lm_head.weight') && (!cfg.tieWordEmbeddings || src.separateLmHead === true);
+    this.lmHead = ownHead ? mat('lm_head.weight', cfg.vocabSize, H) : this.embed;
 
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}.`;

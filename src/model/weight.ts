@@ -79,7 +79,14 @@ export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Decode a plain-format tensor to f32 (for export and conversion; the runtime never does this). */
+
+/** Total scales of an int8/int4 matrix: one per block, per row ('c') or one ('t'). */
+export function scaleCount(format: WeightFormat, rows: number, cols: number): number {
+  if (format.kind !== 'int8' && format.kind !== 'int4') return 0;
+  return format.group === 't' ? 1 : rows * scalesPerRow(format, cols);
+}
+
+/** Decode a plain-format tensor to f32 (any format: see dequantize in the reference backend). */
 export function plainToF32(w: WeightTensor): Float32Array {
   const { buffer, byteOffset, byteLength } = w.data;
   switch (w.format.kind) {
@@ -90,6 +97,6 @@ export function plainToF32(w: WeightTensor): Float32Array {
     case 'f16':
       return f16ArrayToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
     default:
-      throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}; only plain f32/f16/bf16 can be decoded here`);
+      throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}, not a plain f32/f16/bf16 tensor`);
   }
 }

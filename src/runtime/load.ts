@@ -1,9 +1,10 @@
 // Open a model folder: weights, config and tokenizer, on the chosen backend.
-import { Checkpoint } from '../io/checkpoint.js';
+import { openWeightSource } from '../io/source.js';
 import { Gemma3Model } from '../model/gemma3.js';
 import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import type { Backend } from '../backend/backend.js';
 import { ReferenceBackend } from '../backend/reference/index.js';
+import { WasmBackend } from '../backend/wasm/index.js';
 import { LutraError } from '../util/errors.js';
 
 export interface LoadedModel {
@@ -13,14 +14,15 @@ export interface LoadedModel {
   loadSeconds: number;
 }
 
-export function makeBackend(name: string): Backend {
+export function makeBackend(name: string, opts: { threads?: number } = {}): Backend {
   if (name === 'reference') return new ReferenceBackend();
-  throw new LutraError(`--backend ${name}: unknown; available: reference`);
+  if (name === 'wasm') return new WasmBackend({ threads: opts.threads });
+  throw new LutraError(`--backend ${name}: unknown; available: wasm, reference`);
 }
 
 export function loadModel(dir: string, backend: Backend, opts: { tokenizer?: boolean } = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number } {
   const t0 = performance.now();
-  const src = Checkpoint.open(dir);
+  const src = openWeightSource(dir);
   try {
     const model = new Gemma3Model(src.config, backend, src);
     const tokenizer = opts.tokenizer === false ? null : GemmaTokenizer.load(dir, src.config.eosTokenIds);

@@ -11,7 +11,8 @@ interface RefMatrix extends Matrix {
   decodeRow(r: number, dst: Float32Array): void;
 }
 
-function plainRowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => void {
+/** A function that decodes row r of any weight format into f32 (the oracle's dequantizer). */
+export function rowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => void {
   const cols = w.shape[1];
   const buf = w.data.buffer;
   const off = w.data.byteOffset;
@@ -77,6 +78,15 @@ function plainRowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => voi
   }
 }
 
+/** A whole weight as f32 (conversion and diagnostics only; the runtime never expands weights). */
+export function dequantize(w: WeightTensor): Float32Array {
+  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
+  const decode = rowDecoder(w.shape.length === 1 ? { ...w, shape: [1, cols] } : w);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) decode(r, out.subarray(r * cols, (r + 1) * cols));
+  return out;
+}
+
 export class ReferenceBackend implements Backend {
   readonly name = 'reference';
 
@@ -92,14 +102,14 @@ export class ReferenceBackend implements Backend {
 
   prepare(w: WeightTensor): Matrix {
     if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
-    const m: RefMatrix = { name: w.name, rows: w.shape[0], cols: w.shape[1], decodeRow: plainRowDecoder(w) };
+    const m: RefMatrix = { name: w.name, rows: w.shape[0], cols: w.shape[1], decodeRow: rowDecoder(w) };
     return m;
   }
 
   vector(w: WeightTensor): Float32Array {
     if (w.shape.length !== 1) throw new LutraError(`${w.source}: tensor "${w.name}" should be 1-D, has shape [${w.shape}]`);
     const out = new Float32Array(w.shape[0]);
-    plainRowDecoder({ ...w, shape: [1, w.shape[0]] })(0, out);
+    rowDecoder({ ...w, shape: [1, w.shape[0]] })(0, out);
     return out;
   }
 

@@ -1,0 +1,54 @@
+import type { Command } from './common.js';
+import { buildPlan } from '../quant/plan.js';
+import { convert } from '../quant/convert.js';
+import { tensorProgress } from './progress.js';
+
+export const convertCommand: Command = {
+  name: 'convert',
+  summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
+  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]]',
+  options: {
+    model: { type: 'string', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder or a lutra package', default: 'models/demo' },
+    out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist; written under a temporary name, then renamed)' },
+    quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed attn ffn lmhead all; FORMAT: f32 f16 bf16 int8:G int4:G lut<b>:G (repeatable)' },
+    lut1: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: embeddings → lut<B>:G (G default 8, 0 = per tensor)' },
+    lut2: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: every attention and FFN matrix → lut<B>:G' },
+    lut3: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: LM head → lut<B>:G' },
+    'weight-threshold': { type: 'string', arg: 'N', help: 'tensors with fewer elements stay unquantized', default: '0' },
+  },
+  notes:
+    'int8:G / int4:G: symmetric, one scale per G input columns (c = per output channel, t = per tensor).\n' +
+    'lut<b>:G: a 2^b-entry table per G output channels (0 = one table per tensor), found by 1-D k-means.\n' +
+    'Norms and other 1-D tensors are never quantized. With tied embeddings, a head format different from\n' +
+    "the embedding's is stored as a separate lm_head.weight. See docs/FORMAT.md.",
+  run(flags) {
+    const src = flags.model();
+    const out = flags.string('out');
+    const plan = buildPlan({
+      quant: flags.strings('quant'),
+      lut1: flags.optionalString('lut1'),
+      lut2: flags.optionalString('lut2'),
+      lut3: flags.optionalString('lut3'),
+      weightThreshold: flags.number('weight-threshold', 0, { integer: true, min: 0 }),
+    });
+    const t0 = performance.now();
+    let bar: ReturnType<typeof tensorProgress> | null = null;
+    const command = ['lutra', ...process.argv.slice(2)].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+    const meta = convert({
+      src,
+      out,
+      plan,
+      command,
+      onTensor: (name, i, total) => {
+        bar ??= tensorProgress('convert', total);
+        bar.update(i, name);
+      },
+    });
+    (bar as ReturnType<typeof tensorProgress> | null)?.stop();
+    const q = Object.entries(meta.quantization).filter(([k, v]) => k.startsWith('quant_') && v !== 'none').map(([k, v]) => `${k.slice(6)}=${v}`);
+    process.stderr.write(
+      `wrote ${out}: ${meta.tensors.length} tensors, ${(meta.total_bytes / 2 ** 20).toFixed(1)} MiB of weights` +
+        ` (${q.length ? q.join(', ') : 'no quantization'}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+    );
+  },
+};

@@ -1,0 +1,283 @@
+// The lutra package: a folder with meta.yaml, config.json, the tokenizer files, and weights in
+// safetensors shards of at most 1 GiB. A quantized tensor X is stored as ordinary tensors
+// X.codes (I8 or U8) with X.scales (F16) or X.table (F16); docs/FORMAT.md has the details.
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import YAML from 'yaml';
+import { LutraError } from '../util/errors.js';
+import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
+import { formatName, numel, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import type { WeightSource } from '../model/gemma3.js';
+import { parseFormat } from '../quant/plan.js';
+import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
+import { readJsonFile } from './checkpoint.js';
+import { f16ArrayToF32, f32ArrayToF16 } from '../util/half.js';
+
+export const PACKAGE_FORMAT_VERSION = 1;
+export const MAX_SHARD_BYTES = 2 ** 30;
+
+export interface PackageTensorMeta {
+  name: string;
+  format: string;
+  shape: number[];
+  /** Bytes on disk: codes + scales + table. */
+  bytes: number;
+}
+
+export interface PackageMeta {
+  format_version: number;
+  model: { name: string; architecture: string };
+  source: { path: string; kind: string; sha256: string };
+  context_length: number;
+  sliding_window: number;
+  prefill_batch: number;
+  fp16_scale: { alpha: number; chosen_by: string };
+  embed_scale: number;
+  numerics: string;
+  quantization: Record<string, unknown>;
+  command: string;
+  created_by: string;
+  total_bytes: number;
+  tensors: PackageTensorMeta[];
+}
+
+/** One tensor ready to store: plain values or codes with scales/table. */
+export interface StoredTensor {
+  name: string;
+  shape: number[];
+  format: WeightFormat;
+  data: Uint8Array;
+  scales?: Float32Array;
+  table?: Float32Array;
+}
+
+/** Bytes a tensor takes in a package, from its shape and format alone. */
+export function storedBytes(shape: number[], format: WeightFormat): number {
+  const [rows, cols] = shape.length === 1 ? [1, shape[0]] : shape;
+  switch (format.kind) {
+    case 'f32':
+    case 'f16':
+    case 'bf16':
+      return rows * rowBytes(format, cols);
+    case 'int8':
+    case 'int4':
+      return rows * rowBytes(format, cols) + 2 * scaleCount(format, rows, cols);
+    case 'lut': {
+      const groups = format.group === 0 ? 1 : rows / format.group;
+      return rows * rowBytes(format, cols) + groups * (1 << format.bits) * 2;
+    }
+  }
+}
+
+/** The stored parts of a tensor: the plain tensor, or codes (flat) plus scales (flat) or table [groups, 2^b]. */
+function partSpecs(name: string, shape: number[], f: WeightFormat): { name: string; dtype: StDtype; shape: number[] }[] {
+  if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') return [{ name, dtype: f.kind, shape }];
+  const [rows, cols] = shape;
+  const codes = { name: `${name}.codes`, dtype: (f.kind === 'int8' ? 'i8' : 'u8') as StDtype, shape: [rows * rowBytes(f, cols)] };
+  if (f.kind === 'lut') return [codes, { name: `${name}.table`, dtype: 'f16', shape: [f.group === 0 ? 1 : rows / f.group, 1 << f.bits] }];
+  return [codes, { name: `${name}.scales`, dtype: 'f16', shape: [scaleCount(f, rows, cols)] }];
+}
+
+/** Bytes of part i of a made tensor, in the order partSpecs lists them. */
+function partBytes(t: StoredTensor, i: number): Uint8Array {
+  if (i === 0) return t.data;
+  const v = (t.format.kind === 'lut' ? t.table : t.scales)!;
+  return new Uint8Array(f32ArrayToF16(v).buffer);
+}
+
+export interface PackagePlanEntry {
+  name: string;
+  shape: number[];
+  format: WeightFormat;
+  /** Produces the tensor when its shard is written (tensors are made one at a time). */
+  make: () => StoredTensor;
+}
+
+/**
+ * Write a package to `out` via a temporary folder renamed at the end. `meta` gets its tensor
+ * table and total from the entries. `extraFiles` (config, tokenizer files) are copied in.
+ */
+export function writePackage(
+  out: string,
+  meta: Omit<PackageMeta, 'tensors' | 'total_bytes'>,
+  config: Record<string, unknown>,
+  extraFiles: string[],
+  entries: PackagePlanEntry[],
+  onTensor?: (name: string, index: number, total: number) => void,
+): PackageMeta {
+  if (existsSync(out)) throw new LutraError(`${out}: already exists; choose a new --out folder`);
+  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    // Shard assignment from sizes known in advance.
+    const shards: PackagePlanEntry[][] = [[]];
+    let used = 0;
+    for (const e of entries) {
+      const b = storedBytes(e.shape, e.format);
+      if (used > 0 && used + b > MAX_SHARD_BYTES) {
+        shards.push([]);
+        used = 0;
+      }
+      shards[shards.length - 1].push(e);
+      used += b;
+    }
+    const tensors: PackageTensorMeta[] = [];
+    const weightMap: Record<string, string> = {};
+    let done = 0;
+    shards.forEach((group, si) => {
+      const file = `model-${String(si + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+      const parts: TensorToWrite[] = [];
+      for (const e of group) {
+        // Each entry is made lazily when its first part is written, and dropped after its last.
+        let made: StoredTensor | null = null;
+        const specs = partSpecs(e.name, e.shape, e.format);
+        specs.forEach((spec, i) => {
+          weightMap[spec.name] = file;
+          parts.push({
+            ...spec,
+            bytes: () => {
+              if (!made) {
+                onTensor?.(e.name, done++, entries.length);
+                made = e.make();
+                tensors.push({ name: e.name, format: formatName(e.format), shape: e.shape, bytes: storedBytes(e.shape, e.format) });
+              }
+              const b = partBytes(made, i);
+              if (i === specs.length - 1) made = null;
+              return b;
+            },
+          });
+        });
+      }
+      writeSafetensors(join(tmp, file), parts, { format: 'pt', lutra_package: String(PACKAGE_FORMAT_VERSION) });
+    });
+    writeFileSync(join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 1) + '\n');
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    for (const f of extraFiles) copyFileSync(f, join(tmp, basename(f)));
+    const full: PackageMeta = { ...meta, total_bytes: tensors.reduce((a, t) => a + t.bytes, 0), tensors };
+    writeFileSync(join(tmp, 'meta.yaml'), YAML.stringify(full, { lineWidth: 0 }));
+    renameSync(tmp, out);
+    return full;
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+export function isPackage(dir: string): boolean {
+  return existsSync(join(dir, 'meta.yaml'));
+}
+
+/** A package opened for reading: a WeightSource like a checkpoint. */
+export class PackageSource implements WeightSource {
+  readonly config: GemmaConfig;
+  readonly rawConfig: Record<string, unknown>;
+  readonly meta: PackageMeta;
+  readonly embedScale: number | undefined;
+  readonly separateLmHead = true;
+  private files = new Map<string, SafetensorsFile>();
+  private where = new Map<string, SafetensorsFile>();
+  private formats = new Map<string, PackageTensorMeta & { parsed: WeightFormat }>();
+
+  constructor(readonly dir: string) {
+    const metaPath = join(dir, 'meta.yaml');
+    let meta: PackageMeta;
+    try {
+      meta = YAML.parse(readFileSync(metaPath, 'utf8'));
+    } catch (e) {
+      throw new LutraError(`${metaPath}: not readable YAML (${(e as Error).message.split('\n')[0]})`);
+    }
+    if (!meta || typeof meta !== 'object' || !Array.isArray(meta.tensors)) throw new LutraError(`${metaPath}: no "tensors" table; not a lutra package`);
+    if (meta.format_version !== PACKAGE_FORMAT_VERSION) {
+      throw new LutraError(`${metaPath}: format_version ${meta.format_version}; this lutra reads version ${PACKAGE_FORMAT_VERSION}`);
+    }
+    this.meta = meta;
+    this.embedScale = typeof meta.embed_scale === 'number' ? meta.embed_scale : undefined;
+    const configPath = join(dir, 'config.json');
+    this.rawConfig = readJsonFile(configPath, 'the model config');
+    this.config = resolveGemmaConfig(this.rawConfig, configPath);
+    const indexPath = join(dir, 'model.safetensors.index.json');
+    const index = readJsonFile(indexPath, 'the shard index');
+    const map = index.weight_map as Record<string, string>;
+    for (const shard of new Set(Object.values(map ?? {}))) {
+      const f = SafetensorsFile.open(join(dir, shard));
+      this.files.set(shard, f);
+    }
+    for (const [name, shard] of Object.entries(map ?? {})) this.where.set(name, this.files.get(shard)!);
+    for (const t of meta.tensors) {
+      const parsed = parseFormat(String(t.format), `${metaPath}: tensor "${t.name}"`);
+      const need = parsed.kind === 'f32' || parsed.kind === 'f16' || parsed.kind === 'bf16' ? [t.name] : parsed.kind === 'lut' ? [`${t.name}.codes`, `${t.name}.table`] : [`${t.name}.codes`, `${t.name}.scales`];
+      for (const n of need) {
+        const f = this.where.get(n);
+        if (!f || !f.entries.has(n)) throw new LutraError(`${metaPath}: lists tensor "${t.name}" but no shard holds "${n}"`);
+      }
+      this.formats.set(t.name, { ...t, parsed });
+    }
+  }
+
+  has(name: string): boolean {
+    return this.formats.has(name);
+  }
+
+  names(): string[] {
+    return [...this.formats.keys()];
+  }
+
+  shape(name: string): number[] {
+    const t = this.formats.get(name);
+    if (!t) throw new LutraError(`${this.dir}: package has no tensor "${name}"`);
+    return t.shape;
+  }
+
+  format(name: string): WeightFormat {
+    const t = this.formats.get(name);
+    if (!t) throw new LutraError(`${this.dir}: package has no tensor "${name}"`);
+    return t.parsed;
+  }
+
+  private read(name: string): { data: Uint8Array; dtype: StDtype; path: string } {
+    const f = this.where.get(name)!;
+    return { data: f.read(name), dtype: f.entries.get(name)!.dtype, path: f.path };
+  }
+
+  private floats(name: string): Float32Array {
+    const { data, dtype } = this.read(name);
+    if (dtype === 'f16') return f16ArrayToF32(new Uint16Array(data.buffer, data.byteOffset, data.byteLength / 2));
+    if (dtype === 'f32') return new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4);
+    throw new LutraError(`${this.dir}: "${name}" is ${dtype}, expected F16 or F32`);
+  }
+
+  load(name: string, expected?: number[]): WeightTensor {
+    const t = this.formats.get(name);
+    if (!t) throw new LutraError(`${this.dir}: tensor "${name}" is missing from the package`);
+    if (expected && (expected.length !== t.shape.length || expected.some((d, i) => d !== t.shape[i]))) {
+      throw new LutraError(`${join(this.dir, 'meta.yaml')}: tensor "${name}" has shape [${t.shape}], expected [${expected}] from config.json`);
+    }
+    const f = t.parsed;
+    if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') {
+      const { data, dtype, path } = this.read(name);
+      if (dtype !== f.kind) throw new LutraError(`${path}: tensor "${name}" is stored as ${dtype} but meta.yaml says ${f.kind}`);
+      return { name, shape: t.shape, format: f, data, source: path };
+    }
+    const codes = this.read(`${name}.codes`);
+    const [rows, cols] = t.shape;
+    if (codes.data.byteLength !== rows * rowBytes(f, cols)) {
+      throw new LutraError(`${codes.path}: "${name}.codes" has ${codes.data.byteLength} bytes; ${formatName(f)} of [${t.shape}] needs ${rows * rowBytes(f, cols)}`);
+    }
+    const w: WeightTensor = { name, shape: t.shape, format: f, data: codes.data, source: codes.path };
+    if (f.kind === 'lut') w.table = this.floats(`${name}.table`);
+    else w.scales = this.floats(`${name}.scales`);
+    return w;
+  }
+
+  weightFiles(): string[] {
+    return [...this.files.values()].map((f) => f.path);
+  }
+
+  close(): void {
+    for (const f of this.files.values()) f.close();
+    this.files.clear();
+  }
+}
+
+export { numel };

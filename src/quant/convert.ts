@@ -1,0 +1,103 @@
+// Conversion: read a source model, give every tensor its planned format, and write a package.
+import { createHash } from 'node:crypto';
+import { existsSync, openSync, readSync, closeSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { openWeightSource } from '../io/source.js';
+import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
+import { formatName, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import { dequantize } from '../backend/reference/index.js';
+import { formatFor, planFields, type QuantPlan } from './plan.js';
+import { quantizeLinear } from './linear.js';
+import { quantizeLut } from './lut.js';
+import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
+import { embedScaleFor } from '../model/gemma3.js';
+
+export interface ConvertOptions {
+  src: string;
+  out: string;
+  plan: QuantPlan;
+  /** The command line, recorded in meta.yaml. */
+  command: string;
+  prefillBatch?: number;
+  onTensor?: (name: string, index: number, total: number) => void;
+}
+
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
+
+/** Encode a tensor in `target` (a no-op when it already is). */
+export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTensor {
+  const base = { name: w.name, shape: w.shape, format: target };
+  if (formatName(w.format) === formatName(target)) return { ...base, data: w.data, scales: w.scales, table: w.table };
+  const x = dequantize(w);
+  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
+  switch (target.kind) {
+    case 'f32':
+      return { ...base, data: new Uint8Array(x.buffer) };
+    case 'f16':
+      return { ...base, data: new Uint8Array(f32ArrayToF16(x).buffer) };
+    case 'bf16':
+      return { ...base, data: new Uint8Array(f32ArrayToBf16(x).buffer) };
+    case 'int8':
+    case 'int4': {
+      const q = quantizeLinear(x, rows, cols, target, w.name);
+      return { ...base, data: q.codes, scales: q.scales };
+    }
+    case 'lut': {
+      const q = quantizeLut(x, rows, cols, target.bits, target.group, w.name);
+      return { ...base, data: q.codes, table: q.table };
+    }
+  }
+}
+
+function sha256Files(files: string[]): string {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 24);
+  for (const f of files) {
+    const fd = openSync(f, 'r');
+    try {
+      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return h.digest('hex');
+}
+
+export function convert(opts: ConvertOptions): PackageMeta {
+  const src = openWeightSource(opts.src);
+  try {
+    const cfg = src.config;
+    const entries: PackagePlanEntry[] = [];
+    for (const name of src.names()) {
+      const shape = src.shape(name);
+      const format = formatFor(opts.plan, name, shape) ?? src.format(name);
+      entries.push({ name, shape, format, make: () => encodeTensor(src.load(name), format) });
+    }
+    // A tied head in a format other than the embedding's is stored on its own.
+    if (!src.has('lm_head.weight')) {
+      const embed = entries.find((e) => e.name === 'model.embed_tokens.weight')!;
+      const head = formatFor(opts.plan, 'lm_head.weight', embed.shape) ?? src.format('model.embed_tokens.weight');
+      if (formatName(head) !== formatName(embed.format)) {
+        entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensor({ ...src.load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
+      }
+    }
+    const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
+      format_version: PACKAGE_FORMAT_VERSION,
+      model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },
+      source: { path: opts.src, kind: src.kind, sha256: sha256Files(src.weightFiles()) },
+      context_length: cfg.maxPositions,
+      sliding_window: cfg.slidingWindow,
+      prefill_batch: opts.prefillBatch ?? 64,
+      fp16_scale: { alpha: 1, chosen_by: 'none' },
+      embed_scale: src.embedScale ?? embedScaleFor(cfg.hiddenSize, src.format('model.embed_tokens.weight').kind),
+      numerics: 'f32',
+      quantization: planFields(opts.plan),
+      command: opts.command,
+      created_by: 'lutra',
+    };
+    const extra = TOKENIZER_FILES.map((f) => join(opts.src, f)).filter((f) => existsSync(f));
+    return writePackage(opts.out, meta, src.rawConfig, extra, entries, opts.onTensor);
+  } finally {
+    src.close();
+  }
+}

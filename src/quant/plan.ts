@@ -1,0 +1,84 @@
+// Which format each tensor gets: --quant PART=FORMAT specs (and the seed's --lut1/2/3 shorthand)
+// resolved against tensor names, with 1-D tensors and small tensors left as they are.
+import { LutraError } from '../util/errors.js';
+import { formatName, type WeightFormat } from '../model/weight.js';
+
+export type Part = 'embed' | 'attn' | 'ffn' | 'lmhead';
+export const PARTS: Part[] = ['embed', 'attn', 'ffn', 'lmhead'];
+
+/** Parse `f32 f16 bf16 int8:G int4:G lut<b>:G` (G a number, or c/t for int formats). */
+export function parseFormat(text: string, where: string): WeightFormat {
+  const t = text.trim().toLowerCase();
+  if (t === 'f32' || t === 'f16' || t === 'bf16') return { kind: t };
+  let m = /^(int8|int4):(\d+|c|t)$/.exec(t);
+  if (m) {
+    const group = m[2] === 'c' || m[2] === 't' ? m[2] : Number(m[2]);
+    if (group === 0) throw new LutraError(`${where}: "${text}": the block size must be positive (use :c per channel or :t per tensor)`);
+    return { kind: m[1] as 'int8' | 'int4', group };
+  }
+  m = /^lut([1-8]):(\d+)$/.exec(t);
+  if (m) return { kind: 'lut', bits: Number(m[1]), group: Number(m[2]) };
+  throw new LutraError(`${where}: unknown format "${text}"; expected f32, f16, bf16, int8:G, int4:G (G a number, c or t) or lut<b>:G (b 1..8)`);
+}
+
+export function partOf(name: string): Part | null {
+  if (name === 'model.embed_tokens.weight') return 'embed';
+  if (name === 'lm_head.weight') return 'lmhead';
+  if (/\.self_attn\.[qkvo]_proj\.weight$/.test(name)) return 'attn';
+  if (/\.mlp\.(gate|up|down)_proj\.weight$/.test(name)) return 'ffn';
+  return null;
+}
+
+export interface QuantPlan {
+  parts: Partial<Record<Part, WeightFormat>>;
+  /** Tensors with fewer elements stay in their source format. */
+  weightThreshold: number;
+}
+
+/** Build a plan from `--quant PART=FORMAT` entries and `--lutN B[,G]` shorthands (later wins). */
+export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string; lut3?: string; weightThreshold: number }): QuantPlan {
+  const parts: QuantPlan['parts'] = {};
+  const lut = (flag: string, v: string): WeightFormat => {
+    const m = /^\s*([1-8])\s*(?:,\s*(\d+))?\s*$/.exec(v);
+    if (!m) throw new LutraError(`${flag} "${v}": expected BITS[,GROUP], e.g. 4,4 (GROUP defaults to 8; 0 = per tensor)`);
+    return { kind: 'lut', bits: Number(m[1]), group: m[2] === undefined ? 8 : Number(m[2]) };
+  };
+  for (const q of opts.quant) {
+    const eq = q.indexOf('=');
+    if (eq < 0) throw new LutraError(`--quant "${q}": expected PART=FORMAT, e.g. ffn=lut4:4`);
+    const part = q.slice(0, eq).trim();
+    const format = parseFormat(q.slice(eq + 1), `--quant ${q}`);
+    if (part === 'all') for (const p of PARTS) parts[p] = format;
+    else if ((PARTS as string[]).includes(part)) parts[part as Part] = format;
+    else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected embed, attn, ffn, lmhead or all`);
+  }
+  if (opts.lut1 !== undefined) parts.embed = lut('--lut1', opts.lut1);
+  if (opts.lut2 !== undefined) parts.attn = parts.ffn = lut('--lut2', opts.lut2);
+  if (opts.lut3 !== undefined) parts.lmhead = lut('--lut3', opts.lut3);
+  return { parts, weightThreshold: opts.weightThreshold };
+}
+
+/** The format for one tensor, or null to keep the source's. */
+export function formatFor(plan: QuantPlan, name: string, shape: number[]): WeightFormat | null {
+  if (shape.length !== 2) return null;
+  const part = partOf(name);
+  if (!part) return null;
+  const f = plan.parts[part];
+  if (!f) return null;
+  if (shape[0] * shape[1] < plan.weightThreshold) return null;
+  return f;
+}
+
+/** The plan in the seed's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */
+export function planFields(plan: QuantPlan): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const seedName: Record<Part, string> = { embed: 'embeddings', attn: 'attn', ffn: 'ffn', lmhead: 'lmhead' };
+  for (const p of PARTS) {
+    const f = plan.parts[p];
+    out[`quant_${p}`] = f ? formatName(f) : 'none';
+    out[`lut_${seedName[p]}`] = f?.kind === 'lut' ? f.bits : 'none';
+    out[`lut_${seedName[p]}_per_channel`] = f?.kind === 'lut' ? f.group : 'none';
+  }
+  out.weight_threshold = plan.weightThreshold;
+  return out;
+}
