@@ -8,7 +8,8 @@ import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 
 export function openModel(flags: Flags): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number } {
   const dir = flags.model();
-  const backend = makeBackend(flags.string('backend', 'reference'));
+  const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+  const backend = makeBackend(flags.string('backend', 'wasm'), { threads });
   const { model, tokenizer, loadSeconds } = loadModel(dir, backend);
   return { model, tokenizer: tokenizer!, dir, loadSeconds };
 }

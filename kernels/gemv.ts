@@ -1,0 +1,179 @@
+// Decode (T = 1): out[r] = w[r]·x for rows r0..r1, weights dequantized in registers as they
+// stream past. Bandwidth-bound, so the aim is few instructions per weight byte.
+import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf } from './matrix';
+import { bf16x4, f16x4, bf16, f16 } from './convert';
+import { dot, hsum } from './dot';
+import { decodeRow } from './decode';
+
+export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: usize): void {
+  const fmt = fmtOf(d);
+  const cols = colsOf(d);
+  const block = blockOf(d);
+  if (fmt == F32) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dot(rowPtr(d, r), x, cols));
+  } else if (fmt == BF16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotBf16(rowPtr(d, r), x, cols));
+  } else if (fmt == F16) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols));
+  } else if (fmt == INT8 && ((block & 7) == 0 || scalesPerRowOf(d) <= 1)) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotInt8(d, r, x, cols, block));
+  } else if (fmt == INT4 && ((block & 15) == 0 || scalesPerRowOf(d) <= 1)) {
+    splitEvenOdd(x, cols, scratch);
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotInt4(d, r, x, scratch, cols, block));
+  } else if (fmt == LUT && bitsOf(d) == 8) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotLut8(rowPtr(d, r), rowTable(d, r), x, cols));
+  } else if (fmt == LUT && bitsOf(d) == 4) {
+    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotLut4(rowPtr(d, r), rowTable(d, r), x, cols));
+  } else {
+    // Generic: odd int block sizes, lut bit widths other than 4 and 8.
+    for (let r = r0; r < r1; r++) {
+      decodeRow(d, r, scratch);
+      store<f32>(out + (<usize>r << 2), dot(scratch, x, cols));
+    }
+  }
+}
+
+function dotBf16(w: usize, x: usize, n: i32): f32 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
+    a0 = f32x4.add(a0, f32x4.mul(bf16x4(wp), v128.load(xp)));
+    a1 = f32x4.add(a1, f32x4.mul(bf16x4(wp + 8), v128.load(xp, 16)));
+  }
+  let s = hsum(f32x4.add(a0, a1));
+  for (; i < n; i++) s += bf16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
+  return s;
+}
+
+function dotF16(w: usize, x: usize, n: i32): f32 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
+    a0 = f32x4.add(a0, f32x4.mul(f16x4(wp), v128.load(xp)));
+    a1 = f32x4.add(a1, f32x4.mul(f16x4(wp + 8), v128.load(xp, 16)));
+  }
+  let s = hsum(f32x4.add(a0, a1));
+  for (; i < n; i++) s += f16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
+  return s;
+}
+
+/** int8 row, block a multiple of 8 (or the whole row): Σ_blocks scale·Σ code·x. */
+function dotInt8(d: usize, r: i32, x: usize, cols: i32, block: i32): f32 {
+  const w = rowPtr(d, r);
+  const sc = rowScales(d, r);
+  const oneScale = scalesPerRowOf(d) <= 1;
+  let acc = f32x4.splat(0);
+  let tail: f32 = 0;
+  for (let b0 = 0, bi = 0; b0 < cols; b0 += block, bi++) {
+    const s = load<f32>(sc + (oneScale ? 0 : <usize>bi << 2));
+    const end = min(b0 + block, cols);
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+    let i = b0;
+    for (; i + 8 <= end; i += 8) {
+      const c = v128.load8x8_s(w + <usize>i);
+      const xp = x + (<usize>i << 2);
+      a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(c)), v128.load(xp)));
+      a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(c)), v128.load(xp, 16)));
+    }
+    acc = f32x4.add(acc, f32x4.mul(f32x4.add(a0, a1), f32x4.splat(s)));
+    let t: f32 = 0;
+    for (; i < end; i++) t += <f32>load<i8>(w + <usize>i) * load<f32>(x + (<usize>i << 2));
+    tail += t * s;
+  }
+  return hsum(acc) + tail;
+}
+
+/**
+ * x reordered for int4 rows: in every 16-element chunk, the 8 even elements then the 8 odd ones,
+ * so the kernel can use low and high nibbles in place instead of interleaving them.
+ */
+function splitEvenOdd(x: usize, cols: i32, dst: usize): void {
+  for (let c = 0; c + 16 <= cols; c += 16) {
+    const s = x + (<usize>c << 2), o = dst + (<usize>c << 2);
+    for (let j = 0; j < 8; j++) {
+      store<f32>(o + (<usize>j << 2), load<f32>(s + (<usize>(2 * j) << 2)));
+      store<f32>(o + (<usize>(j + 8) << 2), load<f32>(s + (<usize>(2 * j + 1) << 2)));
+    }
+  }
+}
+
+/**
+ * int4 row, block a multiple of 16 (or the whole row, with a scalar tail). 8 bytes widen to 8 u16
+ * lanes; `& 15` gives the even elements and `>> 4` the odd ones (i16 ops, cheap on x64, unlike
+ * byte shifts and two-input shuffles); xs is x in splitEvenOdd order.
+ */
+function dotInt4(d: usize, r: i32, x: usize, xs: usize, cols: i32, block: i32): f32 {
+  const w = rowPtr(d, r);
+  const sc = rowScales(d, r);
+  const oneScale = scalesPerRowOf(d) <= 1;
+  const mask = i16x8.splat(15), eight = i16x8.splat(8);
+  let acc = f32x4.splat(0);
+  let tail: f32 = 0;
+  for (let b0 = 0, bi = 0; b0 < cols; b0 += block, bi++) {
+    const s = load<f32>(sc + (oneScale ? 0 : <usize>bi << 2));
+    const end = min(b0 + block, cols);
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+    let i = b0;
+    for (; i + 16 <= end; i += 16) {
+      const bytes = v128.load8x8_u(w + (<usize>i >> 1));
+      const even = i16x8.sub(v128.and(bytes, mask), eight);
+      const odd = i16x8.sub(i16x8.shr_u(bytes, 4), eight);
+      const xp = xs + (<usize>i << 2);
+      a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(even)), v128.load(xp)));
+      a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(even)), v128.load(xp, 16)));
+      a0 = f32x4.add(a0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(odd)), v128.load(xp, 32)));
+      a1 = f32x4.add(a1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(odd)), v128.load(xp, 48)));
+    }
+    acc = f32x4.add(acc, f32x4.mul(f32x4.add(a0, a1), f32x4.splat(s)));
+    let t: f32 = 0;
+    for (; i < end; i++) {
+      const byte = <i32>load<u8>(w + (<usize>i >> 1));
+      t += <f32>(((i & 1) == 0 ? byte & 15 : byte >> 4) - 8) * load<f32>(x + (<usize>i << 2));
+    }
+    tail += t * s;
+  }
+  return hsum(acc) + tail;
+}
+
+/** lut8: one table load per weight; four lanes gathered then one SIMD multiply-add. */
+function dotLut8(w: usize, table: usize, x: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const c = load<u32>(w + <usize>i);
+    const v = f32x4(
+      load<f32>(table + ((c & 0xff) << 2)),
+      load<f32>(table + (((c >> 8) & 0xff) << 2)),
+      load<f32>(table + (((c >> 16) & 0xff) << 2)),
+      load<f32>(table + ((c >> 24) << 2)),
+    );
+    acc = f32x4.add(acc, f32x4.mul(v, v128.load(x + (<usize>i << 2))));
+  }
+  let s = hsum(acc);
+  for (; i < n; i++) s += load<f32>(table + (<usize>load<u8>(w + <usize>i) << 2)) * load<f32>(x + (<usize>i << 2));
+  return s;
+}
+
+/** lut4: two codes per byte, low nibble first. */
+function dotLut4(w: usize, table: usize, x: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const c = <u32>load<u16>(w + (<usize>i >> 1));
+    const v = f32x4(
+      load<f32>(table + ((c & 15) << 2)),
+      load<f32>(table + (((c >> 4) & 15) << 2)),
+      load<f32>(table + (((c >> 8) & 15) << 2)),
+      load<f32>(table + ((c >> 12) << 2)),
+    );
+    acc = f32x4.add(acc, f32x4.mul(v, v128.load(x + (<usize>i << 2))));
+  }
+  let s = hsum(acc);
+  for (; i < n; i++) {
+    const byte = <u32>load<u8>(w + (<usize>i >> 1));
+    s += load<f32>(table + (<usize>((i & 1) == 0 ? byte & 15 : byte >> 4) << 2)) * load<f32>(x + (<usize>i << 2));
+  }
+  return s;
+}

@@ -1,0 +1,18 @@
+// The kernels module: every export the host (src/backend/wasm/) calls. Kernels never allocate:
+// they read and write host-managed addresses in the one shared memory.
+import { gemv } from './gemv';
+import { gemm } from './gemm';
+export { attention } from './attention';
+export { rmsNorm, rope, geluMul, add, embedRow } from './elementwise';
+export { decodeRow } from './decode';
+
+/** out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). */
+export function matmul(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
+  if (T == 1) gemv(d, x, out, r0, r1, scratch);
+  else gemm(d, x, T, out, r0, r1, scratch);
+}
+
+/** End of the module's static data: the host's arena starts above it. */
+export function heapBase(): usize {
+  return __heap_base;
+}

@@ -1,0 +1,47 @@
+// Micro-benchmark: one GEMV on the LM-head shape (262144 × 640) per format and thread count;
+// prints the median GB/s of weight bytes streamed. Not part of the CLI:
+//   node dist/src/backend/wasm/bench-gemv.js [formats=bf16,f32,int8:32,int4:32] [threads=1,2] [reps=30]
+import { WasmBackend } from './index.js';
+import type { WasmMatrix } from './matrix.js';
+import { rowBytes, type WeightFormat, type WeightTensor } from '../../model/weight.js';
+
+const [fmtArg = 'bf16,f32,int8:32,int4:32', thrArg = '1,2', repArg = '30'] = process.argv.slice(2);
+const rows = 262144, cols = 640;
+
+function parse(s: string): WeightFormat {
+  if (s === 'f32' || s === 'f16' || s === 'bf16') return { kind: s };
+  const m = /^(int8|int4):(\d+|c|t)$/.exec(s);
+  if (m) return { kind: m[1] as 'int8' | 'int4', group: /\d/.test(m[2]) ? Number(m[2]) : (m[2] as 'c' | 't') };
+  const l = /^lut(\d):(\d+)$/.exec(s);
+  if (l) return { kind: 'lut', bits: Number(l[1]), group: Number(l[2]) };
+  throw new Error(`unknown format ${s}`);
+}
+
+function weight(f: WeightFormat): WeightTensor {
+  const data = new Uint8Array(rows * rowBytes(f, cols));
+  for (let i = 0; i < data.length; i += 4096) data[i] = i & 0x3f; // touch the pages; values do not matter
+  const w: WeightTensor = { name: 'lm_head', shape: [rows, cols], format: f, data, source: 'bench' };
+  if (f.kind === 'int8' || f.kind === 'int4') w.scales = new Float32Array(f.group === 't' ? 1 : f.group === 'c' ? rows : (rows * cols) / f.group).fill(0.01);
+  if (f.kind === 'lut') w.table = new Float32Array((f.group === 0 ? 1 : Math.ceil(rows / f.group)) << f.bits).fill(0.5);
+  return w;
+}
+
+for (const threads of thrArg.split(',').map(Number)) {
+  const B = new WasmBackend({ threads });
+  for (const name of fmtArg.split(',')) {
+    const m = B.prepare(weight(parse(name))) as WasmMatrix;
+    B.resetScratch();
+    const x = B.scratch(cols).fill(0.01);
+    const out = B.scratch(rows);
+    const times: number[] = [];
+    for (let i = 0; i < Number(repArg) + 3; i++) {
+      const t0 = performance.now();
+      B.matmul(x, 1, m, out);
+      if (i >= 3) times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    const med = times[times.length >> 1];
+    console.log(`${name.padEnd(8)} threads ${threads}: median ${med.toFixed(2)} ms, ${(m.bytes / med / 1e6).toFixed(1)} GB/s (min ${times[0].toFixed(2)} ms)`);
+  }
+  B.dispose();
+}

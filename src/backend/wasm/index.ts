@@ -1,0 +1,174 @@
+// The wasm backend: AssemblyScript SIMD kernels (kernels/) on a worker pool over one shared
+// WebAssembly.Memory. Activations are Float32Array views of that memory; ops pass their
+// addresses to the kernels. matmul and attention are split over the pool by output rows / by
+// (token, head); the small elementwise ops run on the calling thread.
+import { availableParallelism } from 'node:os';
+import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
+import type { WeightTensor } from '../../model/weight.js';
+import { LutraError } from '../../util/errors.js';
+import { Arena, ScratchStack } from './arena.js';
+import { instantiate, kernelModule, type Kernels } from './kernels.js';
+import { prepareMatrix, type WasmMatrix } from './matrix.js';
+import { Pool } from './pool.js';
+import { A_JOB, CONTROL_INTS, OP_ATTENTION, OP_GELU, OP_MATMUL } from './protocol.js';
+
+export interface WasmBackendOptions {
+  /** Threads including the calling one; default: the available cores. */
+  threads?: number;
+  /** Polls before a waiting thread sleeps (see pool.ts). */
+  spin?: number;
+}
+
+/** Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more. */
+const MIN_PARALLEL_WORK = 1 << 15;
+
+export class WasmBackend implements Backend {
+  readonly name = 'wasm';
+  readonly arena: Arena;
+  private readonly k: Kernels;
+  private readonly pool: Pool;
+  private readonly scratchStack: ScratchStack;
+  private threadScratch = 0;
+  private threadStride = 0;
+  private readonly ropeTables = new WeakMap<RopeTable, number>();
+
+  constructor(opts: WasmBackendOptions = {}) {
+    const threads = opts.threads ?? availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
+    const module = kernelModule();
+    // Instantiating with a throwaway memory tells us where the module's static data ends.
+    const probe = instantiate(module, new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true }));
+    this.arena = new Arena(probe.heapBase());
+    this.k = instantiate(module, this.arena.memory);
+    const control = this.arena.bytes(CONTROL_INTS * 4);
+    this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? 2000 });
+    this.scratchStack = new ScratchStack(this.arena);
+    this.ensureThreadScratch(1 << 16);
+  }
+
+  get threads(): number {
+    return this.pool.threads;
+  }
+
+  alloc(n: number): Float32Array {
+    return this.arena.f32(n);
+  }
+
+  scratch(n: number): Float32Array {
+    return this.scratchStack.take(n);
+  }
+
+  resetScratch(): void {
+    this.scratchStack.reset();
+  }
+
+  prepare(w: WeightTensor): Matrix {
+    return prepareMatrix(this.arena, w);
+  }
+
+  vector(w: WeightTensor): Float32Array {
+    if (w.shape.length !== 1) throw new LutraError(`${w.source}: tensor "${w.name}" should be 1-D, has shape [${w.shape}]`);
+    // As a 1-row matrix (a few bytes of arena per norm), decoded by the same kernel as weights.
+    const m = prepareMatrix(this.arena, { ...w, shape: [1, w.shape[0]] });
+    const out = this.alloc(w.shape[0]);
+    this.k.decodeRow(m.desc, 0, out.byteOffset);
+    return out;
+  }
+
+  /** Per-thread working memory for kernels (decoded weight rows, attention scores). */
+  private ensureThreadScratch(bytes: number): void {
+    if (bytes <= this.threadStride) return;
+    this.threadStride = Math.ceil(Math.max(bytes, 2 * this.threadStride) / 64) * 64;
+    this.threadScratch = this.arena.bytes(this.threadStride * this.pool.threads);
+  }
+
+  private addr(a: Float32Array, need: number, what: string): number {
+    if (a.length < need) throw new LutraError(`wasm backend: ${what} has ${a.length} elements, needs ${need}`);
+    return this.arena.addressOf(a, what);
+  }
+
+  matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
+    const m = w as WasmMatrix;
+    const xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
+    const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
+    this.ensureThreadScratch(4 * 4 * m.cols);
+    const c = this.pool.ctl;
+    c[A_JOB] = m.desc;
+    c[A_JOB + 1] = xa;
+    c[A_JOB + 2] = T;
+    c[A_JOB + 3] = oa;
+    c[A_JOB + 4] = m.rows;
+    const parts = T * m.rows * m.cols < MIN_PARALLEL_WORK ? 1 : undefined;
+    this.pool.run(OP_MATMUL, this.threadScratch, this.threadStride, parts);
+  }
+
+  embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void {
+    const m = table as WasmMatrix;
+    const oa = this.addr(out, ids.length * m.cols, 'embedding output');
+    for (let t = 0; t < ids.length; t++) {
+      const id = ids[t];
+      if (!Number.isInteger(id) || id < 0 || id >= m.rows) throw new LutraError(`token id ${id} is outside the embedding table (0..${m.rows - 1})`);
+      this.k.embedRow(m.desc, id, scale, oa + t * m.cols * 4);
+    }
+  }
+
+  rmsNorm(x: Float32Array, rows: number, dim: number, gain: Float32Array, eps: number, out: Float32Array): void {
+    this.k.rmsNorm(this.addr(x, rows * dim, 'rmsNorm input'), rows, dim, this.addr(gain, dim, 'rmsNorm gain'), eps, this.addr(out, rows * dim, 'rmsNorm output'));
+  }
+
+  rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
+    let inv = this.ropeTables.get(table);
+    if (inv === undefined) {
+      const copy = this.alloc(table.invFreq.length);
+      copy.set(table.invFreq);
+      inv = copy.byteOffset;
+      this.ropeTables.set(table, inv);
+    }
+    this.ensureThreadScratch(headDim * 8);
+    this.k.rope(this.addr(x, T * heads * headDim, 'rope input'), T, heads, headDim, pos0, inv, this.threadScratch);
+  }
+
+  attention(a: AttentionArgs): void {
+    const { T, numHeads, numKvHeads, headDim, cache, pos0 } = a;
+    const qDim = numHeads * headDim;
+    const kvDim = numKvHeads * headDim;
+    const c = this.pool.ctl;
+    const j = A_JOB;
+    c[j] = this.addr(a.q, T * qDim, 'attention q');
+    c[j + 1] = this.addr(a.k, T * kvDim, 'attention k');
+    c[j + 2] = this.addr(a.v, T * kvDim, 'attention v');
+    c[j + 3] = this.addr(cache.k, cache.capacity * kvDim, 'KV cache keys');
+    c[j + 4] = this.addr(cache.v, cache.capacity * kvDim, 'KV cache values');
+    c[j + 5] = cache.capacity;
+    c[j + 6] = cache.ring ? 1 : 0;
+    c[j + 7] = pos0;
+    c[j + 8] = numHeads;
+    c[j + 9] = numKvHeads;
+    c[j + 10] = headDim;
+    this.pool.ctlF[j + 11] = a.scale;
+    c[j + 12] = a.window;
+    c[j + 13] = this.addr(a.out, T * qDim, 'attention output');
+    c[j + 14] = T * numHeads;
+    const keys = a.window > 0 ? Math.min(a.window, pos0 + T) : pos0 + T;
+    this.ensureThreadScratch(4 * (headDim + 4 + keys));
+    const parts = T * numHeads * keys * headDim < MIN_PARALLEL_WORK ? 1 : undefined;
+    this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
+  }
+
+  geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void {
+    const c = this.pool.ctl;
+    c[A_JOB] = this.addr(gate, n, 'geluMul gate');
+    c[A_JOB + 1] = this.addr(up, n, 'geluMul up');
+    c[A_JOB + 2] = this.addr(out, n, 'geluMul output');
+    c[A_JOB + 3] = n;
+    this.pool.run(OP_GELU, this.threadScratch, this.threadStride, n < 4096 ? 1 : undefined);
+  }
+
+  add(acc: Float32Array, x: Float32Array, n: number): void {
+    this.k.add(this.addr(acc, n, 'add accumulator'), this.addr(x, n, 'add input'), n);
+  }
+
+  dispose(): void {
+    this.pool.dispose();
+  }
+}

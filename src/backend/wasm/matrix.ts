@@ -1,0 +1,61 @@
+// prepare(): copy a weight's bytes (and scales or table) into the arena once, and write the
+// 48-byte descriptor the kernels read (kernels/matrix.ts has the same layout).
+import type { Matrix } from '../backend.js';
+import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
+import { LutraError } from '../../util/errors.js';
+import type { Arena } from './arena.js';
+
+export interface WasmMatrix extends Matrix {
+  /** Address of the descriptor. */
+  readonly desc: number;
+  /** Bytes of weight data (codes + scales/table), for bandwidth figures. */
+  readonly bytes: number;
+}
+
+const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
+const DESC_BYTES = 48;
+
+export function prepareMatrix(arena: Arena, w: WeightTensor): WasmMatrix {
+  const where = `${w.source}: tensor "${w.name}" (${formatName(w.format)})`;
+  if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
+  const [rows, cols] = w.shape;
+  const f = w.format;
+  const stride = rowBytes(f, cols);
+  if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
+
+  let aux = 0;
+  let perRow = 0;
+  let block = cols;
+  let bits = 0;
+  let tableGroup = 0;
+  let auxBytes = 0;
+  if (f.kind === 'int8' || f.kind === 'int4') {
+    if (!w.scales) throw new LutraError(`${where} has no scales`);
+    perRow = f.group === 't' ? 0 : scalesPerRow(f, cols);
+    block = typeof f.group === 'number' ? f.group : cols;
+    if (typeof f.group === 'number' && cols % f.group !== 0) throw new LutraError(`${where}: ${cols} columns are not a multiple of the group ${f.group}`);
+    const want = f.group === 't' ? 1 : rows * perRow;
+    if (w.scales.length !== want) throw new LutraError(`${where} has ${w.scales.length} scales, expected ${want}`);
+    aux = arena.copyIn(bytesOf(w.scales));
+    auxBytes = w.scales.byteLength;
+  } else if (f.kind === 'lut') {
+    if (!w.table) throw new LutraError(`${where} has no table`);
+    if (!(f.bits >= 1 && f.bits <= 8)) throw new LutraError(`${where}: lut bits must be 1..8`);
+    bits = f.bits;
+    tableGroup = f.group;
+    const want = (f.group === 0 ? 1 : Math.ceil(rows / f.group)) << f.bits;
+    if (w.table.length < want) throw new LutraError(`${where} has ${w.table.length} table entries, expected ${want}`);
+    aux = arena.copyIn(bytesOf(w.table));
+    auxBytes = w.table.byteLength;
+  }
+  const data = arena.copyIn(w.data);
+
+  const desc = arena.bytes(DESC_BYTES);
+  const d = new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4);
+  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride]);
+  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes };
+}
+
+function bytesOf(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}

@@ -1,0 +1,107 @@
+// The worker pool: threads − 1 workers plus the calling thread, one kernels instance each over
+// the shared memory. A job is written into the control block, GEN is bumped and notified, every
+// participant runs its share (the caller takes share 0), and the caller waits for DONE to reach
+// the worker count. Waiting spins briefly before Atomics.wait: a futex wake costs tens of µs
+// and a decode step issues ~150 jobs.
+import { Worker } from 'node:worker_threads';
+import { A_SCRATCH, A_SCRATCH_STRIDE, A_THREADS, CONTROL_INTS, DONE, ERROR, GEN, OP, OP_EXIT, READY, runShare } from './protocol.js';
+import type { Kernels } from './kernels.js';
+import { LutraError } from '../../util/errors.js';
+
+export interface PoolOptions {
+  threads: number;
+  /** Polls of the control word before sleeping in Atomics.wait. */
+  spin: number;
+}
+
+export class Pool {
+  readonly ctl: Int32Array;
+  readonly ctlF: Float32Array;
+  private readonly workers: Worker[] = [];
+  private ready = false;
+
+  constructor(
+    private readonly kernels: Kernels,
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    control: number,
+    readonly opts: PoolOptions,
+  ) {
+    this.ctl = new Int32Array(memory.buffer, control, CONTROL_INTS);
+    this.ctlF = new Float32Array(memory.buffer, control, CONTROL_INTS);
+    for (let i = 1; i < opts.threads; i++) {
+      const w = new Worker(new URL('./worker.js', import.meta.url), {
+        workerData: { module, memory, control, index: i, workers: opts.threads - 1, spin: opts.spin },
+      });
+      w.unref(); // a forgotten dispose() must not keep the process alive
+      this.workers.push(w);
+    }
+  }
+
+  get threads(): number {
+    return this.workers.length + 1;
+  }
+
+  /** Block until every worker has instantiated its module (once, before the first job). */
+  private waitReady(): void {
+    const n = this.workers.length;
+    const t0 = Date.now();
+    for (;;) {
+      const r = Atomics.load(this.ctl, READY);
+      if (r >= n) break;
+      if (Date.now() - t0 > 30_000) throw new LutraError(`wasm backend: only ${r} of ${n} worker threads started within 30 s`);
+      Atomics.wait(this.ctl, READY, r, 100);
+    }
+    this.ready = true;
+  }
+
+  /**
+   * Run the job whose arguments are already in ctl[A_JOB...], on `parts` participants (1 runs it
+   * on this thread alone without waking anyone).
+   */
+  run(op: number, scratch: number, scratchStride: number, parts = this.threads): void {
+    const { ctl } = this;
+    ctl[OP] = op;
+    ctl[A_SCRATCH] = scratch;
+    ctl[A_SCRATCH_STRIDE] = scratchStride;
+    if (parts === 1 || this.workers.length === 0) {
+      ctl[A_THREADS] = 1;
+      runShare(this.kernels, ctl, this.ctlF, 0);
+      return;
+    }
+    if (!this.ready) this.waitReady();
+    ctl[A_THREADS] = this.threads;
+    Atomics.store(ctl, DONE, 0);
+    Atomics.add(ctl, GEN, 1);
+    Atomics.notify(ctl, GEN);
+    try {
+      runShare(this.kernels, ctl, this.ctlF, 0);
+    } finally {
+      this.waitDone(); // never start the next job while workers still run this one
+    }
+    if (Atomics.load(ctl, ERROR) !== 0) {
+      Atomics.store(ctl, ERROR, 0);
+      throw new Error('wasm backend: a worker thread failed (its error is printed above)');
+    }
+  }
+
+  private waitDone(): void {
+    const { ctl } = this;
+    const n = this.workers.length;
+    for (let s = 0; s < this.opts.spin; s++) if (Atomics.load(ctl, DONE) === n) return;
+    for (;;) {
+      const d = Atomics.load(ctl, DONE);
+      if (d === n) return;
+      Atomics.wait(ctl, DONE, d, 1000);
+    }
+  }
+
+  dispose(): void {
+    if (this.workers.length === 0) return;
+    this.ctl[OP] = OP_EXIT;
+    Atomics.add(this.ctl, GEN, 1);
+    Atomics.notify(this.ctl, GEN);
+    for (const w of this.workers) void w.terminate();
+    this.workers.length = 0;
+  }
+}

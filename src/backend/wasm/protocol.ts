@@ -1,0 +1,61 @@
+// The pool's control block: a few Int32 slots in the shared memory that the calling thread and
+// the workers synchronise on with Atomics (no postMessage per op), and the jobs they run.
+import type { Kernels } from './kernels.js';
+
+/** Slots of the control Int32Array. */
+export const GEN = 0; // bumped by the caller for every job; workers wait on it
+export const DONE = 1; // workers that finished the current job; the caller waits on it
+export const READY = 2; // workers that have instantiated the module
+export const OP = 3;
+export const ERROR = 4; // 1 when a worker's share threw; the message is logged by the worker
+export const ARGS = 8; // job arguments (i32, or f32 bits through the Float32Array view)
+export const CONTROL_INTS = 64;
+
+export const OP_MATMUL = 1;
+export const OP_ATTENTION = 2;
+export const OP_GELU = 3;
+export const OP_EXIT = 99;
+
+/** Argument slots that follow ARGS, per job. */
+export const A_SCRATCH = ARGS; // thread scratch base
+export const A_SCRATCH_STRIDE = ARGS + 1; // bytes per thread
+export const A_THREADS = ARGS + 2; // participants (caller + workers)
+export const A_JOB = ARGS + 3; // first job-specific argument
+
+/** [start, end) of participant i's share of n items, boundaries aligned to `align`. */
+export function share(n: number, parts: number, i: number, align: number): [number, number] {
+  const cut = (j: number) => Math.min(n, Math.round((n * j) / parts / align) * align);
+  return [cut(i), i === parts - 1 ? n : cut(i + 1)];
+}
+
+/** Run participant i's share of the job described in the control block. */
+export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: number): void {
+  const parts = ctl[A_THREADS];
+  const scratch = ctl[A_SCRATCH] + i * ctl[A_SCRATCH_STRIDE];
+  const a = A_JOB;
+  switch (ctl[OP]) {
+    case OP_MATMUL: {
+      // d, x, T, out, rows
+      const [r0, r1] = share(ctl[a + 4], parts, i, 4);
+      if (r1 > r0) k.matmul(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], r0, r1, scratch);
+      break;
+    }
+    case OP_ATTENTION: {
+      // q, k, v, cacheK, cacheV, capacity, ring, pos0, numHeads, numKvHeads, headDim, scale, window, out, units
+      const [u0, u1] = share(ctl[a + 14], parts, i, 1);
+      if (u1 > u0) {
+        k.attention(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], ctl[a + 4], ctl[a + 5], ctl[a + 6], ctl[a + 7],
+          ctl[a + 8], ctl[a + 9], ctl[a + 10], ctlF[a + 11], ctl[a + 12], ctl[a + 13], u0, u1, scratch);
+      }
+      break;
+    }
+    case OP_GELU: {
+      // gate, up, out, n
+      const [i0, i1] = share(ctl[a + 3], parts, i, 4);
+      if (i1 > i0) k.geluMul(ctl[a], ctl[a + 1], i0, i1, ctl[a + 2]);
+      break;
+    }
+    default:
+      throw new Error(`wasm pool: unknown op ${ctl[OP]}`);
+  }
+}

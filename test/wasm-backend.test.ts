@@ -1,0 +1,319 @@
+// The wasm backend against the reference backend: every kernel on random inputs of awkward sizes,
+// every weight format, 1 and 2 threads; then the whole tiny model through a Session.
+//
+// Tolerances. Kernels accumulate in f32 where the reference uses f64, so a dot product may differ
+// by about n·2⁻²⁴ of Σ|xᵢwᵢ|: we assert |Δ| ≤ 1e-5 · Σ|xᵢwᵢ| per output (the "1e-5 relative" of
+// the issue, measured against the magnitude that bounds the rounding, not against a result that
+// may cancel to ~0). Attention outputs are convex combinations of values: |Δ| ≤ 1e-5 · max|v|.
+// The elementwise ops follow the reference's f64 arithmetic: |Δ| ≤ 1e-6 relative.
+// Whole model: max |Δlogit| ≤ 1e-3 and the same top-1 token at every position.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ReferenceBackend } from '../src/backend/reference/index.js';
+import { WasmBackend } from '../src/backend/wasm/index.js';
+import { makeRopeTable, type Matrix } from '../src/backend/backend.js';
+import { rowBytes, formatName, type WeightFormat, type WeightTensor } from '../src/model/weight.js';
+import { f32ToBf16Bits, f32ToF16Bits } from '../src/util/half.js';
+import { loadModel } from '../src/runtime/load.js';
+import { Session } from '../src/runtime/session.js';
+import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
+
+/** Seeded uniform [0, 1). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
+}
+
+/** A random weight in any format, laid out as documented in src/model/weight.ts. */
+function randomWeight(format: WeightFormat, rows: number, cols: number, seed: number): WeightTensor {
+  const u = rng(seed);
+  const n = rows * cols;
+  const base = { name: `w_${formatName(format)}_${rows}x${cols}`, shape: [rows, cols], format, source: 'test' };
+  switch (format.kind) {
+    case 'f32': {
+      const v = Float32Array.from({ length: n }, () => u() * 2 - 1);
+      return { ...base, data: new Uint8Array(v.buffer) };
+    }
+    case 'bf16':
+    case 'f16': {
+      const enc = format.kind === 'bf16' ? f32ToBf16Bits : f32ToF16Bits;
+      // Mostly ordinary values; some f16 subnormals and negative zeros too.
+      const v = Uint16Array.from({ length: n }, (_, i) => (i % 97 === 5 ? 0x8000 : i % 89 === 3 ? enc((u() - 0.5) * 1e-6) : enc(u() * 2 - 1)));
+      return { ...base, data: new Uint8Array(v.buffer) };
+    }
+    case 'int8':
+    case 'int4': {
+      const data = new Uint8Array(rows * rowBytes(format, cols));
+      for (let i = 0; i < data.length; i++) data[i] = Math.floor(u() * 256);
+      if (format.kind === 'int8') for (let i = 0; i < data.length; i++) if (data[i] === 128) data[i] = 129; // codes in [-127, 127]
+      const count = format.group === 't' ? 1 : format.group === 'c' ? rows : (rows * cols) / format.group;
+      const scales = Float32Array.from({ length: count }, () => (u() + 0.1) * 0.01 * (u() < 0.1 ? -1 : 1));
+      return { ...base, data, scales };
+    }
+    case 'lut': {
+      const data = new Uint8Array(rows * rowBytes(format, cols));
+      for (let i = 0; i < data.length; i++) data[i] = Math.floor(u() * 256);
+      const tables = format.group === 0 ? 1 : Math.ceil(rows / format.group);
+      const table = Float32Array.from({ length: tables << format.bits }, () => u() * 2 - 1);
+      return { ...base, data, table };
+    }
+  }
+}
+
+const ref = new ReferenceBackend();
+const wasm1 = new WasmBackend({ threads: 1 });
+const wasm2 = new WasmBackend({ threads: 2 });
+const backends: [string, WasmBackend][] = [['1 thread', wasm1], ['2 threads', wasm2]];
+after(() => {
+  wasm1.dispose();
+  wasm2.dispose();
+});
+
+function fillRandom(a: Float32Array, seed: number, scale = 1): Float32Array {
+  const u = rng(seed);
+  for (let i = 0; i < a.length; i++) a[i] = (u() * 2 - 1) * scale;
+  return a;
+}
+
+/** Decoded weight rows through the reference (embed with scale 1 decodes any format). */
+function decodedRows(m: Matrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  ref.embed(m, Array.from({ length: m.rows }, (_, r) => r), 1, out);
+  return out;
+}
+
+/** Assert |got − want| ≤ 1e-5 · Σ|x·w| for every output of out[T, rows] = x[T, cols] · wᵀ. */
+function checkMatmul(label: string, got: Float32Array, want: Float32Array, x: Float32Array, w: Float32Array, T: number, rows: number, cols: number) {
+  let worst = 0;
+  for (let t = 0; t < T; t++) {
+    for (let r = 0; r < rows; r++) {
+      let mag = 0;
+      for (let i = 0; i < cols; i++) mag += Math.abs(x[t * cols + i] * w[r * cols + i]);
+      const err = Math.abs(got[t * rows + r] - want[t * rows + r]);
+      assert.ok(Number.isFinite(got[t * rows + r]), `${label}: out[${t}, ${r}] = ${got[t * rows + r]}`);
+      worst = Math.max(worst, err / (mag + 1e-30));
+      assert.ok(err <= 1e-5 * mag + 1e-30, `${label}: out[${t}, ${r}] ${got[t * rows + r]} vs ${want[t * rows + r]} (Σ|xw| ${mag})`);
+    }
+  }
+  return worst;
+}
+
+// Sizes chosen so rows and columns are not multiples of 4, 8 or 32 wherever the format allows
+// (numeric int groups need cols % G == 0; odd groups exercise the generic paths).
+const CASES: { format: WeightFormat; rows: number; cols: number }[] = [
+  { format: { kind: 'f32' }, rows: 37, cols: 53 },
+  { format: { kind: 'f32' }, rows: 129, cols: 77 },
+  { format: { kind: 'bf16' }, rows: 37, cols: 53 },
+  { format: { kind: 'bf16' }, rows: 129, cols: 77 },
+  { format: { kind: 'f16' }, rows: 37, cols: 53 },
+  { format: { kind: 'f16' }, rows: 129, cols: 77 },
+  { format: { kind: 'int8', group: 32 }, rows: 37, cols: 160 },
+  { format: { kind: 'int8', group: 16 }, rows: 129, cols: 80 },
+  { format: { kind: 'int8', group: 7 }, rows: 37, cols: 77 },
+  { format: { kind: 'int8', group: 'c' }, rows: 129, cols: 77 },
+  { format: { kind: 'int8', group: 't' }, rows: 37, cols: 53 },
+  { format: { kind: 'int4', group: 32 }, rows: 37, cols: 96 },
+  { format: { kind: 'int4', group: 16 }, rows: 129, cols: 80 },
+  { format: { kind: 'int4', group: 11 }, rows: 37, cols: 77 },
+  { format: { kind: 'int4', group: 'c' }, rows: 129, cols: 77 },
+  { format: { kind: 'int4', group: 't' }, rows: 37, cols: 53 },
+  ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((bits) => [
+    { format: { kind: 'lut' as const, bits, group: 0 }, rows: 37, cols: 53 },
+    { format: { kind: 'lut' as const, bits, group: 5 }, rows: 129, cols: 77 },
+  ]),
+];
+
+for (const { format, rows, cols } of CASES) {
+  test(`matmul ${formatName(format)} ${rows}×${cols}, T = 1, 3, 17, 1 and 2 threads`, (t) => {
+    let worst = 0;
+    const wt = randomWeight(format, rows, cols, rows * 1000 + cols);
+    const mr = ref.prepare(wt);
+    const w = decodedRows(mr);
+    for (const [label, B] of backends) {
+      const mw = B.prepare(wt);
+      for (const T of [1, 3, 17]) {
+        B.resetScratch();
+        const x = fillRandom(B.scratch(T * cols), T);
+        const out = B.scratch(T * rows);
+        B.matmul(x, T, mw, out);
+        const want = new Float32Array(T * rows);
+        ref.matmul(x, T, mr, want);
+        worst = Math.max(worst, checkMatmul(`${formatName(format)} T=${T} ${label}`, out, want, x, w, T, rows, cols));
+        // The embedding lookup decodes rows exactly as the reference does.
+        const ids = [0, rows - 1, Math.floor(rows / 2)];
+        const e = B.scratch(ids.length * cols);
+        B.embed(mw, ids, 1.5, e);
+        const eRef = new Float32Array(ids.length * cols);
+        ref.embed(mr, ids, 1.5, eRef);
+        assert.equal(maxAbsDiff(e, eRef), 0, `${formatName(format)} embed ${label}`);
+      }
+    }
+    t.diagnostic(`worst |Δ| / Σ|xw| = ${worst.toExponential(2)}`);
+  });
+}
+
+test('matmul on a shape large enough to split a GEMV and a GEMM over the pool', () => {
+  for (const format of [{ kind: 'bf16' } as const, { kind: 'int8', group: 32 } as const, { kind: 'int4', group: 32 } as const, { kind: 'lut', bits: 4, group: 1 } as const]) {
+    const rows = 1031, cols = 320;
+    const wt = randomWeight(format, rows, cols, 99);
+    const mr = ref.prepare(wt);
+    const w = decodedRows(mr);
+    for (const [label, B] of backends) {
+      const mw = B.prepare(wt);
+      for (const T of [1, 5]) {
+        B.resetScratch();
+        const x = fillRandom(B.scratch(T * cols), 7 + T);
+        const out = B.scratch(T * rows);
+        B.matmul(x, T, mw, out);
+        const want = new Float32Array(T * rows);
+        ref.matmul(x, T, mr, want);
+        checkMatmul(`${formatName(format)} ${rows}×${cols} T=${T} ${label}`, out, want, x, w, T, rows, cols);
+      }
+    }
+  }
+});
+
+function relClose(label: string, got: Float32Array, want: Float32Array, rel: number) {
+  for (let i = 0; i < want.length; i++) {
+    const tol = rel * Math.max(Math.abs(want[i]), 1e-30);
+    assert.ok(Math.abs(got[i] - want[i]) <= tol, `${label}[${i}]: ${got[i]} vs ${want[i]}`);
+  }
+}
+
+test('rmsNorm, rope, geluMul and add match the reference', () => {
+  for (const [label, B] of backends) {
+    B.resetScratch();
+    // rmsNorm over 3 rows of 53, in place and out of place.
+    const x = fillRandom(B.scratch(3 * 53), 1, 3);
+    const gain = fillRandom(B.alloc(53), 2);
+    const out = B.scratch(3 * 53);
+    const want = new Float32Array(3 * 53);
+    ref.rmsNorm(x, 3, 53, gain, 1e-6, want);
+    B.rmsNorm(x, 3, 53, gain, 1e-6, out);
+    relClose(`rmsNorm ${label}`, out, want, 1e-6);
+    B.rmsNorm(x, 3, 53, gain, 1e-6, x);
+    relClose(`rmsNorm in place ${label}`, x, want, 1e-6);
+
+    // RoPE on [T=3, heads=3, headDim=18] from position 40.
+    const table = makeRopeTable(10000, 18, 1);
+    const r = fillRandom(B.scratch(3 * 3 * 18), 3);
+    const rWant = r.slice();
+    ref.rope(rWant, 3, 3, 18, 40, table);
+    B.rope(r, 3, 3, 18, 40, table);
+    relClose(`rope ${label}`, r, rWant, 1e-6);
+
+    // geluMul: small (calling thread) and large (pool), out aliasing gate.
+    for (const n of [1001, 9001]) {
+      const gate = fillRandom(B.scratch(n), 4, 4);
+      const up = fillRandom(B.scratch(n), 5);
+      const g = new Float32Array(n);
+      ref.geluMul(gate, up, n, g);
+      B.geluMul(gate, up, n, gate);
+      relClose(`geluMul ${n} ${label}`, gate, g, 1e-6);
+    }
+
+    const acc = fillRandom(B.scratch(77), 6);
+    const add = fillRandom(B.scratch(77), 7);
+    const accWant = acc.slice();
+    ref.add(accWant, add, 77);
+    B.add(acc, add, 77);
+    assert.equal(maxAbsDiff(acc, accWant), 0, `add ${label}`);
+  }
+});
+
+test('attention: batch keys vs cached keys, ring slots, sliding and global, T = 1, 3, 17', () => {
+  const numHeads = 4, numKvHeads = 2, headDim = 18;
+  const kvDim = numKvHeads * headDim;
+  const cases = [
+    { window: 16, capacity: 16, ring: true, pos0: 37 }, // ring wrapped twice
+    { window: 16, capacity: 16, ring: true, pos0: 5 },
+    { window: 0, capacity: 64, ring: false, pos0: 20 },
+    { window: 0, capacity: 64, ring: false, pos0: 0 },
+  ];
+  for (const c of cases) {
+    for (const T of [1, 3, 17]) {
+      for (const [label, B] of backends) {
+        B.resetScratch();
+        const q = fillRandom(B.scratch(T * numHeads * headDim), 11 + T, 2);
+        const k = fillRandom(B.scratch(T * kvDim), 12 + T, 2);
+        const v = fillRandom(B.scratch(T * kvDim), 13 + T);
+        const cache = { k: fillRandom(B.alloc(c.capacity * kvDim), 14), v: fillRandom(B.alloc(c.capacity * kvDim), 15), capacity: c.capacity, ring: c.ring };
+        const args = { q, k, v, cache, pos0: c.pos0, T, numHeads, numKvHeads, headDim, scale: 1 / Math.sqrt(headDim), window: c.window, qChunk: 4 };
+        const out = B.scratch(T * numHeads * headDim);
+        B.attention({ ...args, out });
+        const want = new Float32Array(T * numHeads * headDim);
+        ref.attention({ ...args, out: want });
+        let vmax = 0;
+        for (const a of [v, cache.v]) for (const x of a) vmax = Math.max(vmax, Math.abs(x));
+        const d = maxAbsDiff(out, want);
+        assert.ok(d <= 1e-5 * vmax, `attention ${JSON.stringify(c)} T=${T} ${label}: max |Δ| ${d}`);
+      }
+    }
+  }
+});
+
+test('arrays outside the backend memory are a clear error', () => {
+  const m = wasm1.prepare(randomWeight({ kind: 'f32' }, 5, 7, 1));
+  wasm1.resetScratch();
+  assert.throws(() => wasm1.matmul(new Float32Array(7), 1, m, wasm1.scratch(5)), /matmul input for w_f32_5x7 is not in the backend's memory/);
+  assert.throws(() => wasm1.matmul(wasm1.scratch(3), 1, m, wasm1.scratch(5)), /has 3 elements, needs 7/);
+  assert.throws(() => wasm1.embed(m, [5], 1, wasm1.scratch(7)), /token id 5 is outside the embedding table/);
+});
+
+test('whole tiny model: prefill and decode past the sliding window match the reference (1 and 2 threads)', (t) => {
+  const fx = tinyFixture();
+  try {
+    const refModel = loadModel(fx.dir, ref, { tokenizer: false }).model;
+    const V = refModel.vocabSize;
+    const W = refModel.cfg.slidingWindow;
+    const ids = tokenSequence(Math.round(3.5 * W) + 3, 7);
+    const head = ids.length - 6;
+    // Reference: prefill in batches smaller than the window, then decode the rest one by one.
+    const refSession = new Session(refModel, { contextLength: 256, prefillBatch: 5, qChunk: 3 });
+    const want = new Float32Array(ids.length * V);
+    want.set(refSession.prefill(ids.slice(0, head), { all: true }));
+    for (let i = head; i < ids.length; i++) want.set(refSession.step(ids[i]), i * V);
+
+    for (const threads of [1, 2]) {
+      const B = new WasmBackend({ threads });
+      try {
+        const model = loadModel(fx.dir, B, { tokenizer: false }).model;
+        const runs: [string, Float32Array][] = [];
+        // Same schedule as the reference.
+        const s = new Session(model, { contextLength: 256, prefillBatch: 5, qChunk: 3 });
+        const a = new Float32Array(ids.length * V);
+        a.set(s.prefill(ids.slice(0, head), { all: true }));
+        for (let i = head; i < ids.length; i++) a.set(s.step(ids[i]), i * V);
+        runs.push(['batches of 5 then decode', a]);
+        // One batch longer than the window; then token by token through the rings.
+        runs.push(['one batch', new Session(model, { contextLength: 256, prefillBatch: 64, qChunk: 16 }).prefill(ids, { all: true })]);
+        const d = new Session(model, { contextLength: 256 });
+        const b = new Float32Array(ids.length * V);
+        for (let i = 0; i < ids.length; i++) b.set(d.step(ids[i]), i * V);
+        runs.push(['decode only', b]);
+        for (const [what, got] of runs) {
+          const diff = maxAbsDiff(got, want);
+          t.diagnostic(`${threads} threads, ${what}: max |Δlogit| ${diff.toExponential(2)}`);
+          assert.ok(diff <= 1e-3, `${threads} threads, ${what}: max |Δlogit| ${diff}`);
+          for (let i = 0; i < ids.length; i++) {
+            assert.equal(argmax(got.subarray(i * V, (i + 1) * V)), argmax(want.subarray(i * V, (i + 1) * V)), `${threads} threads, ${what}: top-1 at position ${i}`);
+          }
+        }
+      } finally {
+        B.dispose();
+      }
+    }
+  } finally {
+    fx.cleanup();
+  }
+});
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
