@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { exportGemma3Gguf, gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
-import { plainToF32 } from '../src/model/weight.js';
+import { dequantize } from '../src/backend/reference/index.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
@@ -27,7 +27,7 @@ test('lutra (prefill and decode) matches llama.cpp over 10 sliding windows', asy
     tokenizerConfig: JSON.parse(readFileSync(join(fx.dir, 'tokenizer_config.json'), 'utf8')),
     name: 'tiny',
     type: 'f32',
-    tensors: src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => plainToF32(src.load(hfName)) })),
+    tensors: src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => dequantize(src.load(hfName)) })),
   });
   src.close();
 

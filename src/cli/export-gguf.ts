@@ -2,7 +2,7 @@ import type { Command } from './common.js';
 import { join, basename } from 'node:path';
 import { Checkpoint, readJsonFile } from '../io/checkpoint.js';
 import { exportGemma3Gguf, gemma3LlamaCppDifferences, type Gemma3GgufType } from '../io/gguf-gemma3.js';
-import { plainToF32 } from '../model/weight.js';
+import { dequantize } from '../backend/reference/index.js';
 import { byteProgress } from './progress.js';
 import { LutraError } from '../util/errors.js';
 
@@ -29,7 +29,7 @@ export const exportGgufCommand: Command = {
       for (const d of gemma3LlamaCppDifferences(src.config)) process.stderr.write(`warning: ${d}\n`);
       const tokenizerJson = readJsonFile(join(dir, 'tokenizer.json'), 'the tokenizer');
       const tokenizerConfig = readJsonFile(join(dir, 'tokenizer_config.json'), 'the tokenizer config');
-      const tensors = src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => plainToF32(src.load(hfName)) }));
+      const tensors = src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => dequantize(src.load(hfName)) }));
       let bar: ReturnType<typeof byteProgress> | null = null;
       const t0 = performance.now();
       await exportGemma3Gguf({

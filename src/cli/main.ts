@@ -7,8 +7,10 @@ import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
 import { fixtureCommand } from './fixture.js';
 import { exportGgufCommand } from './export-gguf.js';
+import { convertCommand } from './convert.js';
+import { compareCommand } from './compare.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, exportGgufCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

@@ -195,6 +195,30 @@ export class LlamaCppOracle {
     return out;
   }
 
+  /**
+   * Greedy continuation (temperature 0, no penalties) of `ids`: up to maxTokens new ids, stopping
+   * early after one in `stopIds`. Added for `lutra compare` with a gguf: driver; the sequence
+   * starts empty and is cleared afterwards, as in teacherForced().
+   */
+  async greedy(ids: number[], maxTokens: number, stopIds?: ReadonlySet<number>): Promise<number[]> {
+    if (ids.length === 0) throw new LutraError('llama.cpp oracle: greedy() needs at least one prompt token');
+    if (ids.length + maxTokens > this.contextSize) {
+      throw new LutraError(`llama.cpp oracle: ${ids.length} + ${maxTokens} tokens exceed the context size ${this.contextSize}; load with a larger contextSize`);
+    }
+    const out: number[] = [];
+    if (maxTokens <= 0) return out;
+    await this.sequence.clearHistory();
+    try {
+      for await (const t of this.sequence.evaluate(ids as Token[], { temperature: 0 })) {
+        out.push(t);
+        if (out.length >= maxTokens || stopIds?.has(t)) break;
+      }
+    } finally {
+      await this.sequence.clearHistory();
+    }
+    return out;
+  }
+
   async dispose(): Promise<void> {
     await this.context.dispose();
     await this.model.dispose();

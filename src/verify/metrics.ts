@@ -44,3 +44,48 @@ export function entropy(logP: ArrayLike<number>): number {
   }
   return h;
 }
+
+/**
+ * Pearson correlation in float64 with population standard deviations (ddof = 0), as numpy's
+ * corrcoef / the seed harness. NaN when either standard deviation is below 1e-12 (a constant
+ * vector has no correlation). Clamped to [-1, 1] against rounding.
+ */
+export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  const n = x.length;
+  if (n !== y.length) throw new Error(`internal: pearson of lengths ${n} and ${y.length}`);
+  if (n === 0) return NaN;
+  let mx = 0;
+  let my = 0;
+  for (let i = 0; i < n; i++) {
+    mx += x[i];
+    my += y[i];
+  }
+  mx /= n;
+  my /= n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    const a = x[i] - mx;
+    const b = y[i] - my;
+    sxy += a * b;
+    sxx += a * a;
+    syy += b * b;
+  }
+  if (Math.sqrt(sxx / n) < 1e-12 || Math.sqrt(syy / n) < 1e-12) return NaN;
+  return Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
+}
+
+/** Cosine similarity in float64; NaN when either vector is all zeros. */
+export function cosine(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  let xy = 0;
+  let xx = 0;
+  let yy = 0;
+  for (let i = 0; i < x.length; i++) {
+    xy += x[i] * y[i];
+    xx += x[i] * x[i];
+    yy += y[i] * y[i];
+  }
+  if (xx === 0 || yy === 0) return NaN;
+  return Math.max(-1, Math.min(1, xy / Math.sqrt(xx * yy)));
+}
