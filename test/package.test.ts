@@ -1,0 +1,110 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, truncateSync, statSync, readdirSync, cpSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { convert, encodeTensor } from '../src/quant/convert.js';
+import { buildPlan, formatFor } from '../src/quant/plan.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { PackageSource, storedBytes } from '../src/io/package.js';
+import { Gemma3Model, type WeightSource } from '../src/model/gemma3.js';
+import { ReferenceBackend } from '../src/backend/reference/index.js';
+import { Session } from '../src/runtime/session.js';
+import { loadModel } from '../src/runtime/load.js';
+import type { WeightTensor } from '../src/model/weight.js';
+import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
+
+const fx = tinyFixture(5);
+const ids = tokenSequence(24, 3);
+const logits = (model: Gemma3Model) => new Session(model, { contextLength: 64 }).prefill(ids, { all: true });
+const reference = logits(loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false }).model);
+
+/** The same conversion without touching disk: the checkpoint's tensors encoded on load. */
+function inMemory(quant: string[]): WeightSource {
+  const ck = Checkpoint.open(fx.dir);
+  const plan = buildPlan({ quant, weightThreshold: 0 });
+  const embedFmt = formatFor(plan, 'model.embed_tokens.weight', ck.shape('model.embed_tokens.weight'));
+  const headFmt = formatFor(plan, 'lm_head.weight', ck.shape('model.embed_tokens.weight'));
+  const enc = (name: string, from = name): WeightTensor => {
+    const w = { ...ck.load(from), name };
+    const f = (name === 'lm_head.weight' ? headFmt : formatFor(plan, name, w.shape)) ?? w.format;
+    const s = encodeTensor(w, f);
+    return { ...w, format: f, data: s.data, scales: s.scales, table: s.table };
+  };
+  return {
+    dir: fx.dir, config: ck.config, rawConfig: ck.rawConfig,
+    has: (n) => ck.has(n) || (n === 'lm_head.weight' && JSON.stringify(headFmt) !== JSON.stringify(embedFmt)),
+    names: () => ck.names(), shape: (n) => ck.shape(n), format: (n) => ck.format(n),
+    load: (n) => (n === 'lm_head.weight' ? enc(n, 'model.embed_tokens.weight') : enc(n)),
+    embedScale: 8, separateLmHead: true, close: () => ck.close(),
+  };
+}
+
+const configs: string[][] = [
+  ['all=f16'],
+  ['all=int8:32'],
+  ['attn=int8:c', 'ffn=int8:t', 'lmhead=int4:32'],
+  ['all=int4:32'],
+  ['attn=lut4:4', 'ffn=lut4:4', 'lmhead=lut6:512'],
+  ['ffn=lut3:0', 'embed=lut8:8'],
+];
+
+for (const quant of configs) {
+  test(`package round-trip: ${quant.join(' ')} loads to the same logits as converting in memory`, () => {
+    const out = join(fx.root, quant.join('_').replace(/[^\w]/g, '-'));
+    const meta = convert({ src: fx.dir, out, plan: buildPlan({ quant, weightThreshold: 0 }), command: 'test' });
+    const pkg = loadModel(out, new ReferenceBackend(), { tokenizer: false }).model;
+    const mem = new Gemma3Model(pkg.cfg, new ReferenceBackend(), inMemory(quant));
+    const a = logits(pkg);
+    assert.equal(maxAbsDiff(a, logits(mem)), 0);
+    // Size on disk is what the formats imply (headers and tokenizer files aside).
+    const shards = readdirSync(out).filter((f) => f.endsWith('.safetensors'));
+    const onDisk = shards.reduce((s, f) => s + statSync(join(out, f)).size, 0);
+    const src = new PackageSource(out);
+    const implied = meta.tensors.reduce((s, t) => s + storedBytes(t.shape, src.format(t.name)), 0);
+    src.close();
+    assert.ok(onDisk >= implied && onDisk < implied * 1.02, `on disk ${onDisk}, implied ${implied}`);
+    // Quantization moves the logits, but not wildly, on this random model.
+    const d = maxAbsDiff(a, reference);
+    assert.ok(d < 20, `max |Δlogit| vs the bf16 original ${d}`);
+  });
+}
+
+test('converting a package again with the same formats reproduces it byte for byte', () => {
+  const a = join(fx.root, 'again-a');
+  const b = join(fx.root, 'again-b');
+  convert({ src: fx.dir, out: a, plan: buildPlan({ quant: ['ffn=lut4:4', 'attn=int8:32'], weightThreshold: 0 }), command: 'test' });
+  convert({ src: a, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
+  assert.ok(readFileSync(join(a, 'model-00001-of-00001.safetensors')).equals(readFileSync(join(b, 'model-00001-of-00001.safetensors'))));
+});
+
+test('conversion is deterministic', () => {
+  const a = join(fx.root, 'det-a');
+  const b = join(fx.root, 'det-b');
+  for (const out of [a, b]) convert({ src: fx.dir, out, plan: buildPlan({ quant: ['all=lut5:2'], weightThreshold: 0 }), command: 'test' });
+  assert.ok(readFileSync(join(a, 'model-00001-of-00001.safetensors')).equals(readFileSync(join(b, 'model-00001-of-00001.safetensors'))));
+});
+
+test('a truncated shard, a missing tensor and an unknown format are named', () => {
+  const good = join(fx.root, 'err-src');
+  convert({ src: fx.dir, out: good, plan: buildPlan({ quant: ['ffn=int8:32'], weightThreshold: 0 }), command: 'test' });
+  const trunc = join(fx.root, 'err-trunc');
+  cpSync(good, trunc, { recursive: true });
+  const shard = join(trunc, 'model-00001-of-00001.safetensors');
+  truncateSync(shard, statSync(shard).size - 100);
+  assert.throws(() => new PackageSource(trunc), /err-trunc\/model-00001-of-00001\.safetensors: truncated: tensor ".*" ends at byte/);
+
+  const missing = join(fx.root, 'err-missing');
+  cpSync(good, missing, { recursive: true });
+  const metaPath = join(missing, 'meta.yaml');
+  writeFileSync(metaPath, readFileSync(metaPath, 'utf8').replace('- name: model.norm.weight', '- name: model.nrom.weight'));
+  assert.throws(() => new PackageSource(missing), /err-missing\/meta\.yaml: lists tensor "model\.nrom\.weight" but no shard holds "model\.nrom\.weight"/);
+
+  const unknown = join(fx.root, 'err-format');
+  cpSync(good, unknown, { recursive: true });
+  const m2 = join(unknown, 'meta.yaml');
+  writeFileSync(m2, readFileSync(m2, 'utf8').replace('format: int8:32', 'format: int3:32'));
+  assert.throws(() => new PackageSource(unknown), /err-format\/meta\.yaml: tensor ".*": unknown format "int3:32"/);
+  assert.ok(!existsSync(join(fx.root, '.err-src.tmp-' + process.pid)));
+});
+
+test.after(() => fx.cleanup());
