@@ -1,4 +1,6 @@
 import type { Command } from './common.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { buildPlan } from '../quant/plan.js';
 import { convert } from '../quant/convert.js';
 import { tensorProgress } from './progress.js';
@@ -6,9 +8,10 @@ import { tensorProgress } from './progress.js';
 export const convertCommand: Command = {
   name: 'convert',
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
-  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]]',
+  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--tokenizer DIR]',
   options: {
-    model: { type: 'string', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder or a lutra package', default: 'models/demo' },
+    model: { type: 'string', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
+    tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
     out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist; written under a temporary name, then renamed)' },
     quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed attn ffn lmhead all; FORMAT: f32 f16 bf16 int8:G int4:G lut<b>:G (repeatable)' },
     lut1: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: embeddings → lut<B>:G (G default 8, 0 = per tensor)' },
@@ -39,12 +42,16 @@ export const convertCommand: Command = {
       out,
       plan,
       command,
+      tokenizer: flags.optionalString('tokenizer'),
       onTensor: (name, i, total) => {
         bar ??= tensorProgress('convert', total);
         bar.update(i, name);
       },
     });
     (bar as ReturnType<typeof tensorProgress> | null)?.stop();
+    if (!existsSync(join(out, 'tokenizer.json'))) {
+      process.stderr.write(`warning: ${out} has no tokenizer (the source has no tokenizer.json); generate and chat need one: convert again with --tokenizer DIR\n`);
+    }
     const q = Object.entries(meta.quantization).filter(([k, v]) => k.startsWith('quant_') && v !== 'none').map(([k, v]) => `${k.slice(6)}=${v}`);
     process.stderr.write(
       `wrote ${out}: ${meta.tensors.length} tensors, ${(meta.total_bytes / 2 ** 20).toFixed(1)} MiB of weights` +

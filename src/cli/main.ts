@@ -9,8 +9,10 @@ import { fixtureCommand } from './fixture.js';
 import { exportGgufCommand } from './export-gguf.js';
 import { convertCommand } from './convert.js';
 import { compareCommand } from './compare.js';
+import { auditFp16Command } from './audit-fp16.js';
+import { inspectCommand } from './inspect.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

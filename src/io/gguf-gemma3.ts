@@ -4,7 +4,7 @@
 import type { GemmaConfig } from '../model/config.js';
 import { LutraError } from '../util/errors.js';
 import { f32ToBf16Bits, f32ToF16Bits } from '../util/half.js';
-import { encodeQ8_0, ggufTensorBytes, GgufType, kv, writeGguf } from './gguf.js';
+import { encodeQ4_0, encodeQ8_0, ggufTensorBytes, GgufType, kv, writeGguf } from './gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from './gguf.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -69,6 +69,15 @@ export function gemma3ExpectedShape(hfName: string, cfg: GemmaConfig): number[] 
     case 'mlp.down_proj.weight': return [H, I];
     default: return [H]; // the four per-layer norms
   }
+}
+
+/** The inverse of gemma3GgufTensorName: a GGUF tensor name back to its normalised HF name, or null. */
+export function gemma3HfTensorName(ggufName: string): string | null {
+  for (const [hf, g] of Object.entries(GLOBAL_NAMES)) if (g === ggufName) return hf;
+  const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
+  if (!m) return null;
+  const suffix = Object.keys(LAYER_SUFFIX).find((k) => LAYER_SUFFIX[k] === m[2]);
+  return suffix ? `model.layers.${Number(m[1])}.${suffix}` : null;
 }
 
 function requiredHfNames(cfg: GemmaConfig): string[] {
@@ -191,10 +200,13 @@ function chatTemplate(tokenizerConfig: any): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Metadata
 
-export type Gemma3GgufType = 'f32' | 'f16' | 'q8_0';
+export type Gemma3GgufType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
 
 /** llama_ftype values for general.file_type. */
-const FILE_TYPE: Record<Gemma3GgufType, number> = { f32: 0, f16: 1, q8_0: 7 };
+const FILE_TYPE: Record<Gemma3GgufType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2 };
+
+/** The ggml type of the 2-D weights for an export type. */
+const MATRIX_TYPE: Record<Gemma3GgufType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
 
 /**
  * GGUF metadata for a Gemma 3 text model: general.*, gemma3.* hparams (§5.2) and the tokenizer.
@@ -318,6 +330,11 @@ export interface Gemma3ExportTensor {
   shape: number[];
   /** Called once, when the tensor is written. */
   load: () => Float32Array;
+  /**
+   * The tensor already encoded in ggml `type`, when the source stores exactly that (a package's
+   * int8:32 for Q8_0, int4:32 for Q4_0): written as is, bit-exact. Undefined: load() and encode.
+   */
+  exact?: (type: GgufType) => Uint8Array | undefined;
 }
 
 export interface Gemma3ExportOptions {
@@ -328,6 +345,11 @@ export interface Gemma3ExportOptions {
   name: string;
   /** Type of the 2-D weights; 1-D norm weights are always F32. */
   type: Gemma3GgufType;
+  /**
+   * Write lm_head.weight (as output.weight) even though the config ties it to the embedding: a
+   * package stores a separate head when its format differs from the embedding's.
+   */
+  separateLmHead?: boolean;
   tensors: Gemma3ExportTensor[];
   /** Bytes of tensor data written so far / in total. */
   onProgress?: (done: number, total: number) => void;
@@ -336,24 +358,24 @@ export interface Gemma3ExportOptions {
 /**
  * Writes a llama.cpp-loadable gemma3 GGUF. Norm weights (HF names ending in `norm.weight`) are
  * stored as 1 + w computed in float32 (as HF applies them); lm_head is omitted when the
- * embeddings are tied (llama.cpp then reuses token_embd).
+ * embeddings are tied (llama.cpp then reuses token_embd) unless opts.separateLmHead.
  */
 export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void> {
   const { cfg } = opts;
-  if (!Object.hasOwn(FILE_TYPE, opts.type)) throw new LutraError(`GGUF export: unsupported type "${String(opts.type)}" (use f32, f16 or q8_0)`);
+  if (!Object.hasOwn(FILE_TYPE, opts.type)) throw new LutraError(`GGUF export: unsupported type "${String(opts.type)}" (use f32, f16, q8_0 or q4_0)`);
   const seen = new Set<string>();
   const specs: GgufTensorSpec[] = [];
   for (const t of opts.tensors) {
     if (seen.has(t.hfName)) throw new LutraError(`tensor "${t.hfName}": given twice`);
     seen.add(t.hfName);
-    if (t.hfName === 'lm_head.weight' && cfg.tieWordEmbeddings) continue;
+    if (t.hfName === 'lm_head.weight' && cfg.tieWordEmbeddings && !opts.separateLmHead) continue;
     const ggufName = gemma3GgufTensorName(t.hfName);
     const expected = gemma3ExpectedShape(t.hfName, cfg);
     if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
       throw new LutraError(`tensor "${t.hfName}": shape [${t.shape.join(', ')}] but the config implies [${expected.join(', ')}]`);
     }
     const isNorm = t.hfName.endsWith('norm.weight');
-    const type = t.shape.length === 1 ? GgufType.F32 : opts.type === 'f16' ? GgufType.F16 : opts.type === 'q8_0' ? GgufType.Q8_0 : GgufType.F32;
+    const type = t.shape.length === 1 ? GgufType.F32 : MATRIX_TYPE[opts.type];
     const nbytes = ggufTensorBytes(type, t.shape, `tensor "${t.hfName}"`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
     specs.push({
@@ -362,6 +384,11 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
       type,
       nbytes,
       data: () => {
+        const exact = isNorm ? undefined : t.exact?.(type);
+        if (exact) {
+          if (exact.byteLength !== nbytes) throw new LutraError(`tensor "${t.hfName}": ${exact.byteLength} encoded bytes, expected ${nbytes}`);
+          return exact;
+        }
         const src = t.load();
         if (src.length !== numel) throw new LutraError(`tensor "${t.hfName}": loaded ${src.length} values, expected ${numel}`);
         let f = src;
@@ -387,6 +414,7 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
 function encode(f: Float32Array, type: number, hfName: string): Uint8Array {
   if (type === GgufType.F32) return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
   if (type === GgufType.Q8_0) return encodeQ8_0(f);
+  if (type === GgufType.Q4_0) return encodeQ4_0(f);
   const h = new Uint16Array(f.length);
   for (let i = 0; i < f.length; i++) {
     const b = f32ToF16Bits(f[i]!);

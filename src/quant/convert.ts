@@ -11,6 +11,7 @@ import { quantizeLinear } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/gemma3.js';
+import { LutraError } from '../util/errors.js';
 
 export interface ConvertOptions {
   src: string;
@@ -19,10 +20,12 @@ export interface ConvertOptions {
   /** The command line, recorded in meta.yaml. */
   command: string;
   prefillBatch?: number;
+  /** Folder to copy the tokenizer files from (default: the source folder; a GGUF has none). */
+  tokenizer?: string;
   onTensor?: (name: string, index: number, total: number) => void;
 }
 
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
 
 /** Encode a tensor in `target` (a no-op when it already is). */
 export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTensor {
@@ -95,7 +98,11 @@ export function convert(opts: ConvertOptions): PackageMeta {
       command: opts.command,
       created_by: 'lutra',
     };
-    const extra = TOKENIZER_FILES.map((f) => join(opts.src, f)).filter((f) => existsSync(f));
+    const tokDir = opts.tokenizer ?? opts.src;
+    if (opts.tokenizer !== undefined && !existsSync(join(tokDir, 'tokenizer.json'))) {
+      throw new LutraError(`--tokenizer ${tokDir}: no tokenizer.json there`);
+    }
+    const extra = TOKENIZER_FILES.map((f) => join(tokDir, f)).filter((f) => existsSync(f));
     return writePackage(opts.out, meta, src.rawConfig, extra, entries, opts.onTensor);
   } finally {
     src.close();

@@ -38,7 +38,7 @@ export class GemmaTokenizer {
   /** Load tokenizer.json, tokenizer_config.json and chat_template.jinja (preferred) from a model folder. */
   static load(dir: string, extraStops: number[] = []): GemmaTokenizer {
     const tokPath = join(dir, 'tokenizer.json');
-    if (!existsSync(tokPath)) throw new LutraError(`${tokPath}: missing; the model folder needs the tokenizer.json it was trained with`);
+    if (!existsSync(tokPath)) throw new LutraError(`${tokPath}: missing; the model needs the tokenizer.json it was trained with (a package converted from a GGUF gets one with lutra convert --tokenizer DIR)`);
     const tokJson = readJsonFile(tokPath, 'the tokenizer');
     const cfgPath = join(dir, 'tokenizer_config.json');
     const cfg = existsSync(cfgPath) ? readJsonFile(cfgPath, 'the tokenizer config') : {};

@@ -1,0 +1,61 @@
+import { writeFileSync, renameSync } from 'node:fs';
+import type { Command } from './common.js';
+import { DEFAULT_MODEL } from './common.js';
+import { openModel } from './model-flags.js';
+import { readDataset } from '../verify/dataset.js';
+import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET } from '../fp16/audit.js';
+import { LutraError } from '../util/errors.js';
+
+const DEFAULT_PROMPT = 'Explain, step by step and at length, how a river carves a canyon over millions of years.';
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+export const auditFp16Command: Command = {
+  name: 'audit-fp16',
+  summary: 'find where the model would overflow fp16 (per-layer activation peaks) and recommend α',
+  usage: 'lutra audit-fp16 [--model SRC] [--prompt TEXT | --dataset FILE] [--json FILE] [--plot FILE.html]',
+  options: {
+    model: { type: 'string', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
+    backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm or reference', default: 'wasm' },
+    threads: { type: 'string', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
+    prompt: { type: 'string', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
+    dataset: { type: 'string', arg: 'FILE', help: 'calibration prompts, JSONL or plain lines (as lutra compare)' },
+    raw: { type: 'boolean', help: 'no chat template' },
+    json: { type: 'string', arg: 'FILE', help: 'also write the result as JSON' },
+    plot: { type: 'string', arg: 'FILE', help: 'write an HTML page with the per-layer peaks against the fp16 limit' },
+  },
+  notes: `One f32 pass. Peaks are |values| at: ${AUDIT_POINTS.join(', ')}.\nα = ${ALPHA_TARGET} / peak residual, rounded down to a multiple of 1/64 (1 when the peak is below ${ALPHA_TARGET}).`,
+  run(flags) {
+    if (flags.has('prompt') && flags.has('dataset')) throw new LutraError('lutra audit-fp16: give --prompt or --dataset, not both');
+    const { model, tokenizer, dir } = openModel(flags);
+    const texts = flags.has('dataset') ? readDataset(flags.string('dataset')).map((p) => p.prompt) : [flags.string('prompt', DEFAULT_PROMPT)];
+    const prompts = texts.map((t) => (flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(t) : tokenizer.encodeChat([{ role: 'user', content: t }])));
+    const t0 = performance.now();
+    const r = auditFp16(model, prompts);
+    model.backend.dispose?.();
+    const f = (v: number) => (v >= 1e4 || (v < 1e-2 && v > 0) ? v.toExponential(2) : v.toFixed(2)).padStart(10);
+    const head = ['layer', ...AUDIT_POINTS].map((h, i) => (i === 0 ? h.padEnd(6) : h.padStart(13))).join('');
+    const rows = r.layers.map((l) => `${String(l.layer).padEnd(6)}${AUDIT_POINTS.map((p) => `  ${f(l.peaks[p])}${l.peaks[p] > FP16_MAX ? '!' : ' '}`).join('')}`);
+    process.stdout.write(
+      [
+        `fp16 audit of ${dir === DEFAULT_MODEL ? 'models/demo' : dir}: ${prompts.length} prompt(s), ${r.positions} positions, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        `embedding output peak ${f(r.embedPeak).trim()}`,
+        head,
+        ...rows,
+        `peak residual ${r.residualPeak.toExponential(3)} (fp16 max ${FP16_MAX}; ! marks a peak above it)`,
+        r.firstOverflow
+          ? `first overflow: layer ${r.firstOverflow.layer} ${r.firstOverflow.point} (${r.firstOverflow.peak.toExponential(3)})`
+          : 'no activation exceeds the fp16 maximum',
+        `recommended α = ${r.alpha}${r.alpha === 1 ? ' (no scaling needed)' : ` (= floor(64 × ${ALPHA_TARGET} / ${r.residualPeak.toExponential(3)}) / 64)`}`,
+        '',
+      ].join('\n'),
+    );
+    const result = { model: dir, fp16_max: FP16_MAX, alpha_target: ALPHA_TARGET, ...r };
+    if (flags.has('json')) writeAtomic(flags.string('json'), JSON.stringify(result, null, 2) + '\n');
+    if (flags.has('plot')) writeAtomic(flags.string('plot'), auditHtml(r, `fp16 audit: ${dir}`));
+  },
+};

@@ -1,0 +1,102 @@
+// FP16 overflow audit: one f32 pass that records, per layer, the peak |value| at every point
+// where an fp16 accelerator would hold an activation, and recommends the residual scale α.
+import type { Gemma3Model, ActivationPoint } from '../model/gemma3.js';
+import { Session } from '../runtime/session.js';
+
+export const FP16_MAX = 65504;
+/** α targets this peak, leaving headroom under FP16_MAX for prompts the audit did not see. */
+export const ALPHA_TARGET = 50000;
+
+/** Points reported per layer, in forward order. */
+export const AUDIT_POINTS: ActivationPoint[] = ['attn_out', 'attn_post', 'residual_mid', 'mlp_act', 'ffn_out', 'ffn_post', 'residual'];
+
+export interface LayerPeaks {
+  layer: number;
+  /** Peak |x| per point over all audited positions. */
+  peaks: Record<string, number>;
+}
+
+export interface AuditResult {
+  embedPeak: number;
+  layers: LayerPeaks[];
+  /** Peak of the residual stream (embedding and every layer's mid and final residual). */
+  residualPeak: number;
+  /** First (layer, point) whose peak exceeds FP16_MAX, or null. */
+  firstOverflow: { layer: number; point: string; peak: number } | null;
+  /** ALPHA_TARGET / residualPeak rounded down to a multiple of 1/64, capped at 1. */
+  alpha: number;
+  positions: number;
+}
+
+export function recommendAlpha(residualPeak: number): number {
+  if (residualPeak <= ALPHA_TARGET) return 1;
+  return Math.max(1, Math.floor((ALPHA_TARGET / residualPeak) * 64)) / 64;
+}
+
+function peakOf(data: Float32Array, n: number): number {
+  let m = 0;
+  for (let i = 0; i < n; i++) {
+    const a = Math.abs(data[i]);
+    if (a > m || a !== a) m = a !== a ? Infinity : a;
+  }
+  return m;
+}
+
+/** Run every prompt (token ids) through a fresh session and gather the peaks. */
+export function auditFp16(model: Gemma3Model, prompts: number[][]): AuditResult {
+  const L = model.cfg.numLayers;
+  const layers: LayerPeaks[] = Array.from({ length: L }, (_, layer) => ({ layer, peaks: Object.fromEntries(AUDIT_POINTS.map((p) => [p, 0])) }));
+  let embedPeak = 0;
+  let positions = 0;
+  for (const ids of prompts) {
+    const session = new Session(model, { contextLength: Math.min(model.cfg.maxPositions, Math.max(ids.length, 1)) });
+    session.prefill(ids, {
+      observer: (layer, point, data, rows, cols) => {
+        const p = peakOf(data, rows * cols);
+        if (point === 'embed') embedPeak = Math.max(embedPeak, p);
+        else if (point in layers[layer].peaks) layers[layer].peaks[point] = Math.max(layers[layer].peaks[point], p);
+      },
+    });
+    positions += ids.length;
+  }
+  let residualPeak = embedPeak;
+  let firstOverflow: AuditResult['firstOverflow'] = embedPeak > FP16_MAX ? { layer: 0, point: 'embed', peak: embedPeak } : null;
+  for (const l of layers) {
+    residualPeak = Math.max(residualPeak, l.peaks.residual_mid, l.peaks.residual);
+    if (!firstOverflow) {
+      for (const p of AUDIT_POINTS) {
+        if (l.peaks[p] > FP16_MAX) {
+          firstOverflow = { layer: l.layer, point: p, peak: l.peaks[p] };
+          break;
+        }
+      }
+    }
+  }
+  return { embedPeak, layers, residualPeak, firstOverflow, alpha: recommendAlpha(residualPeak), positions };
+}
+
+/** A self-contained HTML page with an SVG chart of the per-layer peaks against the fp16 limit. */
+export function auditHtml(r: AuditResult, title: string): string {
+  const W = 760;
+  const H = 360;
+  const pad = { l: 60, r: 150, t: 30, b: 40 };
+  const all = r.layers.flatMap((l) => AUDIT_POINTS.map((p) => l.peaks[p])).concat([r.embedPeak, FP16_MAX]);
+  const lo = Math.max(1e-3, Math.min(...all.filter((v) => v > 0)));
+  const hi = Math.max(...all.filter(Number.isFinite)) * 1.5;
+  const x = (layer: number) => pad.l + ((W - pad.l - pad.r) * (layer + 0.5)) / r.layers.length;
+  const y = (v: number) => pad.t + (H - pad.t - pad.b) * (1 - (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
+  const colors: Record<string, string> = { residual: '#000', residual_mid: '#777', attn_out: '#d62728', attn_post: '#ff9896', mlp_act: '#2ca02c', ffn_out: '#1f77b4', ffn_post: '#aec7e8' };
+  const lines = AUDIT_POINTS.map((p, i) => {
+    const pts = r.layers.map((l) => `${x(l.layer).toFixed(1)},${y(l.peaks[p]).toFixed(1)}`).join(' ');
+    return `<polyline fill="none" stroke="${colors[p]}" stroke-width="2" points="${pts}"/><text x="${W - pad.r + 10}" y="${pad.t + 16 * i}" fill="${colors[p]}" font-size="12">${p}</text>`;
+  }).join('\n');
+  const limit = `<line x1="${pad.l}" x2="${W - pad.r}" y1="${y(FP16_MAX)}" y2="${y(FP16_MAX)}" stroke="red" stroke-dasharray="6,4"/><text x="${pad.l + 4}" y="${y(FP16_MAX) - 4}" fill="red" font-size="12">fp16 max 65504</text>`;
+  const ticks = [];
+  for (let e = Math.ceil(Math.log10(lo)); e <= Math.log10(hi); e++) ticks.push(`<text x="${pad.l - 6}" y="${y(10 ** e) + 4}" text-anchor="end" font-size="11">1e${e}</text><line x1="${pad.l}" x2="${W - pad.r}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#eee"/>`);
+  const xt = r.layers.map((l) => `<text x="${x(l.layer)}" y="${H - pad.b + 16}" text-anchor="middle" font-size="11">${l.layer}</text>`).join('');
+  const esc = (s: string) => s.replace(/[&<>]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[c]!);
+  return `<!doctype html><meta charset="utf-8"><title>${esc(title)}</title>
+<h2 style="font-family:sans-serif">${esc(title)}</h2>
+<p style="font-family:sans-serif">peak residual ${r.residualPeak.toExponential(3)}; ${r.firstOverflow ? `first overflow: layer ${r.firstOverflow.layer} ${r.firstOverflow.point}` : 'no activation exceeds 65504'}; recommended α = ${r.alpha} (${r.positions} positions)</p>
+<svg width="${W}" height="${H}" font-family="sans-serif">${ticks.join('')}${limit}${lines}${xt}<text x="${(W - pad.r + pad.l) / 2}" y="${H - 6}" text-anchor="middle" font-size="12">layer</text></svg>`;
+}

@@ -1,0 +1,69 @@
+// Export any model source (checkpoint, lutra package, GGUF) to a llama.cpp-loadable gemma3 GGUF.
+// A package's int8:32 / int4:32 tensors go out as Q8_0 / Q4_0 blocks byte for byte when the
+// export type is q8_0 / q4_0 (the values are the same; see gguf-blocks.ts); everything else is
+// dequantized and encoded in the export type.
+import { basename, join } from 'node:path';
+import { readJsonFile } from './checkpoint.js';
+import { openWeightSource, type OpenedSource } from './source.js';
+import { exportGemma3Gguf, type Gemma3GgufType } from './gguf-gemma3.js';
+import { GgufType } from './gguf.js';
+import { int4ToQ4_0, int8ToQ8_0 } from './gguf-blocks.js';
+import { dequantize } from '../backend/reference/index.js';
+import type { WeightFormat, WeightTensor } from '../model/weight.js';
+
+export interface ExportGgufOptions {
+  model: string;
+  out: string;
+  type: Gemma3GgufType;
+  /** Folder with tokenizer.json / tokenizer_config.json (default: the model folder). */
+  tokenizer?: string;
+  /** Called with the opened source before writing (warnings about llama.cpp differences). */
+  onOpen?: (src: OpenedSource) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Whether a tensor in `f` can be written as ggml `type` without re-encoding. */
+export function mapsExactly(f: WeightFormat, type: number): boolean {
+  return (
+    (type === GgufType.Q8_0 && f.kind === 'int8' && f.group === 32) ||
+    (type === GgufType.Q4_0 && f.kind === 'int4' && f.group === 32) ||
+    (type === GgufType.F16 && f.kind === 'f16') ||
+    (type === GgufType.F32 && f.kind === 'f32')
+  );
+}
+
+/** The tensor's bytes as ggml `type`, for a format that mapsExactly onto it. */
+export function exactGgmlBytes(w: WeightTensor, type: number): Uint8Array {
+  if (type === GgufType.Q8_0) return int8ToQ8_0(w);
+  if (type === GgufType.Q4_0) return int4ToQ4_0(w);
+  return w.data;
+}
+
+export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
+  const src = openWeightSource(opts.model);
+  try {
+    opts.onOpen?.(src);
+    const tokDir = opts.tokenizer ?? opts.model;
+    const tokenizerJson = readJsonFile(join(tokDir, 'tokenizer.json'), 'the tokenizer (a GGUF needs one; pass --tokenizer DIR)');
+    const tokenizerConfig = readJsonFile(join(tokDir, 'tokenizer_config.json'), 'the tokenizer config');
+    const tensors = src.names().map((hfName) => ({
+      hfName,
+      shape: src.shape(hfName),
+      load: () => dequantize(src.load(hfName)),
+      exact: (type: GgufType) => (mapsExactly(src.format(hfName), type) ? exactGgmlBytes(src.load(hfName), type) : undefined),
+    }));
+    await exportGemma3Gguf({
+      out: opts.out,
+      cfg: src.config,
+      tokenizerJson,
+      tokenizerConfig,
+      name: basename(opts.model.replace(/\/+$/, '')),
+      type: opts.type,
+      separateLmHead: src.kind === 'package' || src.kind === 'gguf',
+      tensors,
+      onProgress: opts.onProgress,
+    });
+  } finally {
+    src.close();
+  }
+}
