@@ -45,7 +45,7 @@ const configs: string[][] = [
   ['attn=int8:c', 'ffn=int8:t', 'lmhead=int4:32'],
   ['all=int4:32'],
   ['attn=lut4:4', 'ffn=lut4:4', 'lmhead=lut6:512'],
-  ['ffn=lut3:0', 'embed=lut8:8'],
+  ['ffn=lut3:0', 'embed=lut2:8', 'lmhead=lut8:4096'],
 ];
 
 for (const quant of configs) {

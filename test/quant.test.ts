@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { quantizeLinear } from '../src/quant/linear.js';
-import { quantizeLut } from '../src/quant/lut.js';
+import { quantizeLut, closeLutWorkers } from '../src/quant/lut.js';
 import { distinctPoints, kmeansApprox, kmeansExact, kmeansLloyd, clusteringCost } from '../src/quant/kmeans1d.js';
 import { encodeQ8_0, encodeQ4_0, decodeQ8_0, decodeQ4_0 } from '../src/io/gguf.js';
 import { dequantize } from '../src/backend/reference/index.js';
 import { parseFormat, buildPlan, formatFor } from '../src/quant/plan.js';
 import type { WeightFormat, WeightTensor } from '../src/model/weight.js';
-import { f32ToF16Bits } from '../src/util/half.js';
+import { f32ToF16Bits, f32ToBf16Bits, bf16BitsToF32 } from '../src/util/half.js';
 
 function gaussian(n: number, seed: number): Float32Array {
   let s = seed >>> 0;
@@ -146,6 +146,39 @@ test('the binned k-means used for large groups stays within 2% of the optimum', 
     const approx = clusteringCost(pts, kmeansApprox(pts, k, Math.max(256, 8 * k)));
     assert.ok(approx <= exact * 1.02, `k ${k}: binned ${approx} vs exact ${exact}`);
     assert.ok(approx >= exact - 1e-9);
+  }
+});
+
+test('binned k-means on bf16 weight groups (4 × 640) stays within 2% of the optimum', () => {
+  // Real-looking groups: bf16-rounded gaussians at weight scale (≈ 1100 distinct values of 2560).
+  for (let seed = 1; seed <= 4; seed++) {
+    const x = gaussian(2560, 1000 + seed).map((v) => bf16BitsToF32(f32ToBf16Bits(v * 0.03)));
+    const pts = distinctPoints(x);
+    for (const k of [16, 64]) {
+      const exact = clusteringCost(pts, kmeansExact(pts, k));
+      const approx = clusteringCost(pts, kmeansApprox(pts, k, Math.max(256, 8 * k)));
+      assert.ok(approx <= exact * 1.02, `seed ${seed} k ${k}: binned ${approx} vs exact ${exact} (${approx / exact})`);
+      assert.ok(approx >= exact * (1 - 1e-12));
+    }
+  }
+});
+
+test('lut on worker threads is byte-identical to the single-threaded result', () => {
+  const rows = 512;
+  const cols = 640;
+  const x = gaussian(rows * cols, 21).map((v) => bf16BitsToF32(f32ToBf16Bits(v * 0.02)));
+  try {
+    for (const [bits, group] of [[4, 4], [6, 4], [3, 8]]) {
+      const serial = quantizeLut(x, rows, cols, bits, group, 't', { threads: 1 });
+      for (const threads of [2, 3]) {
+        const par = quantizeLut(x, rows, cols, bits, group, 't', { threads });
+        assert.deepEqual(Buffer.from(par.codes), Buffer.from(serial.codes), `lut${bits}:${group} codes, ${threads} threads`);
+        assert.deepEqual(Buffer.from(par.table.buffer), Buffer.from(serial.table.buffer), `lut${bits}:${group} tables, ${threads} threads`);
+        assert.equal(par.exactGroups, serial.exactGroups);
+      }
+    }
+  } finally {
+    closeLutWorkers();
   }
 });
 
