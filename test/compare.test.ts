@@ -1,3 +1,4 @@
+import { exportGguf } from '../src/io/gguf-export.js';
 // `lutra compare` (issue 5): metrics by hand, dataset parsing, gates, and whole comparisons of
 // tiny fixtures through the API (lutra and llama.cpp runners) and through the CLI.
 import { test } from 'node:test';
@@ -7,9 +8,6 @@ import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { exportGemma3Gguf } from '../src/io/gguf-gemma3.js';
-import { plainToF32 } from '../src/model/weight.js';
 import { bf16BitsToF32, f32ToBf16Bits } from '../src/util/half.js';
 import { loadModel, makeBackend } from '../src/runtime/load.js';
 import { LutraError } from '../src/util/errors.js';
@@ -211,18 +209,8 @@ test('a perturbed candidate (one norm weight scaled by 1.02 in layer 3): small K
 });
 
 test('gguf: candidate (llama.cpp, f32 export) against the lutra reference: KL < 1e-4, match 1', async (t) => {
-  const src = Checkpoint.open(fx0.dir);
   const gguf = join(fx0.root, 'tiny-f32.gguf');
-  await exportGemma3Gguf({
-    out: gguf,
-    cfg: src.config,
-    tokenizerJson: JSON.parse(readFileSync(join(fx0.dir, 'tokenizer.json'), 'utf8')),
-    tokenizerConfig: JSON.parse(readFileSync(join(fx0.dir, 'tokenizer_config.json'), 'utf8')),
-    name: 'tiny',
-    type: 'f32',
-    tensors: src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => plainToF32(src.load(hfName)) })),
-  });
-  src.close();
+  await exportGguf({ model: fx0.dir, out: gguf, type: 'f32' });
   const ids = PROMPT.slice(0, 5);
   const cand = await LlamaCppRunner.open(`gguf:${gguf}`, gguf, 16, 2);
   try {

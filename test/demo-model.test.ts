@@ -10,8 +10,8 @@ import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
-import { dequantize } from '../src/backend/reference/index.js';
-import { exportGemma3Gguf, gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
+import { gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
+import { exportGguf } from '../src/io/gguf-export.js';
 import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 import { klDivergence, logSoftmax, top2 } from '../src/verify/metrics.js';
 
@@ -58,12 +58,7 @@ test('exported to GGUF, the demo model agrees with llama.cpp over 600 positions 
   const dir = mkdtempSync(join(tmpdir(), 'lutra-demo-'));
   try {
     const gguf = join(dir, 'demo.gguf');
-    await exportGemma3Gguf({
-      out: gguf, cfg: src.config, name: 'demo', type: 'f32',
-      tokenizerJson: JSON.parse(readFileSync(join(DEMO, 'tokenizer.json'), 'utf8')),
-      tokenizerConfig: JSON.parse(readFileSync(join(DEMO, 'tokenizer_config.json'), 'utf8')),
-      tensors: src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => dequantize(src.load(hfName)) })),
-    });
+    await exportGguf({ model: DEMO, out: gguf, type: 'f32' });
     const text = readFileSync(join(DEMO, 'heldout-full.txt'), 'utf8').slice(0, 6000);
     const ids = tokenizer!.encode(text).slice(0, 600);
     assert.equal(ids.length, 600);

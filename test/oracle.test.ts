@@ -3,10 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { Checkpoint } from '../src/io/checkpoint.js';
-import { exportGemma3Gguf, gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
-import { dequantize } from '../src/backend/reference/index.js';
+import { gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
+import { exportGguf } from '../src/io/gguf-export.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
@@ -19,17 +18,9 @@ const fx = tinyFixture(0);
 test('lutra (prefill and decode) matches llama.cpp over 10 sliding windows', async (t) => {
   const src = Checkpoint.open(fx.dir);
   assert.deepEqual(gemma3LlamaCppDifferences(src.config), [], 'the fixture must sit where llama.cpp and HF agree');
-  const gguf = join(fx.root, 'tiny-f32.gguf');
-  await exportGemma3Gguf({
-    out: gguf,
-    cfg: src.config,
-    tokenizerJson: JSON.parse(readFileSync(join(fx.dir, 'tokenizer.json'), 'utf8')),
-    tokenizerConfig: JSON.parse(readFileSync(join(fx.dir, 'tokenizer_config.json'), 'utf8')),
-    name: 'tiny',
-    type: 'f32',
-    tensors: src.names().map((hfName) => ({ hfName, shape: src.shape(hfName), load: () => dequantize(src.load(hfName)) })),
-  });
   src.close();
+  const gguf = join(fx.root, 'tiny-f32.gguf');
+  await exportGguf({ model: fx.dir, out: gguf, type: 'f32' });
 
   const { model } = loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false });
   const W = model.cfg.slidingWindow;

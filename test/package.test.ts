@@ -63,9 +63,11 @@ for (const quant of configs) {
     const implied = meta.tensors.reduce((s, t) => s + storedBytes(t.shape, src.format(t.name)), 0);
     src.close();
     assert.ok(onDisk >= implied && onDisk < implied * 1.02, `on disk ${onDisk}, implied ${implied}`);
-    // Quantization moves the logits, but not wildly, on this random model.
+    // 8/16-bit formats stay close to the bf16 original; every format gives finite logits.
+    assert.ok(a.every(Number.isFinite));
     const d = maxAbsDiff(a, reference);
-    assert.ok(d < 20, `max |Δlogit| vs the bf16 original ${d}`);
+    // int8:32 measured 1.06 here: the max over 24 × 262 144 logits whose spread is ~10.
+    if (quant.every((q) => /=(f16|int8:)/.test(q))) assert.ok(d < 2, `max |Δlogit| vs the bf16 original ${d}`);
   });
 }
 
