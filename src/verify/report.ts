@@ -231,7 +231,7 @@ function klPlot(r: ResultRecord): string {
     const fx = padL + r.first_divergence * cw;
     parts.push(`<line x1="${fx}" x2="${fx}" y1="${padT}" y2="${sy + stripH}" stroke="#e33" stroke-width="1"/><text x="${fx + 3}" y="${padT + 10}" font-size="10" fill="#e33">first divergence: step ${r.first_divergence}</text>`);
   }
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${sy + stripH + 4}" role="img" aria-label="per-step KL and match">${parts.join('')}</svg>`;
+  return `<svg width="${W}" height="${sy + stripH + 4}" role="img" aria-label="per-step KL and match">${parts.join('')}</svg>`;
 }
 
 function layerBars(minCos: number[], threshold: number, title: string): string {
@@ -252,7 +252,7 @@ function layerBars(minCos: number[], threshold: number, title: string): string {
     if (L <= 40) parts.push(`<text x="${(padL + (l + 0.5) * bw).toFixed(1)}" y="${Hh - 6}" font-size="9" text-anchor="middle">${l}</text>`);
   });
   if (threshold >= lo) parts.push(`<line x1="${padL}" x2="${W - padR}" y1="${y(threshold)}" y2="${y(threshold)}" stroke="#d22" stroke-dasharray="4 3"/><text x="${W - padR}" y="${y(threshold) - 2}" font-size="9" text-anchor="end" fill="#d22">${threshold}</text>`);
-  return `<p style="font-size:12px;color:#555">Bars hang from 1.0 down to the minimum cosine (1 − cos is the bar length); red bars are below ${threshold}.</p><svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${Hh}" role="img" aria-label="per-layer cosine">${parts.join('')}</svg>`;
+  return `<p style="font-size:12px;color:#555">Bars hang from 1.0 down to the minimum cosine (1 − cos is the bar length); red bars are below ${threshold}.</p><svg width="${W}" height="${Hh}" role="img" aria-label="per-layer cosine">${parts.join('')}</svg>`;
 }
 
 function html(results: ResultRecord[], s: SummaryFile): string {
