@@ -27,20 +27,20 @@ function chat(args: string[]) {
 test('chat answers each turn, /reset clears, end of input exits', async () => {
   const c = chat(['--max-tokens', '4', '--seed', '3', '--stats']);
   try {
-  await c.waitFor(() => c.out().includes('> '));
-  c.child.stdin.write('Hello there\n');
-  await c.waitFor(() => (c.err().match(/generated \d+ tokens/g) ?? []).length === 1);
-  c.child.stdin.write('And again?\n');
-  await c.waitFor(() => (c.err().match(/generated \d+ tokens/g) ?? []).length === 2);
-  // The second turn reuses the cache: at least the whole first prompt stays cached.
-  const prefills = [...c.err().matchAll(/prefill: (\d+) tokens/g)].map((m) => Number(m[1]));
-  const reused = [...c.err().matchAll(/reused (\d+) cached tokens/g)].map((m) => Number(m[1]));
-  assert.equal(reused[0], 0);
-  assert.ok(reused[1] >= prefills[0], `second turn reused ${reused[1]} tokens, the first prompt had ${prefills[0]}`);
-  c.child.stdin.write('/reset\n');
-  await c.waitFor(() => c.out().includes('(history cleared)'));
-  c.child.stdin.end();
-  assert.equal(await c.done, 0);
+    await c.waitFor(() => c.out().includes('> '));
+    c.child.stdin.write('Hello there\n');
+    await c.waitFor(() => (c.err().match(/generated \d+ tokens/g) ?? []).length === 1);
+    c.child.stdin.write('And again?\n');
+    await c.waitFor(() => (c.err().match(/generated \d+ tokens/g) ?? []).length === 2);
+    // The second turn reuses the cache: at least the whole first prompt stays cached.
+    const prefills = [...c.err().matchAll(/prefill: (\d+) tokens/g)].map((m) => Number(m[1]));
+    const reused = [...c.err().matchAll(/reused (\d+) cached tokens/g)].map((m) => Number(m[1]));
+    assert.equal(reused[0], 0);
+    assert.ok(reused[1] >= prefills[0], `second turn reused ${reused[1]} tokens, the first prompt had ${prefills[0]}`);
+    c.child.stdin.write('/reset\n');
+    await c.waitFor(() => c.out().includes('(history cleared)'));
+    c.child.stdin.end();
+    assert.equal(await c.done, 0);
   } finally {
     c.kill();
   }
@@ -49,19 +49,19 @@ test('chat answers each turn, /reset clears, end of input exits', async () => {
 test('Ctrl-C interrupts the answer, not the program', async () => {
   const c = chat(['--max-tokens', '100000', '--context', '2048']);
   try {
-  await c.waitFor(() => c.out().includes('> '));
-  c.child.stdin.write('Tell me everything\n');
-  const before = c.out().length;
-  await c.waitFor(() => c.out().length > before + 20); // a few tokens streamed
-  c.child.kill('SIGINT');
-  await c.waitFor(() => c.out().includes('[interrupted]'));
-  c.child.stdin.write('Still there?\n');
-  const mark = c.out().length;
-  await c.waitFor(() => c.out().length > mark + 20); // the program is alive and answering
-  c.child.kill('SIGINT'); // interrupt the second answer too
-  await c.waitFor(() => c.out().split('[interrupted]').length >= 3);
-  c.child.stdin.end();
-  assert.equal(await c.done, 0);
+    await c.waitFor(() => c.out().includes('> '));
+    c.child.stdin.write('Tell me everything\n');
+    const before = c.out().length;
+    await c.waitFor(() => c.out().length > before + 20); // a few tokens streamed
+    c.child.kill('SIGINT');
+    await c.waitFor(() => c.out().includes('[interrupted]'));
+    c.child.stdin.write('Still there?\n');
+    const mark = c.out().length;
+    await c.waitFor(() => c.out().length > mark + 20); // the program is alive and answering
+    c.child.kill('SIGINT'); // interrupt the second answer too
+    await c.waitFor(() => c.out().split('[interrupted]').length >= 3);
+    c.child.stdin.end();
+    assert.equal(await c.done, 0);
   } finally {
     c.kill();
   }
