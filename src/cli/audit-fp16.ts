@@ -3,10 +3,9 @@ import type { Command } from './common.js';
 import { DEFAULT_MODEL } from './common.js';
 import { openModel } from './model-flags.js';
 import { readDataset } from '../verify/dataset.js';
-import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET } from '../fp16/audit.js';
+import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT } from '../fp16/audit.js';
 import { LutraError } from '../util/errors.js';
 
-const DEFAULT_PROMPT = 'Explain, step by step and at length, how a river carves a canyon over millions of years.';
 
 function writeAtomic(path: string, text: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -32,7 +31,7 @@ export const auditFp16Command: Command = {
   run(flags) {
     if (flags.has('prompt') && flags.has('dataset')) throw new LutraError('lutra audit-fp16: give --prompt or --dataset, not both');
     const { model, tokenizer, dir } = openModel(flags);
-    const texts = flags.has('dataset') ? readDataset(flags.string('dataset')).map((p) => p.prompt) : [flags.string('prompt', DEFAULT_PROMPT)];
+    const texts = flags.has('dataset') ? readDataset(flags.string('dataset')).map((p) => p.prompt) : [flags.string('prompt', CALIBRATION_PROMPT)];
     const prompts = texts.map((t) => (flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(t) : tokenizer.encodeChat([{ role: 'user', content: t }])));
     const t0 = performance.now();
     const r = auditFp16(model, prompts);

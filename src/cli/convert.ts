@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { buildPlan } from '../quant/plan.js';
 import { convert } from '../quant/convert.js';
 import { tensorProgress } from './progress.js';
+import { checkAlpha } from '../fp16/scale.js';
+import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT } from '../fp16/audit.js';
+import { loadModel, makeBackend } from '../runtime/load.js';
 
 export const convertCommand: Command = {
   name: 'convert',
@@ -17,6 +20,7 @@ export const convertCommand: Command = {
     lut1: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: embeddings → lut<B>:G (G default 8, 0 = per tensor)' },
     lut2: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: every attention and FFN matrix → lut<B>:G' },
     lut3: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: LM head → lut<B>:G' },
+    'fp16-scale': { type: 'string', arg: 'auto|α', help: 'scale the residual stream by α for fp16 accelerators; auto = lutra audit-fp16 on a calibration prompt', default: '1 (none)' },
     'weight-threshold': { type: 'string', arg: 'N', help: 'tensors with fewer elements stay unquantized', default: '0' },
   },
   notes:
@@ -34,6 +38,7 @@ export const convertCommand: Command = {
       lut3: flags.optionalString('lut3'),
       weightThreshold: flags.number('weight-threshold', 0, { integer: true, min: 0 }),
     });
+    const fp16Scale = chooseFp16Scale(flags.string('fp16-scale', '1'), src);
     const t0 = performance.now();
     let bar: ReturnType<typeof tensorProgress> | null = null;
     const command = ['lutra', ...process.argv.slice(2)].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
@@ -43,6 +48,7 @@ export const convertCommand: Command = {
       plan,
       command,
       tokenizer: flags.optionalString('tokenizer'),
+      fp16Scale,
       onTensor: (name, i, total) => {
         bar ??= tensorProgress('convert', total);
         bar.update(i, name);
@@ -59,3 +65,21 @@ export const convertCommand: Command = {
     );
   },
 };
+
+/** α from the flag: a number, or `auto` = the audit's recommendation on a calibration prompt. */
+function chooseFp16Scale(value: string, src: string): { alpha: number; chosenBy: string } {
+  if (value !== 'auto') {
+    const alpha = checkAlpha(Number(value), `--fp16-scale ${value}`);
+    return { alpha, chosenBy: alpha === 1 ? 'none' : 'given on the command line' };
+  }
+  const backend = makeBackend('wasm');
+  try {
+    const { model, tokenizer } = loadModel(src, backend);
+    const ids = tokenizer!.hasChatTemplate ? tokenizer!.encodeChat([{ role: 'user', content: CALIBRATION_PROMPT }]) : tokenizer!.encode(CALIBRATION_PROMPT);
+    const r = auditFp16(model, [ids]);
+    process.stderr.write(`fp16 audit: peak residual ${r.residualPeak.toExponential(3)} → α = ${r.alpha}\n`);
+    return { alpha: r.alpha, chosenBy: `auto: ${ALPHA_TARGET} / peak residual ${r.residualPeak.toExponential(4)} over ${r.positions} calibration positions, rounded down to 1/64` };
+  } finally {
+    backend.dispose?.();
+  }
+}

@@ -7,6 +7,9 @@ export const FP16_MAX = 65504;
 /** α targets this peak, leaving headroom under FP16_MAX for prompts the audit did not see. */
 export const ALPHA_TARGET = 50000;
 
+/** Default calibration prompt: long enough to exercise several positions. */
+export const CALIBRATION_PROMPT = 'Explain, step by step and at length, how a river carves a canyon over millions of years.';
+
 /** Points reported per layer, in forward order. */
 export const AUDIT_POINTS: ActivationPoint[] = ['attn_out', 'attn_post', 'residual_mid', 'mlp_act', 'ffn_out', 'ffn_post', 'residual'];
 

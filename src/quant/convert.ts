@@ -11,6 +11,7 @@ import { quantizeLinear } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/gemma3.js';
+import { SCALED_NORM, scalePostNorm } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 
 export interface ConvertOptions {
@@ -23,6 +24,8 @@ export interface ConvertOptions {
   /** Folder to copy the tokenizer files from (default: the source folder; a GGUF has none). */
   tokenizer?: string;
   onTensor?: (name: string, index: number, total: number) => void;
+  /** FP16 residual scale α (1 = none) and how it was chosen, recorded in meta.yaml. */
+  fp16Scale?: { alpha: number; chosenBy: string };
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -71,8 +74,13 @@ export function convert(opts: ConvertOptions): PackageMeta {
   try {
     const cfg = src.config;
     const entries: PackagePlanEntry[] = [];
+    const alpha = opts.fp16Scale?.alpha ?? 1;
     for (const name of src.names()) {
       const shape = src.shape(name);
+      if (alpha !== 1 && SCALED_NORM.test(name)) {
+        entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensor(scalePostNorm(src.load(name), alpha), { kind: 'f32' }) });
+        continue;
+      }
       const format = formatFor(opts.plan, name, shape) ?? src.format(name);
       entries.push({ name, shape, format, make: () => encodeTensor(src.load(name), format) });
     }
@@ -91,8 +99,8 @@ export function convert(opts: ConvertOptions): PackageMeta {
       context_length: cfg.maxPositions,
       sliding_window: cfg.slidingWindow,
       prefill_batch: opts.prefillBatch ?? 64,
-      fp16_scale: { alpha: 1, chosen_by: 'none' },
-      embed_scale: src.embedScale ?? embedScaleFor(cfg.hiddenSize, src.format('model.embed_tokens.weight').kind),
+      fp16_scale: { alpha, chosen_by: opts.fp16Scale?.chosenBy ?? 'none' },
+      embed_scale: alpha * (src.embedScale ?? embedScaleFor(cfg.hiddenSize, src.format('model.embed_tokens.weight').kind)),
       numerics: 'f32',
       quantization: planFields(opts.plan),
       command: opts.command,
