@@ -1,36 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { auditFp16, recommendAlpha, FP16_MAX } from '../src/fp16/audit.js';
-import { f32ToBf16Bits } from '../src/util/half.js';
-import { tinyFixture, tokenSequence } from './helpers.js';
+import { overflowFixture, tinyFixture, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(0);
 
-/** The tiny fixture with layer 3's post-FFN gain raised so the residual passes fp16's range there. */
-function overflowFixture(): string {
-  const src = Checkpoint.open(fx.dir);
-  const dir = join(fx.root, 'overflow');
-  mkdirSync(dir);
-  const big = 'model.layers.3.post_feedforward_layernorm.weight';
-  writeSafetensors(join(dir, 'model.safetensors'), src.names().map((name) => ({
-    name, dtype: 'bf16' as const, shape: src.shape(name),
-    bytes: () => {
-      if (name !== big) return src.load(name).data;
-      // Gain 1 + w = 30 000 on every channel: the normed output (rms ≈ 1) becomes ≈ 3e4 per element.
-      return new Uint8Array(Uint16Array.from({ length: src.shape(name)[0] }, (_, i) => f32ToBf16Bits(i % 2 ? 29999 : 39999)).buffer);
-    },
-  })));
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(fx.dir, f), join(dir, f));
-  src.close();
-  return dir;
-}
+const overflowDir = () => overflowFixture(fx.dir, join(fx.root, 'overflow'));
 
 test('α is 50 000 / peak rounded down to 1/64, and 1 below the target', () => {
   assert.equal(recommendAlpha(40), 1);
@@ -44,7 +24,7 @@ test('the audit names the first overflowing layer and an α that brings the resi
   const normal = auditFp16(loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false }).model, [ids]);
   assert.equal(normal.firstOverflow, null);
   assert.equal(normal.alpha, 1);
-  const r = auditFp16(loadModel(overflowFixture(), new ReferenceBackend(), { tokenizer: false }).model, [ids]);
+  const r = auditFp16(loadModel(overflowDir(), new ReferenceBackend(), { tokenizer: false }).model, [ids]);
   assert.deepEqual([r.firstOverflow?.layer, r.firstOverflow?.point], [3, 'ffn_post']);
   assert.ok(r.layers[2].peaks.residual < FP16_MAX);
   assert.ok(r.residualPeak > FP16_MAX);

@@ -1,18 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, copyFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { convert } from '../src/quant/convert.js';
 import { buildPlan } from '../src/quant/plan.js';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
 import { auditFp16, FP16_MAX } from '../src/fp16/audit.js';
-import { f32ToBf16Bits } from '../src/util/half.js';
-import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
+import { overflowFixture, tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(2);
 const ids = tokenSequence(40, 9);
@@ -38,17 +35,7 @@ test('α-scaling is exact in f32: same logits, residual stream scaled by α', ()
 });
 
 test('convert --fp16-scale auto takes α from the audit and brings an overflowing model under 65504', () => {
-  // The fixture with layer 3's post-FFN gain at ~3e4: its residual passes the fp16 range there.
-  const src = Checkpoint.open(fx.dir);
-  const hot = join(fx.root, 'hot');
-  mkdirSync(hot);
-  const big = 'model.layers.3.post_feedforward_layernorm.weight';
-  writeSafetensors(join(hot, 'model.safetensors'), src.names().map((name) => ({
-    name, dtype: 'bf16' as const, shape: src.shape(name),
-    bytes: () => (name !== big ? src.load(name).data : new Uint8Array(Uint16Array.from({ length: 64 }, (_, i) => f32ToBf16Bits(i % 2 ? 29999 : 39999)).buffer)),
-  })));
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(fx.dir, f), join(hot, f));
-  src.close();
+  const hot = overflowFixture(fx.dir, join(fx.root, 'hot'));
   const out = join(fx.root, 'hot-auto');
   const r = spawnSync(process.execPath, [resolve('dist/src/cli/main.js'), 'convert', '--model', hot, '--out', out, '--fp16-scale', 'auto'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
