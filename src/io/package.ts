@@ -41,15 +41,8 @@ export interface PackageMeta {
   tensors: PackageTensorMeta[];
 }
 
-/** One tensor ready to store: plain values or codes with scales/table. */
-export interface StoredTensor {
-  name: string;
-  shape: number[];
-  format: WeightFormat;
-  data: Uint8Array;
-  scales?: Float32Array;
-  table?: Float32Array;
-}
+/** One tensor ready to store: a WeightTensor without its source file. */
+export type StoredTensor = Omit<WeightTensor, 'source'>;
 
 /** Bytes a tensor takes in a package, from its shape and format alone. */
 export function storedBytes(shape: number[], format: WeightFormat): number {

@@ -1,8 +1,6 @@
 // The weight descriptor every backend understands. Matrices are [out, in], row-major.
 // Plain formats hold values; quantized formats (issue: convert and quantize) hold codes plus
 // scales or tables, and backends dequantize on the fly: nothing is expanded to f32 at load.
-import { bf16ArrayToF32, f16ArrayToF32 } from '../util/half.js';
-import { LutraError } from '../util/errors.js';
 
 export type PlainDtype = 'f32' | 'f16' | 'bf16';
 
@@ -84,19 +82,4 @@ export function numel(shape: number[]): number {
 export function scaleCount(format: WeightFormat, rows: number, cols: number): number {
   if (format.kind !== 'int8' && format.kind !== 'int4') return 0;
   return format.group === 't' ? 1 : rows * scalesPerRow(format, cols);
-}
-
-/** Decode a plain-format tensor to f32 (any format: see dequantize in the reference backend). */
-export function plainToF32(w: WeightTensor): Float32Array {
-  const { buffer, byteOffset, byteLength } = w.data;
-  switch (w.format.kind) {
-    case 'f32':
-      return new Float32Array(buffer, byteOffset, byteLength / 4).slice();
-    case 'bf16':
-      return bf16ArrayToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
-    case 'f16':
-      return f16ArrayToF32(new Uint16Array(buffer, byteOffset, byteLength / 2));
-    default:
-      throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}, not a plain f32/f16/bf16 tensor`);
-  }
 }
