@@ -11,8 +11,9 @@ import { convertCommand } from './convert.js';
 import { compareCommand } from './compare.js';
 import { auditFp16Command } from './audit-fp16.js';
 import { inspectCommand } from './inspect.js';
+import { benchCommand } from './bench.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command];
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, benchCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

@@ -1,0 +1,54 @@
+// The GGUF llama.cpp runs for `bench --vs-llama-cpp`: the model itself when it is a .gguf, else an
+// export with the very same weights. Only formats ggml stores identically qualify, and only when
+// every matrix shares one (exportGguf writes all matrices in one type).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportGguf } from '../io/gguf-export.js';
+import { isGgufPath } from '../io/gguf-source.js';
+import type { Gemma3GgufType } from '../io/gguf-gemma3.js';
+import { LutraError } from '../util/errors.js';
+
+/** lutra format → the ggml type holding the same values. */
+const SAME_WEIGHTS: Record<string, Gemma3GgufType> = { 'int8:32': 'q8_0', 'int4:32': 'q4_0', f16: 'f16', f32: 'f32' };
+
+/** The export type for these matrix formats, or a LutraError saying which weights cannot go. */
+export function exportTypeFor(formats: Map<string, string>): Gemma3GgufType {
+  const byFormat = new Map<string, string[]>();
+  for (const [name, f] of formats) byFormat.set(f, [...(byFormat.get(f) ?? []), name]);
+  const bad = [...byFormat].filter(([f]) => !(f in SAME_WEIGHTS));
+  const pairs = Object.entries(SAME_WEIGHTS).map(([f, t]) => `${f}→${t.toUpperCase()}`).join(', ');
+  const list = (names: string[]) => (names.length > 2 ? `${names.slice(0, 2).join(', ')} and ${names.length - 2} more` : names.join(', '));
+  if (bad.length > 0) {
+    const what = bad.map(([f, names]) => `${f} (${list(names)})`).join('; ');
+    throw new LutraError(`--vs-llama-cpp: these weights have no identical ggml type, so llama.cpp cannot run the same model: ${what}; exportable: ${pairs} (convert with --quant all=FORMAT)`);
+  }
+  if (byFormat.size > 1) {
+    const what = [...byFormat].map(([f, names]) => `${names.length} × ${f} (e.g. ${names[0]})`).join(', ');
+    throw new LutraError(`--vs-llama-cpp: mixed formats cannot be exported as one GGUF type: ${what}; convert with a single --quant all=FORMAT`);
+  }
+  return SAME_WEIGHTS[[...byFormat.keys()][0]];
+}
+
+export interface BenchGguf {
+  path: string;
+  /** ggml type of the matrices, or 'as is' for a .gguf model. */
+  type: string;
+  /** Remove the temporary export (no-op for a .gguf model). */
+  cleanup(): void;
+}
+
+export async function ggufFor(model: string, formats: Map<string, string>, onProgress?: (m: string) => void): Promise<BenchGguf> {
+  if (isGgufPath(model)) return { path: model, type: 'as is', cleanup: () => {} };
+  const type = exportTypeFor(formats);
+  const dir = mkdtempSync(join(tmpdir(), 'lutra-bench-'));
+  const path = join(dir, 'model.gguf');
+  onProgress?.(`exporting ${type.toUpperCase()} GGUF for llama.cpp`);
+  try {
+    await exportGguf({ model, out: path, type });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return { path, type, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}

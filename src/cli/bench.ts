@@ -1,0 +1,115 @@
+import { availableParallelism } from 'node:os';
+import type { Command } from './common.js';
+import { MODEL_OPTIONS } from './common.js';
+import { openModel } from './model-flags.js';
+import { benchTokens, timeModel } from '../bench/timing.js';
+import { weightBytes } from '../bench/weights.js';
+import { exportTypeFor, ggufFor } from '../bench/gguf.js';
+import { measureBandwidthIsolated } from '../bench/bandwidth.js';
+import { timeLlamaCpp } from '../bench/llama-cpp.js';
+import { isGgufPath } from '../io/gguf-source.js';
+
+const MB = 1e6;
+/** Issue #3's memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
+export const rssLimit = (weightBytes: number) => 1.3 * weightBytes + 300 * MB;
+
+export const benchCommand: Command = {
+  name: 'bench',
+  summary: 'time prefill and decode, against the machine\'s read bandwidth and optionally llama.cpp',
+  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256] [--decode 64] [--threads N] [--vs-llama-cpp] [--json]',
+  options: {
+    ...MODEL_OPTIONS,
+    prefill: { type: 'string', arg: 'N', help: 'prompt tokens, fed in one batched pass', default: '256' },
+    decode: { type: 'string', arg: 'N', help: 'tokens decoded one at a time after the prompt', default: '64' },
+    repeat: { type: 'string', arg: 'N', help: 'timed runs after a warm-up (fewer when they take over 20 s); the best counts', default: '3' },
+    'vs-llama-cpp': { type: 'boolean', help: 'also time llama.cpp (best of 1 and 2 threads) on the same weights, exported to GGUF' },
+    'probe-mib': { type: 'string', arg: 'MiB', help: 'buffer of the read-bandwidth probe', default: '1024' },
+    json: { type: 'boolean', help: 'print one JSON object instead of the table' },
+  },
+  notes:
+    'Effective bandwidth = weight bytes read per decoded token × decode tok/s. Weight bytes count every\n' +
+    'matrix once (a tied embedding once, as the LM head) and the norms, from the loaded formats. The read\n' +
+    'bandwidth is measured in the same run (build/probe.wasm over a large buffer in a child process, best of\n' +
+    '1 and N threads). --vs-llama-cpp needs every matrix in one of int8:32 (Q8_0), int4:32 (Q4_0), f16 or f32\n' +
+    '(exported bit-identically) or a .gguf model. Progress goes to stderr, results to stdout.',
+  async run(flags) {
+    const prefill = flags.number('prefill', 256, { integer: true, min: 1, max: 1 << 20 });
+    const decode = flags.number('decode', 64, { integer: true, min: 1, max: 1 << 20 });
+    const repeat = flags.number('repeat', 3, { integer: true, min: 1, max: 100 });
+    const probeMib = flags.number('probe-mib', 1024, { integer: true, min: 16, max: 3072 });
+    const vs = flags.bool('vs-llama-cpp');
+    const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
+
+    say('loading');
+    const { model, dir, loadSeconds } = openModel(flags);
+    let t;
+    try {
+      if (vs && !isGgufPath(dir)) exportTypeFor(weightBytes(dir, model).formats); // fail before the slow part
+      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);
+    } finally {
+      model.backend.dispose?.();
+    }
+    const rssLimitBytes = rssLimit(t.resident_weight_bytes);
+    say(`measuring read bandwidth (${probeMib} MiB)`);
+    const bw = await measureBandwidthIsolated({ threads: [...new Set([1, t.threads, availableParallelism()])], mib: probeMib });
+
+    const result: Record<string, unknown> = {
+      model: dir,
+      backend: t.backend,
+      threads: t.threads,
+      prefill_tokens: prefill,
+      decode_tokens: decode,
+      prefill_tok_s: t.prefill_tok_s,
+      prefill_ms: t.prefill_ms,
+      decode_tok_s: t.decode_tok_s,
+      ms_per_token: t.ms_per_token,
+      weight_bytes: t.weight_bytes,
+      resident_weight_bytes: t.resident_weight_bytes,
+      formats: t.formats,
+      effective_gbs: t.effective_gbs,
+      bandwidth_gbs: bw.gbs,
+      bandwidth_threads: bw.threads,
+      bandwidth_by_threads: bw.byThreads,
+      bandwidth_pct: (100 * t.effective_gbs) / bw.gbs,
+      peak_rss_bytes: t.peak_rss_bytes,
+      rss_limit_bytes: rssLimitBytes,
+      rss_ok: t.peak_rss_bytes <= rssLimitBytes,
+      repetitions: t.repetitions,
+    };
+    if (vs) {
+      const gguf = await ggufFor(dir, weightBytes(dir, model).formats, say);
+      try {
+        const l = await timeLlamaCpp(gguf.path, benchTokens(prefill, model.vocabSize), { prefill, decode, repeat, onProgress: say });
+        result.llama_cpp = { ...l, gguf_type: gguf.type };
+        result.prefill_ratio = t.prefill_tok_s / l.prefill_tok_s;
+        result.decode_ratio = t.decode_tok_s / l.decode_tok_s;
+      } finally {
+        gguf.cleanup();
+      }
+    }
+    process.stdout.write(flags.bool('json') ? JSON.stringify(result) + '\n' : table(result));
+  },
+};
+
+function table(r: Record<string, any>): string {
+  const f = (x: number, d = 1) => x.toFixed(d);
+  const mb = (b: number) => `${f(b / MB)} MB`;
+  const fmts = Object.entries(r.formats as Record<string, number>).map(([k, v]) => `${k} ${mb(v)}`).join(', ');
+  const lines = [
+    `lutra bench: ${r.model} (${r.backend}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
+    `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
+    `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
+    `  bandwidth  ${mb(r.weight_bytes)} read per token → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,
+    `  memory     peak RSS ${mb(r.peak_rss_bytes)}; weights ${mb(r.resident_weight_bytes)}; limit 1.3 × weights + 300 MB = ${mb(r.rss_limit_bytes)}: ${r.rss_ok ? 'ok' : 'EXCEEDED'}`,
+  ];
+  if (r.llama_cpp) {
+    const l = r.llama_cpp;
+    const th = (n: number) => `${n} thread${n > 1 ? 's' : ''}`;
+    const src = l.gguf_type === 'as is' ? 'the GGUF as given' : `${l.gguf_type.toUpperCase()} export, same weights`;
+    lines.push(
+      `  llama.cpp  ${src}: prefill ${f(l.prefill_tok_s)} tok/s (${th(l.prefill_threads)}), decode ${f(l.decode_tok_s, 2)} tok/s (${th(l.threads)})`,
+      `  ratio      lutra / llama.cpp: prefill ${f(r.prefill_ratio, 2)}×, decode ${f(r.decode_ratio, 2)}×`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}
