@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
@@ -8,6 +9,7 @@ import { exportTypeFor, ggufFor } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
 import { timeLlamaCpp } from '../bench/llama-cpp.js';
 import { isGgufPath } from '../io/gguf-source.js';
+import { LutraError } from '../util/errors.js';
 
 const MB = 1e6;
 /** Issue #3's memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
@@ -40,6 +42,8 @@ export const benchCommand: Command = {
     const vs = flags.bool('vs-llama-cpp');
     const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
+    const given = flags.optionalString('model');
+    if (given !== undefined && !existsSync(given)) throw new LutraError(`--model ${given}: not found; expected a model folder (checkpoint or lutra package) or a .gguf file`);
     say('loading');
     const { model, dir, loadSeconds } = openModel(flags);
     let t;
