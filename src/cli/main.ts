@@ -12,8 +12,9 @@ import { compareCommand } from './compare.js';
 import { auditFp16Command } from './audit-fp16.js';
 import { inspectCommand } from './inspect.js';
 import { benchCommand } from './bench.js';
+import { sweepCommand } from './sweep.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, benchCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
