@@ -1,6 +1,7 @@
 // Decode (T = 1): out[r] = w[r]·x for rows r0..r1, weights dequantized in registers as they
 // stream past. Bandwidth-bound, so the aim is few instructions per weight byte.
-import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf } from './matrix';
+import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, q8Of, q8PerScale } from './matrix';
+import { quantizeQ8, q8RowBytes, dotQ8, dotQ4 } from './q8';
 import { bf16x4, f16x4, bf16, f16 } from './convert';
 import { dot, hsum } from './dot';
 import { decodeRow } from './decode';
@@ -9,7 +10,15 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   const fmt = fmtOf(d);
   const cols = colsOf(d);
   const block = blockOf(d);
-  if (fmt == F32) {
+  if (q8Of(d)) {
+    // q8 activations: quantize x once per call, then integer dot products per row.
+    const int4 = fmt == INT4;
+    const ds = scratch + q8RowBytes(cols);
+    quantizeQ8(x, cols, scratch, ds, int4);
+    const per = q8PerScale(d);
+    if (int4) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotQ4(rowPtr(d, r), scratch, ds, rowScales(d, r), per, cols));
+    else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotQ8(rowPtr(d, r), scratch, ds, rowScales(d, r), per, cols));
+  } else if (fmt == F32) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dot(rowPtr(d, r), x, cols));
   } else if (fmt == BF16) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotBf16(rowPtr(d, r), x, cols));

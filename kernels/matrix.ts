@@ -41,3 +41,11 @@ export const LUT: i32 = 5;
   const t = g == 0 ? 0 : r / g;
   return auxOf(d) + ((<usize>t << <usize>bitsOf(d)) << 2);
 }
+
+/** int formats: 1 when matmul quantizes activations to q8 (set by the host at prepare()). */
+@inline export function q8Of(d: usize): i32 { return load<i32>(d, 40); }
+
+/** Activation blocks of 32 per weight scale (0: one scale for the whole row). */
+@inline export function q8PerScale(d: usize): i32 {
+  return scalesPerRowOf(d) <= 1 ? 0 : blockOf(d) >> 5;
+}

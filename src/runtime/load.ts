@@ -6,6 +6,8 @@ import type { Backend } from '../backend/backend.js';
 import { ReferenceBackend } from '../backend/reference/index.js';
 import { WasmBackend } from '../backend/wasm/index.js';
 import { LutraError } from '../util/errors.js';
+import { Fp16Backend } from '../fp16/backend.js';
+import { F32_NUMERICS, parseNumerics, type Numerics } from '../fp16/numerics.js';
 
 export interface LoadedModel {
   model: Gemma3Model;
@@ -14,19 +16,30 @@ export interface LoadedModel {
   loadSeconds: number;
 }
 
-export function makeBackend(name: string, opts: { threads?: number } = {}): Backend {
-  if (name === 'reference') return new ReferenceBackend();
-  if (name === 'wasm') return new WasmBackend({ threads: opts.threads });
+/** activations: 'q8' (default) or 'f32' inputs to int8/int4 matmuls (both backends agree on it). */
+export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32' } = {}): Backend {
+  if (name === 'reference') return new ReferenceBackend({ activations: opts.activations });
+  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations });
   throw new LutraError(`--backend ${name}: unknown; available: wasm, reference`);
 }
 
-export function loadModel(dir: string, backend: Backend, opts: { tokenizer?: boolean } = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number } {
+/**
+ * Load a model on `backend`. Numerics: as given, else what a package records in meta.yaml, else
+ * f32; fp16 wraps the backend so every op's output is rounded to fp16.
+ */
+export function loadModel(
+  dir: string,
+  backend: Backend,
+  opts: { tokenizer?: boolean; numerics?: Numerics } = {},
+): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
-    const model = new Gemma3Model(src.config, backend, src);
+    const numerics = opts.numerics ?? (src.numerics ? parseNumerics(src.numerics, `${dir}: meta.yaml numerics`) : F32_NUMERICS);
+    const run = numerics.mode === 'fp16' ? new Fp16Backend(backend, numerics) : backend;
+    const model = new Gemma3Model(src.config, run, src);
     const tokenizer = opts.tokenizer === false ? null : GemmaTokenizer.load(dir, src.config.eosTokenIds);
-    return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000 };
+    return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
     src.close();
   }

@@ -5,10 +5,47 @@ import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
 import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
 import { f16Table32 } from '../../util/half.js';
 import { LutraError } from '../../util/errors.js';
+import { checkActivations, quantizeQ8, usesQ8, type Activations } from './q8.js';
 
 interface RefMatrix extends Matrix {
   /** Decode row r into dst (length cols) as f32. */
   decodeRow(r: number, dst: Float32Array): void;
+  /** int8/int4 with q8 activations: integer codes of row r, and the scale of row r at column i. */
+  q8?: { codes(r: number, dst: Int32Array): void; scale(r: number, i: number): number };
+}
+
+export interface ReferenceBackendOptions {
+  /** 'q8': int8/int4 matmuls quantize activations per block of 32 like the wasm kernels (default). */
+  activations?: Activations;
+}
+
+/** Integer codes and scales of an int8/int4 weight (the q8 matmul's view of it). */
+function intView(w: WeightTensor): NonNullable<RefMatrix['q8']> {
+  const f = w.format;
+  if (f.kind !== 'int8' && f.kind !== 'int4') throw new Error(`intView: ${formatName(f)}`);
+  const cols = w.shape[1];
+  const scales = w.scales;
+  if (!scales) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no scales`);
+  const perRow = scalesPerRow(f, cols);
+  const block = typeof f.group === 'number' ? f.group : cols;
+  const stride = rowBytes(f, cols);
+  const buf = w.data.buffer, off = w.data.byteOffset;
+  const i8 = new Int8Array(buf, off, w.data.byteLength);
+  const u8 = new Uint8Array(buf, off, w.data.byteLength);
+  return {
+    codes:
+      f.kind === 'int8'
+        ? (r, dst) => {
+            for (let i = 0; i < cols; i++) dst[i] = i8[r * stride + i];
+          }
+        : (r, dst) => {
+            for (let i = 0; i < cols; i++) {
+              const byte = u8[r * stride + (i >> 1)];
+              dst[i] = ((i & 1) === 0 ? byte & 15 : byte >> 4) - 8;
+            }
+          },
+    scale: (r, i) => (f.group === 't' ? scales[0] : scales[r * perRow + Math.floor(i / block)]),
+  };
 }
 
 /** A function that decodes row r of any weight format into f32 (the oracle's dequantizer). */
@@ -89,6 +126,11 @@ export function dequantize(w: WeightTensor): Float32Array {
 
 export class ReferenceBackend implements Backend {
   readonly name = 'reference';
+  readonly activations: Activations;
+
+  constructor(opts: ReferenceBackendOptions = {}) {
+    this.activations = checkActivations(opts.activations);
+  }
 
   alloc(n: number): Float32Array {
     return new Float32Array(n);
@@ -103,6 +145,7 @@ export class ReferenceBackend implements Backend {
   prepare(w: WeightTensor): Matrix {
     if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
     const m: RefMatrix = { name: w.name, rows: w.shape[0], cols: w.shape[1], decodeRow: rowDecoder(w) };
+    if (this.activations === 'q8' && usesQ8(w.format)) m.q8 = intView(w);
     return m;
   }
 
@@ -116,6 +159,7 @@ export class ReferenceBackend implements Backend {
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
     const m = w as RefMatrix;
     const { rows, cols } = m;
+    if (m.q8) return matmulQ8(x, T, m, m.q8, out);
     const row = new Float32Array(cols);
     for (let r = 0; r < rows; r++) {
       m.decodeRow(r, row);
@@ -240,5 +284,31 @@ export class ReferenceBackend implements Backend {
 
   add(acc: Float32Array, x: Float32Array, n: number): void {
     for (let i = 0; i < n; i++) acc[i] += x[i];
+  }
+}
+
+/**
+ * out[t, r] = Σ_blocks scale(r, block) · d(t, block) · Σ code(r, i) · q(t, i), in f64: activations
+ * quantized per block of 32 (q8.ts), integer dot products, one scaling per block.
+ */
+function matmulQ8(x: Float32Array, T: number, m: RefMatrix, v: NonNullable<RefMatrix['q8']>, out: Float32Array): void {
+  const { rows, cols } = m;
+  const nb = Math.ceil(cols / 32);
+  const q = new Int32Array(T * cols);
+  const d = new Float64Array(T * nb);
+  for (let t = 0; t < T; t++) quantizeQ8(x, t * cols, cols, q.subarray(t * cols), d.subarray(t * nb));
+  const codes = new Int32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    v.codes(r, codes);
+    for (let t = 0; t < T; t++) {
+      let acc = 0;
+      for (let b0 = 0; b0 < cols; b0 += 32) {
+        const end = Math.min(cols, b0 + 32);
+        let isum = 0;
+        for (let i = b0; i < end; i++) isum += codes[i] * q[t * cols + i];
+        acc += v.scale(r, b0) * d[t * nb + (b0 >> 5)] * isum;
+      }
+      out[t * rows + r] = acc;
+    }
   }
 }

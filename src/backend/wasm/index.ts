@@ -10,6 +10,7 @@ import { Arena, ScratchStack } from './arena.js';
 import { instantiate, kernelModule, type Kernels } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
+import { checkActivations, type Activations } from '../reference/q8.js';
 import { A_JOB, CONTROL_INTS, OP_ATTENTION, OP_GELU, OP_MATMUL } from './protocol.js';
 
 export interface WasmBackendOptions {
@@ -17,6 +18,8 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Polls before a waiting thread sleeps (see pool.ts). */
   spin?: number;
+  /** 'q8' (default): int8/int4 matmuls quantize activations per block of 32 and use integer dot products. */
+  activations?: Activations;
 }
 
 /** Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more. */
@@ -31,9 +34,11 @@ export class WasmBackend implements Backend {
   private threadScratch = 0;
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, number>();
+  readonly activations: Activations;
 
   constructor(opts: WasmBackendOptions = {}) {
     const threads = opts.threads ?? availableParallelism();
+    this.activations = checkActivations(opts.activations);
     if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
     const module = kernelModule();
     // Instantiating with a throwaway memory tells us where the module's static data ends.
@@ -63,7 +68,7 @@ export class WasmBackend implements Backend {
   }
 
   prepare(w: WeightTensor): Matrix {
-    return prepareMatrix(this.arena, w);
+    return prepareMatrix(this.arena, w, this.activations === 'q8');
   }
 
   vector(w: WeightTensor): Float32Array {
@@ -91,7 +96,9 @@ export class WasmBackend implements Backend {
     const m = w as WasmMatrix;
     const xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
     const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
-    this.ensureThreadScratch(4 * 4 * m.cols);
+    // f32 path: 4 decoded rows; q8: T tokens of codes (64 B per block) and scales, 4 unpacked int4 rows.
+    const blocks = Math.ceil(m.cols / 32);
+    this.ensureThreadScratch(m.q8 ? T * 68 * blocks + 128 * blocks : 4 * 4 * m.cols);
     const c = this.pool.ctl;
     c[A_JOB] = m.desc;
     c[A_JOB + 1] = xa;

@@ -4,18 +4,22 @@ import type { Matrix } from '../backend.js';
 import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
 import type { Arena } from './arena.js';
+import { usesQ8 } from '../reference/q8.js';
 
 export interface WasmMatrix extends Matrix {
   /** Address of the descriptor. */
   readonly desc: number;
   /** Bytes of weight data (codes + scales/table), for bandwidth figures. */
   readonly bytes: number;
+  /** matmul quantizes activations to q8 (see usesQ8). */
+  readonly q8: boolean;
 }
 
 const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
 const DESC_BYTES = 48;
 
-export function prepareMatrix(arena: Arena, w: WeightTensor): WasmMatrix {
+/** q8: quantize activations for this weight where usesQ8 allows (the reference's rule). */
+export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMatrix {
   const where = `${w.source}: tensor "${w.name}" (${formatName(w.format)})`;
   if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
   const [rows, cols] = w.shape;
@@ -52,8 +56,9 @@ export function prepareMatrix(arena: Arena, w: WeightTensor): WasmMatrix {
 
   const desc = arena.bytes(DESC_BYTES);
   const d = new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4);
-  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride]);
-  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes };
+  const useQ8 = q8 && usesQ8(f);
+  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride, useQ8 ? 1 : 0]);
+  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8 };
 }
 
 function bytesOf(a: Float32Array): Uint8Array {

@@ -1,0 +1,116 @@
+// Prefill with q8 activations: each token is quantized once (kernels/q8.ts), int4 rows are
+// unpacked to i8 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
+// every loaded weight vector between two tokens; i32 sums are scaled to f32 once per block of 32.
+import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
+import { quantizeQ8, q8Blocks, q8RowBytes, dotQ8, nib } from './q8';
+import { hsum } from './dot';
+
+export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
+  const cols = colsOf(d);
+  const rows = rowsOf(d);
+  const int4 = fmtOf(d) == INT4;
+  const qs = q8RowBytes(cols);
+  const dss = <usize>q8Blocks(cols) << 2;
+  const q = scratch;
+  const ds = q + <usize>T * qs;
+  const dec = ds + <usize>T * dss; // 4 unpacked int4 rows, qs / 2 bytes each
+  for (let t = 0; t < T; t++) quantizeQ8(x + ((<usize>t * <usize>cols) << 2), cols, q + <usize>t * qs, ds + <usize>t * dss, int4);
+  const per = q8PerScale(d);
+  const scs = <usize>scalesPerRowOf(d) << 2;
+  const os = <usize>rows << 2;
+  const decStride = qs >> 1;
+  for (let r = r0; r < r1; r += 4) {
+    const nr = min(4, r1 - r);
+    let w: usize, ws: usize;
+    if (int4) {
+      for (let j = 0; j < nr; j++) unpackInt4(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
+      w = dec;
+      ws = decStride;
+    } else {
+      w = rowPtr(d, r);
+      ws = <usize>cols;
+    }
+    const sc = rowScales(d, r);
+    const o = out + (<usize>r << 2);
+    let t = 0;
+    if (nr == 4) {
+      for (; t + 2 <= T; t += 2) {
+        tile4x2(w, ws, q + <usize>t * qs, qs, ds + <usize>t * dss, dss, sc, scs, per, cols, o + <usize>t * os, os);
+      }
+    }
+    for (; t < T; t++) {
+      for (let j = 0; j < nr; j++) {
+        store<f32>(o + <usize>t * os + (<usize>j << 2), dotQ8(w + <usize>j * ws, q + <usize>t * qs, ds + <usize>t * dss, sc + <usize>j * scs, per, cols));
+      }
+    }
+  }
+}
+
+/** int4 row → i8 codes (−8..7) in the split layout of kernels/q8.ts (tail block natural). */
+function unpackInt4(src: usize, cols: i32, dst: usize): void {
+  const full = cols & ~31;
+  const m = i8x16.splat(15), eight = i8x16.splat(8);
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const b = v128.load(src + (<usize>b0 >> 1));
+    v128.store(dst + <usize>b0, i8x16.sub(v128.and(b, m), eight));
+    v128.store(dst + <usize>b0, i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight), 16);
+  }
+  for (let i = b0; i < cols; i++) store<i8>(dst + <usize>i, <i8>nib(src, i));
+}
+
+/** 4 rows (ws bytes apart) × 2 tokens (codes qs, scales dss bytes apart) → out, rows os apart. */
+function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usize, sc: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+  const w1 = w + ws, w2 = w1 + ws, w3 = w2 + ws, q1 = q0 + qs, d1 = d0 + dss;
+  const full = cols & ~31;
+  let a00 = f32x4.splat(0), a10 = f32x4.splat(0), a20 = f32x4.splat(0), a30 = f32x4.splat(0);
+  let a01 = f32x4.splat(0), a11 = f32x4.splat(0), a21 = f32x4.splat(0), a31 = f32x4.splat(0);
+  let sp = sc, left = per;
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    let p00 = i32x4.splat(0), p10 = i32x4.splat(0), p20 = i32x4.splat(0), p30 = i32x4.splat(0);
+    let p01 = i32x4.splat(0), p11 = i32x4.splat(0), p21 = i32x4.splat(0), p31 = i32x4.splat(0);
+    for (let j = 0; j < 32; j += 8) {
+      const wo = <usize>(b0 + j), qo = <usize>(b0 + j) << 1;
+      const x0 = v128.load(q0 + qo), x1 = v128.load(q1 + qo);
+      const v0 = v128.load8x8_s(w + wo), v1 = v128.load8x8_s(w1 + wo);
+      p00 = i32x4.add(p00, i32x4.dot_i16x8_s(v0, x0)); p01 = i32x4.add(p01, i32x4.dot_i16x8_s(v0, x1));
+      p10 = i32x4.add(p10, i32x4.dot_i16x8_s(v1, x0)); p11 = i32x4.add(p11, i32x4.dot_i16x8_s(v1, x1));
+      const v2 = v128.load8x8_s(w2 + wo), v3 = v128.load8x8_s(w3 + wo);
+      p20 = i32x4.add(p20, i32x4.dot_i16x8_s(v2, x0)); p21 = i32x4.add(p21, i32x4.dot_i16x8_s(v2, x1));
+      p30 = i32x4.add(p30, i32x4.dot_i16x8_s(v3, x0)); p31 = i32x4.add(p31, i32x4.dot_i16x8_s(v3, x1));
+    }
+    const k = <usize>(b0 >> 5) << 2;
+    const e0 = load<f32>(d0 + k), e1 = load<f32>(d1 + k);
+    const s0 = load<f32>(sp), s1 = load<f32>(sp + scs), s2 = load<f32>(sp + 2 * scs), s3 = load<f32>(sp + 3 * scs);
+    a00 = f32x4.add(a00, f32x4.mul(f32x4.convert_i32x4_s(p00), f32x4.splat(s0 * e0)));
+    a01 = f32x4.add(a01, f32x4.mul(f32x4.convert_i32x4_s(p01), f32x4.splat(s0 * e1)));
+    a10 = f32x4.add(a10, f32x4.mul(f32x4.convert_i32x4_s(p10), f32x4.splat(s1 * e0)));
+    a11 = f32x4.add(a11, f32x4.mul(f32x4.convert_i32x4_s(p11), f32x4.splat(s1 * e1)));
+    a20 = f32x4.add(a20, f32x4.mul(f32x4.convert_i32x4_s(p20), f32x4.splat(s2 * e0)));
+    a21 = f32x4.add(a21, f32x4.mul(f32x4.convert_i32x4_s(p21), f32x4.splat(s2 * e1)));
+    a30 = f32x4.add(a30, f32x4.mul(f32x4.convert_i32x4_s(p30), f32x4.splat(s3 * e0)));
+    a31 = f32x4.add(a31, f32x4.mul(f32x4.convert_i32x4_s(p31), f32x4.splat(s3 * e1)));
+    if (--left == 0) { left = per; sp += 4; }
+  }
+  let s00 = hsum(a00), s10 = hsum(a10), s20 = hsum(a20), s30 = hsum(a30);
+  let s01 = hsum(a01), s11 = hsum(a11), s21 = hsum(a21), s31 = hsum(a31);
+  if (b0 < cols) {
+    // Partial last block (per-channel / per-tensor scales only): scalar.
+    const k = <usize>(b0 >> 5) << 2;
+    const e0 = load<f32>(d0 + k), e1 = load<f32>(d1 + k);
+    s00 += tailDot(w, q0, b0, cols) * (load<f32>(sp) * e0); s01 += tailDot(w, q1, b0, cols) * (load<f32>(sp) * e1);
+    s10 += tailDot(w1, q0, b0, cols) * (load<f32>(sp + scs) * e0); s11 += tailDot(w1, q1, b0, cols) * (load<f32>(sp + scs) * e1);
+    s20 += tailDot(w2, q0, b0, cols) * (load<f32>(sp + 2 * scs) * e0); s21 += tailDot(w2, q1, b0, cols) * (load<f32>(sp + 2 * scs) * e1);
+    s30 += tailDot(w3, q0, b0, cols) * (load<f32>(sp + 3 * scs) * e0); s31 += tailDot(w3, q1, b0, cols) * (load<f32>(sp + 3 * scs) * e1);
+  }
+  store<f32>(out, s00); store<f32>(out, s10, 4); store<f32>(out, s20, 8); store<f32>(out, s30, 12);
+  const o1 = out + os;
+  store<f32>(o1, s01); store<f32>(o1, s11, 4); store<f32>(o1, s21, 8); store<f32>(o1, s31, 12);
+}
+
+function tailDot(w: usize, q: usize, b0: i32, cols: i32): f32 {
+  let p = 0;
+  for (let i = b0; i < cols; i++) p += <i32>load<i8>(w + <usize>i) * <i32>load<i16>(q + (<usize>i << 1));
+  return <f32>p;
+}

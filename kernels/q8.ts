@@ -1,0 +1,125 @@
+// q8 activations (the Q8_0 rule): per block of 32 inputs d = amax/127 (f32), code = nearest(x · (1/d))
+// (f32 product, ties to even), clamped to ±127. The reference backend (src/backend/reference/q8.ts)
+// runs the same f32 op sequence, so both see identical codes. Codes are stored as i16 so the
+// weight kernels can use i32x4.dot_i16x8_s. Layouts per block of 32:
+//   natural (int8 weights): element j at j;
+//   split (int4 weights): the 16 even elements, then the 16 odd ones, matching low/high nibbles.
+// A partial last block is always natural order, zero-padded to 32.
+import { hsum } from './dot';
+
+/** Blocks of 32 in a row of `cols` inputs. */
+@inline export function q8Blocks(cols: i32): i32 {
+  return (cols + 31) >> 5;
+}
+
+/** Bytes of codes per token (i16, padded to whole blocks). */
+@inline export function q8RowBytes(cols: i32): usize {
+  return <usize>q8Blocks(cols) << 6;
+}
+
+/** Quantize x[cols] into codes q (i16) and block scales ds (f32). */
+export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, split: bool): void {
+  const full = cols & ~31;
+  const lim = f32x4.splat(127), nlim = f32x4.splat(-127);
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const xp = x + (<usize>b0 << 2);
+    let m = f32x4.abs(v128.load(xp));
+    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
+    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    const d: f32 = amax / 127;
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    const qp = q + (<usize>b0 << 1);
+    if (!split) {
+      const vid = f32x4.splat(id);
+      for (let j = 0; j < 32; j += 8) {
+        const a = f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2)), vid))));
+        const b = f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2), 16), vid))));
+        v128.store(qp + (<usize>j << 1), i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(a), i32x4.trunc_sat_f32x4_s(b)));
+      }
+    } else {
+      for (let j = 0; j < 32; j++) {
+        const pos: i32 = (j & 1) == 0 ? j >> 1 : 16 + (j >> 1);
+        store<i16>(qp + (<usize>pos << 1), code(load<f32>(xp + (<usize>j << 2)), id));
+      }
+    }
+  }
+  if (b0 < cols) {
+    const xp = x + (<usize>b0 << 2);
+    const n = cols - b0;
+    let amax: f32 = 0;
+    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
+    const d: f32 = amax / 127;
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    const qp = q + (<usize>b0 << 1);
+    for (let j = 0; j < 32; j++) store<i16>(qp + (<usize>j << 1), j < n ? code(load<f32>(xp + (<usize>j << 2)), id) : 0);
+  }
+}
+
+@inline function code(x: f32, id: f32): i16 {
+  return <i16><i32>min<f32>(127, max<f32>(-127, nearest<f32>(x * id)));
+}
+
+/**
+ * Σ over blocks of (weight scale · d_k · Σ w·q) for one row of i8 codes w laid out like q.
+ * sc: the row's scales; per: activation blocks per weight scale (0: one scale for the row).
+ */
+export function dotQ8(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: i32): f32 {
+  const full = cols & ~31;
+  let acc = f32x4.splat(0);
+  let sp = sc, left = per;
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const wp = w + <usize>b0, qp = q + (<usize>b0 << 1);
+    let p = i32x4.dot_i16x8_s(v128.load8x8_s(wp), v128.load(qp));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wp + 8), v128.load(qp, 16)));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wp + 16), v128.load(qp, 32)));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wp + 24), v128.load(qp, 48)));
+    const s = load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(s)));
+    if (--left == 0) { left = per; sp += 4; }
+  }
+  let total = hsum(acc);
+  if (b0 < cols) {
+    let p = 0;
+    for (let i = b0; i < cols; i++) p += <i32>load<i8>(w + <usize>i) * <i32>load<i16>(q + (<usize>i << 1));
+    total += load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2)) * <f32>p;
+  }
+  return total;
+}
+
+/** The same for one int4 row (nibbles, low = even element) against split-layout codes. */
+export function dotQ4(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: i32): f32 {
+  const full = cols & ~31;
+  const m = i8x16.splat(15), eight = i8x16.splat(8);
+  let acc = f32x4.splat(0);
+  let sp = sc, left = per;
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const b = v128.load(w + (<usize>b0 >> 1));
+    const qp = q + (<usize>b0 << 1);
+    const even = i8x16.sub(v128.and(b, m), eight);
+    const odd = i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight);
+    let p = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(even), v128.load(qp));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(even), v128.load(qp, 16)));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(odd), v128.load(qp, 32)));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(odd), v128.load(qp, 48)));
+    const s = load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(s)));
+    if (--left == 0) { left = per; sp += 4; }
+  }
+  let total = hsum(acc);
+  if (b0 < cols) {
+    let p = 0;
+    for (let i = b0; i < cols; i++) p += nib(w, i) * <i32>load<i16>(q + (<usize>i << 1));
+    total += load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2)) * <f32>p;
+  }
+  return total;
+}
+
+@inline export function nib(w: usize, i: i32): i32 {
+  const byte = <i32>load<u8>(w + (<usize>i >> 1));
+  return ((i & 1) == 0 ? byte & 15 : byte >> 4) - 8;
+}

@@ -1,0 +1,37 @@
+// q8 activations, the oracle's copy of kernels/q8.ts: per block of 32 inputs d = amax/127,
+// code = nearest(x · (1/d)) with ties to even, clamped to ±127, every step rounded to f32 exactly
+// as the wasm kernel does (f32 ÷ and × computed in f64 then rounded are correctly rounded).
+import type { WeightFormat } from '../../model/weight.js';
+import { LutraError } from '../../util/errors.js';
+
+export type Activations = 'q8' | 'f32';
+
+/** int8/int4 with scale blocks that hold whole activation blocks of 32 (or one scale per row). */
+export function usesQ8(f: WeightFormat): boolean {
+  if (f.kind !== 'int8' && f.kind !== 'int4') return false;
+  return typeof f.group !== 'number' || f.group % 32 === 0;
+}
+
+export function checkActivations(a: unknown): Activations {
+  if (a === undefined) return 'q8';
+  if (a !== 'q8' && a !== 'f32') throw new LutraError(`activations must be 'q8' or 'f32', got ${String(a)}`);
+  return a;
+}
+
+function roundEven(v: number): number {
+  const r = Math.round(v); // ties toward +∞
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Quantize x[off .. off + n) into codes (Int32Array n) and scales (Float64Array ceil(n/32)). */
+export function quantizeQ8(x: Float32Array, off: number, n: number, codes: Int32Array, scales: Float64Array): void {
+  for (let b0 = 0; b0 < n; b0 += 32) {
+    const end = Math.min(n, b0 + 32);
+    let amax = 0;
+    for (let i = b0; i < end; i++) amax = Math.max(amax, Math.abs(x[off + i]));
+    const d = Math.fround(amax / 127);
+    const id = d !== 0 ? Math.fround(1 / d) : 0;
+    scales[b0 >> 5] = d;
+    for (let i = b0; i < end; i++) codes[i] = Math.max(-127, Math.min(127, roundEven(Math.fround(x[off + i] * id))));
+  }
+}
