@@ -5,9 +5,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportGguf } from '../io/gguf-export.js';
+import { openWeightSource } from '../io/source.js';
+import { formatName } from '../model/weight.js';
 import { isGgufPath } from '../io/gguf-source.js';
 import type { Gemma3GgufType } from '../io/gguf-gemma3.js';
 import { LutraError } from '../util/errors.js';
+
+/** Format name of every matrix in the model's files (all of them are exported, a stored lm_head too), from the headers only. */
+export function matrixFormats(model: string): Map<string, string> {
+  const src = openWeightSource(model);
+  try {
+    return new Map(src.names().filter((n) => src.shape(n).length === 2).map((n) => [n, formatName(src.format(n))]));
+  } finally {
+    src.close();
+  }
+}
 
 /** lutra format → the ggml type holding the same values. */
 const SAME_WEIGHTS: Record<string, Gemma3GgufType> = { 'int8:32': 'q8_0', 'int4:32': 'q4_0', f16: 'f16', f32: 'f32' };
@@ -38,9 +50,9 @@ export interface BenchGguf {
   cleanup(): void;
 }
 
-export async function ggufFor(model: string, formats: Map<string, string>, onProgress?: (m: string) => void): Promise<BenchGguf> {
+export async function ggufFor(model: string, onProgress?: (m: string) => void): Promise<BenchGguf> {
   if (isGgufPath(model)) return { path: model, type: 'as is', cleanup: () => {} };
-  const type = exportTypeFor(formats);
+  const type = exportTypeFor(matrixFormats(model));
   const dir = mkdtempSync(join(tmpdir(), 'lutra-bench-'));
   const path = join(dir, 'model.gguf');
   onProgress?.(`exporting ${type.toUpperCase()} GGUF for llama.cpp`);

@@ -4,8 +4,7 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
 import { openModel } from './model-flags.js';
 import { benchTokens, timeModel } from '../bench/timing.js';
-import { weightBytes } from '../bench/weights.js';
-import { exportTypeFor, ggufFor } from '../bench/gguf.js';
+import { exportTypeFor, ggufFor, matrixFormats } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
 import { timeLlamaCpp } from '../bench/llama-cpp.js';
 import { isGgufPath } from '../io/gguf-source.js';
@@ -24,7 +23,8 @@ export const benchCommand: Command = {
     prefill: { type: 'string', arg: 'N', help: 'prompt tokens, fed in one batched pass', default: '256' },
     decode: { type: 'string', arg: 'N', help: 'tokens decoded one at a time after the prompt', default: '64' },
     repeat: { type: 'string', arg: 'N', help: 'timed runs after a warm-up (fewer when they take over 20 s); the best counts', default: '3' },
-    'vs-llama-cpp': { type: 'boolean', help: 'also time llama.cpp (best of 1 and 2 threads) on the same weights, exported to GGUF' },
+    'vs-llama-cpp': { type: 'boolean', help: 'also time llama.cpp on the same weights, exported to GGUF' },
+    'llama-threads': { type: 'string', arg: 'LIST', help: 'thread counts tried for llama.cpp; the best counts', default: '1,2' },
     'probe-mib': { type: 'string', arg: 'MiB', help: 'buffer of the read-bandwidth probe', default: '1024' },
     json: { type: 'boolean', help: 'print one JSON object instead of the table' },
   },
@@ -42,13 +42,15 @@ export const benchCommand: Command = {
     const vs = flags.bool('vs-llama-cpp');
     const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
-    const given = flags.optionalString('model');
-    if (given !== undefined && !existsSync(given)) throw new LutraError(`--model ${given}: not found; expected a model folder (checkpoint or lutra package) or a .gguf file`);
+    const given = flags.model();
+    if (!existsSync(given)) throw new LutraError(`--model ${given}: not found; expected a model folder (checkpoint or lutra package) or a .gguf file`);
+    // Fail before the slow part when llama.cpp cannot get the same weights.
+    if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
+    const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
     say('loading');
     const { model, dir, loadSeconds } = openModel(flags);
     let t;
     try {
-      if (vs && !isGgufPath(dir)) exportTypeFor(weightBytes(dir, model).formats); // fail before the slow part
       t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);
     } finally {
       model.backend.dispose?.();
@@ -81,9 +83,9 @@ export const benchCommand: Command = {
       repetitions: t.repetitions,
     };
     if (vs) {
-      const gguf = await ggufFor(dir, weightBytes(dir, model).formats, say);
+      const gguf = await ggufFor(dir, say);
       try {
-        const l = await timeLlamaCpp(gguf.path, benchTokens(prefill, model.vocabSize), { prefill, decode, repeat, onProgress: say });
+        const l = await timeLlamaCpp(gguf.path, benchTokens(prefill, model.vocabSize), { prefill, decode, repeat, threads: llamaThreads, onProgress: say });
         result.llama_cpp = { ...l, gguf_type: gguf.type };
         result.prefill_ratio = t.prefill_tok_s / l.prefill_tok_s;
         result.decode_ratio = t.decode_tok_s / l.decode_tok_s;
@@ -94,6 +96,12 @@ export const benchCommand: Command = {
     process.stdout.write(flags.bool('json') ? JSON.stringify(result) + '\n' : table(result));
   },
 };
+
+function threadList(v: string): number[] {
+  const list = v.split(',').map(Number);
+  if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1 || n > 256)) throw new LutraError(`--llama-threads ${v}: expected thread counts like 1,2`);
+  return [...new Set(list)];
+}
 
 function table(r: Record<string, any>): string {
   const f = (x: number, d = 1) => x.toFixed(d);
