@@ -57,6 +57,12 @@ export function benchTokens(n: number, vocab: number, seed = 1): number[] {
   });
 }
 
+/** Worker threads of a backend; wrappers (the fp16 numerics backend) keep the real one as `inner`. */
+function backendThreads(b: unknown): number {
+  const x = b as { threads?: number; inner?: unknown };
+  return x.threads ?? (x.inner ? backendThreads(x.inner) : 1);
+}
+
 function argmax(x: Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
@@ -117,7 +123,7 @@ export async function timeModel(model: Gemma3Model, dir: string, opts: TimeLutra
     effective_gbs: (wb.perToken * decodeTokS) / 1e9,
     formats: wb.byFormat,
     backend: model.backend.name,
-    threads: (model.backend as { threads?: number }).threads ?? 1,
+    threads: backendThreads(model.backend),
     repetitions: reps,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     load_seconds: loadSeconds,
