@@ -15,12 +15,17 @@ const MB = 1e6;
 /** Issue #3's memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
 export const rssLimit = (weightBytes: number) => 1.3 * weightBytes + 300 * MB;
 
+// The bench sizes its own context (prefill + decode) and stops on an fp16 overflow; the other model flags apply as everywhere.
+const { context: _context, 'on-overflow': _onOverflow, ...BENCH_MODEL_OPTIONS } = MODEL_OPTIONS;
+
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'time prefill and decode, against the machine\'s read bandwidth and optionally llama.cpp',
   usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256] [--decode 64] [--threads N] [--vs-llama-cpp] [--json]',
   options: {
-    ...MODEL_OPTIONS,
+    ...BENCH_MODEL_OPTIONS,
+    model: { ...MODEL_OPTIONS.model, arg: 'DIR|FILE', help: 'model folder (checkpoint or lutra package) or a .gguf file' },
+    'prefill-batch': { ...MODEL_OPTIONS['prefill-batch'], default: 'all --prefill tokens in one pass' },
     prefill: { type: 'string', arg: 'N', help: 'prompt tokens, fed in one batched pass', default: '256' },
     decode: { type: 'string', arg: 'N', help: 'tokens decoded one at a time after the prompt', default: '64' },
     repeat: { type: 'string', arg: 'N', help: 'timed runs after a warm-up (fewer when they take over 20 s); the best counts', default: '3' },
@@ -105,7 +110,7 @@ export const benchCommand: Command = {
  * no tokenizer, so a GGUF loads on the plain --backend/--threads path (other model flags refused).
  */
 function openGguf(flags: Flags, path: string) {
-  for (const name of Object.keys(MODEL_OPTIONS)) {
+  for (const name of Object.keys(BENCH_MODEL_OPTIONS)) {
     if (flags.has(name) && !['model', 'backend', 'threads', 'prefill-batch'].includes(name)) throw new LutraError(`--${name}: not supported with a .gguf --model in lutra bench yet`);
   }
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
