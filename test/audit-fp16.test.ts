@@ -10,7 +10,7 @@ import { overflowFixture, tinyFixture, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(0);
 
-const overflowDir = () => overflowFixture(fx.dir, join(fx.root, 'overflow'));
+const overflowDir = () => overflowFixture(join(fx.root, 'overflow'));
 
 test('α is 50 000 / peak rounded down to 1/64, and 1 below the target', () => {
   assert.equal(recommendAlpha(40), 1);

@@ -1,10 +1,8 @@
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFixture } from '../src/model/fixture.js';
-import { Checkpoint } from '../src/io/checkpoint.js';
-import { writeSafetensors } from '../src/io/safetensors.js';
-import { f32ToBf16Bits } from '../src/util/half.js';
+import { writeOverflowFixture } from '../src/fp16/overflow-fixture.js';
 
 /** A fresh tiny fixture in a temporary folder; call cleanup() when done. */
 export function tinyFixture(seed = 0): { dir: string; root: string; cleanup: () => void } {
@@ -32,19 +30,8 @@ export function tokenSequence(n: number, seed: number, lo = 5, hi = 262000): num
   return out;
 }
 
-/**
- * A copy of a fixture whose layer `layer` post-FFN gain is ~3e4 on every channel, so the residual
- * stream passes fp16's 65 504 there (real Gemma 3 overflows through large norm gains too).
- */
-export function overflowFixture(src: string, out: string, layer = 3): string {
-  const ck = Checkpoint.open(src);
-  mkdirSync(out);
-  const big = `model.layers.${layer}.post_feedforward_layernorm.weight`;
-  writeSafetensors(join(out, 'model.safetensors'), ck.names().map((name) => ({
-    name, dtype: 'bf16' as const, shape: ck.shape(name),
-    bytes: () => (name !== big ? ck.load(name).data : new Uint8Array(Uint16Array.from({ length: ck.shape(name)[0] }, (_, i) => f32ToBf16Bits(i % 2 ? 29999 : 39999)).buffer)),
-  })));
-  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(src, f), join(out, f));
-  ck.close();
+/** The tiny fixture (seed 0) with its residual stream raised to ~2e5 at layer 3: an fp16 overflow fixture. */
+export function overflowFixture(out: string): string {
+  writeOverflowFixture(out, 'tiny', 0, 2e5);
   return out;
 }

@@ -2,8 +2,9 @@ import { writeFileSync, renameSync } from 'node:fs';
 import type { Command } from './common.js';
 import { DEFAULT_MODEL } from './common.js';
 import { openModel } from './model-flags.js';
+import { F32_NUMERICS } from '../fp16/numerics.js';
 import { readDataset } from '../verify/dataset.js';
-import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT } from '../fp16/audit.js';
+import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
 import { LutraError } from '../util/errors.js';
 
 
@@ -16,25 +17,26 @@ function writeAtomic(path: string, text: string): void {
 export const auditFp16Command: Command = {
   name: 'audit-fp16',
   summary: 'find where the model would overflow fp16 (per-layer activation peaks) and recommend α',
-  usage: 'lutra audit-fp16 [--model SRC] [--prompt TEXT | --dataset FILE] [--json FILE] [--plot FILE.html]',
+  usage: 'lutra audit-fp16 [--model SRC] [--prompt TEXT | --dataset FILE] [--generate N] [--json FILE] [--plot FILE.html]',
   options: {
     model: { type: 'string', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
     backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm or reference', default: 'wasm' },
     threads: { type: 'string', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
     prompt: { type: 'string', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
     dataset: { type: 'string', arg: 'FILE', help: 'calibration prompts, JSONL or plain lines (as lutra compare)' },
+    generate: { type: 'string', arg: 'N', help: 'also audit N greedy steps after each prompt', default: String(CALIBRATION_STEPS) },
     raw: { type: 'boolean', help: 'no chat template' },
     json: { type: 'string', arg: 'FILE', help: 'also write the result as JSON' },
     plot: { type: 'string', arg: 'FILE', help: 'write an HTML page with the per-layer peaks against the fp16 limit' },
   },
-  notes: `One f32 pass. Peaks are |values| at: ${AUDIT_POINTS.join(', ')}.\nα = ${ALPHA_TARGET} / peak residual, rounded down to a multiple of 1/64 (1 when the peak is below ${ALPHA_TARGET}).`,
+  notes: `One f32 pass over each prompt and its greedy continuation. Peaks are |values| at: ${AUDIT_POINTS.join(', ')}.\nα = ${ALPHA_TARGET} / peak residual, rounded down to a multiple of 1/64 (1 when the peak is below ${ALPHA_TARGET}).`,
   run(flags) {
     if (flags.has('prompt') && flags.has('dataset')) throw new LutraError('lutra audit-fp16: give --prompt or --dataset, not both');
-    const { model, tokenizer, dir } = openModel(flags);
+    const { model, tokenizer, dir } = openModel(flags, { numerics: F32_NUMERICS });
     const texts = flags.has('dataset') ? readDataset(flags.string('dataset')).map((p) => p.prompt) : [flags.string('prompt', CALIBRATION_PROMPT)];
     const prompts = texts.map((t) => (flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(t) : tokenizer.encodeChat([{ role: 'user', content: t }])));
     const t0 = performance.now();
-    const r = auditFp16(model, prompts);
+    const r = auditFp16(model, prompts, { generate: flags.number('generate', CALIBRATION_STEPS, { integer: true, min: 0 }) });
     model.backend.dispose?.();
     const f = (v: number) => (v >= 1e4 || (v < 1e-2 && v > 0) ? v.toExponential(2) : v.toFixed(2)).padStart(10);
     const head = ['layer', ...AUDIT_POINTS].map((h, i) => (i === 0 ? h.padEnd(6) : h.padStart(13))).join('');

@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { makeSampler, openModel, openSession } from './model-flags.js';
+import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
 import { formatStats, generateTokens } from '../runtime/generate.js';
 import { StreamDecoder, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
@@ -112,6 +112,7 @@ export const chatCommand: Command = {
           generating = false;
           process.stdout.write(r.value.stoppedBy === 'interrupted' ? ' [interrupted]\n' : '\n');
           if (flags.bool('stats')) process.stderr.write(`${formatStats(r.value)}; reused ${cached.length} cached tokens\n`);
+          reportOverflow(session);
           break;
         }
         answer.push(r.value);

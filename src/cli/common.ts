@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LutraError } from '../util/errors.js';
+import { NUMERICS_HELP } from '../fp16/numerics.js';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -116,6 +117,9 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   threads: { type: 'string', arg: 'N', help: 'threads for the wasm backend', default: 'available cores' },
   context: { type: 'string', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },
   'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },
+  numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
+  'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
+  activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4 matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp) or f32', default: 'q8' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {

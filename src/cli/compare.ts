@@ -3,10 +3,12 @@
 import { availableParallelism } from 'node:os';
 import type { Command, Flags } from './common.js';
 import { LutraError } from '../util/errors.js';
+import { parseNumerics } from '../fp16/numerics.js';
+import { activationsFlag, onOverflowFlag } from './model-flags.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { readDataset, type PromptItem } from '../verify/dataset.js';
 import {
-  checkLayersComparable, comparePrompt, evaluateGates, LlamaCppRunner, LutraRunner, parseGates, parseRunnerSpec, promptMetrics,
+  checkLayersComparable, comparePrompt, evaluateGates, LlamaCppRunner, LutraRunner, parseGates, type LutraRunnerOptions, parseRunnerSpec, promptMetrics,
   repetitionFlags, summarize, type DriverRole, type Gate, type Runner,
 } from '../verify/compare.js';
 import { fmt, formatGates, formatTable, writeOutputs, LAYER_COSINE_GATE, type ResultRecord, type SummaryFile } from '../verify/report.js';
@@ -25,10 +27,25 @@ function parsePromptIds(text: string): number[] {
   });
 }
 
-async function openRunner(spec: string, backend: string, prefillBatch: number, contextSize: number, threads: number): Promise<Runner> {
+async function openRunner(spec: string, backend: string, lutra: LutraRunnerOptions, contextSize: number, threads: number): Promise<Runner> {
   const { engine, path } = parseRunnerSpec(spec);
   if (engine === 'llama.cpp') return LlamaCppRunner.open(spec, path, contextSize, threads);
-  return LutraRunner.open(path, backend, { prefillBatch });
+  return LutraRunner.open(path, backend, lutra);
+}
+
+function overflowsOf(r: Runner): string[] {
+  return r instanceof LutraRunner ? r.overflows : [];
+}
+
+/** The lutra options of one side: --candidate-numerics / --candidate-activations, or the reference's. */
+function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch: number): LutraRunnerOptions {
+  const spec = flags.optionalString(`${side}-numerics`);
+  return {
+    prefillBatch,
+    numerics: spec === undefined ? undefined : parseNumerics(spec, `--${side}-numerics`),
+    onOverflow: onOverflowFlag(flags),
+    activations: activationsFlag(flags, `${side}-activations`),
+  };
 }
 
 export const compareCommand: Command = {
@@ -52,6 +69,11 @@ export const compareCommand: Command = {
     'layer-threshold': { type: 'string', arg: 'C', help: 'per-layer cosine gate for --layers', default: String(LAYER_COSINE_GATE) },
     'candidate-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra candidate', default: 'reference' },
     'reference-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra reference (the f32 reference backend)', default: 'reference' },
+    'candidate-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra candidate: f32, fp16, fp16,accumulate=fp16, fp16,clamp', default: "its meta.yaml's, else f32" },
+    'reference-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra reference', default: "its meta.yaml's, else f32" },
+    'on-overflow': { type: 'string', arg: 'WHAT', help: 'fp16 numerics: error (stop at the first non-finite activation) or continue (report it and measure anyway)', default: 'error' },
+    'candidate-activations': { type: 'string', arg: 'KIND', help: "a lutra candidate's int8/int4 matmul inputs: q8 or f32", default: 'q8' },
+    'reference-activations': { type: 'string', arg: 'KIND', help: "a lutra reference's int8/int4 matmul inputs: q8 or f32", default: 'q8' },
     'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch for lutra models', default: '64' },
     'llama-threads': { type: 'string', arg: 'N', help: 'CPU threads for a gguf: model', default: 'min(4, cores)' },
   },
@@ -95,14 +117,14 @@ export const compareCommand: Command = {
       // lutra models first: one of them supplies the tokenizer, which fixes the prompt lengths
       // that a llama.cpp context is sized for.
       const specs = [
-        { spec: candSpec, backend: candBackend, role: 'candidate' },
-        { spec: refSpec, backend: refBackend, role: 'reference' },
+        { spec: candSpec, backend: candBackend, role: 'candidate', lutra: sideOptions(flags, 'candidate', prefillBatch) },
+        { spec: refSpec, backend: refBackend, role: 'reference', lutra: sideOptions(flags, 'reference', prefillBatch) },
       ];
       const opened = new Map<string, Runner>();
       for (const s of specs) {
         if (parseRunnerSpec(s.spec).engine === 'lutra') {
           process.stderr.write(`loading ${s.role} ${s.spec} (${s.backend} backend)…\n`);
-          const r = await openRunner(s.spec, s.backend, prefillBatch, 0, threads);
+          const r = await openRunner(s.spec, s.backend, s.lutra, 0, threads);
           runners.push(r);
           opened.set(s.role, r);
         }
@@ -122,7 +144,7 @@ export const compareCommand: Command = {
       for (const s of specs) {
         if (parseRunnerSpec(s.spec).engine === 'llama.cpp') {
           process.stderr.write(`loading ${s.role} ${s.spec} (llama.cpp, context ${contextSize})…\n`);
-          const r = await openRunner(s.spec, s.backend, prefillBatch, contextSize, threads);
+          const r = await openRunner(s.spec, s.backend, s.lutra, contextSize, threads);
           runners.push(r);
           opened.set(s.role, r);
         }
@@ -203,6 +225,13 @@ export const compareCommand: Command = {
         correlation_of: candidate.rowsAreLogProbs || reference.rowsAreLogProbs ? 'log-probabilities' : 'logits',
         seconds: { load: loadSeconds, run: runSeconds, total: (performance.now() - t0) / 1000 },
       };
+      const overflows = { candidate: overflowsOf(candidate), reference: overflowsOf(reference) };
+      if (overflows.candidate.length + overflows.reference.length > 0) {
+        summary.overflows = overflows;
+        for (const side of ['candidate', 'reference'] as const) {
+          for (const o of overflows[side]) process.stderr.write(`warning: ${side}: ${o}\n`);
+        }
+      }
       const gateResults = gates ? evaluateGates(gates, summary) : null;
       if (gateResults) summary.gates = gateResults.map((g) => ({ gate: g.gate.text, actual: g.actual, pass: g.pass }));
       process.stdout.write(formatTable(results, summary) + '\n');

@@ -5,13 +5,16 @@ import { buildPlan } from '../quant/plan.js';
 import { convert } from '../quant/convert.js';
 import { tensorProgress } from './progress.js';
 import { checkAlpha } from '../fp16/scale.js';
-import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT } from '../fp16/audit.js';
+import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
+import { readDataset } from '../verify/dataset.js';
+import { LutraError } from '../util/errors.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
+import { F32_NUMERICS, numericsName, parseNumerics } from '../fp16/numerics.js';
 
 export const convertCommand: Command = {
   name: 'convert',
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
-  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--tokenizer DIR]',
+  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
   options: {
     model: { type: 'string', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
@@ -21,6 +24,8 @@ export const convertCommand: Command = {
     lut2: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: every attention and FFN matrix → lut<B>:G' },
     lut3: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: LM head → lut<B>:G' },
     'fp16-scale': { type: 'string', arg: 'auto|α', help: 'scale the residual stream by α for fp16 accelerators; auto = lutra audit-fp16 on a calibration prompt', default: '1 (none)' },
+    calibration: { type: 'string', arg: 'FILE', help: `prompts (JSONL or lines) the fp16 audit of --fp16-scale auto runs on, each with ${CALIBRATION_STEPS} greedy steps`, default: 'one built-in prompt' },
+    numerics: { type: 'string', arg: 'SPEC', help: 'numerics the package is built for, recorded in meta.yaml and used by default when it runs (f32, fp16, fp16,accumulate=fp16, fp16,clamp)', default: 'fp16 with --fp16-scale, else f32' },
     'weight-threshold': { type: 'string', arg: 'N', help: 'tensors with fewer elements stay unquantized', default: '0' },
   },
   notes:
@@ -38,7 +43,9 @@ export const convertCommand: Command = {
       lut3: flags.optionalString('lut3'),
       weightThreshold: flags.number('weight-threshold', 0, { integer: true, min: 0 }),
     });
-    const fp16Scale = chooseFp16Scale(flags.string('fp16-scale', '1'), src);
+    const numerics = numericsName(parseNumerics(flags.string('numerics', flags.has('fp16-scale') ? 'fp16' : 'f32')));
+    if (flags.has('calibration') && flags.optionalString('fp16-scale') !== 'auto') throw new LutraError('--calibration needs --fp16-scale auto');
+    const fp16Scale = chooseFp16Scale(flags.string('fp16-scale', '1'), src, flags.optionalString('calibration'));
     const t0 = performance.now();
     let bar: ReturnType<typeof tensorProgress> | null = null;
     const command = ['lutra', ...process.argv.slice(2)].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
@@ -49,6 +56,7 @@ export const convertCommand: Command = {
       command,
       tokenizer: flags.optionalString('tokenizer'),
       fp16Scale,
+      numerics,
       onTensor: (name, i, total) => {
         bar ??= tensorProgress('convert', total);
         bar.update(i, name);
@@ -67,18 +75,20 @@ export const convertCommand: Command = {
 };
 
 /** α from the flag: a number, or `auto` = the audit's recommendation on a calibration prompt. */
-function chooseFp16Scale(value: string, src: string): { alpha: number; chosenBy: string } {
+function chooseFp16Scale(value: string, src: string, calibration: string | undefined): { alpha: number; chosenBy: string } {
   if (value !== 'auto') {
     const alpha = checkAlpha(Number(value), `--fp16-scale ${value}`);
     return { alpha, chosenBy: alpha === 1 ? 'none' : 'given on the command line' };
   }
   const backend = makeBackend('wasm');
   try {
-    const { model, tokenizer } = loadModel(src, backend);
-    const ids = tokenizer!.hasChatTemplate ? tokenizer!.encodeChat([{ role: 'user', content: CALIBRATION_PROMPT }]) : tokenizer!.encode(CALIBRATION_PROMPT);
-    const r = auditFp16(model, [ids]);
-    process.stderr.write(`fp16 audit: peak residual ${r.residualPeak.toExponential(3)} → α = ${r.alpha}\n`);
-    return { alpha: r.alpha, chosenBy: `auto: ${ALPHA_TARGET} / peak residual ${r.residualPeak.toExponential(4)} over ${r.positions} calibration positions, rounded down to 1/64` };
+    const { model, tokenizer } = loadModel(src, backend, { numerics: F32_NUMERICS });
+    const texts = calibration ? readDataset(calibration).map((p) => p.prompt) : [CALIBRATION_PROMPT];
+    const prompts = texts.map((t) => (tokenizer!.hasChatTemplate ? tokenizer!.encodeChat([{ role: 'user', content: t }]) : tokenizer!.encode(t)));
+    const r = auditFp16(model, prompts, { generate: CALIBRATION_STEPS });
+    process.stderr.write(`fp16 audit: peak residual ${r.residualPeak.toExponential(3)} over ${r.positions} positions → α = ${r.alpha}\n`);
+    const on = calibration ? `${prompts.length} prompts of ${calibration}` : 'the built-in calibration prompt';
+    return { alpha: r.alpha, chosenBy: `auto: ${ALPHA_TARGET} / peak residual ${r.residualPeak.toExponential(4)} over ${r.positions} positions (${on}, ${CALIBRATION_STEPS} greedy steps each), rounded down to 1/64` };
   } finally {
     backend.dispose?.();
   }

@@ -1,14 +1,18 @@
 import type { Command } from './common.js';
 import { SHAPES, writeFixture } from '../model/fixture.js';
+import { writeOverflowFixture } from '../fp16/overflow-fixture.js';
+import { LutraError } from '../util/errors.js';
 
 export const fixtureCommand: Command = {
   name: 'fixture',
   summary: 'write a deterministic random-weight Gemma 3 checkpoint in Hugging Face layout',
-  usage: 'lutra fixture --out DIR [--shape tiny|gemma-3-270m|gemma-3-1b] [--seed N]',
+  usage: 'lutra fixture --out DIR [--shape tiny|gemma-3-270m|gemma-3-1b] [--seed N] [--residual-peak 2e5 [--peak-layer L]]',
   options: {
     out: { type: 'string', arg: 'DIR', help: 'output folder (must not exist)' },
     shape: { type: 'string', arg: 'NAME', help: `one of ${Object.keys(SHAPES).join(', ')}`, default: 'tiny' },
     seed: { type: 'string', arg: 'N', help: 'random seed', default: '0' },
+    'residual-peak': { type: 'string', arg: 'X', help: "an fp16 overflow fixture: raise one layer's post-feedforward norm gain until the f32 residual stream peaks at X on the calibration prompt" },
+    'peak-layer': { type: 'string', arg: 'L', help: 'the layer whose gain is raised', default: 'num_layers/2 − 1' },
   },
   notes:
     'The checkpoint has config.json, bf16 model.safetensors and the real Gemma 3 tokenizer files.\n' +
@@ -18,7 +22,20 @@ export const fixtureCommand: Command = {
     const shape = flags.string('shape', 'tiny');
     const seed = flags.number('seed', 0, { integer: true, min: 0 });
     const t0 = performance.now();
-    writeFixture(out, shape, seed);
-    process.stderr.write(`wrote ${shape} fixture (seed ${seed}) to ${out} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    const seconds = () => ((performance.now() - t0) / 1000).toFixed(1);
+    if (!flags.has('residual-peak')) {
+      if (flags.has('peak-layer')) throw new LutraError('--peak-layer needs --residual-peak');
+      writeFixture(out, shape, seed);
+      process.stderr.write(`wrote ${shape} fixture (seed ${seed}) to ${out} in ${seconds()} s\n`);
+      return;
+    }
+    const peak = flags.number('residual-peak', 0, { min: Number.MIN_VALUE });
+    const layer = flags.has('peak-layer') ? flags.number('peak-layer', 0, { integer: true, min: 0 }) : undefined;
+    const r = writeOverflowFixture(out, shape, seed, peak, layer);
+    const first = r.audit.firstOverflow;
+    process.stderr.write(
+      `wrote ${shape} fixture (seed ${seed}) to ${out} in ${seconds()} s: f32 residual peak ${r.audit.residualPeak.toExponential(3)} ` +
+        `(layer ${r.layer} gain raised); first fp16 overflow: ${first ? `layer ${first.layer} ${first.point}` : 'none'}; recommended α ${r.audit.alpha}\n`,
+    );
   },
 };

@@ -1,6 +1,6 @@
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { makeSampler, openModel, openSession } from './model-flags.js';
+import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
 import { formatStats, generateTokens } from '../runtime/generate.js';
 import { StreamDecoder } from '../tokenizer/tokenizer.js';
 
@@ -34,6 +34,7 @@ export const generateCommand: Command = {
       const r = await gen.next();
       if (r.done) {
         process.stdout.write('\n');
+        reportOverflow(session);
         if (!flags.bool('quiet')) process.stderr.write(`[${model.backend.name}, loaded in ${loadSeconds.toFixed(2)} s] ${formatStats(r.value)}\n`);
         break;
       }

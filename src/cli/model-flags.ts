@@ -5,13 +5,32 @@ import { Session } from '../runtime/session.js';
 import { Sampler } from '../runtime/sampler.js';
 import type { Gemma3Model } from '../model/gemma3.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
+import { LutraError } from '../util/errors.js';
+import { parseNumerics, type Numerics } from '../fp16/numerics.js';
+import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 
-export function openModel(flags: Flags): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number } {
+/** --activations q8|f32 (undefined: the backend default). */
+export function activationsFlag(flags: Flags, name = 'activations'): 'q8' | 'f32' | undefined {
+  const a = flags.optionalString(name);
+  if (a !== undefined && a !== 'q8' && a !== 'f32') throw new LutraError(`--${name} ${a}: expected q8 or f32`);
+  return a;
+}
+
+export function onOverflowFlag(flags: Flags): OnOverflow {
+  const v = flags.string('on-overflow', 'error');
+  if (v !== 'error' && v !== 'continue') throw new LutraError(`--on-overflow ${v}: expected error or continue`);
+  return v;
+}
+
+/** Open --model on --backend; `numerics` overrides --numerics (the fp16 audit always runs in f32). */
+export function openModel(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
   const dir = flags.model();
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
-  const backend = makeBackend(flags.string('backend', 'wasm'), { threads });
-  const { model, tokenizer, loadSeconds } = loadModel(dir, backend);
-  return { model, tokenizer: tokenizer!, dir, loadSeconds };
+  const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags) });
+  const spec = flags.optionalString('numerics');
+  const numerics = opts.numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined);
+  const loaded = loadModel(dir, backend, { numerics });
+  return { ...loaded, tokenizer: loaded.tokenizer!, dir };
 }
 
 export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {
@@ -20,7 +39,13 @@ export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0)
     contextLength: flags.number('context', Math.min(maxCtx, 4096), { integer: true, min: 1, max: maxCtx }),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
     rollbackSlack,
+    onOverflow: onOverflowFlag(flags),
   });
+}
+
+/** After a run with --on-overflow continue: say on stderr that the output went through an overflow. */
+export function reportOverflow(session: Session): void {
+  if (session.overflow) process.stderr.write(`warning: ${describeOverflow(session.overflow)}; the output after it is not meaningful\n`);
 }
 
 export interface SamplingDefaults {

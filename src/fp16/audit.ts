@@ -1,11 +1,16 @@
 // FP16 overflow audit: one f32 pass that records, per layer, the peak |value| at every point
 // where an fp16 accelerator would hold an activation, and recommends the residual scale α.
-import type { Gemma3Model, ActivationPoint } from '../model/gemma3.js';
+import type { Gemma3Model, ActivationPoint, Observer } from '../model/gemma3.js';
+import { top2 } from '../verify/metrics.js';
 import { Session } from '../runtime/session.js';
 
-export const FP16_MAX = 65504;
+import { FP16_MAX } from './round.js';
+export { FP16_MAX };
 /** α targets this peak, leaving headroom under FP16_MAX for prompts the audit did not see. */
 export const ALPHA_TARGET = 50000;
+
+/** Greedy steps audited after each calibration prompt by default: decode positions peak too. */
+export const CALIBRATION_STEPS = 128;
 
 /** Default calibration prompt: long enough to exercise several positions. */
 export const CALIBRATION_PROMPT = 'Explain, step by step and at length, how a river carves a canyon over millions of years.';
@@ -45,22 +50,26 @@ function peakOf(data: Float32Array, n: number): number {
   return m;
 }
 
-/** Run every prompt (token ids) through a fresh session and gather the peaks. */
-export function auditFp16(model: Gemma3Model, prompts: number[][]): AuditResult {
+/**
+ * Run every prompt (token ids) through a fresh session, then `generate` greedy steps after it
+ * (decode positions peak too), and gather the peaks.
+ */
+export function auditFp16(model: Gemma3Model, prompts: number[][], opts: { generate?: number } = {}): AuditResult {
   const L = model.cfg.numLayers;
   const layers: LayerPeaks[] = Array.from({ length: L }, (_, layer) => ({ layer, peaks: Object.fromEntries(AUDIT_POINTS.map((p) => [p, 0])) }));
   let embedPeak = 0;
   let positions = 0;
+  const observer: Observer = (layer, point, data, rows, cols) => {
+    const p = peakOf(data, rows * cols);
+    if (point === 'embed') embedPeak = Math.max(embedPeak, p);
+    else if (point in layers[layer].peaks) layers[layer].peaks[point] = Math.max(layers[layer].peaks[point], p);
+  };
   for (const ids of prompts) {
-    const session = new Session(model, { contextLength: Math.min(model.cfg.maxPositions, Math.max(ids.length, 1)) });
-    session.prefill(ids, {
-      observer: (layer, point, data, rows, cols) => {
-        const p = peakOf(data, rows * cols);
-        if (point === 'embed') embedPeak = Math.max(embedPeak, p);
-        else if (point in layers[layer].peaks) layers[layer].peaks[point] = Math.max(layers[layer].peaks[point], p);
-      },
-    });
-    positions += ids.length;
+    const steps = Math.max(0, Math.min(opts.generate ?? 0, model.cfg.maxPositions - ids.length));
+    const session = new Session(model, { contextLength: Math.min(model.cfg.maxPositions, Math.max(ids.length + steps, 1)) });
+    let logits = session.prefill(ids, { observer });
+    for (let k = 0; k < steps; k++) logits = session.step(top2(logits).top, observer);
+    positions += ids.length + steps;
   }
   let residualPeak = embedPeak;
   let firstOverflow: AuditResult['firstOverflow'] = embedPeak > FP16_MAX ? { layer: 0, point: 'embed', peak: embedPeak } : null;

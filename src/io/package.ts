@@ -167,6 +167,7 @@ export class PackageSource implements WeightSource {
   readonly rawConfig: Record<string, unknown>;
   readonly meta: PackageMeta;
   readonly embedScale: number | undefined;
+  readonly numerics: string | undefined;
   readonly separateLmHead = true;
   private files = new Map<string, SafetensorsFile>();
   private where = new Map<string, SafetensorsFile>();
@@ -186,6 +187,7 @@ export class PackageSource implements WeightSource {
     }
     this.meta = meta;
     this.embedScale = typeof meta.embed_scale === 'number' ? meta.embed_scale : undefined;
+    this.numerics = typeof meta.numerics === 'string' ? meta.numerics : undefined;
     const configPath = join(dir, 'config.json');
     this.rawConfig = readJsonFile(configPath, 'the model config');
     this.config = resolveGemmaConfig(this.rawConfig, configPath);

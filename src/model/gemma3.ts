@@ -20,6 +20,8 @@ export interface WeightSource {
   load(name: string, expectedShape?: number[]): WeightTensor;
   /** Embedding scale recorded by a package (e.g. with an fp16 α folded in); undefined for checkpoints. */
   embedScale?: number;
+  /** The numerics a package was built for (meta.yaml), e.g. "fp16"; undefined for checkpoints. */
+  numerics?: string;
   /** A package stores lm_head.weight only when its format differs from the embedding's: then use it. */
   separateLmHead?: boolean;
   close(): void;
@@ -42,19 +44,40 @@ interface Layer {
   postFfnNorm: Float32Array;
 }
 
-/** Activation points an observer can watch (per-layer cosine, fp16 audit). */
-export type ActivationPoint =
-  | 'embed' // scaled embedding, the residual stream entering layer 0
-  | 'attn_out' // attention block output before its post-norm
-  | 'attn_post' // after post_attention_layernorm
-  | 'residual_mid' // residual stream after the attention add
-  | 'mlp_act' // gelu(gate) · up, the MLP intermediate
-  | 'ffn_out' // MLP output before its post-norm
-  | 'ffn_post' // after post_feedforward_layernorm
-  | 'residual' // residual stream leaving the layer
-  | 'final_norm'; // after the final norm (last layer index)
+/**
+ * Activation points an observer can watch, one after every op of the forward pass (per-layer
+ * cosine, the fp16 audit, fp16 overflow detection). ACTIVATION_POINTS describes each.
+ */
+export const ACTIVATION_POINTS = {
+  embed: 'embedding lookup × scale (the residual stream entering layer 0)',
+  attn_norm: 'input_layernorm output',
+  q_proj: 'q_proj matmul',
+  k_proj: 'k_proj matmul',
+  v_proj: 'v_proj matmul',
+  q_rope: 'query after q_norm and RoPE',
+  k_rope: 'key after k_norm and RoPE',
+  attn: 'attention (softmax(q·kᵀ)·v) output',
+  attn_out: 'o_proj matmul (attention block output before its post-norm)',
+  attn_post: 'post_attention_layernorm output',
+  residual_mid: 'residual add after attention',
+  ffn_norm: 'pre_feedforward_layernorm output',
+  gate: 'gate_proj matmul',
+  up: 'up_proj matmul',
+  mlp_act: 'gelu(gate) · up (the MLP intermediate)',
+  ffn_out: 'down_proj matmul (feed-forward output before its post-norm)',
+  ffn_post: 'post_feedforward_layernorm output',
+  residual: 'residual add after feed-forward (the stream leaving the layer)',
+  final_norm: 'final norm output',
+  logits: 'LM head matmul (logits)',
+} as const;
 
-export type Observer = (layer: number, point: ActivationPoint, data: Float32Array, rows: number, cols: number) => void;
+export type ActivationPoint = keyof typeof ACTIVATION_POINTS;
+
+/**
+ * Called after each op with its output: `rows` rows of `cols` values, row i at position pos0 + i.
+ * `data` is live engine memory, valid only during the call.
+ */
+export type Observer = (layer: number, point: ActivationPoint, data: Float32Array, rows: number, cols: number, pos0: number) => void;
 
 export interface ForwardOptions {
   /** Which positions get logits: none, the last one, or every one. */
@@ -152,59 +175,73 @@ export class Gemma3Model {
     const up = B.scratch(T * I);
 
     B.embed(this.embed, ids, this.embedScale, h);
-    watch?.(0, 'embed', h, T, H);
+    watch?.(0, 'embed', h, T, H, pos0);
 
     for (let l = 0; l < this.layers.length; l++) {
       const L = this.layers[l];
+      const seen = watch && ((point: ActivationPoint, data: Float32Array, cols: number) => watch(l, point, data, T, cols, pos0));
       // --- attention block ---
       B.rmsNorm(h, T, H, L.inputNorm, eps, x);
+      seen?.('attn_norm', x, H);
       B.matmul(x, T, L.q, q);
+      seen?.('q_proj', q, nH * D);
       B.matmul(x, T, L.k, k);
+      seen?.('k_proj', k, nKV * D);
       B.matmul(x, T, L.v, v);
-      B.rmsNorm(q, T * nH, D, L.qNorm, eps, q);
-      B.rmsNorm(k, T * nKV, D, L.kNorm, eps, k);
+      seen?.('v_proj', v, nKV * D);
       const rope = L.sliding ? this.ropeLocal : this.ropeGlobal;
+      B.rmsNorm(q, T * nH, D, L.qNorm, eps, q);
       B.rope(q, T, nH, D, pos0, rope);
+      seen?.('q_rope', q, nH * D);
+      B.rmsNorm(k, T * nKV, D, L.kNorm, eps, k);
       B.rope(k, T, nKV, D, pos0, rope);
+      seen?.('k_rope', k, nKV * D);
       B.attention({
         q, k, v, cache: cache.layers[l], pos0, T,
         numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attnScale,
         window: L.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: att,
       });
+      seen?.('attn', att, nH * D);
       cache.write(l, k, v, pos0, T);
       B.matmul(att, T, L.o, x);
-      watch?.(l, 'attn_out', x, T, H);
+      seen?.('attn_out', x, H);
       B.rmsNorm(x, T, H, L.postAttnNorm, eps, x);
-      watch?.(l, 'attn_post', x, T, H);
+      seen?.('attn_post', x, H);
       B.add(h, x, T * H);
-      watch?.(l, 'residual_mid', h, T, H);
+      seen?.('residual_mid', h, H);
       // --- MLP block ---
       B.rmsNorm(h, T, H, L.preFfnNorm, eps, x);
+      seen?.('ffn_norm', x, H);
       B.matmul(x, T, L.gate, gate);
+      seen?.('gate', gate, I);
       B.matmul(x, T, L.up, up);
+      seen?.('up', up, I);
       B.geluMul(gate, up, T * I, gate);
-      watch?.(l, 'mlp_act', gate, T, I);
+      seen?.('mlp_act', gate, I);
       B.matmul(gate, T, L.down, x);
-      watch?.(l, 'ffn_out', x, T, H);
+      seen?.('ffn_out', x, H);
       B.rmsNorm(x, T, H, L.postFfnNorm, eps, x);
-      watch?.(l, 'ffn_post', x, T, H);
+      seen?.('ffn_post', x, H);
       B.add(h, x, T * H);
-      watch?.(l, 'residual', h, T, H);
+      seen?.('residual', h, H);
     }
     cache.length = pos0 + T;
 
     if (opts.logits === 'none') return null;
     const rows = opts.logits === 'all' ? T : 1;
+    const firstPos = pos0 + T - rows;
     const last = opts.logits === 'all' ? h : h.subarray((T - 1) * H, T * H);
     const normed = B.scratch(rows * H);
+    const top = this.layers.length - 1;
     B.rmsNorm(last, rows, H, this.finalNorm, eps, normed);
-    watch?.(this.layers.length - 1, 'final_norm', normed, rows, H);
+    watch?.(top, 'final_norm', normed, rows, H, firstPos);
     const logits = B.scratch(rows * this.vocabSize);
     B.matmul(normed, rows, this.lmHead, logits);
     if (cfg.finalLogitSoftcapping) {
       const c = cfg.finalLogitSoftcapping;
       for (let i = 0; i < logits.length; i++) logits[i] = c * Math.tanh(logits[i] / c);
     }
+    watch?.(top, 'logits', logits, rows, this.vocabSize, firstPos);
     return logits;
   }
 }

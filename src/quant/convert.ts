@@ -26,6 +26,8 @@ export interface ConvertOptions {
   onTensor?: (name: string, index: number, total: number) => void;
   /** FP16 residual scale α (1 = none) and how it was chosen, recorded in meta.yaml. */
   fp16Scale?: { alpha: number; chosenBy: string };
+  /** The numerics the package is built for (a --numerics spec), recorded in meta.yaml; default f32. */
+  numerics?: string;
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -101,7 +103,7 @@ export function convert(opts: ConvertOptions): PackageMeta {
       prefill_batch: opts.prefillBatch ?? 64,
       fp16_scale: { alpha, chosen_by: opts.fp16Scale?.chosenBy ?? 'none' },
       embed_scale: alpha * (src.embedScale ?? embedScaleFor(cfg.hiddenSize, src.format('model.embed_tokens.weight').kind)),
-      numerics: 'f32',
+      numerics: opts.numerics ?? 'f32',
       quantization: planFields(opts.plan),
       command: opts.command,
       created_by: 'lutra',

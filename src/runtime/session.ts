@@ -3,6 +3,8 @@
 import type { Gemma3Model, Observer } from '../model/gemma3.js';
 import { KVCache } from './kv-cache.js';
 import { LutraError } from '../util/errors.js';
+import { Fp16Backend } from '../fp16/backend.js';
+import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } from '../fp16/overflow.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -13,6 +15,8 @@ export interface SessionOptions {
   qChunk?: number;
   /** How many tokens truncate() may drop (extra ring slots per sliding layer). */
   rollbackSlack?: number;
+  /** With fp16 numerics: stop at the first non-finite activation (default) or run on. */
+  onOverflow?: OnOverflow;
 }
 
 export class Session {
@@ -20,6 +24,8 @@ export class Session {
   readonly contextLength: number;
   readonly prefillBatch: number;
   readonly qChunk: number;
+  /** Watches every op's output when the model runs in fp16 numerics. */
+  private readonly overflowWatch: OverflowWatch | null;
 
   constructor(readonly model: Gemma3Model, opts: SessionOptions = {}) {
     this.contextLength = opts.contextLength ?? Math.min(model.cfg.maxPositions, 4096);
@@ -29,6 +35,17 @@ export class Session {
       throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
     }
     this.cache = new KVCache(model.backend, model.cfg, this.contextLength, opts.rollbackSlack ?? 0);
+    const B = model.backend;
+    this.overflowWatch = B instanceof Fp16Backend ? new OverflowWatch(B, opts.onOverflow ?? 'error') : null;
+  }
+
+  /** The first fp16 overflow of this session (with onOverflow 'continue'), or null. */
+  get overflow(): OverflowEvent | null {
+    return this.overflowWatch?.first ?? null;
+  }
+
+  private watch(observer: Observer | undefined): Observer | undefined {
+    return chainObservers(this.overflowWatch?.observer, observer);
   }
 
   get position(): number {
@@ -62,7 +79,7 @@ export class Session {
       const logits = this.model.forward(batch, this.position, this.cache, {
         logits: all ? 'all' : isLast ? 'last' : 'none',
         qChunk: this.qChunk,
-        observer: opts.observer,
+        observer: this.watch(opts.observer),
       });
       if (all && logits) all.set(logits, s * V);
       if (isLast && !all) last = (logits as Float32Array).slice();
@@ -73,12 +90,13 @@ export class Session {
   /** Feed one token; returns the next-token logits. */
   step(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
-    const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer }) as Float32Array;
+    const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
     return logits.slice(); // forward's buffer is reused by the next call
   }
 
   reset(): void {
     this.cache.reset();
+    this.overflowWatch?.reset();
   }
 
   /** Keep only the first n tokens; false (and nothing changed) when the rings cannot step back that far. */

@@ -29,6 +29,8 @@ import { LlamaCppOracle, LOG_PROB_FLOOR } from './llama-cpp.js';
 import { cosine, entropy, klDivergence, logSoftmax, pearson, top2 } from './metrics.js';
 import { LutraError } from '../util/errors.js';
 import type { Gemma3Model } from '../model/gemma3.js';
+import type { Numerics } from '../fp16/numerics.js';
+import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 
 // ---------------------------------------------------------------------------------------------
 // Runners
@@ -83,6 +85,15 @@ export interface Runner {
   dispose(): Promise<void>;
 }
 
+export interface LutraRunnerOptions {
+  prefillBatch?: number;
+  /** Default: what the model records (a package's meta.yaml), else f32. */
+  numerics?: Numerics;
+  onOverflow?: OnOverflow;
+  /** Inputs of int8/int4 matmuls (backend default: q8). */
+  activations?: 'q8' | 'f32';
+}
+
 export class LutraRunner implements Runner {
   readonly engine = 'lutra' as const;
   readonly rowsAreLogProbs = false;
@@ -93,13 +104,17 @@ export class LutraRunner implements Runner {
     readonly tokenizer: GemmaTokenizer | null,
     readonly loadSeconds: number,
     private readonly prefillBatch = 64,
+    private readonly onOverflow: OnOverflow = 'error',
   ) {
     this.description = `lutra, ${model.backend.name} backend`;
   }
 
-  static open(dir: string, backend: string, opts: { prefillBatch?: number } = {}): LutraRunner {
-    const { model, tokenizer, loadSeconds } = loadModel(dir, makeBackend(backend));
-    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch);
+  /** fp16 overflows met with onOverflow 'continue', one line each (the first of each session). */
+  readonly overflows: string[] = [];
+
+  static open(dir: string, backend: string, opts: LutraRunnerOptions = {}): LutraRunner {
+    const { model, tokenizer, loadSeconds } = loadModel(dir, makeBackend(backend, { activations: opts.activations }), { numerics: opts.numerics });
+    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow);
   }
 
   get vocabSize(): number {
@@ -113,7 +128,11 @@ export class LutraRunner implements Runner {
   private session(n: number): Session {
     const max = this.model.cfg.maxPositions;
     if (n > max) throw new LutraError(`${this.spec}: ${n} tokens exceed max_position_embeddings ${max}; shorten the prompt or --max-tokens`);
-    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch });
+    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch, onOverflow: this.onOverflow });
+  }
+
+  private noteOverflow(s: Session): void {
+    if (s.overflow) this.overflows.push(describeOverflow(s.overflow));
   }
 
   /** Batched prefill with every position's logits, one prefill batch at a time. */
@@ -141,11 +160,14 @@ export class LutraRunner implements Runner {
       rows.push(s.step(tok, observer));
       if (tokens.length % 8 === 0) await new Promise((r) => setImmediate(r));
     }
+    this.noteOverflow(s);
     return { tokens, rows };
   }
 
   async teacherForce(ids: number[], onRow: (pos: number, row: Float32Array) => void, opts: { hidden?: HiddenCapture }) {
-    this.prefillRows(this.session(ids.length), ids, onRow, opts.hidden?.observer);
+    const s = this.session(ids.length);
+    this.prefillRows(s, ids, onRow, opts.hidden?.observer);
+    this.noteOverflow(s);
   }
 
   async dispose(): Promise<void> {}

@@ -38,7 +38,12 @@ export interface RunInfo {
   seconds: { load: number; run: number; total: number };
 }
 
-export type SummaryFile = Summary & RunInfo & { gates?: { gate: string; actual: number | null; pass: boolean }[] };
+export type SummaryFile = Summary &
+  RunInfo & {
+    gates?: { gate: string; actual: number | null; pass: boolean }[];
+    /** fp16 overflows met under --on-overflow continue, per side (the first of each session). */
+    overflows?: { candidate: string[]; reference: string[] };
+  };
 
 // ---------------------------------------------------------------------------------------------
 // Judgement against the seed's guidance (anchors-anemll-coreml.md §1.6)
