@@ -1,9 +1,8 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import type { Command, Flags } from './common.js';
+import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
-import { openModel } from './model-flags.js';
-import { loadModel, makeBackend } from '../runtime/load.js';
+import { openModelWeights } from './model-flags.js';
 import { benchTokens, timeModel } from '../bench/timing.js';
 import { exportTypeFor, ggufFor, matrixFormats } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
@@ -54,7 +53,8 @@ export const benchCommand: Command = {
     if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
     const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
     say('loading');
-    const { model, dir, loadSeconds } = isGgufPath(given) ? openGguf(flags, given) : openModel(flags);
+    // No tokenizer: the bench feeds token ids, and Gemma's 262k-entry tokenizer costs ~235 MB of RSS.
+    const { model, dir, loadSeconds } = openModelWeights(flags);
     let t;
     try {
       t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);
@@ -86,8 +86,6 @@ export const benchCommand: Command = {
       peak_rss_bytes: t.peak_rss_bytes,
       rss_limit_bytes: rssLimitBytes,
       rss_ok: t.peak_rss_bytes <= rssLimitBytes,
-      // openModel loads the tokenizer (as generate/chat do; ~235 MB peak for Gemma's 262k vocabulary); a .gguf path does not.
-      rss_includes_tokenizer: !isGgufPath(dir),
       repetitions: t.repetitions,
     };
     if (vs) {
@@ -105,19 +103,6 @@ export const benchCommand: Command = {
   },
 };
 
-/**
- * openModel reads the tokenizer from the model folder, which a .gguf file is not; the bench needs
- * no tokenizer, so a GGUF loads on the plain --backend/--threads path (other model flags refused).
- */
-function openGguf(flags: Flags, path: string) {
-  for (const name of Object.keys(BENCH_MODEL_OPTIONS)) {
-    if (flags.has(name) && !['model', 'backend', 'threads', 'prefill-batch'].includes(name)) throw new LutraError(`--${name}: not supported with a .gguf --model in lutra bench yet`);
-  }
-  const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
-  const { model, loadSeconds } = loadModel(path, makeBackend(flags.string('backend', 'wasm'), { threads }), { tokenizer: false });
-  return { model, dir: path, loadSeconds };
-}
-
 function threadList(v: string): number[] {
   const list = v.split(',').map(Number);
   if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1 || n > 256)) throw new LutraError(`--llama-threads ${v}: expected thread counts like 1,2`);
@@ -133,7 +118,7 @@ function table(r: Record<string, any>): string {
     `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
     `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
     `  bandwidth  ${mb(r.weight_bytes)} read per token → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,
-    `  memory     peak RSS ${mb(r.peak_rss_bytes)}${r.rss_includes_tokenizer ? ' (tokenizer loaded)' : ''}; weights ${mb(r.resident_weight_bytes)}; limit 1.3 × weights + 300 MB = ${mb(r.rss_limit_bytes)}: ${r.rss_ok ? 'ok' : 'EXCEEDED'}`,
+    `  memory     peak RSS ${mb(r.peak_rss_bytes)}; weights ${mb(r.resident_weight_bytes)}; limit 1.3 × weights + 300 MB = ${mb(r.rss_limit_bytes)}: ${r.rss_ok ? 'ok' : 'EXCEEDED'}`,
   ];
   if (r.llama_cpp) {
     const l = r.llama_cpp;

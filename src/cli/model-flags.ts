@@ -22,15 +22,24 @@ export function onOverflowFlag(flags: Flags): OnOverflow {
   return v;
 }
 
+/** --model on --backend with --threads, --activations and --numerics, without the tokenizer (bench, a .gguf). */
+export function openModelWeights(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; dir: string; loadSeconds: number; numerics: Numerics } {
+  const { model, dir, loadSeconds, numerics } = load(flags, false, opts.numerics);
+  return { model, dir, loadSeconds, numerics };
+}
+
 /** Open --model on --backend; `numerics` overrides --numerics (the fp16 audit always runs in f32). */
 export function openModel(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
+  const loaded = load(flags, true, opts.numerics);
+  return { ...loaded, tokenizer: loaded.tokenizer! };
+}
+
+function load(flags: Flags, tokenizer: boolean, numerics: Numerics | undefined) {
   const dir = flags.model();
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
   const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags) });
   const spec = flags.optionalString('numerics');
-  const numerics = opts.numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined);
-  const loaded = loadModel(dir, backend, { numerics });
-  return { ...loaded, tokenizer: loaded.tokenizer!, dir };
+  return { ...loadModel(dir, backend, { tokenizer, numerics: numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined) }), dir };
 }
 
 export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {
