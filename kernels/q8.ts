@@ -123,3 +123,89 @@ export function dotQ4(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: 
   const byte = <i32>load<u8>(w + (<usize>i >> 1));
   return ((i & 1) == 0 ? byte & 15 : byte >> 4) - 8;
 }
+
+/**
+ * Two int8 rows at once against the same codes (w1 = w0 + stride, scales sc0 + scs): each
+ * activation vector and block scale is loaded once for both rows; sums go to out and out + os.
+ */
+export function dotQ8x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+  const w1 = w0 + stride, sc1 = sc0 + scs;
+  const full = cols & ~31;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let so = <usize>0, left = per;
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const qp = q + (<usize>b0 << 1);
+    const x0 = v128.load(qp), x1 = v128.load(qp, 16), x2 = v128.load(qp, 32), x3 = v128.load(qp, 48);
+    const wa = w0 + <usize>b0, wb = w1 + <usize>b0;
+    let p = i32x4.dot_i16x8_s(v128.load8x8_s(wa), x0);
+    let u = i32x4.dot_i16x8_s(v128.load8x8_s(wb), x0);
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wa + 8), x1));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 8), x1));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wa + 16), x2));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 16), x2));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wa + 24), x3));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 24), x3));
+    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(load<f32>(sc0 + so) * e)));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.splat(load<f32>(sc1 + so) * e)));
+    if (--left == 0) { left = per; so += 4; }
+  }
+  let t0 = hsum(acc0), t1 = hsum(acc1);
+  if (b0 < cols) {
+    let p = 0, u = 0;
+    for (let i = b0; i < cols; i++) {
+      const c = <i32>load<i16>(q + (<usize>i << 1));
+      p += <i32>load<i8>(w0 + <usize>i) * c;
+      u += <i32>load<i8>(w1 + <usize>i) * c;
+    }
+    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    t0 += load<f32>(sc0 + so) * e * <f32>p;
+    t1 += load<f32>(sc1 + so) * e * <f32>u;
+  }
+  store<f32>(out, t0);
+  store<f32>(out + os, t1);
+}
+
+/** Two int4 rows at once (see dotQ8x2 and dotQ4). */
+export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+  const w1 = w0 + stride, sc1 = sc0 + scs;
+  const full = cols & ~31;
+  const m = i8x16.splat(15), eight = i8x16.splat(8);
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let so = <usize>0, left = per;
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const qp = q + (<usize>b0 << 1);
+    const x0 = v128.load(qp), x1 = v128.load(qp, 16), x2 = v128.load(qp, 32), x3 = v128.load(qp, 48);
+    const ba = v128.load(w0 + (<usize>b0 >> 1)), bb = v128.load(w1 + (<usize>b0 >> 1));
+    const ea = i8x16.sub(v128.and(ba, m), eight), oa = i8x16.sub(v128.and(i16x8.shr_u(ba, 4), m), eight);
+    const eb = i8x16.sub(v128.and(bb, m), eight), ob = i8x16.sub(v128.and(i16x8.shr_u(bb, 4), m), eight);
+    let p = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(ea), x0);
+    let u = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(eb), x0);
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(ea), x1));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(eb), x1));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(oa), x2));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(ob), x2));
+    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(oa), x3));
+    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(ob), x3));
+    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(load<f32>(sc0 + so) * e)));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.splat(load<f32>(sc1 + so) * e)));
+    if (--left == 0) { left = per; so += 4; }
+  }
+  let t0 = hsum(acc0), t1 = hsum(acc1);
+  if (b0 < cols) {
+    let p = 0, u = 0;
+    for (let i = b0; i < cols; i++) {
+      const c = <i32>load<i16>(q + (<usize>i << 1));
+      p += nib(w0, i) * c;
+      u += nib(w1, i) * c;
+    }
+    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    t0 += load<f32>(sc0 + so) * e * <f32>p;
+    t1 += load<f32>(sc1 + so) * e * <f32>u;
+  }
+  store<f32>(out, t0);
+  store<f32>(out + os, t1);
+}

@@ -1,12 +1,13 @@
 // Micro-benchmark: one GEMV on the LM-head shape (262144 × 640) per format and thread count;
 // prints the median GB/s of weight bytes streamed. Not part of the CLI:
-//   node dist/src/backend/wasm/bench-gemv.js [formats=bf16,f32,int8:32,int4:32] [threads=1,2] [reps=30]
+//   node dist/src/backend/wasm/bench-gemv.js [formats=bf16,f32,int8:32,int4:32] [threads=1,2] [reps=30] [rows cols T]
+// (a small matrix measures the kernel out of cache; T > 1 times the prefill GEMM, reported in GMAC/s)
 import { WasmBackend } from './index.js';
 import type { WasmMatrix } from './matrix.js';
 import { rowBytes, type WeightFormat, type WeightTensor } from '../../model/weight.js';
 
-const [fmtArg = 'bf16,f32,int8:32,int4:32', thrArg = '1,2', repArg = '30'] = process.argv.slice(2);
-const rows = 262144, cols = 640;
+const [fmtArg = 'bf16,f32,int8:32,int4:32', thrArg = '1,2', repArg = '30', rowArg = '262144', colArg = '640', tArg = '1'] = process.argv.slice(2);
+const rows = Number(rowArg), cols = Number(colArg), T = Number(tArg);
 
 function parse(s: string): WeightFormat {
   if (s === 'f32' || s === 'f16' || s === 'bf16') return { kind: s };
@@ -31,17 +32,19 @@ for (const threads of thrArg.split(',').map(Number)) {
   for (const name of fmtArg.split(',')) {
     const m = B.prepare(weight(parse(name))) as WasmMatrix;
     B.resetScratch();
-    const x = B.scratch(cols).fill(0.01);
-    const out = B.scratch(rows);
+    const x = B.scratch(T * cols);
+    for (let i = 0; i < x.length; i++) x[i] = Math.sin(i);
+    const out = B.scratch(T * rows);
     const times: number[] = [];
     for (let i = 0; i < Number(repArg) + 3; i++) {
       const t0 = performance.now();
-      B.matmul(x, 1, m, out);
+      B.matmul(x, T, m, out);
       if (i >= 3) times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
     const med = times[times.length >> 1];
-    console.log(`${name.padEnd(8)} threads ${threads}: median ${med.toFixed(2)} ms, ${(m.bytes / med / 1e6).toFixed(1)} GB/s (min ${times[0].toFixed(2)} ms)`);
+    const rate = T === 1 ? `${(m.bytes / med / 1e6).toFixed(1)} GB/s` : `${((T * rows * cols) / med / 1e6).toFixed(1)} GMAC/s`;
+    console.log(`${name.padEnd(8)} threads ${threads}: median ${med.toFixed(3)} ms, ${rate} (min ${times[0].toFixed(3)} ms)`);
   }
   B.dispose();
 }
