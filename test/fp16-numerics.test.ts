@@ -13,7 +13,7 @@ import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { WasmBackend } from '../src/backend/wasm/index.js';
 import { Session } from '../src/runtime/session.js';
 import { Fp16OverflowError } from '../src/fp16/overflow.js';
-import { overflowFixture, tinyFixture, tokenSequence } from './helpers.js';
+import { tinyFixture, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(0);
 after(() => fx.cleanup());
@@ -117,7 +117,17 @@ test('fp16 numerics on a normal model: reference and wasm agree, and both stay c
   }
 });
 
-const hot = overflowFixture(join(fx.root, 'hot'));
+const hot = join(fx.root, 'hot');
+
+test('lutra fixture --residual-peak builds a model whose f32 residual passes fp16 at the chosen layer', () => {
+  const r = cli('fixture', '--out', hot, '--residual-peak', '2e5');
+  assert.equal(r.status, 0, r.stderr);
+  const m = /f32 residual peak ([\d.e+]+) \(layer 3 gain raised\); first fp16 overflow: layer 3 ffn_post; recommended α ([\d.]+)/.exec(r.stderr);
+  assert.ok(m, r.stderr);
+  assert.ok(Math.abs(Number(m[1]) / 2e5 - 1) < 0.01, `peak ${m[1]}`); // bf16 storage of the gain
+  assert.equal(Number(m[2]), 0.25);
+  assert.match(cli('fixture', '--out', join(fx.root, 'x'), '--residual-peak', 'big').stderr, /--residual-peak "big": expected a number/);
+});
 
 test('unscaled fp16 on the overflow fixture stops with an error naming layer, op and position', () => {
   const r = cli('generate', '--model', hot, '--prompt', 'Hello there', '--max-tokens', '4', '--numerics', 'fp16', '--raw');
