@@ -1,5 +1,6 @@
-// lutra's reference backend against llama.cpp, an implementation nobody here wrote: the tiny
-// fixture is exported to GGUF and the same tokens are teacher-forced through both engines.
+// lutra (the reference backend and the wasm backend) against llama.cpp, an implementation nobody
+// here wrote: the tiny fixture is exported to GGUF and the same tokens are teacher-forced through
+// both engines, with the same thresholds for both lutra backends.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -8,6 +9,8 @@ import { gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
 import { exportGguf } from '../src/io/gguf-export.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
+import { WasmBackend } from '../src/backend/wasm/index.js';
+import type { Backend } from '../src/backend/backend.js';
 import { Session } from '../src/runtime/session.js';
 import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 import { klDivergence, logSoftmax, top2 } from '../src/verify/metrics.js';
@@ -15,23 +18,33 @@ import { tinyFixture, tokenSequence } from './helpers.js';
 
 const fx = tinyFixture(0);
 
-test('lutra (prefill and decode) matches llama.cpp over 10 sliding windows', async (t) => {
+test('lutra (reference and wasm backends, prefill and decode) matches llama.cpp over 10 sliding windows', async (t) => {
   const src = Checkpoint.open(fx.dir);
   assert.deepEqual(gemma3LlamaCppDifferences(src.config), [], 'the fixture must sit where llama.cpp and HF agree');
   src.close();
   const gguf = join(fx.root, 'tiny-f32.gguf');
   await exportGguf({ model: fx.dir, out: gguf, type: 'f32' });
 
-  const { model } = loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false });
-  const W = model.cfg.slidingWindow;
-  const n = 10 * W; // 160 positions: the sliding rings wrap ten times
-  assert.ok(n >= 128 && n >= 4 * W);
-  const ids = tokenSequence(n, 2024);
-  const V = model.vocabSize;
-
-  const prefill = new Session(model, { contextLength: 256, prefillBatch: 48, qChunk: 16 }).prefill(ids, { all: true });
-  const decoder = new Session(model, { contextLength: 256 });
-  const decode = ids.map((id) => logSoftmax(decoder.step(id)));
+  // Both lutra backends, prefill and decode, computed before llama.cpp runs.
+  const wasm = new WasmBackend({ threads: 2 });
+  const runs: { name: string; prefill: Float32Array; decode: Float64Array[] }[] = [];
+  let ids: number[] = [];
+  let V = 0;
+  try {
+    for (const [name, B] of [['reference', new ReferenceBackend()], ['wasm', wasm]] as [string, Backend][]) {
+      const { model } = loadModel(fx.dir, B, { tokenizer: false });
+      const W = model.cfg.slidingWindow;
+      const n = 10 * W; // 160 positions: the sliding rings wrap ten times
+      assert.ok(n >= 128 && n >= 4 * W);
+      ids = tokenSequence(n, 2024);
+      V = model.vocabSize;
+      const prefill = new Session(model, { contextLength: 256, prefillBatch: 48, qChunk: 16 }).prefill(ids, { all: true }).slice();
+      const decoder = new Session(model, { contextLength: 256 });
+      runs.push({ name, prefill, decode: ids.map((id) => logSoftmax(decoder.step(id))) });
+    }
+  } finally {
+    wasm.dispose();
+  }
 
   // f32 KV cache is the strict comparison; f16 is what stock llama.cpp uses.
   for (const kvCacheType of ['f32', 'f16'] as const) {
@@ -44,7 +57,7 @@ test('lutra (prefill and decode) matches llama.cpp over 10 sliding windows', asy
     }
     // f16 keys/values perturb llama.cpp itself by ~1e-3 in log-probs, so top-1 flips at small
     // margins are reported there, and asserted only against the f32 cache.
-    compare(t, `llama.cpp KV ${kvCacheType}`, llama, prefill, decode, V, kvCacheType === 'f32');
+    for (const r of runs) compare(t, `${r.name} vs llama.cpp KV ${kvCacheType}`, llama, r.prefill, r.decode, V, kvCacheType === 'f32');
   }
 });
 
