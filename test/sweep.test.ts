@@ -24,6 +24,9 @@ const CONFIGS = `
   quant: [ffn=int9:4]
 - name: int8-c
   quant: [attn=int8:c, ffn=int8:c]
+- name: f16
+  quant: [attn=f16, ffn=f16]
+  numerics: fp16
 `;
 const PROMPTS = '{"id": "a", "prompt": "In the beginning", "category": "kjv", "risk": "low"}\n{"id": "b", "prompt": "Tell me a fortune.", "risk": "high"}\n';
 
@@ -40,13 +43,14 @@ test('a bad configs file is an error naming the file and the entry', () => {
   bad('- name: a\n  quant: [all=f32]\n- name: a\n  quant: [ffn=int8:c]', /^cfg\.yaml: entry 2 \("a"\): the name is already used/);
   bad('- name: a\n  qaunt: [all=f32]', /^cfg\.yaml: entry 1 \("a"\): unknown key "qaunt"/);
   bad('- name: a\n  quant: {ffn: int8}', /^cfg\.yaml: entry 1 \("a"\): "quant" must be a list/);
-  bad('- name: a\n  quant: [all=f16]\n  numerics: fp8', /^cfg\.yaml: entry 1 \("a"\): "numerics" must be f32 or fp16/);
+  bad('- name: a\n  quant: [all=f16]\n  numerics: fp8', /^cfg\.yaml: entry 1 \("a"\): "numerics" fp8: expected f32 or fp16/);
   bad('- name: a\n  quant: [all=f16]\n  fp16-scale: big', /"fp16-scale" must be auto or a number/);
   bad('- name: a', /entry 1 \("a"\): no quantization given/);
   bad('- [unclosed', /^cfg\.yaml: not valid YAML/);
   const ok = parseSweepConfigs('- name: s\n  lut2: 4,4\n  lut3: 6\n- name: h\n  quant: all=f16\n  fp16-scale: auto\n  numerics: fp16', 'cfg.yaml');
   assert.deepEqual(ok[0], { name: 's', quant: [], lut2: '4,4', lut3: '6', fp16Scale: '1', numerics: 'f32' });
   assert.deepEqual(ok[1], { name: 'h', quant: ['all=f16'], fp16Scale: 'auto', numerics: 'fp16' });
+  assert.equal(parseSweepConfigs('- name: a\n  quant: [all=f16]\n  numerics: FP16, clamp', 'c')[0].numerics, 'fp16,clamp');
 });
 
 test('sweep of the tiny fixture: a failed row among working ones, f32 gives KL 0, sizes are the shard bytes', async () => {
@@ -56,15 +60,15 @@ test('sweep of the tiny fixture: a failed row among working ones, f32 gives KL 0
     maxTokens: 4, backend: 'wasm', layers: true, template: false, prefillBatch: 64,
     timing: { prefill: 4, decode: 4 }, keepPackages: true,
   });
-  assert.deepEqual(res.rows.map((r) => r.name), ['f32', 'int9', 'int8-c']);
-  const [f32, int9, int8] = res.rows;
+  assert.deepEqual(res.rows.map((r) => r.name), ['f32', 'int9', 'int8-c', 'f16']);
+  const [f32, int9, int8, f16] = res.rows;
 
   // The broken configuration fails in its own row, with the format named, and nothing else.
   assert.match(int9.error ?? '', /^convert: .*unknown format "int9:4"/);
   assert.equal(int9.summary, null);
   assert.equal(int9.size_bytes, null);
 
-  for (const r of [f32, int8]) {
+  for (const r of [f32, int8, f16]) {
     assert.equal(r.error, null, `${r.name}: ${r.error}`);
     assert.equal(r.size_bytes, shardBytes(join(out, 'packages', r.name)), `${r.name}: size`);
     assert.equal(r.summary!.count, 2);
@@ -81,6 +85,12 @@ test('sweep of the tiny fixture: a failed row among working ones, f32 gives KL 0
   // int8 per channel is close but not exact, and smaller.
   assert.ok(int8.summary!.kl_mean > 0 && int8.summary!.kl_mean < 0.05, `int8 KL ${int8.summary!.kl_mean}`);
   assert.ok(int8.size_bytes! < f32.size_bytes!);
+  assert.equal(int8.activations, 'q8');
+  assert.equal(f32.activations, null);
+  // fp16 numerics: recorded in the package, so the harness and the timing both run in it.
+  assert.match(readFileSync(join(out, 'packages', 'f16', 'meta.yaml'), 'utf8'), /^numerics: fp16$/m);
+  assert.equal(f16.convert, '--quant attn=f16 --quant ffn=f16 --numerics fp16');
+  assert.ok(f16.summary!.kl_mean > 0 && f16.summary!.kl_mean < 1e-3, `fp16 KL ${f16.summary!.kl_mean}`);
   assert.deepEqual(int8.prompts.map((p) => [p.id, p.category, p.risk]), [['a', 'kjv', 'low'], ['b', null, 'high']]);
 
   const md = formatMarkdown(res);

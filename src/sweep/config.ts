@@ -8,7 +8,7 @@
 //   - name: fp16-alpha
 //     quant: [all=f16]
 //     fp16-scale: auto                                    # auto | α in (0, 1]
-//     numerics: fp16                                      # f32 (default) | fp16
+//     numerics: fp16                                      # f32 (default) | fp16[,accumulate=fp16][,clamp]
 //
 // The file's shape (a list of mappings, known keys, value types, unique names) is checked here and
 // a mistake stops the sweep with the file and entry named. Whether a FORMAT or α is valid is left
@@ -16,6 +16,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { LutraError } from '../util/errors.js';
+import { numericsName, parseNumerics } from '../fp16/numerics.js';
 
 export interface SweepConfig {
   name: string;
@@ -26,7 +27,8 @@ export interface SweepConfig {
   lut3?: string;
   /** 'auto' or the text of α (checked at conversion). */
   fp16Scale: string;
-  numerics: 'f32' | 'fp16';
+  /** A --numerics spec (f32, fp16, fp16,accumulate=fp16, fp16,clamp), normalised. */
+  numerics: string;
 }
 
 const KEYS = ['name', 'quant', 'lut1', 'lut2', 'lut3', 'fp16-scale', 'numerics'];
@@ -75,8 +77,8 @@ export function parseSweepConfigs(text: string, file: string): SweepConfig[] {
       cfg.fp16Scale = String(a);
     }
     if (o.numerics !== undefined) {
-      if (o.numerics !== 'f32' && o.numerics !== 'fp16') throw new LutraError(`${where}: "numerics" must be f32 or fp16 (got ${JSON.stringify(o.numerics)})`);
-      cfg.numerics = o.numerics;
+      if (typeof o.numerics !== 'string') throw new LutraError(`${where}: "numerics" must be f32 or fp16 (got ${JSON.stringify(o.numerics)})`);
+      cfg.numerics = numericsName(parseNumerics(o.numerics, `${where}: "numerics"`));
     }
     return cfg;
   });
@@ -97,5 +99,6 @@ export function convertFlags(c: SweepConfig): string {
   const parts = c.quant.map((q) => `--quant ${q}`);
   for (const k of ['lut1', 'lut2', 'lut3'] as const) if (c[k] !== undefined) parts.push(`--${k} ${c[k]}`);
   if (c.fp16Scale !== '1') parts.push(`--fp16-scale ${c.fp16Scale}`);
+  if (c.numerics !== 'f32') parts.push(`--numerics ${c.numerics}`);
   return parts.join(' ');
 }

@@ -5,10 +5,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildPlan } from '../quant/plan.js';
+import { buildPlan, type QuantPlan } from '../quant/plan.js';
 import { convert } from '../quant/convert.js';
 import { checkAlpha } from '../fp16/scale.js';
-import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT } from '../fp16/audit.js';
+import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
+import { F32_NUMERICS, parseNumerics } from '../fp16/numerics.js';
 import { comparePrompt, LutraRunner, promptMetrics, summarize, type PromptRun, type Summary } from '../verify/compare.js';
 import { LAYER_COSINE_GATE } from '../verify/report.js';
 import type { PromptItem } from '../verify/dataset.js';
@@ -61,9 +62,11 @@ export interface SweepRow {
   /** The configuration as `lutra convert` flags. */
   convert: string;
   numerics: string;
-  /** Activation precision of the candidate's matmuls, as its backend reports it. */
+  /** Inputs of the candidate's int8/int4 matmuls (q8 or f32) as its backend reports them; null without such matrices. */
   activations: string | null;
   alpha: number | null;
+  /** How α was chosen (the audit's peak for auto). */
+  alpha_chosen_by: string | null;
   /** Bytes of the package's safetensors shards (headers included); MB = 1e6 bytes. */
   size_bytes: number | null;
   size_mb: number | null;
@@ -107,10 +110,11 @@ export function shardStats(dir: string): { bytes: number; sha256: string } {
   return { bytes, sha256: h.digest('hex') };
 }
 
-/** What a backend does with matmul inputs: backends that quantize them say so in `activations`. */
+/** Inputs of int8/int4 matmuls: backends that can quantize them say so in `activations` (an fp16 wrapper holds the real one in `inner`). */
 function activationsOf(backend: Backend): string {
-  const a = (backend as unknown as { activations?: unknown }).activations;
-  return typeof a === 'string' ? a : 'f32';
+  const b = backend as unknown as { activations?: unknown; inner?: Backend };
+  if (typeof b.activations === 'string') return b.activations;
+  return b.inner ? activationsOf(b.inner) : 'f32';
 }
 
 const message = (e: unknown) => (e instanceof LutraError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`);
@@ -118,7 +122,8 @@ const message = (e: unknown) => (e instanceof LutraError ? e.message : `internal
 export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   const t0 = performance.now();
   const emit = opts.onEvent ?? (() => {});
-  const reference = LutraRunner.open(opts.model, opts.backend, { prefillBatch: opts.prefillBatch });
+  // The reference is the source in f32 math whatever it records (a package may say fp16).
+  const reference = LutraRunner.open(opts.model, opts.backend, { prefillBatch: opts.prefillBatch, numerics: F32_NUMERICS });
   const rows: SweepRow[] = [];
   const pkgRoot = opts.keepPackages ? join(opts.outDir, 'packages') : join(opts.outDir, `.packages-${process.pid}`);
   try {
@@ -140,7 +145,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   }
   return {
     model: opts.model,
-    reference_engine: `${reference.description}, f32 numerics, activations ${activationsOf(reference.model.backend)}`,
+    reference_engine: `${reference.description}, f32 numerics`,
     backend: opts.backend,
     max_tokens: opts.maxTokens,
     layers: opts.layers,
@@ -157,7 +162,7 @@ async function runConfig(
   prompts: (PromptItem & { ids: number[] })[], opts: SweepOptions, emit: (e: SweepEvent) => void,
 ): Promise<SweepRow> {
   const row: SweepRow = {
-    name: cfg.name, convert: convertFlags(cfg), numerics: cfg.numerics, activations: null, alpha: null,
+    name: cfg.name, convert: convertFlags(cfg), numerics: cfg.numerics, activations: null, alpha: null, alpha_chosen_by: null,
     size_bytes: null, size_mb: null, shards_sha256: null, summary: null, prompts: [],
     decode_tok_s: null, prefill_tok_s: null, timing: null, seconds: { convert: 0, compare: 0, timing: 0 }, error: null,
   };
@@ -166,14 +171,16 @@ async function runConfig(
 
   // 1. Convert (a stale package of an earlier sweep with this name is replaced).
   let t = performance.now();
+  let plan: QuantPlan;
   try {
     phase('convert', 0, 1);
-    const plan = buildPlan({ quant: cfg.quant, lut1: cfg.lut1, lut2: cfg.lut2, lut3: cfg.lut3, weightThreshold: 0 });
+    plan = buildPlan({ quant: cfg.quant, lut1: cfg.lut1, lut2: cfg.lut2, lut3: cfg.lut3, weightThreshold: 0 });
     const fp16Scale = chooseAlpha(cfg, reference);
     row.alpha = fp16Scale.alpha;
+    row.alpha_chosen_by = fp16Scale.chosenBy;
     if (existsSync(join(pkg, 'meta.yaml'))) rmSync(pkg, { recursive: true, force: true });
     convert({
-      src: opts.model, out: pkg, plan, fp16Scale, prefillBatch: opts.prefillBatch,
+      src: opts.model, out: pkg, plan, fp16Scale, prefillBatch: opts.prefillBatch, numerics: cfg.numerics,
       command: `lutra convert --model ${opts.model} --out ${pkg} ${row.convert}`.trim(),
       onTensor: (_, i, total) => phase('convert', i, total),
     });
@@ -192,13 +199,12 @@ async function runConfig(
   t = performance.now();
   let candidate: LutraRunner | null = null;
   try {
-    if (cfg.numerics !== 'f32') {
-      throw new LutraError(`numerics ${cfg.numerics}: this build's harness runs f32 numerics only (LutraRunner has no numerics option)`);
-    }
     // The reference's tokenizer encoded the prompts; the candidate needs none (real Gemma's takes seconds to load).
-    const { model, loadSeconds } = loadModel(pkg, makeBackend(opts.backend), { tokenizer: false });
+    // An fp16 overflow stops the prompt with an error naming layer and op: the row reports it.
+    const { model, loadSeconds } = loadModel(pkg, makeBackend(opts.backend), { tokenizer: false, numerics: parseNumerics(cfg.numerics) });
     candidate = new LutraRunner(pkg, model, null, loadSeconds, opts.prefillBatch);
-    row.activations = activationsOf(candidate.model.backend);
+    // Activation precision only changes int8/int4 matmuls.
+    if (Object.values(plan.parts).some((f) => f.kind === 'int8' || f.kind === 'int4')) row.activations = activationsOf(candidate.model.backend);
     const runs: PromptRun[] = [];
     for (const [k, p] of prompts.entries()) {
       phase('compare', k, prompts.length);
@@ -249,6 +255,9 @@ function chooseAlpha(cfg: SweepConfig, reference: LutraRunner): { alpha: number;
   }
   const tok = reference.tokenizer!;
   const ids = tok.hasChatTemplate ? tok.encodeChat([{ role: 'user', content: CALIBRATION_PROMPT }]) : tok.encode(CALIBRATION_PROMPT);
-  const r = auditFp16(reference.model, [ids]);
-  return { alpha: r.alpha, chosenBy: `auto: ${ALPHA_TARGET} / peak residual ${r.residualPeak.toExponential(4)} over ${r.positions} calibration positions, rounded down to 1/64` };
+  const r = auditFp16(reference.model, [ids], { generate: CALIBRATION_STEPS });
+  return {
+    alpha: r.alpha,
+    chosenBy: `auto: ${ALPHA_TARGET} / peak residual ${r.residualPeak.toExponential(4)} over ${r.positions} positions (the built-in calibration prompt, ${CALIBRATION_STEPS} greedy steps), rounded down to 1/64`,
+  };
 }

@@ -54,7 +54,7 @@ export function formatMarkdown(res: SweepResult): string {
   ];
   const rowNotes = res.rows.flatMap((r) => {
     const parts = [`\`${r.name}\`: ${r.convert || '(source formats)'}`, `numerics ${r.numerics}`];
-    if (r.alpha !== null && r.alpha !== 1) parts.push(`α ${r.alpha}`);
+    if (r.alpha !== null && (r.alpha !== 1 || r.convert.includes('--fp16-scale'))) parts.push(`α = ${r.alpha} (${r.alpha_chosen_by})`);
     if (r.activations) parts.push(`activations ${r.activations}`);
     if (r.error) parts.push(`**failed**: ${r.error}`);
     return [`- ${parts.join('; ')}`];
