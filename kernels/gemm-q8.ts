@@ -2,8 +2,7 @@
 // unpacked to i8 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
 // every loaded weight vector between two tokens; i32 sums are scaled to f32 once per block of 32.
 import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
-import { quantizeQ8, q8Blocks, q8RowBytes, dotQ8, nib } from './q8';
-import { hsum } from './dot';
+import { quantizeQ8, q8Blocks, q8RowBytes, dotQ8, nib, gather4 } from './q8';
 
 export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   const cols = colsOf(d);
@@ -34,8 +33,14 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
     const o = out + (<usize>r << 2);
     let t = 0;
     if (nr == 4) {
+      // The 4 rows' scales per block of 32, transposed: st[k] = [s(r, k), s(r+1, k), s(r+2, k), s(r+3, k)].
+      const st = dec + 4 * decStride, nb = cols >> 5;
+      for (let k = 0, left = per, si: usize = 0; k < nb; k++) {
+        for (let j = 0; j < 4; j++) store<f32>(st + (<usize>(k * 4 + j) << 2), load<f32>(sc + <usize>j * scs + si));
+        if (--left == 0) { left = per; si += 4; }
+      }
       for (; t + 2 <= T; t += 2) {
-        tile4x2(w, ws, q + <usize>t * qs, qs, ds + <usize>t * dss, dss, sc, scs, per, cols, o + <usize>t * os, os);
+        tile4x2(w, ws, q + <usize>t * qs, qs, ds + <usize>t * dss, dss, st, sc, scs, per, cols, o + <usize>t * os, os);
       }
     }
     for (; t < T; t++) {
@@ -59,13 +64,15 @@ function unpackInt4(src: usize, cols: i32, dst: usize): void {
   for (let i = b0; i < cols; i++) store<i8>(dst + <usize>i, <i8>nib(src, i));
 }
 
-/** 4 rows (ws bytes apart) × 2 tokens (codes qs, scales dss bytes apart) → out, rows os apart. */
-function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usize, sc: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+/**
+ * 4 rows (ws bytes apart) × 2 tokens (codes qs, scales dss bytes apart) → out, rows os apart.
+ * Per block, the four rows' i32 sums of a token are gathered into one vector and scaled by
+ * st[k] (the rows' scales) × the token's scale: two f32 accumulators, one per token.
+ */
+function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usize, st: usize, sc: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
   const w1 = w + ws, w2 = w1 + ws, w3 = w2 + ws, q1 = q0 + qs, d1 = d0 + dss;
   const full = cols & ~31;
-  let a00 = f32x4.splat(0), a10 = f32x4.splat(0), a20 = f32x4.splat(0), a30 = f32x4.splat(0);
-  let a01 = f32x4.splat(0), a11 = f32x4.splat(0), a21 = f32x4.splat(0), a31 = f32x4.splat(0);
-  let sp = sc, left = per;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     let p00 = i32x4.splat(0), p10 = i32x4.splat(0), p20 = i32x4.splat(0), p30 = i32x4.splat(0);
@@ -81,32 +88,20 @@ function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usiz
       p30 = i32x4.add(p30, i32x4.dot_i16x8_s(v3, x0)); p31 = i32x4.add(p31, i32x4.dot_i16x8_s(v3, x1));
     }
     const k = <usize>(b0 >> 5) << 2;
-    const e0 = load<f32>(d0 + k), e1 = load<f32>(d1 + k);
-    const s0 = load<f32>(sp), s1 = load<f32>(sp + scs), s2 = load<f32>(sp + 2 * scs), s3 = load<f32>(sp + 3 * scs);
-    a00 = f32x4.add(a00, f32x4.mul(f32x4.convert_i32x4_s(p00), f32x4.splat(s0 * e0)));
-    a01 = f32x4.add(a01, f32x4.mul(f32x4.convert_i32x4_s(p01), f32x4.splat(s0 * e1)));
-    a10 = f32x4.add(a10, f32x4.mul(f32x4.convert_i32x4_s(p10), f32x4.splat(s1 * e0)));
-    a11 = f32x4.add(a11, f32x4.mul(f32x4.convert_i32x4_s(p11), f32x4.splat(s1 * e1)));
-    a20 = f32x4.add(a20, f32x4.mul(f32x4.convert_i32x4_s(p20), f32x4.splat(s2 * e0)));
-    a21 = f32x4.add(a21, f32x4.mul(f32x4.convert_i32x4_s(p21), f32x4.splat(s2 * e1)));
-    a30 = f32x4.add(a30, f32x4.mul(f32x4.convert_i32x4_s(p30), f32x4.splat(s3 * e0)));
-    a31 = f32x4.add(a31, f32x4.mul(f32x4.convert_i32x4_s(p31), f32x4.splat(s3 * e1)));
-    if (--left == 0) { left = per; sp += 4; }
+    const s4 = v128.load(st + (k << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(gather4(p00, p10, p20, p30)), f32x4.mul(s4, f32x4.splat(load<f32>(d0 + k)))));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(gather4(p01, p11, p21, p31)), f32x4.mul(s4, f32x4.splat(load<f32>(d1 + k)))));
   }
-  let s00 = hsum(a00), s10 = hsum(a10), s20 = hsum(a20), s30 = hsum(a30);
-  let s01 = hsum(a01), s11 = hsum(a11), s21 = hsum(a21), s31 = hsum(a31);
   if (b0 < cols) {
     // Partial last block (per-channel / per-tensor scales only): scalar.
     const k = <usize>(b0 >> 5) << 2;
     const e0 = load<f32>(d0 + k), e1 = load<f32>(d1 + k);
-    s00 += tailDot(w, q0, b0, cols) * (load<f32>(sp) * e0); s01 += tailDot(w, q1, b0, cols) * (load<f32>(sp) * e1);
-    s10 += tailDot(w1, q0, b0, cols) * (load<f32>(sp + scs) * e0); s11 += tailDot(w1, q1, b0, cols) * (load<f32>(sp + scs) * e1);
-    s20 += tailDot(w2, q0, b0, cols) * (load<f32>(sp + 2 * scs) * e0); s21 += tailDot(w2, q1, b0, cols) * (load<f32>(sp + 2 * scs) * e1);
-    s30 += tailDot(w3, q0, b0, cols) * (load<f32>(sp + 3 * scs) * e0); s31 += tailDot(w3, q1, b0, cols) * (load<f32>(sp + 3 * scs) * e1);
+    const s0 = load<f32>(sc), s1 = load<f32>(sc + scs), s2 = load<f32>(sc + 2 * scs), s3 = load<f32>(sc + 3 * scs);
+    acc0 = f32x4.add(acc0, f32x4(tailDot(w, q0, b0, cols) * (s0 * e0), tailDot(w1, q0, b0, cols) * (s1 * e0), tailDot(w2, q0, b0, cols) * (s2 * e0), tailDot(w3, q0, b0, cols) * (s3 * e0)));
+    acc1 = f32x4.add(acc1, f32x4(tailDot(w, q1, b0, cols) * (s0 * e1), tailDot(w1, q1, b0, cols) * (s1 * e1), tailDot(w2, q1, b0, cols) * (s2 * e1), tailDot(w3, q1, b0, cols) * (s3 * e1)));
   }
-  store<f32>(out, s00); store<f32>(out, s10, 4); store<f32>(out, s20, 8); store<f32>(out, s30, 12);
-  const o1 = out + os;
-  store<f32>(o1, s01); store<f32>(o1, s11, 4); store<f32>(o1, s21, 8); store<f32>(o1, s31, 12);
+  v128.store(out, acc0);
+  v128.store(out + os, acc1);
 }
 
 function tailDot(w: usize, q: usize, b0: i32, cols: i32): f32 {

@@ -209,3 +209,10 @@ export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usiz
   store<f32>(out, t0);
   store<f32>(out + os, t1);
 }
+
+/** [Σ lanes of a, of b, of c, of d]: two rounds of interleaves and adds. */
+@inline export function gather4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
+  const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
+  return i32x4.add(v128.shuffle<i64>(ab, cd, 0, 2), v128.shuffle<i64>(ab, cd, 1, 3));
+}
