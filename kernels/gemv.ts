@@ -20,9 +20,10 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
     // Rows in pairs (activation codes and block scales loaded once for both), the pair's rows half
     // the range apart: two sequential streams, which the prefetchers follow (adjacent rows, read
     // alternately, streamed from DRAM at half the speed).
-    const h = (r1 - r0) >> 1;
+    let r = r0;
+    const h = (r1 - r) >> 1;
     const pw = <usize>h * stride, ps = <usize>h * scs, po = <usize>h << 2;
-    for (let r = r0; r < r0 + h; r++) {
+    for (const r2 = r + h; r < r2; r++) {
       const o = out + (<usize>r << 2);
       if (int4) dotQ4x2(rowPtr(d, r), pw, scratch, ds, rowScales(d, r), ps, per, cols, o, po);
       else dotQ8x2(rowPtr(d, r), pw, scratch, ds, rowScales(d, r), ps, per, cols, o, po);

@@ -146,9 +146,9 @@ export function dotQ8x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usiz
     u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 16), x2));
     p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wa + 24), x3));
     u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 24), x3));
-    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(load<f32>(sc0 + so) * e)));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.splat(load<f32>(sc1 + so) * e)));
+    const e = v128.load32_splat(ds + (<usize>(b0 >> 5) << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc0 + so), e)));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.mul(v128.load32_splat(sc1 + so), e)));
     if (--left == 0) { left = per; so += 4; }
   }
   let t0 = hsum(acc0), t1 = hsum(acc1);
@@ -189,9 +189,9 @@ export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usiz
     u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(ob), x2));
     p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(oa), x3));
     u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(ob), x3));
-    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(load<f32>(sc0 + so) * e)));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.splat(load<f32>(sc1 + so) * e)));
+    const e = v128.load32_splat(ds + (<usize>(b0 >> 5) << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc0 + so), e)));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.mul(v128.load32_splat(sc1 + so), e)));
     if (--left == 0) { left = per; so += 4; }
   }
   let t0 = hsum(acc0), t1 = hsum(acc1);
