@@ -1,8 +1,8 @@
-// Prefill with q8 activations: each token is quantized once (kernels/q8.ts), int4 rows are
-// unpacked to i8 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
+// Prefill with q8 activations: each token is quantized once (kernels/q8.ts), int8/int4 rows are
+// widened to i16 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
 // every loaded weight vector between two tokens; i32 sums are scaled to f32 once per block of 32.
 import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
-import { quantizeQ8, q8Blocks, q8RowBytes, dotQ8, nib, gather4 } from './q8';
+import { quantizeQ8, q8Blocks, q8RowBytes, nib, gather4 } from './q8';
 
 export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   const cols = colsOf(d);
@@ -12,23 +12,20 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
   const dss = <usize>q8Blocks(cols) << 2;
   const q = scratch;
   const ds = q + <usize>T * qs;
-  const dec = ds + <usize>T * dss; // 4 unpacked int4 rows, qs / 2 bytes each
+  const dec = ds + <usize>T * dss; // 4 rows widened to i16 codes, qs bytes each
   for (let t = 0; t < T; t++) quantizeQ8(x + ((<usize>t * <usize>cols) << 2), cols, q + <usize>t * qs, ds + <usize>t * dss, int4);
   const per = q8PerScale(d);
   const scs = <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
-  const decStride = qs >> 1;
+  const decStride = qs;
   for (let r = r0; r < r1; r += 4) {
     const nr = min(4, r1 - r);
-    let w: usize, ws: usize;
-    if (int4) {
-      for (let j = 0; j < nr; j++) unpackInt4(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
-      w = dec;
-      ws = decStride;
-    } else {
-      w = rowPtr(d, r);
-      ws = <usize>cols;
+    // Rows widened once to i16 (reused by every token): the tile's inner loop is plain loads.
+    for (let j = 0; j < nr; j++) {
+      if (int4) unpackInt4(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
+      else widenInt8(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
     }
+    const w = dec, ws = decStride;
     const sc = rowScales(d, r);
     const o = out + (<usize>r << 2);
     let t = 0;
@@ -45,23 +42,48 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
     }
     for (; t < T; t++) {
       for (let j = 0; j < nr; j++) {
-        store<f32>(o + <usize>t * os + (<usize>j << 2), dotQ8(w + <usize>j * ws, q + <usize>t * qs, ds + <usize>t * dss, sc + <usize>j * scs, per, cols));
+        store<f32>(o + <usize>t * os + (<usize>j << 2), dotQ16(w + <usize>j * ws, q + <usize>t * qs, ds + <usize>t * dss, sc + <usize>j * scs, per, cols));
       }
     }
   }
 }
 
-/** int4 row → i8 codes (−8..7) in the split layout of kernels/q8.ts (tail block natural). */
+/** int4 row → i16 codes (−8..7) in the split layout of kernels/q8.ts (tail block natural, zero-padded). */
 function unpackInt4(src: usize, cols: i32, dst: usize): void {
   const full = cols & ~31;
   const m = i8x16.splat(15), eight = i8x16.splat(8);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const b = v128.load(src + (<usize>b0 >> 1));
-    v128.store(dst + <usize>b0, i8x16.sub(v128.and(b, m), eight));
-    v128.store(dst + <usize>b0, i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight), 16);
+    const even = i8x16.sub(v128.and(b, m), eight), odd = i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight);
+    const o = dst + (<usize>b0 << 1);
+    v128.store(o, i16x8.extend_low_i8x16_s(even));
+    v128.store(o, i16x8.extend_high_i8x16_s(even), 16);
+    v128.store(o, i16x8.extend_low_i8x16_s(odd), 32);
+    v128.store(o, i16x8.extend_high_i8x16_s(odd), 48);
   }
-  for (let i = b0; i < cols; i++) store<i8>(dst + <usize>i, <i8>nib(src, i));
+  for (let i = b0; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>nib(src, i) : 0);
+}
+
+/** int8 row → i16 codes (zero-padded to whole blocks). */
+function widenInt8(src: usize, cols: i32, dst: usize): void {
+  let i = 0;
+  for (; i + 8 <= cols; i += 8) v128.store(dst + (<usize>i << 1), v128.load8x8_s(src + <usize>i));
+  for (; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>load<i8>(src + <usize>i) : 0);
+}
+
+/** One row of i16 codes against one token (the GEMM's edge rows and tokens). */
+function dotQ16(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: i32): f32 {
+  let acc: f32 = 0;
+  let sp = sc, left = per;
+  for (let b0 = 0; b0 < cols; b0 += 32) {
+    let p = i32x4.splat(0);
+    for (let j = 0; j < 64; j += 16) p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load(w + (<usize>b0 << 1) + j), v128.load(q + (<usize>b0 << 1) + j)));
+    const P = i32x4.extract_lane(p, 0) + i32x4.extract_lane(p, 1) + i32x4.extract_lane(p, 2) + i32x4.extract_lane(p, 3);
+    acc += load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2)) * <f32>P;
+    if (--left == 0) { left = per; sp += 4; }
+  }
+  return acc;
 }
 
 /**
@@ -75,15 +97,21 @@ function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usiz
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
-    let p00 = i32x4.splat(0), p10 = i32x4.splat(0), p20 = i32x4.splat(0), p30 = i32x4.splat(0);
-    let p01 = i32x4.splat(0), p11 = i32x4.splat(0), p21 = i32x4.splat(0), p31 = i32x4.splat(0);
-    for (let j = 0; j < 32; j += 8) {
-      const wo = <usize>(b0 + j), qo = <usize>(b0 + j) << 1;
-      const x0 = v128.load(q0 + qo), x1 = v128.load(q1 + qo);
-      const v0 = v128.load8x8_s(w + wo), v1 = v128.load8x8_s(w1 + wo);
+    const wo = <usize>b0 << 1, qo = <usize>b0 << 1;
+    // The block's 4 steps of 8, written out (the compiler keeps an inner loop as a loop).
+    let x0 = v128.load(q0 + qo), x1 = v128.load(q1 + qo);
+    let v0 = v128.load(w + wo), v1 = v128.load(w1 + wo);
+    let p00 = i32x4.dot_i16x8_s(v0, x0), p01 = i32x4.dot_i16x8_s(v0, x1);
+    let p10 = i32x4.dot_i16x8_s(v1, x0), p11 = i32x4.dot_i16x8_s(v1, x1);
+    let v2 = v128.load(w2 + wo), v3 = v128.load(w3 + wo);
+    let p20 = i32x4.dot_i16x8_s(v2, x0), p21 = i32x4.dot_i16x8_s(v2, x1);
+    let p30 = i32x4.dot_i16x8_s(v3, x0), p31 = i32x4.dot_i16x8_s(v3, x1);
+    for (let j: usize = 8; j < 32; j += 8) {
+      x0 = v128.load(q0 + qo + (j << 1)); x1 = v128.load(q1 + qo + (j << 1));
+      v0 = v128.load(w + wo + (j << 1)); v1 = v128.load(w1 + wo + (j << 1));
       p00 = i32x4.add(p00, i32x4.dot_i16x8_s(v0, x0)); p01 = i32x4.add(p01, i32x4.dot_i16x8_s(v0, x1));
       p10 = i32x4.add(p10, i32x4.dot_i16x8_s(v1, x0)); p11 = i32x4.add(p11, i32x4.dot_i16x8_s(v1, x1));
-      const v2 = v128.load8x8_s(w2 + wo), v3 = v128.load8x8_s(w3 + wo);
+      v2 = v128.load(w2 + wo + (j << 1)); v3 = v128.load(w3 + wo + (j << 1));
       p20 = i32x4.add(p20, i32x4.dot_i16x8_s(v2, x0)); p21 = i32x4.add(p21, i32x4.dot_i16x8_s(v2, x1));
       p30 = i32x4.add(p30, i32x4.dot_i16x8_s(v3, x0)); p31 = i32x4.add(p31, i32x4.dot_i16x8_s(v3, x1));
     }
@@ -106,6 +134,6 @@ function tile4x2(w: usize, ws: usize, q0: usize, qs: usize, d0: usize, dss: usiz
 
 function tailDot(w: usize, q: usize, b0: i32, cols: i32): f32 {
   let p = 0;
-  for (let i = b0; i < cols; i++) p += <i32>load<i8>(w + <usize>i) * <i32>load<i16>(q + (<usize>i << 1));
+  for (let i = b0; i < cols; i++) p += <i32>load<i16>(w + (<usize>i << 1)) * <i32>load<i16>(q + (<usize>i << 1));
   return <f32>p;
 }
