@@ -13,7 +13,9 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
   const q = scratch;
   const ds = q + <usize>T * qs;
   const dec = ds + <usize>T * dss; // 4 rows widened to i16 codes, qs bytes each
-  for (let t = 0; t < T; t++) quantizeQ8(x + ((<usize>t * <usize>cols) << 2), cols, q + <usize>t * qs, ds + <usize>t * dss, int4);
+  // The corrections of quad layout are not needed here (rows are widened to signed codes): one scratch slot.
+  const corr = dec + 4 * <usize>qs + (<usize>q8Blocks(cols) << 4);
+  for (let t = 0; t < T; t++) quantizeQ8(x + ((<usize>t * <usize>cols) << 2), cols, q + <usize>t * qs, ds + <usize>t * dss, int4, corr);
   const per = q8PerScale(d);
   const scs = <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
@@ -48,19 +50,18 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
   }
 }
 
-/** int4 row → i16 codes (−8..7) in the split layout of kernels/q8.ts (tail block natural, zero-padded). */
+/** int4 row → i16 codes (−8..7) in the quad layout of kernels/q8.ts (tail block natural, zero-padded). */
 function unpackInt4(src: usize, cols: i32, dst: usize): void {
   const full = cols & ~31;
-  const m = i8x16.splat(15), eight = i8x16.splat(8);
+  const m = i16x8.splat(15), eight = i16x8.splat(8);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const b = v128.load(src + (<usize>b0 >> 1));
-    const even = i8x16.sub(v128.and(b, m), eight), odd = i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight);
     const o = dst + (<usize>b0 << 1);
-    v128.store(o, i16x8.extend_low_i8x16_s(even));
-    v128.store(o, i16x8.extend_high_i8x16_s(even), 16);
-    v128.store(o, i16x8.extend_low_i8x16_s(odd), 32);
-    v128.store(o, i16x8.extend_high_i8x16_s(odd), 48);
+    v128.store(o, i16x8.sub(v128.and(b, m), eight));
+    v128.store(o, i16x8.sub(v128.and(i16x8.shr_u(b, 4), m), eight), 16);
+    v128.store(o, i16x8.sub(v128.and(i16x8.shr_u(b, 8), m), eight), 32);
+    v128.store(o, i16x8.sub(i16x8.shr_u(b, 12), eight), 48);
   }
   for (let i = b0; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>nib(src, i) : 0);
 }

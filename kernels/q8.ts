@@ -3,7 +3,10 @@
 // runs the same f32 op sequence, so both see identical codes. Codes are stored as i16 so the
 // weight kernels can use i32x4.dot_i16x8_s. Layouts per block of 32:
 //   natural (int8 weights): element j at j;
-//   split (int4 weights): the 16 even elements, then the 16 odd ones, matching low/high nibbles.
+//   quad (int4 weights): 4 groups of 8, group j holding elements 4k + j: read as i16 lanes, a
+//   block's 16 nibble bytes give element 4k + j in bits 4j..4j+3 of lane k, so `(v >> 4j) & 15`
+//   lines up with group j without any byte shuffling or widening. quantizeQ8 then also stores
+//   corr[k] = (8·Σ codes of block k, 0, 0, 0) so the kernels can use the unsigned nibbles 0..15.
 // A partial last block is always natural order, zero-padded to 32.
 import { hsum } from './dot';
 
@@ -17,8 +20,8 @@ import { hsum } from './dot';
   return <usize>q8Blocks(cols) << 6;
 }
 
-/** Quantize x[cols] into codes q (i16) and block scales ds (f32). */
-export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, split: bool): void {
+/** Quantize x[cols] into codes q (i16) and block scales ds (f32); quad: int4 layout + corr. */
+export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, quad: bool, corr: usize = 0): void {
   const full = cols & ~31;
   const lim = f32x4.splat(127), nlim = f32x4.splat(-127);
   let b0 = 0;
@@ -31,7 +34,7 @@ export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, split: bool
     const id: f32 = d != 0 ? <f32>1 / d : 0;
     store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
     const qp = q + (<usize>b0 << 1);
-    if (!split) {
+    if (!quad) {
       const vid = f32x4.splat(id);
       for (let j = 0; j < 32; j += 8) {
         const a = f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2)), vid))));
@@ -39,10 +42,13 @@ export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, split: bool
         v128.store(qp + (<usize>j << 1), i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(a), i32x4.trunc_sat_f32x4_s(b)));
       }
     } else {
+      let sum = 0;
       for (let j = 0; j < 32; j++) {
-        const pos: i32 = (j & 1) == 0 ? j >> 1 : 16 + (j >> 1);
-        store<i16>(qp + (<usize>pos << 1), code(load<f32>(xp + (<usize>j << 2)), id));
+        const c = code(load<f32>(xp + (<usize>j << 2)), id);
+        sum += <i32>c;
+        store<i16>(qp + (<usize>(((j & 3) << 3) | (j >> 2)) << 1), c);
       }
+      v128.store(corr + (<usize>(b0 >> 5) << 4), i32x4(sum << 3, 0, 0, 0));
     }
   }
   if (b0 < cols) {
@@ -90,24 +96,15 @@ export function dotQ8(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: 
   return total;
 }
 
-/** The same for one int4 row (nibbles, low = even element) against split-layout codes. */
-export function dotQ4(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: i32): f32 {
+/** The same for one int4 row (nibbles, low = even element) against quad-layout codes. */
+export function dotQ4(w: usize, q: usize, ds: usize, corr: usize, sc: usize, per: i32, cols: i32): f32 {
   const full = cols & ~31;
-  const m = i8x16.splat(15), eight = i8x16.splat(8);
   let acc = f32x4.splat(0);
   let sp = sc, left = per;
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
-    const b = v128.load(w + (<usize>b0 >> 1));
-    const qp = q + (<usize>b0 << 1);
-    const even = i8x16.sub(v128.and(b, m), eight);
-    const odd = i8x16.sub(v128.and(i16x8.shr_u(b, 4), m), eight);
-    let p = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(even), v128.load(qp));
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(even), v128.load(qp, 16)));
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(odd), v128.load(qp, 32)));
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(odd), v128.load(qp, 48)));
-    const s = load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2));
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.splat(s)));
+    const p = i32x4.sub(i4Block(w + (<usize>b0 >> 1), q + (<usize>b0 << 1)), v128.load(corr + (<usize>(b0 >> 5) << 4)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sp), v128.load32_splat(ds + (<usize>(b0 >> 5) << 2)))));
     if (--left == 0) { left = per; sp += 4; }
   }
   let total = hsum(acc);
@@ -117,6 +114,15 @@ export function dotQ4(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: 
     total += load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2)) * <f32>p;
   }
   return total;
+}
+
+/** Σ nibble·code over one block as i32x4 partial sums, nibbles unsigned (0..15; see corr). */
+@inline function i4Block(w: usize, q: usize): v128 {
+  const b = v128.load(w), m = i16x8.splat(15);
+  let p = i32x4.dot_i16x8_s(v128.and(b, m), v128.load(q));
+  p = i32x4.add(p, i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(b, 4), m), v128.load(q, 16)));
+  p = i32x4.add(p, i32x4.dot_i16x8_s(v128.and(i16x8.shr_u(b, 8), m), v128.load(q, 32)));
+  return i32x4.add(p, i32x4.dot_i16x8_s(i16x8.shr_u(b, 12), v128.load(q, 48)));
 }
 
 @inline export function nib(w: usize, i: i32): i32 {
@@ -168,28 +174,18 @@ export function dotQ8x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usiz
 }
 
 /** Two int4 rows at once (see dotQ8x2 and dotQ4). */
-export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, corr: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
   const w1 = w0 + stride, sc1 = sc0 + scs;
   const full = cols & ~31;
-  const m = i8x16.splat(15), eight = i8x16.splat(8);
   let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
   let so = <usize>0, left = per;
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
-    const qp = q + (<usize>b0 << 1);
-    const x0 = v128.load(qp), x1 = v128.load(qp, 16), x2 = v128.load(qp, 32), x3 = v128.load(qp, 48);
-    const ba = v128.load(w0 + (<usize>b0 >> 1)), bb = v128.load(w1 + (<usize>b0 >> 1));
-    const ea = i8x16.sub(v128.and(ba, m), eight), oa = i8x16.sub(v128.and(i16x8.shr_u(ba, 4), m), eight);
-    const eb = i8x16.sub(v128.and(bb, m), eight), ob = i8x16.sub(v128.and(i16x8.shr_u(bb, 4), m), eight);
-    let p = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(ea), x0);
-    let u = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(eb), x0);
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(ea), x1));
-    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(eb), x1));
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(oa), x2));
-    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(ob), x2));
-    p = i32x4.add(p, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(oa), x3));
-    u = i32x4.add(u, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(ob), x3));
-    const e = v128.load32_splat(ds + (<usize>(b0 >> 5) << 2));
+    const qp = q + (<usize>b0 << 1), k = <usize>(b0 >> 5);
+    const c = v128.load(corr + (k << 4));
+    const p = i32x4.sub(i4Block(w0 + (<usize>b0 >> 1), qp), c);
+    const u = i32x4.sub(i4Block(w1 + (<usize>b0 >> 1), qp), c);
+    const e = v128.load32_splat(ds + (k << 2));
     acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc0 + so), e)));
     acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.mul(v128.load32_splat(sc1 + so), e)));
     if (--left == 0) { left = per; so += 4; }

@@ -98,7 +98,7 @@ export class WasmBackend implements Backend {
     const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
     // f32 path: 4 decoded rows; q8: T tokens of codes (64 B per block) and scales, 4 rows widened to i16 and their scales.
     const blocks = Math.ceil(m.cols / 32);
-    this.ensureThreadScratch(m.q8 ? T * 68 * blocks + 272 * blocks : 4 * 4 * m.cols);
+    this.ensureThreadScratch(m.q8 ? T * 68 * blocks + 288 * blocks : 4 * 4 * m.cols);
     const c = this.pool.ctl;
     c[A_JOB] = m.desc;
     c[A_JOB + 1] = xa;
