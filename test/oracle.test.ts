@@ -26,7 +26,7 @@ test('lutra (reference and wasm backends, prefill and decode) matches llama.cpp 
   await exportGguf({ model: fx.dir, out: gguf, type: 'f32' });
 
   // Both lutra backends, prefill and decode, computed before llama.cpp runs.
-  const wasm = new WasmBackend({ threads: 2 });
+  const wasm = new WasmBackend({ threads: 2, minParallelWork: 1 });
   const runs: { name: string; prefill: Float32Array; decode: Float64Array[] }[] = [];
   let ids: number[] = [];
   let V = 0;

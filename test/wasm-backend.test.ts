@@ -20,7 +20,8 @@ import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
 const ref = new ReferenceBackend();
 const wasm1 = new WasmBackend({ threads: 1 });
-const wasm2 = new WasmBackend({ threads: 2 });
+// minParallelWork 1: every job is split over both threads, however small (the default keeps small ones on one).
+const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1 });
 const backends: [string, WasmBackend][] = [['1 thread', wasm1], ['2 threads', wasm2]];
 after(() => {
   wasm1.dispose();
@@ -211,7 +212,7 @@ test('whole tiny model: prefill and decode past the sliding window match the ref
     for (let i = head; i < ids.length; i++) want.set(refSession.step(ids[i]), i * V);
 
     for (const threads of [1, 2]) {
-      const B = new WasmBackend({ threads });
+      const B = new WasmBackend({ threads, minParallelWork: 1 });
       try {
         const model = loadModel(fx.dir, B, { tokenizer: false }).model;
         const runs: [string, Float32Array][] = [];

@@ -20,8 +20,9 @@ import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 const ref = new ReferenceBackend();
 const refF32 = new ReferenceBackend({ activations: 'f32' });
 const wasm1 = new WasmBackend({ threads: 1 });
-const wasm2 = new WasmBackend({ threads: 2 });
-const wasmF32 = new WasmBackend({ threads: 2, activations: 'f32' });
+// minParallelWork 1: every job is split over both threads, however small (the default keeps small ones on one).
+const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1 });
+const wasmF32 = new WasmBackend({ threads: 2, activations: 'f32', minParallelWork: 1 });
 after(() => {
   for (const B of [wasm1, wasm2, wasmF32]) B.dispose();
 });
@@ -210,7 +211,7 @@ test('whole tiny model at int8:32 and int4:32: wasm = reference, top-1 at every 
       for (const activations of ['f32', 'q8'] as const) {
         const want = run(makeBackend('reference', { activations }), activations === 'q8');
         wants.set(activations, want[0].out);
-        const B = new WasmBackend({ threads: 2, activations });
+        const B = new WasmBackend({ threads: 2, activations, minParallelWork: 1 });
         let got;
         try {
           got = run(B, activations === 'q8');

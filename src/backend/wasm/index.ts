@@ -18,12 +18,18 @@ export interface WasmBackendOptions {
   threads?: number;
   /** Polls before a waiting thread sleeps (see pool.ts). */
   spin?: number;
+  /** Jobs below this many multiply-adds run on the calling thread alone (default 2^22). */
+  minParallelWork?: number;
   /** 'q8' (default): int8/int4 matmuls quantize activations per block of 32 and use integer dot products. */
   activations?: Activations;
 }
 
-/** Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more. */
-const MIN_PARALLEL_WORK = 1 << 15;
+/**
+ * Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more.
+ * 2^22 (~0.2 ms of one core): with the cores shared, splitting the ~1M-MAC decode matmuls of 270m
+ * lost 20% (EXPERIMENTS W18); the LM head, prefill matmuls and 1b-sized FFNs still split.
+ */
+const MIN_PARALLEL_WORK = 1 << 22;
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
@@ -35,10 +41,12 @@ export class WasmBackend implements Backend {
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, number>();
   readonly activations: Activations;
+  private readonly minParallel: number;
 
   constructor(opts: WasmBackendOptions = {}) {
     const threads = opts.threads ?? availableParallelism();
     this.activations = checkActivations(opts.activations);
+    this.minParallel = opts.minParallelWork ?? MIN_PARALLEL_WORK;
     if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
     const module = kernelModule();
     // Instantiating with a throwaway memory tells us where the module's static data ends.
@@ -105,7 +113,7 @@ export class WasmBackend implements Backend {
     c[A_JOB + 2] = T;
     c[A_JOB + 3] = oa;
     c[A_JOB + 4] = m.rows;
-    const parts = T * m.rows * m.cols < MIN_PARALLEL_WORK ? 1 : undefined;
+    const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     this.pool.run(OP_MATMUL, this.threadScratch, this.threadStride, parts);
   }
 
@@ -158,7 +166,7 @@ export class WasmBackend implements Backend {
     c[j + 14] = T * numHeads;
     const keys = a.window > 0 ? Math.min(a.window, pos0 + T) : pos0 + T;
     this.ensureThreadScratch(4 * (headDim + 4 + keys));
-    const parts = T * numHeads * keys * headDim < MIN_PARALLEL_WORK ? 1 : undefined;
+    const parts = T * numHeads * keys * headDim < this.minParallel ? 1 : undefined;
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
   }
 
