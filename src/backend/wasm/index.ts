@@ -11,7 +11,7 @@ import { instantiate, kernelModule, type Kernels } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
-import { A_JOB, CONTROL_INTS, OP_ATTENTION, OP_GELU, OP_MATMUL } from './protocol.js';
+import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL } from './protocol.js';
 
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
@@ -114,6 +114,11 @@ export class WasmBackend implements Backend {
     c[A_JOB + 3] = oa;
     c[A_JOB + 4] = m.rows;
     const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
+    // Chunks of rows claimed dynamically: 8 per thread for a GEMV, 2 for a GEMM (each chunk
+    // quantizes its T tokens again). Multiples of 4 keep the GEMM's 4-row tiles whole.
+    const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
+    c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
+    Atomics.store(c, NEXT, 0);
     this.pool.run(OP_MATMUL, this.threadScratch, this.threadStride, parts);
   }
 

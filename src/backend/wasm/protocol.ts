@@ -8,6 +8,7 @@ export const DONE = 1; // workers that finished the current job; the caller wait
 export const READY = 2; // workers that have instantiated the module
 export const OP = 3;
 export const ERROR = 4; // 1 when a worker's share threw; the message is logged by the worker
+export const NEXT = 5; // matmul: first row not yet claimed (participants take chunks of rows)
 export const ARGS = 8; // job arguments (i32, or f32 bits through the Float32Array view)
 export const CONTROL_INTS = 64;
 
@@ -35,9 +36,14 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
   const a = A_JOB;
   switch (ctl[OP]) {
     case OP_MATMUL: {
-      // d, x, T, out, rows
-      const [r0, r1] = share(ctl[a + 4], parts, i, 4);
-      if (r1 > r0) k.matmul(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], r0, r1, scratch);
+      // d, x, T, out, rows, chunk: rows are claimed chunk by chunk, so a participant that starts
+      // late (a worker descheduled on a shared machine) leaves its rows to the others.
+      const rows = ctl[a + 4], chunk = ctl[a + 5];
+      for (;;) {
+        const r0 = Atomics.add(ctl, NEXT, chunk);
+        if (r0 >= rows) break;
+        k.matmul(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], r0, Math.min(rows, r0 + chunk), scratch);
+      }
       break;
     }
     case OP_ATTENTION: {
