@@ -26,10 +26,10 @@ export interface WasmBackendOptions {
 
 /**
  * Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more.
- * 2^22 (~0.2 ms of one core): with the cores shared, splitting the ~1M-MAC decode matmuls of 270m
- * lost 20% (EXPERIMENTS W18); the LM head, prefill matmuls and 1b-sized FFNs still split.
+ * 2^18 (~15 µs of one core): on a quiet machine splitting the ~1M-MAC decode matmuls of 270m pays
+ * (+20% decode, EXPERIMENTS W24); with the cores shared 2^22 was better (W19). minParallelWork sets it.
  */
-const MIN_PARALLEL_WORK = 1 << 22;
+const MIN_PARALLEL_WORK = 1 << 18;
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
