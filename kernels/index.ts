@@ -7,6 +7,7 @@ import { q8Of } from './matrix';
 export { attention } from './attention';
 export { rmsNorm, rope, geluMul, add, embedRow } from './elementwise';
 export { decodeRow } from './decode';
+export { roundF16 } from './fp16';
 
 /** out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). */
 export function matmul(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {

@@ -75,6 +75,37 @@ test('fp16 rounding edge cases: ties to even, subnormals, overflow to inf', () =
   assert.deepEqual(Array.from(a), [1, Infinity, -3, Infinity]);
 });
 
+test('the wasm SIMD rounding is bit-identical to the plain one (every f16 pattern, random f32 patterns, odd lengths)', () => {
+  const wasm = new WasmBackend({ threads: 1 });
+  try {
+    const n = 0x10000 + 300_003; // not a multiple of 4: the scalar tail runs too
+    const a = wasm.alloc(n);
+    const u = new Uint32Array(a.buffer, a.byteOffset, n);
+    for (let h = 0; h < 0x10000; h++) a[h] = f16BitsToF32(h) * (h % 3 === 0 ? 1.0009765625 : 1); // exact and between
+    let s = 99;
+    for (let i = 0x10000; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      u[i] = i % 5 === 0 ? s : ((s & 0x807fffff) | ((95 + (s % 52)) << 23)) >>> 0;
+    }
+    u[n - 1] = 0x7f800000; // +inf in the tail
+    u[70000] = 0x477ff000; // 65520: rounds to inf in the SIMD part
+    const plain = a.slice();
+    const firstPlain = roundToF16(plain);
+    const firstWasm = wasm.roundToF16(a, n);
+    assert.equal(firstWasm, firstPlain);
+    const pu = new Uint32Array(plain.buffer);
+    let bad = 0;
+    for (let i = 0; i < n; i++) {
+      if (u[i] !== pu[i] && !(Number.isNaN(a[i]) && Number.isNaN(plain[i]))) {
+        if (bad++ < 5) assert.fail(`index ${i}: wasm 0x${u[i].toString(16)} vs plain 0x${pu[i].toString(16)}`);
+      }
+    }
+    assert.equal(bad, 0);
+  } finally {
+    wasm.dispose();
+  }
+});
+
 test('--numerics specs parse, and bad ones name the flag', () => {
   assert.deepEqual(parseNumerics('fp16,accumulate=fp16,clamp'), { mode: 'fp16', accumulate: 'fp16', clampResidual: true });
   assert.throws(() => parseNumerics('fp8'), /--numerics fp8: expected f32 or fp16/);

@@ -76,6 +76,12 @@ export interface Backend {
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void;
   /** acc += x over n. */
   add(acc: Float32Array, x: Float32Array, n: number): void;
+  /**
+   * Optional fast path for fp16 numerics (src/fp16/backend.ts): round x[0..n) to the nearest fp16
+   * value in place, returning the index of the first non-finite result or -1. Must be
+   * bit-identical to src/fp16/round.ts.
+   */
+  roundToF16?(x: Float32Array, n: number): number;
   /** Release worker threads or memory. */
   dispose?(): void;
 }

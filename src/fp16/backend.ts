@@ -40,8 +40,18 @@ export class Fp16Backend implements Backend {
   private readonly gains = new WeakMap<Float32Array, Float32Array>();
   /** Set when an fp16 norm statistic overflowed since the last takeStatOverflow(). */
   private statOverflow = false;
+  private sawNonFinite = false;
+
+  /** The inner backend's rounding when it has one (wasm: SIMD), else the plain-TS one. */
+  private readonly round: (x: Float32Array, n: number) => number;
 
   constructor(readonly inner: Backend, readonly numerics: Numerics) {
+    const round = inner.roundToF16 ? inner.roundToF16.bind(inner) : roundToF16;
+    this.round = (x, n) => {
+      const i = round(x, n);
+      if (i >= 0) this.sawNonFinite = true;
+      return i;
+    };
     this.acc16 = numerics.accumulate === 'fp16';
     this.name = `${inner.name}, fp16${this.acc16 ? ' accumulate' : ''}${numerics.clampResidual ? ' clamp' : ''}`;
   }
@@ -69,6 +79,13 @@ export class Fp16Backend implements Backend {
     return v;
   }
 
+  /** True when an op output held a non-finite value since the last call: the watch scans only then. */
+  takeNonFinite(): boolean {
+    const s = this.sawNonFinite;
+    this.sawNonFinite = false;
+    return s;
+  }
+
   /** True once per overflowed fp16 norm statistic (read by the overflow watch). */
   takeStatOverflow(): boolean {
     const s = this.statOverflow;
@@ -79,12 +96,12 @@ export class Fp16Backend implements Backend {
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
     if (this.acc16) matmulF16(x, T, w.rows, w.cols, this.decoders.get(w)!, out);
     else this.inner.matmul(x, T, w, out);
-    roundToF16(out, T * w.rows);
+    this.round(out, T * w.rows);
   }
 
   embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void {
     this.inner.embed(table, ids, scale, out);
-    roundToF16(out, ids.length * table.cols);
+    this.round(out, ids.length * table.cols);
   }
 
   rmsNorm(x: Float32Array, rows: number, dim: number, gain: Float32Array, eps: number, out: Float32Array): void {
@@ -101,24 +118,24 @@ export class Fp16Backend implements Backend {
     } else {
       this.inner.rmsNorm(x, rows, dim, g, eps, out);
     }
-    roundToF16(out, rows * dim);
+    this.round(out, rows * dim);
   }
 
   rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
     this.inner.rope(x, T, heads, headDim, pos0, table);
-    roundToF16(x, T * heads * headDim);
+    this.round(x, T * heads * headDim);
   }
 
   attention(a: AttentionArgs): void {
     if (this.acc16) attentionF16(a);
     else this.inner.attention(a);
-    roundToF16(a.out, a.T * a.numHeads * a.headDim);
+    this.round(a.out, a.T * a.numHeads * a.headDim);
   }
 
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void {
     if (this.acc16) geluMulF16(gate, up, n, out);
     else this.inner.geluMul(gate, up, n, out);
-    roundToF16(out, n);
+    this.round(out, n);
   }
 
   add(acc: Float32Array, x: Float32Array, n: number): void {
@@ -126,7 +143,7 @@ export class Fp16Backend implements Backend {
     if (this.numerics.clampResidual) {
       for (let i = 0; i < n; i++) acc[i] = Math.min(FP16_MAX, Math.max(-FP16_MAX, acc[i]));
     }
-    roundToF16(acc, n);
+    this.round(acc, n);
   }
 
   dispose(): void {

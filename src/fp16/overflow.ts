@@ -49,11 +49,14 @@ export class OverflowWatch {
   reset(): void {
     this.first = null;
     this.backend.takeStatOverflow();
+    this.backend.takeNonFinite();
   }
 
   readonly observer: Observer = (layer, point, data, rows, cols, pos0) => {
     if (this.first || this.clippedByAdd.has(point)) return; // after the first overflow, all is downstream of it
     const stat = this.backend.takeStatOverflow();
+    // Every op output passes the backend's rounding, which flags non-finite results: scan only then.
+    if (!this.backend.takeNonFinite() && !stat) return;
     const i = firstNonFinite(data, rows * cols);
     if (i < 0 && !stat) return;
     this.first = { layer, point, position: i < 0 ? pos0 : pos0 + Math.floor(i / cols), value: i < 0 ? null : data[i] };

@@ -188,6 +188,10 @@ export class WasmBackend implements Backend {
     this.k.add(this.addr(acc, n, 'add accumulator'), this.addr(x, n, 'add input'), n);
   }
 
+  roundToF16(x: Float32Array, n: number): number {
+    return this.k.roundF16(this.addr(x, n, 'fp16 rounding input'), n);
+  }
+
   dispose(): void {
     this.pool.dispose();
   }

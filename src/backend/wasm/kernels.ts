@@ -16,6 +16,7 @@ export interface Kernels {
   add(acc: number, x: number, n: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;
   decodeRow(d: number, r: number, dst: number): void;
+  roundF16(p: number, n: number): number;
   heapBase(): number;
 }
 
