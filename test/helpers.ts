@@ -19,6 +19,13 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
+/** Index of the largest value (the top-1 token of a logit row). */
+export function argmax(a: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
 /** Deterministic pseudo-random token ids in [lo, hi). */
 export function tokenSequence(n: number, seed: number, lo = 5, hi = 262000): number[] {
   let s = seed >>> 0;

@@ -16,7 +16,7 @@ import { formatName, type WeightFormat } from '../src/model/weight.js';
 import { checkMatmul, fillRandom, randomWeight } from './wasm-helpers.js';
 import { loadModel } from '../src/runtime/load.js';
 import { Session } from '../src/runtime/session.js';
-import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
+import { tinyFixture, maxAbsDiff, tokenSequence, argmax } from './helpers.js';
 
 const ref = new ReferenceBackend();
 const wasm1 = new WasmBackend({ threads: 1 });
@@ -244,10 +244,4 @@ test('whole tiny model: prefill and decode past the sliding window match the ref
     fx.cleanup();
   }
 });
-
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
-}
 

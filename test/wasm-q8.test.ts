@@ -15,7 +15,7 @@ import { loadModel, makeBackend } from '../src/runtime/load.js';
 import { Session } from '../src/runtime/session.js';
 import { quantizeQ8 } from '../src/backend/reference/q8.js';
 import { checkMatmul, fillRandom, randomWeight } from './wasm-helpers.js';
-import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
+import { tinyFixture, maxAbsDiff, tokenSequence, argmax } from './helpers.js';
 
 const ref = new ReferenceBackend();
 const refF32 = new ReferenceBackend({ activations: 'f32' });
@@ -241,9 +241,3 @@ test('whole tiny model at int8:32 and int4:32: wasm = reference, top-1 at every 
     fx.cleanup();
   }
 });
-
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
-}
