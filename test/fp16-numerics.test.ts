@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { f16round, roundToF16 } from '../src/fp16/round.js';
-import { f16BitsToF32, f32ToF16Bits } from '../src/util/half.js';
+import { bf16BitsToF32, f16BitsToF32, f32ToF16Bits } from '../src/util/half.js';
+import { weightAtF16 } from '../src/fp16/backend.js';
 import { parseNumerics } from '../src/fp16/numerics.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
@@ -104,6 +105,27 @@ test('the wasm SIMD rounding is bit-identical to the plain one (every f16 patter
   } finally {
     wasm.dispose();
   }
+});
+
+test('fp16 weights: a bf16 weight rounded to fp16 is still exactly bf16 (it keeps its fast format), f32 becomes f16', () => {
+  const n = 0x10000;
+  const bf = new Uint16Array(n).map((_, i) => i); // every bf16 pattern
+  const w = weightAtF16({ name: 'w', shape: [n], format: { kind: 'bf16' }, data: new Uint8Array(bf.buffer), source: 'test' });
+  assert.equal(w.format.kind, 'bf16');
+  const out = new Uint16Array(w.data.buffer, w.data.byteOffset, n);
+  let changed = 0;
+  for (let i = 0; i < n; i++) {
+    const x = bf16BitsToF32(i);
+    const want = f16round(x);
+    const got = bf16BitsToF32(out[i]);
+    if (Number.isNaN(x)) assert.ok(Number.isNaN(got));
+    else assert.ok(Object.is(got, want), `bf16 0x${i.toString(16)} (${x}): got ${got}, fp16 value ${want}`);
+    if (!Object.is(got, x) && !Number.isNaN(x)) changed++;
+  }
+  assert.ok(changed > 20000, `${changed} bf16 values are outside fp16 (tiny or huge)`);
+  const f = weightAtF16({ name: 'v', shape: [2], format: { kind: 'f32' }, data: new Uint8Array(new Float32Array([1 / 3, 70000]).buffer), source: 'test' });
+  assert.equal(f.format.kind, 'f16');
+  assert.deepEqual(Array.from(new Uint16Array(f.data.buffer, f.data.byteOffset, 2), f16BitsToF32), [f16round(1 / 3), Infinity]);
 });
 
 test('--numerics specs parse, and bad ones name the flag', () => {

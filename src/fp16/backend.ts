@@ -10,7 +10,12 @@ import { FP16_MAX, roundToF16 } from './round.js';
 import { attentionF16, geluMulF16, matmulF16, rmsNormF16 } from './fp16-ops.js';
 import type { Numerics } from './numerics.js';
 
-/** A weight with its values (or scales, or table) at fp16 precision. */
+/**
+ * A weight with its values (or scales, or table) at fp16 precision. bf16 weights stay bf16: a
+ * bf16 value rounded to fp16 keeps at most bf16's 8 significant bits (fp16 only drops low bits, in
+ * its subnormal range) or becomes ±inf, so the rounded value is exactly a bf16 value, and the
+ * bf16 kernels (about twice as fast as the f16 ones) still apply.
+ */
 export function weightAtF16(w: WeightTensor): WeightTensor {
   const kind = w.format.kind;
   if (kind === 'f32' || kind === 'bf16') {
@@ -18,6 +23,12 @@ export function weightAtF16(w: WeightTensor): WeightTensor {
     const values = new Float32Array(n);
     rowDecoder({ ...w, shape: [1, n] })(0, values);
     const bits = new Uint16Array(n);
+    if (kind === 'bf16') {
+      roundToF16(values);
+      const u = new Uint32Array(values.buffer);
+      for (let i = 0; i < n; i++) bits[i] = u[i] >>> 16; // exact: the low 16 bits are zero
+      return { ...w, data: new Uint8Array(bits.buffer) };
+    }
     for (let i = 0; i < n; i++) bits[i] = f32ToF16Bits(values[i]);
     return { ...w, format: { kind: 'f16' }, data: new Uint8Array(bits.buffer) };
   }
