@@ -1,8 +1,8 @@
 // Decode one weight row to f32 (prefill GEMM, embedding lookups, and the GEMV fallback for
 // formats without a fused kernel). Values equal the reference backend's bit for bit:
 // code × scale is one f32 rounding in both, tables and half floats are exact.
-import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf } from './matrix';
-import { bf16x4, f16x4, bf16, f16, int4x8 } from './convert';
+import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, f16FiniteOf } from './matrix';
+import { bf16x4, f16x4, f16x4Finite, bf16, f16, int4x8 } from './convert';
 
 export function decodeRow(d: usize, r: i32, dst: usize): void {
   const cols = colsOf(d);
@@ -10,7 +10,7 @@ export function decodeRow(d: usize, r: i32, dst: usize): void {
   switch (fmtOf(d)) {
     case F32: memory.copy(dst, src, <usize>cols << 2); break;
     case BF16: decodeBf16(src, cols, dst); break;
-    case F16: decodeF16(src, cols, dst); break;
+    case F16: decodeF16(src, cols, dst, f16FiniteOf(d) != 0); break;
     case INT8: decodeInt8(d, r, src, cols, dst); break;
     case INT4: decodeInt4(d, r, src, cols, dst); break;
     case LUT: decodeLut(d, r, src, cols, dst); break;
@@ -24,9 +24,10 @@ function decodeBf16(src: usize, n: i32, dst: usize): void {
   for (; i < n; i++) store<f32>(dst + (<usize>i << 2), bf16(src + (<usize>i << 1)));
 }
 
-function decodeF16(src: usize, n: i32, dst: usize): void {
+function decodeF16(src: usize, n: i32, dst: usize, finite: bool): void {
   let i = 0;
-  for (; i + 4 <= n; i += 4) v128.store(dst + (<usize>i << 2), f16x4(src + (<usize>i << 1)));
+  if (finite) for (; i + 4 <= n; i += 4) v128.store(dst + (<usize>i << 2), f16x4Finite(src + (<usize>i << 1)));
+  else for (; i + 4 <= n; i += 4) v128.store(dst + (<usize>i << 2), f16x4(src + (<usize>i << 1)));
   for (; i < n; i++) store<f32>(dst + (<usize>i << 2), f16(src + (<usize>i << 1)));
 }
 

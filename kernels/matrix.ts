@@ -45,6 +45,9 @@ export const LUT: i32 = 5;
 /** int formats: 1 when matmul quantizes activations to q8 (set by the host at prepare()). */
 @inline export function q8Of(d: usize): i32 { return load<i32>(d, 40); }
 
+/** f16: 1 when no value is Inf/NaN, so the 4-op conversion (f16x4Finite) is exact. */
+@inline export function f16FiniteOf(d: usize): i32 { return load<i32>(d, 44); }
+
 /** Activation blocks of 32 per weight scale (0: one scale for the whole row). */
 @inline export function q8PerScale(d: usize): i32 {
   return scalesPerRowOf(d) <= 1 ? 0 : blockOf(d) >> 5;

@@ -9,6 +9,7 @@
 // Whole model: max |Δlogit| ≤ 1e-3 and the same top-1 token at every position.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { f16BitsToF32 } from '../src/util/half.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { WasmBackend } from '../src/backend/wasm/index.js';
 import { makeRopeTable, type Matrix } from '../src/backend/backend.js';
@@ -245,3 +246,55 @@ test('whole tiny model: prefill and decode past the sliding window match the ref
   }
 });
 
+
+test('f16 weights: subnormals, ±0 and ±65504 take the 4-op conversion exactly; a matrix with Inf/NaN keeps the exact path', () => {
+  const rows = 13;
+  const cols = 37;
+  const special = [0x0000, 0x8000, 0x0001, 0x83ff, 0x0400, 0x7bff, 0xfbff, 0x3c00, 0xbc00, 0x3555];
+  const make = (withInf: boolean) => {
+    const h = new Uint16Array(rows * cols);
+    for (let i = 0; i < h.length; i++) h[i] = special[(i * 7) % special.length];
+    if (withInf) h[5 * cols + 3] = 0x7c00;
+    return { name: withInf ? 'f16-inf' : 'f16-special', shape: [rows, cols], format: { kind: 'f16' as const }, data: new Uint8Array(h.buffer), source: 'test' };
+  };
+  for (const withInf of [false, true]) {
+    const wt = make(withInf);
+    for (const [label, B] of backends) {
+      for (const T of [1, 3]) {
+        const x = fillRandom(B.alloc(T * cols), 5 + T, 1e-3);
+        const got = B.alloc(T * rows);
+        B.matmul(x, T, B.prepare(wt), got);
+        const want = new Float32Array(T * rows);
+        ref.matmul(Float32Array.from(x), T, ref.prepare(wt), want);
+        for (let i = 0; i < want.length; i++) {
+          const ok = Number.isFinite(want[i]) ? Math.abs(got[i] - want[i]) <= 1e-5 * Math.abs(want[i]) + 1e-6 : Object.is(got[i], want[i]) || (Number.isNaN(got[i]) && Number.isNaN(want[i]));
+          assert.ok(ok, `${wt.name} ${label} T=${T}: out[${i}] ${got[i]} vs ${want[i]}`);
+        }
+        if (withInf) assert.ok(want.some((v) => !Number.isFinite(v)), 'the Inf weight reaches the output');
+      }
+    }
+  }
+});
+
+test('f16 weights: every finite half converts exactly on the fast path (row decode and GEMV with one-hot inputs)', () => {
+  const rows = 256;
+  const cols = 248; // 63 488 = every finite f16 pattern (exponent < 31, both signs)
+  const h = new Uint16Array(rows * cols);
+  let k = 0;
+  for (let b = 0; b < 0x10000; b++) if ((b & 0x7c00) !== 0x7c00) h[k++] = b;
+  assert.equal(k, rows * cols);
+  const wt = { name: 'all-halves', shape: [rows, cols], format: { kind: 'f16' as const }, data: new Uint8Array(h.buffer), source: 'test' };
+  const B = backends[0][1];
+  const v = B.vector({ ...wt, shape: [rows * cols] });
+  for (let i = 0; i < k; i++) assert.ok(Object.is(v[i], f16BitsToF32(h[i])), `pattern 0x${h[i].toString(16)}: ${v[i]}`);
+  const m = B.prepare(wt);
+  const x = B.alloc(cols);
+  const out = B.alloc(rows);
+  for (const c of [0, 1, 5, 77, 247]) {
+    x.fill(0);
+    x[c] = 1;
+    B.matmul(x, 1, m, out);
+    // === (not Object.is): the sum starts at +0, so a −0 weight gives +0.
+    for (let r = 0; r < rows; r++) assert.ok(out[r] === f16BitsToF32(h[r * cols + c]), `row ${r}, column ${c}: ${out[r]}`);
+  }
+});

@@ -57,8 +57,16 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMa
   const desc = arena.bytes(DESC_BYTES);
   const d = new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4);
   const useQ8 = q8 && usesQ8(f);
-  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride, useQ8 ? 1 : 0]);
+  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
   return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8 };
+}
+
+/** No f16 Inf/NaN (exponent 31) in the data: the kernels may use their 4-op conversion. */
+function allFiniteF16(data: Uint8Array): boolean {
+  const d = data.byteOffset % 2 === 0 ? data : data.slice();
+  const h = new Uint16Array(d.buffer, d.byteOffset, d.byteLength >> 1);
+  for (let i = 0; i < h.length; i++) if ((h[i] & 0x7c00) === 0x7c00) return false;
+  return true;
 }
 
 function bytesOf(a: Float32Array): Uint8Array {
