@@ -50,7 +50,8 @@ function decodeInt8(d: usize, r: i32, src: usize, cols: i32, dst: usize): void {
   }
 }
 
-@inline function nibble(src: usize, i: i32): i32 {
+/** int4 element i of a row (low nibble = even element), as code − 8. */
+@inline export function nibble(src: usize, i: i32): i32 {
   const byte = <i32>load<u8>(src + (<usize>i >> 1));
   return ((i & 1) == 0 ? byte & 15 : byte >> 4) - 8;
 }

@@ -2,7 +2,8 @@
 // widened to i16 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
 // every loaded weight vector between two tokens; i32 sums are scaled to f32 once per block of 32.
 import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
-import { quantizeQ8, q8Blocks, q8RowBytes, nib, gather4 } from './q8';
+import { quantizeQ8, q8Blocks, q8RowBytes, gather4 } from './q8';
+import { nibble } from './decode';
 
 export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   const cols = colsOf(d);
@@ -63,7 +64,7 @@ function unpackInt4(src: usize, cols: i32, dst: usize): void {
     v128.store(o, i16x8.sub(v128.and(i16x8.shr_u(b, 8), m), eight), 32);
     v128.store(o, i16x8.sub(i16x8.shr_u(b, 12), eight), 48);
   }
-  for (let i = b0; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>nib(src, i) : 0);
+  for (let i = b0; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>nibble(src, i) : 0);
 }
 
 /** int8 row → i16 codes (zero-padded to whole blocks). */

@@ -38,8 +38,8 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   } else if (fmt == BF16) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotBf16(rowPtr(d, r), x, cols));
   } else if (fmt == F16) {
-    if (f16FiniteOf(d)) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16Finite(rowPtr(d, r), x, cols));
-    else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols));
+    if (f16FiniteOf(d)) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, true));
+    else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, false));
   } else if (fmt == INT8 && ((block & 7) == 0 || scalesPerRowOf(d) <= 1)) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotInt8(d, r, x, cols, block));
   } else if (fmt == INT4 && ((block & 15) == 0 || scalesPerRowOf(d) <= 1)) {
@@ -71,27 +71,14 @@ function dotBf16(w: usize, x: usize, n: i32): f32 {
   return s;
 }
 
-function dotF16(w: usize, x: usize, n: i32): f32 {
+/** f16 row · x; `finite` (constant at each call site, so inlining drops the branch) picks f16x4Finite. */
+@inline function dotF16(w: usize, x: usize, n: i32, finite: bool): f32 {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
   let i = 0;
   for (; i + 8 <= n; i += 8) {
     const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
-    a0 = f32x4.add(a0, f32x4.mul(f16x4(wp), v128.load(xp)));
-    a1 = f32x4.add(a1, f32x4.mul(f16x4(wp + 8), v128.load(xp, 16)));
-  }
-  let s = hsum(f32x4.add(a0, a1));
-  for (; i < n; i++) s += f16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
-  return s;
-}
-
-/** dotF16 for a matrix without Inf/NaN (f16x4Finite). */
-function dotF16Finite(w: usize, x: usize, n: i32): f32 {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
-  let i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
-    a0 = f32x4.add(a0, f32x4.mul(f16x4Finite(wp), v128.load(xp)));
-    a1 = f32x4.add(a1, f32x4.mul(f16x4Finite(wp + 8), v128.load(xp, 16)));
+    a0 = f32x4.add(a0, f32x4.mul(finite ? f16x4Finite(wp) : f16x4(wp), v128.load(xp)));
+    a1 = f32x4.add(a1, f32x4.mul(finite ? f16x4Finite(wp + 8) : f16x4(wp + 8), v128.load(xp, 16)));
   }
   let s = hsum(f32x4.add(a0, a1));
   for (; i < n; i++) s += f16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));

@@ -9,6 +9,7 @@
 //   corr[k] = (8·Σ codes of block k, 0, 0, 0) so the kernels can use the unsigned nibbles 0..15.
 // A partial last block is always natural order, zero-padded to 32.
 import { hsum } from './dot';
+import { nibble } from './decode';
 
 /** Blocks of 32 in a row of `cols` inputs. */
 @inline export function q8Blocks(cols: i32): i32 {
@@ -104,13 +105,13 @@ export function dotQ4(w: usize, q: usize, ds: usize, corr: usize, sc: usize, per
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const p = i32x4.sub(i4Block(w + (<usize>b0 >> 1), q + (<usize>b0 << 1)), v128.load(corr + (<usize>(b0 >> 5) << 4)));
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sp), v128.load32_splat(ds + (<usize>(b0 >> 5) << 2)))));
+    acc = addBlock(acc, p, sp, v128.load32_splat(ds + (<usize>(b0 >> 5) << 2)));
     if (--left == 0) { left = per; sp += 4; }
   }
   let total = hsum(acc);
   if (b0 < cols) {
     let p = 0;
-    for (let i = b0; i < cols; i++) p += nib(w, i) * <i32>load<i16>(q + (<usize>i << 1));
+    for (let i = b0; i < cols; i++) p += nibble(w, i) * <i32>load<i16>(q + (<usize>i << 1));
     total += load<f32>(sp) * load<f32>(ds + (<usize>(b0 >> 5) << 2)) * <f32>p;
   }
   return total;
@@ -125,9 +126,9 @@ export function dotQ4(w: usize, q: usize, ds: usize, corr: usize, sc: usize, per
   return i32x4.add(p, i32x4.dot_i16x8_s(i16x8.shr_u(b, 12), v128.load(q, 48)));
 }
 
-@inline export function nib(w: usize, i: i32): i32 {
-  const byte = <i32>load<u8>(w + (<usize>i >> 1));
-  return ((i & 1) == 0 ? byte & 15 : byte >> 4) - 8;
+/** acc + p (a block's i32 sums) × weight scale at sc × activation scale e (splat). */
+@inline function addBlock(acc: v128, p: v128, sc: usize, e: v128): v128 {
+  return f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc), e)));
 }
 
 /**
@@ -153,8 +154,8 @@ export function dotQ8x2(w0: usize, stride: usize, q: usize, ds: usize, sc0: usiz
     p = i32x4.add(p, i32x4.dot_i16x8_s(v128.load8x8_s(wa + 24), x3));
     u = i32x4.add(u, i32x4.dot_i16x8_s(v128.load8x8_s(wb + 24), x3));
     const e = v128.load32_splat(ds + (<usize>(b0 >> 5) << 2));
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc0 + so), e)));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.mul(v128.load32_splat(sc1 + so), e)));
+    acc0 = addBlock(acc0, p, sc0 + so, e);
+    acc1 = addBlock(acc1, u, sc1 + so, e);
     if (--left == 0) { left = per; so += 4; }
   }
   let t0 = hsum(acc0), t1 = hsum(acc1);
@@ -186,8 +187,8 @@ export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, corr: usi
     const p = i32x4.sub(i4Block(w0 + (<usize>b0 >> 1), qp), c);
     const u = i32x4.sub(i4Block(w1 + (<usize>b0 >> 1), qp), c);
     const e = v128.load32_splat(ds + (k << 2));
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), f32x4.mul(v128.load32_splat(sc0 + so), e)));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), f32x4.mul(v128.load32_splat(sc1 + so), e)));
+    acc0 = addBlock(acc0, p, sc0 + so, e);
+    acc1 = addBlock(acc1, u, sc1 + so, e);
     if (--left == 0) { left = per; so += 4; }
   }
   let t0 = hsum(acc0), t1 = hsum(acc1);
@@ -195,8 +196,8 @@ export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, corr: usi
     let p = 0, u = 0;
     for (let i = b0; i < cols; i++) {
       const c = <i32>load<i16>(q + (<usize>i << 1));
-      p += nib(w0, i) * c;
-      u += nib(w1, i) * c;
+      p += nibble(w0, i) * c;
+      u += nibble(w1, i) * c;
     }
     const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
     t0 += load<f32>(sc0 + so) * e * <f32>p;

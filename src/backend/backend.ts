@@ -46,6 +46,17 @@ export interface AttentionArgs {
   out: Float32Array;
 }
 
+/**
+ * Where the key/value of absolute position p lives for an attention call: this batch's k/v
+ * (p ≥ pos0) or the cache (slot p % capacity when ring). Returns [keys, values, offset of the row].
+ */
+export function keyValueRow(a: AttentionArgs, p: number): [Float32Array, Float32Array, number] {
+  const kvDim = a.numKvHeads * a.headDim;
+  if (p >= a.pos0) return [a.k, a.v, (p - a.pos0) * kvDim];
+  const c = a.cache;
+  return [c.k, c.v, (c.ring ? p % c.capacity : p) * kvDim];
+}
+
 export interface RopeTable {
   /** Inverse frequencies, headDim/2 entries, already divided by any linear scaling factor. */
   invFreq: Float32Array;

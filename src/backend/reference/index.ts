@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript, f64 accumulation, written to be read beside
 // gemma-architecture.md. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
-import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
+import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
 import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
 import { f16Table32 } from '../../util/half.js';
 import { LutraError } from '../../util/errors.js';
@@ -217,13 +217,10 @@ export class ReferenceBackend implements Backend {
   }
 
   attention(a: AttentionArgs): void {
-    const { q, k, v, cache, pos0, T, numHeads, numKvHeads, headDim, scale, window, out } = a;
-    const kvDim = numKvHeads * headDim;
+    const { q, pos0, T, numHeads, numKvHeads, headDim, scale, window, out } = a;
     const group = numHeads / numKvHeads;
     const qChunk = Math.max(1, a.qChunk);
-    // Where the key/value of absolute position p is: in this batch, or in the cache.
-    const keyAt = (p: number): [Float32Array, Float32Array, number] =>
-      p >= pos0 ? [k, v, (p - pos0) * kvDim] : [cache.k, cache.v, (cache.ring ? p % cache.capacity : p) * kvDim];
+    const keyAt = (p: number) => keyValueRow(a, p);
 
     for (let c0 = 0; c0 < T; c0 += qChunk) {
       const c1 = Math.min(T, c0 + qChunk);
