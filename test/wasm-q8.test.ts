@@ -19,12 +19,31 @@ import { tinyFixture, maxAbsDiff, tokenSequence, argmax } from './helpers.js';
 
 const ref = new ReferenceBackend();
 const refF32 = new ReferenceBackend({ activations: 'f32' });
-const wasm1 = new WasmBackend({ threads: 1 });
+const wasm1 = new WasmBackend({ threads: 1, simd: 'baseline' });
 // minParallelWork 1: every job is split over both threads, however small (the default keeps small ones on one).
-const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1 });
+const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1, simd: 'baseline' });
 const wasmF32 = new WasmBackend({ threads: 2, activations: 'f32', minParallelWork: 1 });
+// The relaxed-SIMD build (int4 against i8 codes, kernels/q4-relaxed.ts), where the engine has it.
+const relaxed = relaxedBackends();
+const wasmAll: WasmBackend[] = [wasm1, wasm2, ...relaxed];
 after(() => {
-  for (const B of [wasm1, wasm2, wasmF32]) B.dispose();
+  for (const B of [...wasmAll, wasmF32]) B.dispose();
+});
+
+function relaxedBackends(): WasmBackend[] {
+  try {
+    return [new WasmBackend({ threads: 1, simd: 'relaxed' }), new WasmBackend({ threads: 2, minParallelWork: 1, simd: 'relaxed' })];
+  } catch (e) {
+    if (!/no WebAssembly relaxed SIMD/.test(String(e))) throw e;
+    return [];
+  }
+}
+
+test('the relaxed-SIMD kernels build loads on this engine (Node 20 behind a V8 flag lutra sets, Node 22+ by default)', () => {
+  assert.equal(relaxed.length, 2, 'relaxed SIMD unavailable: only the baseline kernels are tested');
+  assert.deepEqual(relaxed.map((B) => B.simd), ['relaxed', 'relaxed']);
+  assert.equal(wasm1.simd, 'baseline');
+  assert.throws(() => new WasmBackend({ threads: 1, simd: 'avx' as 'auto' }), /unknown SIMD level "avx": expected auto, relaxed, baseline/);
 });
 
 function decoded(w: WeightTensor): Float32Array {
@@ -45,6 +64,12 @@ const Q8_CASES: { format: WeightFormat; rows: number; cols: number }[] = [
   { format: { kind: 'int4', group: 128 }, rows: 21, cols: 256 },
   { format: { kind: 'int4', group: 'c' }, rows: 129, cols: 77 },
   { format: { kind: 'int4', group: 't' }, rows: 37, cols: 53 },
+  // The relaxed int4 kernel takes blocks four at a time: runs of 4 plus 1–3 left over, a scale per
+  // block, per two blocks, per row (with a partial last block) and per tensor.
+  { format: { kind: 'int4', group: 32 }, rows: 37, cols: 224 },
+  { format: { kind: 'int4', group: 64 }, rows: 23, cols: 320 },
+  { format: { kind: 'int4', group: 'c' }, rows: 19, cols: 301 },
+  { format: { kind: 'int4', group: 't' }, rows: 21, cols: 270 },
 ];
 
 for (const { format, rows, cols } of Q8_CASES) {
@@ -54,7 +79,7 @@ for (const { format, rows, cols } of Q8_CASES) {
     const mr = ref.prepare(wt);
     const mf = refF32.prepare(wt);
     let quantized = 0;
-    for (const B of [wasm1, wasm2]) {
+    for (const B of wasmAll) {
       const mw = B.prepare(wt) as WasmMatrix;
       assert.equal(mw.q8, true, 'takes the q8 path');
       for (const T of [1, 2, 7, 9]) {
@@ -64,7 +89,7 @@ for (const { format, rows, cols } of Q8_CASES) {
         B.matmul(x, T, mw, out);
         const want = new Float32Array(T * rows);
         ref.matmul(x, T, mr, want);
-        checkMatmul(`${formatName(format)} T=${T} ${B.threads} threads`, out, want, x, w, T, rows, cols);
+        checkMatmul(`${formatName(format)} T=${T} ${B.threads} threads ${B.simd}`, out, want, x, w, T, rows, cols);
         // Against f32 activations the error is bounded by rounding each input by ≤ d/2 of its block.
         const exact = new Float32Array(T * rows);
         refF32.matmul(x, T, mf, exact);
@@ -106,7 +131,7 @@ test('q8 rounding: ties to even, clamp, zero blocks, split layout for int4 (iden
       else data[r * bytes + (r >> 1)] = r & 1 ? 0x98 : 0x89;
     }
     const wt: WeightTensor = { name: `eye_${kind}`, shape: [n, n], format: { kind, group: 'c' }, data, scales: new Float32Array(n).fill(1), source: 'test' };
-    for (const B of [ref, wasm1, wasm2] as Backend[]) {
+    for (const B of [ref, ...wasmAll] as Backend[]) {
       B.resetScratch();
       const m = B.prepare(wt);
       for (const T of [1, 3]) {

@@ -7,7 +7,7 @@ import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
 import { Arena, ScratchStack } from './arena.js';
-import { instantiate, kernelModule, type Kernels } from './kernels.js';
+import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
@@ -22,6 +22,8 @@ export interface WasmBackendOptions {
   minParallelWork?: number;
   /** 'q8' (default): int8/int4 matmuls quantize activations per block of 32 and use integer dot products. */
   activations?: Activations;
+  /** Kernels build (see kernels.ts); default 'auto'. */
+  simd?: SimdLevel;
 }
 
 /**
@@ -41,6 +43,8 @@ export class WasmBackend implements Backend {
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, number>();
   readonly activations: Activations;
+  /** The kernels build in use. */
+  readonly simd: 'relaxed' | 'baseline';
   private readonly minParallel: number;
 
   constructor(opts: WasmBackendOptions = {}) {
@@ -48,7 +52,8 @@ export class WasmBackend implements Backend {
     this.activations = checkActivations(opts.activations);
     this.minParallel = opts.minParallelWork ?? MIN_PARALLEL_WORK;
     if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
-    const module = kernelModule();
+    this.simd = resolveSimd(opts.simd);
+    const module = kernelModule(this.simd);
     // Instantiating with a throwaway memory tells us where the module's static data ends.
     const probe = instantiate(module, new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true }));
     this.arena = new Arena(probe.heapBase());

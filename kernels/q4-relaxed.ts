@@ -1,0 +1,133 @@
+// int4 rows against i8 activation codes with relaxed SIMD (built into build/kernels-relaxed.wasm
+// only). i16x8.relaxed_dot_i8x16_i7x16_s multiplies 16 signed bytes by 16 bytes in 0..127 and
+// adds adjacent pairs: with the unsigned nibbles (0..15) as the 7-bit operand its result is exact
+// on every engine (x64 pmaddubsw cannot saturate: 2·127·15 < 32767), and it does twice the work
+// of i32x4.dot_i16x8_s per instruction. (i32x4.relaxed_dot_i8x16_i7x16_add_s would save the
+// widening add but returns wrong sums in Node 20's V8 11.3: not used.)
+//
+// Activation layout per full block of 32 (written by quantizeQ8I8): the 16 codes of the even
+// elements, then the 16 of the odd ones, as i8: a block's 16 nibble bytes give the even elements
+// in their low nibbles and the odd ones in their high nibbles, in the same order. corr holds one
+// i32 per block, 8·Σ codes, so Σ (nibble − 8)·code = Σ nibble·code − corr. A partial last block
+// is natural order, zero-padded to 32. The codes are the Q8_0 rule of kernels/q8.ts.
+import { gather4 } from './q8';
+import { nibble } from './decode';
+
+/** Quantize x[cols] into i8 codes q (split layout above), block scales ds (f32) and corr (i32). */
+export function quantizeQ8I8(x: usize, cols: i32, q: usize, ds: usize, corr: usize): void {
+  const full = cols & ~31;
+  const lim = f32x4.splat(127), nlim = f32x4.splat(-127);
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const xp = x + (<usize>b0 << 2);
+    let m = f32x4.abs(v128.load(xp));
+    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
+    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+    const d: f32 = amax / 127;
+    const vid = f32x4.splat(d != 0 ? <f32>1 / d : 0);
+    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    // 32 codes in natural order as two i8x16, summed on the way for corr.
+    let sum = i32x4.splat(0);
+    let c0 = i16x8.splat(0), c1 = i16x8.splat(0), c2 = i16x8.splat(0), c3 = i16x8.splat(0);
+    for (let j = 0; j < 32; j += 8) {
+      const a = i32x4.trunc_sat_f32x4_s(f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2)), vid)))));
+      const b = i32x4.trunc_sat_f32x4_s(f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2), 16), vid)))));
+      sum = i32x4.add(sum, i32x4.add(a, b));
+      const ab = i16x8.narrow_i32x4_s(a, b);
+      if (j == 0) c0 = ab; else if (j == 8) c1 = ab; else if (j == 16) c2 = ab; else c3 = ab;
+    }
+    const lo = i8x16.narrow_i16x8_s(c0, c1), hi = i8x16.narrow_i16x8_s(c2, c3);
+    const qp = q + <usize>b0;
+    v128.store(qp, v128.shuffle<i8>(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+    v128.store(qp, v128.shuffle<i8>(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), 16);
+    const s = i32x4.extract_lane(sum, 0) + i32x4.extract_lane(sum, 1) + i32x4.extract_lane(sum, 2) + i32x4.extract_lane(sum, 3);
+    store<i32>(corr + (<usize>(b0 >> 5) << 2), s << 3);
+  }
+  if (b0 < cols) {
+    const xp = x + (<usize>b0 << 2);
+    const n = cols - b0;
+    let amax: f32 = 0;
+    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
+    const d: f32 = amax / 127;
+    const id: f32 = d != 0 ? <f32>1 / d : 0;
+    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    for (let j = 0; j < 32; j++) {
+      store<i8>(q + <usize>(b0 + j), j < n ? <i8><i32>min<f32>(127, max<f32>(-127, nearest<f32>(load<f32>(xp + (<usize>j << 2)) * id))) : 0);
+    }
+  }
+}
+
+/** i32x4 partial sums of Σ nibble·code over one block: b = its 16 nibble bytes, e/o = even/odd codes. */
+@inline function blockSum(b: v128, e: v128, o: v128): v128 {
+  const m = i8x16.splat(15);
+  // Constant condition: the baseline build compiles nothing here (gemv never calls it there).
+  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
+  const s = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, v128.and(b, m)), i16x8.relaxed_dot_i8x16_i7x16_s(o, v128.and(i16x8.shr_u(b, 4), m)));
+  return i32x4.extadd_pairwise_i16x8_s(s);
+}
+
+/** The weight scales of blocks k..k+3 of a row whose scales start at sc (per: blocks per scale, 0: one). */
+@inline function scales4(sc: usize, k: i32, per: i32): v128 {
+  if (per == 1) return v128.load(sc + (<usize>k << 2));
+  if (per == 0) return v128.load32_splat(sc);
+  return f32x4(
+    load<f32>(sc + (<usize>(k / per) << 2)),
+    load<f32>(sc + (<usize>((k + 1) / per) << 2)),
+    load<f32>(sc + (<usize>((k + 2) / per) << 2)),
+    load<f32>(sc + (<usize>((k + 3) / per) << 2)),
+  );
+}
+
+@inline function scaleAt(sc: usize, k: i32, per: i32): f32 {
+  return load<f32>(sc + (per == 0 ? 0 : <usize>(k / per) << 2));
+}
+
+/**
+ * Two int4 rows (w1 = w0 + stride, scales sc0 + scs) against the same codes; sums to out and
+ * out + os (stride 0 with os 0 computes one row). Four blocks per step: their i32 sums are
+ * gathered into one vector, corrected and scaled with one convert and two multiplies.
+ */
+export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
+  const w1 = w0 + stride, sc1 = sc0 + scs;
+  const nb = cols >> 5, nb4 = nb & ~3;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let k = 0;
+  for (; k < nb4; k += 4) {
+    const wo = <usize>k << 4, qp = q + (<usize>k << 5);
+    const e0 = v128.load(qp), o0 = v128.load(qp, 16), e1 = v128.load(qp, 32), o1 = v128.load(qp, 48);
+    const e2 = v128.load(qp, 64), o2 = v128.load(qp, 80), e3 = v128.load(qp, 96), o3 = v128.load(qp, 112);
+    const a = w0 + wo, b = w1 + wo;
+    const p = gather4(blockSum(v128.load(a), e0, o0), blockSum(v128.load(a, 16), e1, o1), blockSum(v128.load(a, 32), e2, o2), blockSum(v128.load(a, 48), e3, o3));
+    const u = gather4(blockSum(v128.load(b), e0, o0), blockSum(v128.load(b, 16), e1, o1), blockSum(v128.load(b, 32), e2, o2), blockSum(v128.load(b, 48), e3, o3));
+    const c = v128.load(corr + (<usize>k << 2)), d = v128.load(ds + (<usize>k << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(p, c)), f32x4.mul(scales4(sc0, k, per), d)));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(u, c)), f32x4.mul(scales4(sc1, k, per), d)));
+  }
+  let t0: f32 = f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3);
+  let t1: f32 = f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3);
+  for (; k < nb; k++) {
+    const wo = <usize>k << 4, qp = q + (<usize>k << 5);
+    const e = v128.load(qp), o = v128.load(qp, 16);
+    const c = load<i32>(corr + (<usize>k << 2)), d = load<f32>(ds + (<usize>k << 2));
+    t0 += <f32>(isum(blockSum(v128.load(w0 + wo), e, o)) - c) * (scaleAt(sc0, k, per) * d);
+    t1 += <f32>(isum(blockSum(v128.load(w1 + wo), e, o)) - c) * (scaleAt(sc1, k, per) * d);
+  }
+  const b0 = nb << 5;
+  if (b0 < cols) {
+    let p = 0, u = 0;
+    for (let i = b0; i < cols; i++) {
+      const c = <i32>load<i8>(q + <usize>i);
+      p += nibble(w0, i) * c;
+      u += nibble(w1, i) * c;
+    }
+    const d = load<f32>(ds + (<usize>nb << 2));
+    t0 += <f32>p * (scaleAt(sc0, nb, per) * d);
+    t1 += <f32>u * (scaleAt(sc1, nb, per) * d);
+  }
+  store<f32>(out, t0);
+  store<f32>(out + os, t1);
+}
+
+@inline function isum(v: v128): i32 {
+  return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3);
+}
