@@ -1,26 +1,50 @@
-// Prefill with q8 activations: each token is quantized once (kernels/q8.ts), int8/int4 rows are
-// widened to i16 codes four at a time, and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares
-// every loaded weight vector between two tokens; i32 sums are scaled to f32 once per block of 32.
+// Prefill with q8 activations. The host first quantizes the T tokens (quantizeTokens, split over
+// the pool: each token once, not once per chunk of rows), then every chunk of rows runs here:
+// int8/int4 rows are widened to i16 codes four at a time, and a 4-row × 2-token tile of
+// i32x4.dot_i16x8_s shares every loaded weight vector between two tokens; i32 sums are scaled to
+// f32 once per block of 32. The relaxed build's int4 takes gemmQ4I8 (i8 codes, below).
 import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
 import { quantizeQ8, q8Blocks, q8RowBytes, gather4 } from './q8';
 import { nibble } from './decode';
+import { quantizeQ8I8, unpackNibbles, tile4x2I8, tailQ4, dotQ4x2I8 } from './q4-relaxed';
 
-export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
+/** Bytes of one quantized token: codes (q8RowBytes), then block scales (f32), then corrections (i32x4 per block). */
+export function q8TokenBytes(cols: i32): usize {
+  return q8RowBytes(cols) + (<usize>q8Blocks(cols) * 20);
+}
+
+@inline function i8Layout(d: usize): bool {
+  return ASC_FEATURE_RELAXED_SIMD && fmtOf(d) == INT4;
+}
+
+/** Quantize tokens t0..t1 of x (T × cols f32) for weight d into q (q8TokenBytes apart). */
+export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize): void {
+  const cols = colsOf(d), ts = q8TokenBytes(cols), codes = q8RowBytes(cols);
+  const corr = codes + (<usize>q8Blocks(cols) << 2);
+  for (let t = t0; t < t1; t++) {
+    const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
+    if (i8Layout(d)) quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
+    else quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4, qt + corr);
+  }
+}
+
+/** out[t, r] for rows r0..r1 from tokens quantized by quantizeTokens into q. */
+export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
+  if (i8Layout(d)) {
+    gemmQ4I8(d, q, T, out, r0, r1, scratch);
+    return;
+  }
   const cols = colsOf(d);
   const rows = rowsOf(d);
   const int4 = fmtOf(d) == INT4;
-  const qs = q8RowBytes(cols);
-  const dss = <usize>q8Blocks(cols) << 2;
-  const q = scratch;
-  const ds = q + <usize>T * qs;
-  const dec = ds + <usize>T * dss; // 4 rows widened to i16 codes, qs bytes each
-  // The corrections of quad layout are not needed here (rows are widened to signed codes): one scratch slot.
-  const corr = dec + 4 * <usize>qs + (<usize>q8Blocks(cols) << 4);
-  for (let t = 0; t < T; t++) quantizeQ8(x + ((<usize>t * <usize>cols) << 2), cols, q + <usize>t * qs, ds + <usize>t * dss, int4, corr);
+  // Token t: codes at q + t·qs, scales at ds + t·qs.
+  const qs = q8TokenBytes(cols);
+  const ds = q + q8RowBytes(cols), dss = qs;
+  const decStride = q8RowBytes(cols);
+  const dec = scratch; // 4 rows widened to i16 codes, then their transposed scales
   const per = q8PerScale(d);
   const scs = <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
-  const decStride = qs;
   for (let r = r0; r < r1; r += 4) {
     const nr = min(4, r1 - r);
     // Rows widened once to i16 (reused by every token): the tile's inner loop is plain loads.
@@ -34,11 +58,8 @@ export function gemmQ8(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32,
     let t = 0;
     if (nr == 4) {
       // The 4 rows' scales per block of 32, transposed: st[k] = [s(r, k), s(r+1, k), s(r+2, k), s(r+3, k)].
-      const st = dec + 4 * decStride, nb = cols >> 5;
-      for (let k = 0, left = per, si: usize = 0; k < nb; k++) {
-        for (let j = 0; j < 4; j++) store<f32>(st + (<usize>(k * 4 + j) << 2), load<f32>(sc + <usize>j * scs + si));
-        if (--left == 0) { left = per; si += 4; }
-      }
+      const st = dec + 4 * decStride;
+      transposeScales(sc, scs, per, cols >> 5, st);
       for (; t + 2 <= T; t += 2) {
         tile4x2(w, ws, q + <usize>t * qs, qs, ds + <usize>t * dss, dss, st, sc, scs, per, cols, o + <usize>t * os, os);
       }
@@ -138,4 +159,55 @@ function tailDot(w: usize, q: usize, b0: i32, cols: i32): f32 {
   let p = 0;
   for (let i = b0; i < cols; i++) p += <i32>load<i16>(w + (<usize>i << 1)) * <i32>load<i16>(q + (<usize>i << 1));
   return <f32>p;
+}
+
+/** st[k] = the scales of 4 rows (scs bytes apart, from sc) for block k: one vector per block. */
+function transposeScales(sc: usize, scs: usize, per: i32, nb: i32, st: usize): void {
+  for (let k = 0, left = per, si: usize = 0; k < nb; k++) {
+    for (let j = 0; j < 4; j++) store<f32>(st + (<usize>(k * 4 + j) << 2), load<f32>(sc + <usize>j * scs + si));
+    if (--left == 0) { left = per; si += 4; }
+  }
+}
+
+/**
+ * The relaxed build's int4 GEMM (kernels/q4-relaxed.ts): tokens quantized to i8 codes, 4 rows
+ * unpacked to nibble bytes once, then 4-row × 2-token tiles; edge rows and an odd last token
+ * take the GEMV kernel.
+ */
+function gemmQ4I8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
+  const cols = colsOf(d), rows = rowsOf(d);
+  const qs = q8TokenBytes(cols), dss = qs;
+  const ds = q + q8RowBytes(cols), corr = ds + (<usize>q8Blocks(cols) << 2);
+  const us = <usize>q8Blocks(cols) << 5; // one unpacked row
+  const dec = scratch, st = dec + 4 * us;
+  const per = q8PerScale(d);
+  const scs = <usize>scalesPerRowOf(d) << 2;
+  const os = <usize>rows << 2;
+  for (let r = r0; r < r1; r += 4) {
+    const nr = min(4, r1 - r);
+    const sc = rowScales(d, r);
+    const o = out + (<usize>r << 2);
+    let t = 0;
+    if (nr == 4) {
+      for (let j = 0; j < 4; j++) unpackNibbles(rowPtr(d, r + j), cols, dec + <usize>j * us);
+      transposeScales(sc, scs, per, cols >> 5, st);
+      for (; t + 2 <= T; t += 2) {
+        const ot = o + <usize>t * os;
+        tile4x2I8(dec, us, q + <usize>t * qs, qs, ds + <usize>t * dss, corr + <usize>t * dss, dss, st, cols, ot, os);
+        if ((cols & 31) != 0) {
+          for (let j = 0; j < 4; j++) {
+            for (let u = 0; u < 2; u++) {
+              const a = ot + <usize>u * os + (<usize>j << 2);
+              store<f32>(a, load<f32>(a) + tailQ4(rowPtr(d, r + j), q + <usize>(t + u) * qs, ds + <usize>(t + u) * dss, sc + <usize>j * scs, per, cols));
+            }
+          }
+        }
+      }
+    }
+    for (; t < T; t++) {
+      for (let j = 0; j < nr; j++) {
+        dotQ4x2I8(rowPtr(d, r + j), 0, q + <usize>t * qs, ds + <usize>t * dss, corr + <usize>t * dss, sc + <usize>j * scs, 0, per, cols, o + <usize>t * os + (<usize>j << 2), 0);
+      }
+    }
+  }
 }

@@ -3,13 +3,17 @@
 import { gemv } from './gemv';
 import { gemm } from './gemm';
 import { gemmQ8 } from './gemm-q8';
+export { quantizeTokens, q8TokenBytes } from './gemm-q8';
 import { q8Of } from './matrix';
 export { attention } from './attention';
 export { rmsNorm, rope, geluMul, add, embedRow } from './elementwise';
 export { decodeRow } from './decode';
 export { roundF16 } from './fp16';
 
-/** out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). */
+/**
+ * out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). For T > 1 with q8 activations, x
+ * holds the tokens already quantized by quantizeTokens.
+ */
 export function matmul(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   if (T == 1) gemv(d, x, out, r0, r1, scratch);
   else if (q8Of(d)) gemmQ8(d, x, T, out, r0, r1, scratch);

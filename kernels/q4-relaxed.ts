@@ -112,22 +112,68 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
     t0 += <f32>(isum(blockSum(v128.load(w0 + wo), e, o)) - c) * (scaleAt(sc0, k, per) * d);
     t1 += <f32>(isum(blockSum(v128.load(w1 + wo), e, o)) - c) * (scaleAt(sc1, k, per) * d);
   }
-  const b0 = nb << 5;
-  if (b0 < cols) {
-    let p = 0, u = 0;
-    for (let i = b0; i < cols; i++) {
-      const c = <i32>load<i8>(q + <usize>i);
-      p += nibble(w0, i) * c;
-      u += nibble(w1, i) * c;
-    }
-    const d = load<f32>(ds + (<usize>nb << 2));
-    t0 += <f32>p * (scaleAt(sc0, nb, per) * d);
-    t1 += <f32>u * (scaleAt(sc1, nb, per) * d);
-  }
-  store<f32>(out, t0);
-  store<f32>(out + os, t1);
+  store<f32>(out, t0 + tailQ4(w0, q, ds, sc0, per, cols));
+  store<f32>(out + os, t1 + tailQ4(w1, q, ds, sc1, per, cols));
 }
 
 @inline function isum(v: v128): i32 {
   return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3);
+}
+
+/**
+ * int4 row → its nibbles as bytes, per full block the 16 even elements then the 16 odd ones (the
+ * 7-bit operands of blockSum's dot products, unpacked once per row for the GEMM's many tokens).
+ */
+export function unpackNibbles(src: usize, cols: i32, dst: usize): void {
+  const m = i8x16.splat(15);
+  for (let k = 0, nb = cols >> 5; k < nb; k++) {
+    const b = v128.load(src + (<usize>k << 4));
+    v128.store(dst + (<usize>k << 5), v128.and(b, m));
+    v128.store(dst + (<usize>k << 5), v128.and(i16x8.shr_u(b, 4), m), 16);
+  }
+}
+
+/** i32x4 partial sums of one block from unpacked nibbles (lo, hi) and codes (e, o). */
+@inline function blockSumUnpacked(lo: v128, hi: v128, e: v128, o: v128): v128 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
+  return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, lo), i16x8.relaxed_dot_i8x16_i7x16_s(o, hi)));
+}
+
+/**
+ * The GEMM tile: 4 unpacked rows (u, ws bytes apart) × 2 tokens (codes qs, scales and corrections
+ * dss bytes apart), full blocks only; st[k] holds the 4 rows' scales of block k. Per block and
+ * token, the rows' sums are gathered into one vector: sums for rows r..r+3 go to out (token 0)
+ * and out + os (token 1).
+ */
+export function tile4x2I8(u: usize, ws: usize, q0: usize, qs: usize, d0: usize, c0: usize, dss: usize, st: usize, cols: i32, out: usize, os: usize): void {
+  const u1 = u + ws, u2 = u1 + ws, u3 = u2 + ws, q1 = q0 + qs, d1 = d0 + dss, c1 = c0 + dss;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  for (let k = 0, nb = cols >> 5; k < nb; k++) {
+    const wo = <usize>k << 5, ko = <usize>k << 2;
+    const e0 = v128.load(q0 + wo), o0 = v128.load(q0 + wo, 16), e1 = v128.load(q1 + wo), o1 = v128.load(q1 + wo, 16);
+    let l = v128.load(u + wo), h = v128.load(u + wo, 16);
+    const p00 = blockSumUnpacked(l, h, e0, o0), p01 = blockSumUnpacked(l, h, e1, o1);
+    l = v128.load(u1 + wo); h = v128.load(u1 + wo, 16);
+    const p10 = blockSumUnpacked(l, h, e0, o0), p11 = blockSumUnpacked(l, h, e1, o1);
+    l = v128.load(u2 + wo); h = v128.load(u2 + wo, 16);
+    const p20 = blockSumUnpacked(l, h, e0, o0), p21 = blockSumUnpacked(l, h, e1, o1);
+    l = v128.load(u3 + wo); h = v128.load(u3 + wo, 16);
+    const p30 = blockSumUnpacked(l, h, e0, o0), p31 = blockSumUnpacked(l, h, e1, o1);
+    const s4 = v128.load(st + (<usize>k << 4));
+    const t0 = i32x4.sub(gather4(p00, p10, p20, p30), v128.load32_splat(c0 + ko));
+    const t1 = i32x4.sub(gather4(p01, p11, p21, p31), v128.load32_splat(c1 + ko));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(t0), f32x4.mul(s4, v128.load32_splat(d0 + ko))));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(t1), f32x4.mul(s4, v128.load32_splat(d1 + ko))));
+  }
+  v128.store(out, acc0);
+  v128.store(out + os, acc1);
+}
+
+/** The partial last block of one int4 row (natural-order codes): its scaled sum, 0 if none. */
+export function tailQ4(w: usize, q: usize, ds: usize, sc: usize, per: i32, cols: i32): f32 {
+  const nb = cols >> 5, b0 = nb << 5;
+  if (b0 >= cols) return 0;
+  let p = 0;
+  for (let i = b0; i < cols; i++) p += nibble(w, i) * <i32>load<i8>(q + <usize>i);
+  return <f32>p * (scaleAt(sc, nb, per) * load<f32>(ds + (<usize>nb << 2)));
 }

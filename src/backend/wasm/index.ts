@@ -11,7 +11,7 @@ import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } 
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
-import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL } from './protocol.js';
+import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE } from './protocol.js';
 
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
@@ -40,6 +40,9 @@ export class WasmBackend implements Backend {
   private readonly pool: Pool;
   private readonly scratchStack: ScratchStack;
   private threadScratch = 0;
+  /** Quantized GEMM inputs (T tokens of q8 codes), shared by the pool. */
+  private codes = 0;
+  private codesBytes = 0;
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, number>();
   readonly activations: Activations;
@@ -107,20 +110,35 @@ export class WasmBackend implements Backend {
 
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
     const m = w as WasmMatrix;
-    const xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
+    let xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
     const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
-    // f32 path: 4 decoded rows; q8: T tokens of codes (64 B per block) and scales, 4 rows widened to i16 and their scales.
+    // Per thread: f32 path, 4 decoded rows; q8 GEMV, one token's codes, scales and corrections
+    // (84 B per block); q8 GEMM, 4 rows widened to i16 and their transposed scales (272 B).
     const blocks = Math.ceil(m.cols / 32);
-    this.ensureThreadScratch(m.q8 ? T * 68 * blocks + 288 * blocks : 4 * 4 * m.cols);
+    this.ensureThreadScratch(m.q8 ? 272 * blocks : 4 * 4 * m.cols);
+    const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
+    if (m.q8 && T > 1) {
+      // Quantize the T tokens once, split over the pool; every chunk of rows reads them.
+      const bytes = T * this.k.q8TokenBytes(m.cols);
+      if (bytes > this.codesBytes) {
+        this.codesBytes = Math.max(bytes, 2 * this.codesBytes);
+        this.codes = this.arena.bytes(this.codesBytes);
+      }
+      c[A_JOB] = m.desc;
+      c[A_JOB + 1] = xa;
+      c[A_JOB + 2] = T;
+      c[A_JOB + 3] = this.codes;
+      this.pool.run(OP_QUANTIZE, this.threadScratch, this.threadStride, parts ?? (T < 4 ? 1 : undefined));
+      xa = this.codes;
+    }
     c[A_JOB] = m.desc;
     c[A_JOB + 1] = xa;
     c[A_JOB + 2] = T;
     c[A_JOB + 3] = oa;
     c[A_JOB + 4] = m.rows;
-    const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
-    // Chunks of rows claimed dynamically: 8 per thread for a GEMV, 2 for a GEMM (each chunk
-    // quantizes its T tokens again). Multiples of 4 keep the GEMM's 4-row tiles whole.
+    // Chunks of rows claimed dynamically: 8 per thread for a GEMV (each chunk quantizes its one
+    // token again), 2 for a GEMM. Multiples of 4 keep the GEMM's 4-row tiles whole.
     const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
     c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
     Atomics.store(c, NEXT, 0);

@@ -15,6 +15,7 @@ export const CONTROL_INTS = 64;
 export const OP_MATMUL = 1;
 export const OP_ATTENTION = 2;
 export const OP_GELU = 3;
+export const OP_QUANTIZE = 4;
 export const OP_EXIT = 99;
 
 /** Argument slots that follow ARGS, per job. */
@@ -59,6 +60,12 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
       // gate, up, out, n
       const [i0, i1] = share(ctl[a + 3], parts, i, 4);
       if (i1 > i0) k.geluMul(ctl[a], ctl[a + 1], i0, i1, ctl[a + 2]);
+      break;
+    }
+    case OP_QUANTIZE: {
+      // d, x, T, q: the tokens of a GEMM's input quantized once, split over the participants.
+      const [t0, t1] = share(ctl[a + 2], parts, i, 1);
+      if (t1 > t0) k.quantizeTokens(ctl[a], ctl[a + 1], t0, t1, ctl[a + 3]);
       break;
     }
     default:
