@@ -1,8 +1,14 @@
-// Causal (optionally sliding-window) attention for queries (t, h) with u0 ≤ t·numHeads + h < u1.
+// Causal (optionally sliding-window) attention for units (t, kv head) with u0 ≤ t·numKvHeads + kvh < u1:
+// every query head that shares the kv head (grouped-query attention) in one unit.
 // Keys of positions ≥ pos0 come from this batch's k/v; older ones from the cache (ring slot
 // p % capacity). Each query is scored against exactly the keys it can see, so Q-chunking (which
 // only changes the masked-out set) does not change the result.
-import { dot, axpy } from './dot';
+//
+// Per unit: the visible keys' addresses are listed once; scores four keys at a time (each query
+// vector load serves four keys, each key row every head of the group); exp four lanes at a time;
+// then per head the weighted sum of values with 16 output dimensions held in registers across all
+// keys (no accumulator traffic through memory).
+import { dot } from './dot';
 
 export function attention(
   q: usize, k: usize, v: usize, cacheK: usize, cacheV: usize, capacity: i32, ring: i32,
@@ -11,36 +17,149 @@ export function attention(
 ): void {
   const kvDim = numKvHeads * headDim;
   const group = numHeads / numKvHeads;
-  const acc = scratch; // headDim f32, then the scores
-  const scores = scratch + ((<usize>headDim + 4) << 2);
   for (let u = u0; u < u1; u++) {
-    const t = u / numHeads, h = u % numHeads;
-    const kvOff = <usize>((h / group) * headDim) << 2;
+    const t = u / numKvHeads, kvh = u % numKvHeads;
+    const kvOff = <usize>(kvh * headDim) << 2;
     const qp = pos0 + t;
     const lo = window > 0 ? max(0, qp - window + 1) : 0;
-    const qv = q + ((<usize>t * <usize>numHeads + <usize>h) * <usize>headDim << 2);
-    let mx: f32 = -Infinity;
-    for (let p = lo; p <= qp; p++) {
-      const s = dot(qv, keyRow(p, pos0, k, cacheK, capacity, ring, kvDim) + kvOff, headDim) * scale;
-      store<f32>(scores + (<usize>(p - lo) << 2), s);
-      if (s > mx) mx = s;
+    const n = qp - lo + 1;
+    // scratch: n key addresses, n value addresses, then n scores per query head of the group.
+    const keys = scratch, vals = keys + (<usize>n << 2), scores = vals + (<usize>n << 2);
+    for (let j = 0; j < n; j++) {
+      const p = lo + j;
+      const row = rowOffset(p, pos0, capacity, ring, kvDim) + kvOff;
+      store<u32>(keys + (<usize>j << 2), <u32>((p >= pos0 ? k : cacheK) + row));
+      store<u32>(vals + (<usize>j << 2), <u32>((p >= pos0 ? v : cacheV) + row));
     }
-    let sum: f64 = 0;
-    memory.fill(acc, 0, <usize>headDim << 2);
-    for (let p = lo; p <= qp; p++) {
-      const e = Mathf.exp(load<f32>(scores + (<usize>(p - lo) << 2)) - mx);
-      sum += e;
-      axpy(e, keyRow(p, pos0, v, cacheV, capacity, ring, kvDim) + kvOff, acc, headDim);
+    const q0 = q + ((<usize>t * <usize>numHeads + <usize>(kvh * group)) * <usize>headDim << 2);
+    const qs = <usize>headDim << 2, ss = <usize>n << 2;
+    // Four keys at a time for every head of the group: the four rows stay in L1 across the heads.
+    const vs = f32x4.splat(scale);
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const a = keys + (<usize>j << 2);
+      const k0 = load<u32>(a), k1 = load<u32>(a, 4), k2 = load<u32>(a, 8), k3 = load<u32>(a, 12);
+      for (let g = 0; g < group; g++) {
+        v128.store(scores + <usize>g * ss + (<usize>j << 2), f32x4.mul(dot4(q0 + <usize>g * qs, k0, k1, k2, k3, headDim), vs));
+      }
     }
-    const inv = <f32>(1 / sum);
-    const o = out + (qv - q);
-    for (let d = 0; d < headDim; d++) store<f32>(o + (<usize>d << 2), load<f32>(acc + (<usize>d << 2)) * inv);
+    for (; j < n; j++) {
+      const kr = <usize>load<u32>(keys + (<usize>j << 2));
+      for (let g = 0; g < group; g++) store<f32>(scores + <usize>g * ss + (<usize>j << 2), dot(q0 + <usize>g * qs, kr, headDim) * scale);
+    }
+    for (let g = 0; g < group; g++) {
+      const sg = scores + <usize>g * ss;
+      const inv = softmaxWeights(sg, n);
+      weightedSum(vals, sg, n, headDim, inv, out + (q0 - q) + <usize>g * qs);
+    }
   }
 }
 
-/** Address of the key (or value) vector of absolute position p. */
-@inline function keyRow(p: i32, pos0: i32, batch: usize, cache: usize, capacity: i32, ring: i32, kvDim: i32): usize {
-  if (p >= pos0) return batch + (<usize>(p - pos0) * <usize>kvDim << 2);
-  const slot = ring != 0 ? p % capacity : p;
-  return cache + (<usize>slot * <usize>kvDim << 2);
+/** Scores s[0..n) → e^(s − max) in place; returns 1 / their sum. */
+function softmaxWeights(s: usize, n: i32): f32 {
+  let mx4 = f32x4.splat(-Infinity);
+  let j = 0;
+  for (; j + 4 <= n; j += 4) mx4 = f32x4.max(mx4, v128.load(s + (<usize>j << 2)));
+  let mx = max(max(f32x4.extract_lane(mx4, 0), f32x4.extract_lane(mx4, 1)), max(f32x4.extract_lane(mx4, 2), f32x4.extract_lane(mx4, 3)));
+  for (; j < n; j++) mx = max(mx, load<f32>(s + (<usize>j << 2)));
+  const vmx = f32x4.splat(mx);
+  let sum4 = f32x4.splat(0);
+  j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const e = exp4(f32x4.sub(v128.load(s + (<usize>j << 2)), vmx));
+    v128.store(s + (<usize>j << 2), e);
+    sum4 = f32x4.add(sum4, e);
+  }
+  let sum = <f64>f32x4.extract_lane(sum4, 0) + <f64>f32x4.extract_lane(sum4, 1) + <f64>f32x4.extract_lane(sum4, 2) + <f64>f32x4.extract_lane(sum4, 3);
+  for (; j < n; j++) {
+    const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(s + (<usize>j << 2)) - mx)), 0);
+    store<f32>(s + (<usize>j << 2), e);
+    sum += e;
+  }
+  return <f32>(1 / sum);
+}
+
+/** Byte offset of the key/value row of absolute position p in its array (batch or cache). */
+@inline function rowOffset(p: i32, pos0: i32, capacity: i32, ring: i32, kvDim: i32): usize {
+  const r = p >= pos0 ? p - pos0 : ring != 0 ? p % capacity : p;
+  return (<usize>r * <usize>kvDim) << 2;
+}
+
+/** [q·k0, q·k1, q·k2, q·k3] over n f32. */
+@inline function dot4(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, n: i32): v128 {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    const x = v128.load(q + o);
+    a0 = f32x4.add(a0, f32x4.mul(x, v128.load(k0 + o)));
+    a1 = f32x4.add(a1, f32x4.mul(x, v128.load(k1 + o)));
+    a2 = f32x4.add(a2, f32x4.mul(x, v128.load(k2 + o)));
+    a3 = f32x4.add(a3, f32x4.mul(x, v128.load(k3 + o)));
+  }
+  // Lane sums: two rounds of interleave-and-add.
+  const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
+  let s = f32x4.add(v128.shuffle<f64>(ab, cd, 0, 2), v128.shuffle<f64>(ab, cd, 1, 3));
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    const x = load<f32>(q + o);
+    s = f32x4.add(s, f32x4(x * load<f32>(k0 + o), x * load<f32>(k1 + o), x * load<f32>(k2 + o), x * load<f32>(k3 + o)));
+  }
+  return s;
+}
+
+/** out[d] = inv · Σ_j w[j]·V_j[d], 16 dimensions at a time in registers, then 4, then 1. */
+function weightedSum(vals: usize, w: usize, n: i32, dim: i32, inv: f32, out: usize): void {
+  const vi = f32x4.splat(inv);
+  let d = 0;
+  for (; d + 16 <= dim; d += 16) {
+    const o = <usize>d << 2;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    for (let j = 0; j < n; j++) {
+      const e = v128.load32_splat(w + (<usize>j << 2));
+      const row = <usize>load<u32>(vals + (<usize>j << 2)) + o;
+      a0 = f32x4.add(a0, f32x4.mul(e, v128.load(row)));
+      a1 = f32x4.add(a1, f32x4.mul(e, v128.load(row, 16)));
+      a2 = f32x4.add(a2, f32x4.mul(e, v128.load(row, 32)));
+      a3 = f32x4.add(a3, f32x4.mul(e, v128.load(row, 48)));
+    }
+    v128.store(out + o, f32x4.mul(a0, vi));
+    v128.store(out + o, f32x4.mul(a1, vi), 16);
+    v128.store(out + o, f32x4.mul(a2, vi), 32);
+    v128.store(out + o, f32x4.mul(a3, vi), 48);
+  }
+  for (; d + 4 <= dim; d += 4) {
+    const o = <usize>d << 2;
+    let a = f32x4.splat(0);
+    for (let j = 0; j < n; j++) a = f32x4.add(a, f32x4.mul(v128.load32_splat(w + (<usize>j << 2)), v128.load(<usize>load<u32>(vals + (<usize>j << 2)) + o)));
+    v128.store(out + o, f32x4.mul(a, vi));
+  }
+  for (; d < dim; d++) {
+    const o = <usize>d << 2;
+    let a: f32 = 0;
+    for (let j = 0; j < n; j++) a += load<f32>(w + (<usize>j << 2)) * load<f32>(<usize>load<u32>(vals + (<usize>j << 2)) + o);
+    store<f32>(out + o, a * inv);
+  }
+}
+
+/**
+ * e^x for four lanes with x ≤ 0 (scores minus their max): e^r·2^n with |r| ≤ ln2/2, Taylor to r⁷
+ * (relative error < 1e-8 before the f32 rounding); below −87 (where e^x nears the smallest normal
+ * f32) the result is e^−87 ≈ 1.6e-38 instead of something smaller, which no sum notices.
+ */
+@inline function exp4(x: v128): v128 {
+  const z = f32x4.max(x, f32x4.splat(-87));
+  const n = f32x4.nearest(f32x4.mul(z, f32x4.splat(1.4426950408889634)));
+  // ln 2 in two parts (Cephes' split): n·C1 is exact, so r keeps its low bits.
+  const r = f32x4.add(f32x4.sub(z, f32x4.mul(n, f32x4.splat(0.693359375))), f32x4.mul(n, f32x4.splat(2.12194440e-4)));
+  let p = f32x4.splat(1.0 / 5040);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  return f32x4.mul(p, i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23));
 }

@@ -1,19 +1,38 @@
-// Small per-element ops, run on the calling thread. They follow the reference backend's f64
-// arithmetic so their outputs match it (nearly always bit for bit; geluMul to ~1e-15 relative);
-// they are cheap next to matmul.
+// Small per-element ops. They follow the reference backend's f64 arithmetic so their outputs
+// match it (nearly always bit for bit; geluMul to ~1e-15 relative). The host splits rmsNorm
+// (by rows), rope (by tokens) and geluMul over the pool when a prefill makes them large.
 import { decodeRow } from './decode';
 import { colsOf } from './matrix';
 
 export function rmsNorm(x: usize, rows: i32, dim: i32, gain: usize, eps: f64, out: usize): void {
   for (let r = 0; r < rows; r++) {
     const o = <usize>r * <usize>dim << 2;
-    let ss: f64 = 0;
-    for (let i = 0; i < dim; i++) {
+    // Σ x² in f64, four lanes (the reference sums in order: the two differ in the last f64 bits).
+    let s0 = f64x2.splat(0), s1 = f64x2.splat(0);
+    let i = 0;
+    for (; i + 4 <= dim; i += 4) {
+      const v = v128.load(x + o + (<usize>i << 2));
+      const a = f64x2.promote_low_f32x4(v), b = f64x2.promote_low_f32x4(v128.shuffle<i32>(v, v, 2, 3, 0, 1));
+      s0 = f64x2.add(s0, f64x2.mul(a, a));
+      s1 = f64x2.add(s1, f64x2.mul(b, b));
+    }
+    const s = f64x2.add(s0, s1);
+    let ss = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+    for (; i < dim; i++) {
       const v = <f64>load<f32>(x + o + (<usize>i << 2));
       ss += v * v;
     }
     const inv = 1 / Math.sqrt(ss / <f64>dim + eps);
-    for (let i = 0; i < dim; i++) {
+    // x·inv·gain per element in f64, as the reference, two lanes at a time.
+    const vi = f64x2.splat(inv);
+    i = 0;
+    for (; i + 2 <= dim; i += 2) {
+      const p = o + (<usize>i << 2);
+      const xv = f64x2.promote_low_f32x4(v128.load64_zero(x + p));
+      const g = f64x2.promote_low_f32x4(v128.load64_zero(gain + (<usize>i << 2)));
+      v128.store64_lane(out + p, f32x4.demote_f64x2_zero(f64x2.mul(f64x2.mul(xv, vi), g)), 0);
+    }
+    for (; i < dim; i++) {
       const p = o + (<usize>i << 2);
       store<f32>(out + p, <f32>(<f64>load<f32>(x + p) * inv * <f64>load<f32>(gain + (<usize>i << 2))));
     }

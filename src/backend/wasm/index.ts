@@ -11,7 +11,7 @@ import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } 
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
-import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE } from './protocol.js';
+import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, setF64 } from './protocol.js';
 
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
@@ -32,6 +32,9 @@ export interface WasmBackendOptions {
  * (+20% decode, EXPERIMENTS W24); with the cores shared 2^22 was better (W19). minParallelWork sets it.
  */
 const MIN_PARALLEL_WORK = 1 << 18;
+
+/** rmsNorm and rope over fewer elements than this run on the calling thread (a decode step's always do). */
+const ELEMENTWISE_PARALLEL = 1 << 15;
 
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
@@ -156,7 +159,14 @@ export class WasmBackend implements Backend {
   }
 
   rmsNorm(x: Float32Array, rows: number, dim: number, gain: Float32Array, eps: number, out: Float32Array): void {
-    this.k.rmsNorm(this.addr(x, rows * dim, 'rmsNorm input'), rows, dim, this.addr(gain, dim, 'rmsNorm gain'), eps, this.addr(out, rows * dim, 'rmsNorm output'));
+    const c = this.pool.ctl;
+    c[A_JOB] = this.addr(x, rows * dim, 'rmsNorm input');
+    c[A_JOB + 1] = rows;
+    c[A_JOB + 2] = dim;
+    c[A_JOB + 3] = this.addr(gain, dim, 'rmsNorm gain');
+    setF64(c, A_JOB + 4, eps);
+    c[A_JOB + 6] = this.addr(out, rows * dim, 'rmsNorm output');
+    this.pool.run(OP_RMSNORM, this.threadScratch, this.threadStride, rows * dim < ELEMENTWISE_PARALLEL ? 1 : undefined);
   }
 
   rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
@@ -168,7 +178,14 @@ export class WasmBackend implements Backend {
       this.ropeTables.set(table, inv);
     }
     this.ensureThreadScratch(headDim * 8);
-    this.k.rope(this.addr(x, T * heads * headDim, 'rope input'), T, heads, headDim, pos0, inv, this.threadScratch);
+    const c = this.pool.ctl;
+    c[A_JOB] = this.addr(x, T * heads * headDim, 'rope input');
+    c[A_JOB + 1] = T;
+    c[A_JOB + 2] = heads;
+    c[A_JOB + 3] = headDim;
+    c[A_JOB + 4] = pos0;
+    c[A_JOB + 5] = inv;
+    this.pool.run(OP_ROPE, this.threadScratch, this.threadStride, T * heads * headDim < ELEMENTWISE_PARALLEL ? 1 : undefined);
   }
 
   attention(a: AttentionArgs): void {
@@ -191,10 +208,11 @@ export class WasmBackend implements Backend {
     this.pool.ctlF[j + 11] = a.scale;
     c[j + 12] = a.window;
     c[j + 13] = this.addr(a.out, T * qDim, 'attention output');
-    c[j + 14] = T * numHeads;
+    c[j + 14] = T * numKvHeads; // units: (token, kv head) with all its query heads
     const keys = a.window > 0 ? Math.min(a.window, pos0 + T) : pos0 + T;
-    this.ensureThreadScratch(4 * (headDim + 4 + keys));
-    const parts = T * numHeads * keys * headDim < this.minParallel ? 1 : undefined;
+    this.ensureThreadScratch(4 * keys * (2 + numHeads / numKvHeads) + 64); // per unit: key and value addresses, scores per head
+    const parts = T * numKvHeads === 1 || T * numHeads * keys * headDim < this.minParallel ? 1 : undefined;
+    Atomics.store(c, NEXT, 0);
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
   }
 

@@ -8,7 +8,7 @@ export const DONE = 1; // workers that finished the current job; the caller wait
 export const READY = 2; // workers that have instantiated the module
 export const OP = 3;
 export const ERROR = 4; // 1 when a worker's share threw; the message is logged by the worker
-export const NEXT = 5; // matmul: first row not yet claimed (participants take chunks of rows)
+export const NEXT = 5; // matmul, attention: first row / unit not yet claimed (participants take chunks)
 export const ARGS = 8; // job arguments (i32, or f32 bits through the Float32Array view)
 export const CONTROL_INTS = 64;
 
@@ -16,6 +16,8 @@ export const OP_MATMUL = 1;
 export const OP_ATTENTION = 2;
 export const OP_GELU = 3;
 export const OP_QUANTIZE = 4;
+export const OP_RMSNORM = 5;
+export const OP_ROPE = 6;
 export const OP_EXIT = 99;
 
 /** Argument slots that follow ARGS, per job. */
@@ -49,10 +51,13 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
     }
     case OP_ATTENTION: {
       // q, k, v, cacheK, cacheV, capacity, ring, pos0, numHeads, numKvHeads, headDim, scale, window, out, units
-      const [u0, u1] = share(ctl[a + 14], parts, i, 1);
-      if (u1 > u0) {
+      // Units claimed a few at a time: causal units late in the batch see more keys than early ones.
+      const units = ctl[a + 14], chunk = Math.max(1, Math.floor(units / (8 * parts)));
+      for (;;) {
+        const u0 = Atomics.add(ctl, NEXT, chunk);
+        if (u0 >= units) break;
         k.attention(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], ctl[a + 4], ctl[a + 5], ctl[a + 6], ctl[a + 7],
-          ctl[a + 8], ctl[a + 9], ctl[a + 10], ctlF[a + 11], ctl[a + 12], ctl[a + 13], u0, u1, scratch);
+          ctl[a + 8], ctl[a + 9], ctl[a + 10], ctlF[a + 11], ctl[a + 12], ctl[a + 13], u0, Math.min(units, u0 + chunk), scratch);
       }
       break;
     }
@@ -68,7 +73,36 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
       if (t1 > t0) k.quantizeTokens(ctl[a], ctl[a + 1], t0, t1, ctl[a + 3]);
       break;
     }
+    case OP_RMSNORM: {
+      // x, rows, dim, gain, eps (f64 in two slots), out: rows split over the participants.
+      const [r0, r1] = share(ctl[a + 1], parts, i, 1);
+      const off = r0 * ctl[a + 2] * 4;
+      if (r1 > r0) k.rmsNorm(ctl[a] + off, r1 - r0, ctl[a + 2], ctl[a + 3], getF64(ctl, a + 4), ctl[a + 6] + off);
+      break;
+    }
+    case OP_ROPE: {
+      // x, T, heads, headDim, pos0, invFreq: tokens split over the participants (each its own trig scratch).
+      const [t0, t1] = share(ctl[a + 1], parts, i, 1);
+      if (t1 > t0) k.rope(ctl[a] + t0 * ctl[a + 2] * ctl[a + 3] * 4, t1 - t0, ctl[a + 2], ctl[a + 3], ctl[a + 4] + t0, ctl[a + 5], scratch);
+      break;
+    }
     default:
       throw new Error(`wasm pool: unknown op ${ctl[OP]}`);
   }
+}
+
+const f64 = new Float64Array(1);
+const f64Words = new Int32Array(f64.buffer);
+
+/** An f64 job argument in slots i, i + 1 (the control block's views are i32 and f32). */
+export function setF64(ctl: Int32Array, i: number, x: number): void {
+  f64[0] = x;
+  ctl[i] = f64Words[0];
+  ctl[i + 1] = f64Words[1];
+}
+
+export function getF64(ctl: Int32Array, i: number): number {
+  f64Words[0] = ctl[i];
+  f64Words[1] = ctl[i + 1];
+  return f64[0];
 }
