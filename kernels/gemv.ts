@@ -1,8 +1,8 @@
 // Decode (T = 1): out[r] = w[r]·x for rows r0..r1, weights dequantized in registers as they
 // stream past. Bandwidth-bound, so the aim is few instructions per weight byte.
 import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, q8Of, q8PerScale, strideOf, f16FiniteOf } from './matrix';
-import { quantizeQ8, q8Blocks, q8RowBytes, dotQ8, dotQ4, dotQ8x2, dotQ4x2 } from './q8';
-import { quantizeQ8I8, dotQ4x2I8 } from './q4-relaxed';
+import { q8Blocks, q8RowBytes, dotQ8, dotQ4, dotQ8x2, dotQ4x2 } from './q8';
+import { dotQ4x2I8 } from './q4-relaxed';
 import { bf16x4, f16x4, f16x4Finite, bf16, f16 } from './convert';
 import { dot, hsum } from './dot';
 import { decodeRow } from './decode';
@@ -12,14 +12,13 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   const cols = colsOf(d);
   const block = blockOf(d);
   if (q8Of(d)) {
-    // q8 activations: quantize x once per call, then integer dot products per row.
+    // q8 activations, quantized by the host (quantizeTokens) once for all chunks of rows: codes at
+    // x, block scales and corrections after them; integer dot products per row.
     const int4 = fmt == INT4;
-    // The relaxed build runs int4 rows against i8 codes (kernels/q4-relaxed.ts).
-    const i8 = int4 && ASC_FEATURE_RELAXED_SIMD;
-    const ds = scratch + q8RowBytes(cols);
+    const i8 = int4 && ASC_FEATURE_RELAXED_SIMD; // the relaxed build's int4 kernels (q4-relaxed.ts)
+    const q = x;
+    const ds = q + q8RowBytes(cols);
     const corr = ds + (<usize>q8Blocks(cols) << 2);
-    if (i8) quantizeQ8I8(x, cols, scratch, ds, corr);
-    else quantizeQ8(x, cols, scratch, ds, int4, corr);
     const per = q8PerScale(d);
     const stride = <usize>strideOf(d), scs = <usize>scalesPerRowOf(d) << 2;
     // Rows in pairs (activation codes and block scales loaded once for both), the pair's rows half
@@ -30,14 +29,14 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
     const pw = <usize>h * stride, ps = <usize>h * scs, po = <usize>h << 2;
     for (const r2 = r + h; r < r2; r++) {
       const o = out + (<usize>r << 2);
-      if (i8) dotQ4x2I8(rowPtr(d, r), pw, scratch, ds, corr, rowScales(d, r), ps, per, cols, o, po);
-      else if (int4) dotQ4x2(rowPtr(d, r), pw, scratch, ds, corr, rowScales(d, r), ps, per, cols, o, po);
-      else dotQ8x2(rowPtr(d, r), pw, scratch, ds, rowScales(d, r), ps, per, cols, o, po);
+      if (i8) dotQ4x2I8(rowPtr(d, r), pw, q, ds, corr, rowScales(d, r), ps, per, cols, o, po);
+      else if (int4) dotQ4x2(rowPtr(d, r), pw, q, ds, corr, rowScales(d, r), ps, per, cols, o, po);
+      else dotQ8x2(rowPtr(d, r), pw, q, ds, rowScales(d, r), ps, per, cols, o, po);
     }
     if (((r1 - r0) & 1) != 0) {
       const r = r1 - 1;
-      if (i8) dotQ4x2I8(rowPtr(d, r), 0, scratch, ds, corr, rowScales(d, r), 0, per, cols, out + (<usize>r << 2), 0);
-      else store<f32>(out + (<usize>r << 2), int4 ? dotQ4(rowPtr(d, r), scratch, ds, corr, rowScales(d, r), per, cols) : dotQ8(rowPtr(d, r), scratch, ds, rowScales(d, r), per, cols));
+      if (i8) dotQ4x2I8(rowPtr(d, r), 0, q, ds, corr, rowScales(d, r), 0, per, cols, out + (<usize>r << 2), 0);
+      else store<f32>(out + (<usize>r << 2), int4 ? dotQ4(rowPtr(d, r), q, ds, corr, rowScales(d, r), per, cols) : dotQ8(rowPtr(d, r), q, ds, rowScales(d, r), per, cols));
     }
   } else if (fmt == F32) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dot(rowPtr(d, r), x, cols));

@@ -11,8 +11,8 @@ export { decodeRow } from './decode';
 export { roundF16 } from './fp16';
 
 /**
- * out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). For T > 1 with q8 activations, x
- * holds the tokens already quantized by quantizeTokens.
+ * out[t, r] = w[r]·x[t] for rows r0..r1 (one thread's share). With q8 activations, x holds the
+ * tokens already quantized by quantizeTokens.
  */
 export function matmul(d: usize, x: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   if (T == 1) gemv(d, x, out, r0, r1, scratch);

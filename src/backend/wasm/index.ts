@@ -121,18 +121,21 @@ export class WasmBackend implements Backend {
     this.ensureThreadScratch(m.q8 ? 272 * blocks : 4 * 4 * m.cols);
     const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
-    if (m.q8 && T > 1) {
-      // Quantize the T tokens once, split over the pool; every chunk of rows reads them.
+    if (m.q8) {
+      // Quantize the T tokens once (a prefill's split over the pool); every chunk of rows reads them.
       const bytes = T * this.k.q8TokenBytes(m.cols);
       if (bytes > this.codesBytes) {
         this.codesBytes = Math.max(bytes, 2 * this.codesBytes);
         this.codes = this.arena.bytes(this.codesBytes);
       }
-      c[A_JOB] = m.desc;
-      c[A_JOB + 1] = xa;
-      c[A_JOB + 2] = T;
-      c[A_JOB + 3] = this.codes;
-      this.pool.run(OP_QUANTIZE, this.threadScratch, this.threadStride, parts ?? (T < 4 ? 1 : undefined));
+      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, this.codes);
+      else {
+        c[A_JOB] = m.desc;
+        c[A_JOB + 1] = xa;
+        c[A_JOB + 2] = T;
+        c[A_JOB + 3] = this.codes;
+        this.pool.run(OP_QUANTIZE, this.threadScratch, this.threadStride, parts);
+      }
       xa = this.codes;
     }
     c[A_JOB] = m.desc;
@@ -140,8 +143,8 @@ export class WasmBackend implements Backend {
     c[A_JOB + 2] = T;
     c[A_JOB + 3] = oa;
     c[A_JOB + 4] = m.rows;
-    // Chunks of rows claimed dynamically: 8 per thread for a GEMV (each chunk quantizes its one
-    // token again), 2 for a GEMM. Multiples of 4 keep the GEMM's 4-row tiles whole.
+    // Chunks of rows claimed dynamically: 8 per thread for a GEMV, 2 for a GEMM. Multiples of 4
+    // keep the GEMM's 4-row tiles whole.
     const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
     c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
     Atomics.store(c, NEXT, 0);
