@@ -10,7 +10,7 @@
 // in their low nibbles and the odd ones in their high nibbles, in the same order. corr holds one
 // i32 per block, 8·Σ codes, so Σ (nibble − 8)·code = Σ nibble·code − corr. A partial last block
 // is natural order, zero-padded to 32. The codes are the Q8_0 rule of kernels/q8.ts.
-import { gather4 } from './q8';
+import { gather4, scales4, scaleAt, isum } from './q8';
 import { nibble } from './decode';
 
 /** Quantize x[cols] into i8 codes q (split layout above), block scales ds (f32) and corr (i32). */
@@ -66,22 +66,6 @@ export function quantizeQ8I8(x: usize, cols: i32, q: usize, ds: usize, corr: usi
   return i32x4.extadd_pairwise_i16x8_s(s);
 }
 
-/** The weight scales of blocks k..k+3 of a row whose scales start at sc (per: blocks per scale, 0: one). */
-@inline function scales4(sc: usize, k: i32, per: i32): v128 {
-  if (per == 1) return v128.load(sc + (<usize>k << 2));
-  if (per == 0) return v128.load32_splat(sc);
-  return f32x4(
-    load<f32>(sc + (<usize>(k / per) << 2)),
-    load<f32>(sc + (<usize>((k + 1) / per) << 2)),
-    load<f32>(sc + (<usize>((k + 2) / per) << 2)),
-    load<f32>(sc + (<usize>((k + 3) / per) << 2)),
-  );
-}
-
-@inline function scaleAt(sc: usize, k: i32, per: i32): f32 {
-  return load<f32>(sc + (per == 0 ? 0 : <usize>(k / per) << 2));
-}
-
 /**
  * Two int4 rows (w1 = w0 + stride, scales sc0 + scs) against the same codes; sums to out and
  * out + os (stride 0 with os 0 computes one row). Four blocks per step: their i32 sums are
@@ -114,10 +98,6 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
   }
   store<f32>(out, t0 + tailQ4(w0, q, ds, sc0, per, cols));
   store<f32>(out + os, t1 + tailQ4(w1, q, ds, sc1, per, cols));
-}
-
-@inline function isum(v: v128): i32 {
-  return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3);
 }
 
 /**

@@ -213,3 +213,24 @@ export function dotQ4x2(w0: usize, stride: usize, q: usize, ds: usize, corr: usi
   const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
   return i32x4.add(v128.shuffle<i64>(ab, cd, 0, 2), v128.shuffle<i64>(ab, cd, 1, 3));
 }
+
+/** The weight scales of blocks k..k+3 of a row whose scales start at sc (per: blocks per scale, 0: one). */
+@inline export function scales4(sc: usize, k: i32, per: i32): v128 {
+  if (per == 1) return v128.load(sc + (<usize>k << 2));
+  if (per == 0) return v128.load32_splat(sc);
+  return f32x4(
+    load<f32>(sc + (<usize>(k / per) << 2)),
+    load<f32>(sc + (<usize>((k + 1) / per) << 2)),
+    load<f32>(sc + (<usize>((k + 2) / per) << 2)),
+    load<f32>(sc + (<usize>((k + 3) / per) << 2)),
+  );
+}
+
+/** The weight scale of block k (see scales4). */
+@inline export function scaleAt(sc: usize, k: i32, per: i32): f32 {
+  return load<f32>(sc + (per == 0 ? 0 : <usize>(k / per) << 2));
+}
+
+@inline export function isum(v: v128): i32 {
+  return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) + i32x4.extract_lane(v, 3);
+}

@@ -64,9 +64,11 @@ const Q8_CASES: { format: WeightFormat; rows: number; cols: number }[] = [
   { format: { kind: 'int4', group: 128 }, rows: 21, cols: 256 },
   { format: { kind: 'int4', group: 'c' }, rows: 129, cols: 77 },
   { format: { kind: 'int4', group: 't' }, rows: 37, cols: 53 },
-  // The relaxed int4 kernel takes blocks four at a time: runs of 4 plus 1–3 left over, a scale per
-  // block, per two blocks, per row (with a partial last block) and per tensor.
+  // The relaxed int4 and int8 GEMV kernels take blocks four at a time: runs of 4 plus 1–3 left
+  // over, a scale per block, per two blocks, per row (with a partial last block) and per tensor.
   { format: { kind: 'int4', group: 32 }, rows: 37, cols: 224 },
+  { format: { kind: 'int8', group: 32 }, rows: 19, cols: 288 },
+  { format: { kind: 'int8', group: 'c' }, rows: 19, cols: 301 },
   { format: { kind: 'int4', group: 64 }, rows: 23, cols: 320 },
   { format: { kind: 'int4', group: 'c' }, rows: 19, cols: 301 },
   { format: { kind: 'int4', group: 't' }, rows: 21, cols: 270 },
