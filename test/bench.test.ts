@@ -46,7 +46,12 @@ test('bench --json on the tiny checkpoint (bf16): finite, consistent, weight byt
   checkResult(j, 2);
   assert.deepEqual(Object.keys(j.formats), ['bf16']);
   assert.equal(j.threads, 1);
+  assert.ok(j.simd === 'relaxed' || j.simd === 'baseline', `simd = ${j.simd}`);
   assert.match(r.stderr, /measuring read bandwidth/);
+  // --simd baseline is honoured and reported.
+  const b = lutra('bench', '--model', fx.dir, ...SMALL, '--simd', 'baseline');
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(JSON.parse(b.stdout).simd, 'baseline');
 });
 
 test('bench --vs-llama-cpp on an int8:32 package (exported to Q8_0)', () => {
@@ -77,6 +82,7 @@ test('bench: bad --model, --prefill 0 and a bf16 model with --vs-llama-cpp fail 
   assertOneLineError(lutra('bench', '--model', join(fx.root, 'nope')), /^lutra: error: --model .*nope: not found/);
   assertOneLineError(lutra('bench', '--model', fx.dir, '--prefill', '0'), /^lutra: error: .*--prefill "0"/);
   assertOneLineError(lutra('bench', '--model', fx.dir, '--decode', 'x'), /^lutra: error: .*--decode "x"/);
+  assertOneLineError(lutra('bench', '--model', fx.dir, '--simd', 'avx'), /^lutra: error: --simd avx: expected auto, relaxed, baseline$/);
   // Found after loading, so progress lines come first; the error is still one line.
   const long = lutra('bench', '--model', fx.dir, '--prefill', '2040', '--decode', '9');
   assert.equal(long.code, 1);

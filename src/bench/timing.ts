@@ -4,6 +4,7 @@ import { Session } from '../runtime/session.js';
 import type { Gemma3Model } from '../model/gemma3.js';
 import { LutraError } from '../util/errors.js';
 import { weightBytes } from './weights.js';
+import type { SimdLevel } from '../backend/wasm/kernels.js';
 
 export interface TimeLutraOptions {
   /** Prompt tokens fed in one batched pass (logits for the last only). */
@@ -12,6 +13,8 @@ export interface TimeLutraOptions {
   decode: number;
   /** Worker threads for the wasm backend (default: available cores). */
   threads?: number;
+  /** The wasm kernels build (default 'auto'). */
+  simd?: SimdLevel;
   /** 'wasm' (default) or 'reference'. */
   backend?: string;
   /** Tokens per prefill batch (default: all of them, one pass). */
@@ -40,6 +43,8 @@ export interface LutraTiming {
   formats: Record<string, number>;
   backend: string;
   threads: number;
+  /** wasm: the kernels build ('relaxed' or 'baseline'); null for the reference backend. */
+  simd: string | null;
   repetitions: number;
   /** Process peak RSS (bytes) after the timed runs: loading and decoding included. */
   peak_rss_bytes: number;
@@ -61,6 +66,12 @@ export function benchTokens(n: number, vocab: number, seed = 1): number[] {
 function backendThreads(b: unknown): number {
   const x = b as { threads?: number; inner?: unknown };
   return x.threads ?? (x.inner ? backendThreads(x.inner) : 1);
+}
+
+/** The wasm kernels build in use ('relaxed' or 'baseline'), null for other backends. */
+function backendSimd(b: unknown): string | null {
+  const x = b as { simd?: string; inner?: unknown };
+  return x.simd ?? (x.inner ? backendSimd(x.inner) : null);
 }
 
 function argmax(x: Float32Array): number {
@@ -124,6 +135,7 @@ export async function timeModel(model: Gemma3Model, dir: string, opts: TimeLutra
     formats: wb.byFormat,
     backend: model.backend.name,
     threads: backendThreads(model.backend),
+    simd: backendSimd(model.backend),
     repetitions: reps,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     load_seconds: loadSeconds,
@@ -132,7 +144,7 @@ export async function timeModel(model: Gemma3Model, dir: string, opts: TimeLutra
 
 /** Load `model` (folder or .gguf), time it, release the backend's workers. */
 export async function timeLutra(model: string, opts: TimeLutraOptions): Promise<LutraTiming> {
-  const backend = makeBackend(opts.backend ?? 'wasm', { threads: opts.threads });
+  const backend = makeBackend(opts.backend ?? 'wasm', { threads: opts.threads, simd: opts.simd });
   try {
     const { model: m, loadSeconds } = loadModel(model, backend, { tokenizer: false });
     return await timeModel(m, model, opts, loadSeconds);

@@ -69,6 +69,7 @@ export const benchCommand: Command = {
       model: dir,
       backend: t.backend,
       threads: t.threads,
+      simd: t.simd,
       prefill_tokens: prefill,
       decode_tokens: decode,
       prefill_tok_s: t.prefill_tok_s,
@@ -114,7 +115,7 @@ function table(r: Record<string, any>): string {
   const mb = (b: number) => `${f(b / MB)} MB`;
   const fmts = Object.entries(r.formats as Record<string, number>).map(([k, v]) => `${k} ${mb(v)}`).join(', ');
   const lines = [
-    `lutra bench: ${r.model} (${r.backend}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
+    `lutra bench: ${r.model} (${r.backend}${r.simd ? ` ${r.simd} SIMD` : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
     `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
     `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
     `  bandwidth  ${mb(r.weight_bytes)} read per token → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,

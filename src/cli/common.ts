@@ -120,6 +120,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
   activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4 matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp) or f32', default: 'q8' },
+  simd: { type: 'string', arg: 'LEVEL', help: 'wasm kernels: relaxed (relaxed-SIMD int4 kernels; Node 20 gets them through a V8 flag lutra sets), baseline (SIMD128 only) or auto (relaxed where the engine has it; $LUTRA_SIMD overrides auto)', default: 'auto' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {

@@ -8,6 +8,7 @@ import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, type Numerics } from '../fp16/numerics.js';
 import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
+import { SIMD_LEVELS, type SimdLevel } from '../backend/wasm/kernels.js';
 
 /** --activations q8|f32 (undefined: the backend default). */
 export function activationsFlag(flags: Flags, name = 'activations'): 'q8' | 'f32' | undefined {
@@ -16,13 +17,20 @@ export function activationsFlag(flags: Flags, name = 'activations'): 'q8' | 'f32
   return a;
 }
 
+/** --simd auto|relaxed|baseline (undefined: auto). */
+export function simdFlag(flags: Flags): SimdLevel | undefined {
+  const v = flags.optionalString('simd');
+  if (v !== undefined && !SIMD_LEVELS.includes(v as SimdLevel)) throw new LutraError(`--simd ${v}: expected ${SIMD_LEVELS.join(', ')}`);
+  return v as SimdLevel | undefined;
+}
+
 export function onOverflowFlag(flags: Flags): OnOverflow {
   const v = flags.string('on-overflow', 'error');
   if (v !== 'error' && v !== 'continue') throw new LutraError(`--on-overflow ${v}: expected error or continue`);
   return v;
 }
 
-/** --model on --backend with --threads, --activations and --numerics, without the tokenizer (bench, a .gguf). */
+/** --model on --backend with --threads, --activations, --simd and --numerics, without the tokenizer (bench, a .gguf). */
 export function openModelWeights(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; dir: string; loadSeconds: number; numerics: Numerics } {
   const { model, dir, loadSeconds, numerics } = load(flags, false, opts.numerics);
   return { model, dir, loadSeconds, numerics };
@@ -37,7 +45,7 @@ export function openModel(flags: Flags, opts: { numerics?: Numerics } = {}): { m
 function load(flags: Flags, tokenizer: boolean, numerics: Numerics | undefined) {
   const dir = flags.model();
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
-  const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags) });
+  const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
   const spec = flags.optionalString('numerics');
   return { ...loadModel(dir, backend, { tokenizer, numerics: numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined) }), dir };
 }

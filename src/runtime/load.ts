@@ -5,6 +5,7 @@ import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import type { Backend } from '../backend/backend.js';
 import { ReferenceBackend } from '../backend/reference/index.js';
 import { WasmBackend } from '../backend/wasm/index.js';
+import type { SimdLevel } from '../backend/wasm/kernels.js';
 import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from '../fp16/backend.js';
 import { F32_NUMERICS, parseNumerics, type Numerics } from '../fp16/numerics.js';
@@ -16,10 +17,10 @@ export interface LoadedModel {
   loadSeconds: number;
 }
 
-/** activations: 'q8' (default) or 'f32' inputs to int8/int4 matmuls (both backends agree on it). */
-export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32' } = {}): Backend {
+/** activations: 'q8' (default) or 'f32' inputs to int8/int4 matmuls (both backends agree on it); simd: the wasm kernels build. */
+export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel } = {}): Backend {
   if (name === 'reference') return new ReferenceBackend({ activations: opts.activations });
-  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations });
+  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd });
   throw new LutraError(`--backend ${name}: unknown; available: wasm, reference`);
 }
 

@@ -118,7 +118,7 @@ const table = [
     return `| ${r.shape} | ${r.format} | ${mb(r.weight_bytes)} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
   }),
   '',
-  `Threads: lutra ${rows[0]?.threads ?? '—'}. Peak RSS is the whole \`lutra bench\` process up to the end of decoding (loading included; the tokenizer is not loaded), before llama.cpp runs.`,
+  `Threads: lutra ${rows[0]?.threads ?? '—'}; kernels: ${[...new Set(rows.map((r) => r.simd ?? 'baseline'))].join(', ')} SIMD build (\`--simd\`). Peak RSS is the whole \`lutra bench\` process up to the end of decoding (loading included; the tokenizer is not loaded), before llama.cpp runs.`,
   '',
   END,
 ].join('\n');
