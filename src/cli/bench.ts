@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
-import { openModelWeights } from './model-flags.js';
+import { openModelWeights, simdFlag } from './model-flags.js';
 import { benchTokens, timeModel } from '../bench/timing.js';
 import { exportTypeFor, ggufFor, matrixFormats } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
@@ -45,6 +45,7 @@ export const benchCommand: Command = {
     const repeat = flags.number('repeat', 3, { integer: true, min: 1, max: 100 });
     const probeMib = flags.number('probe-mib', 1024, { integer: true, min: 16, max: 3072 });
     const vs = flags.bool('vs-llama-cpp');
+    simdFlag(flags); // checked here so a bad value fails before the slow part
     const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
     const given = flags.model();
