@@ -159,14 +159,21 @@ test('rmsNorm, rope, geluMul and add match the reference', () => {
   }
 });
 
-test('attention: batch keys vs cached keys, ring slots, sliding and global, T = 1, 3, 17', () => {
-  const numHeads = 4, numKvHeads = 2, headDim = 18;
+test('attention: batch keys vs cached keys, ring slots, sliding and global, T = 1, 3, 17, 2 or 1 kv heads', () => {
+  // One kv head: a 2-thread decode step splits the four query heads over two units.
+  for (const numKvHeads of [2, 1]) attentionCases(4, numKvHeads, 18);
+});
+
+function attentionCases(numHeads: number, numKvHeads: number, headDim: number) {
   const kvDim = numKvHeads * headDim;
   const cases = [
     { window: 16, capacity: 16, ring: true, pos0: 37 }, // ring wrapped twice
     { window: 16, capacity: 16, ring: true, pos0: 5 },
     { window: 0, capacity: 64, ring: false, pos0: 20 },
     { window: 0, capacity: 64, ring: false, pos0: 0 },
+    // Enough keys for a 2-thread decode step to split them in two runs (attentionCombine merges).
+    { window: 0, capacity: 200, ring: false, pos0: 150 },
+    { window: 100, capacity: 100, ring: true, pos0: 230 },
   ];
   for (const c of cases) {
     for (const T of [1, 3, 17]) {
@@ -184,11 +191,11 @@ test('attention: batch keys vs cached keys, ring slots, sliding and global, T = 
         let vmax = 0;
         for (const a of [v, cache.v]) for (const x of a) vmax = Math.max(vmax, Math.abs(x));
         const d = maxAbsDiff(out, want);
-        assert.ok(d <= 1e-5 * vmax, `attention ${JSON.stringify(c)} T=${T} ${label}: max |Δ| ${d}`);
+        assert.ok(d <= 1e-5 * vmax, `attention ${JSON.stringify(c)} T=${T} ${numKvHeads} kv heads ${label}: max |Δ| ${d}`);
       }
     }
   }
-});
+}
 
 test('arrays outside the backend memory are a clear error', () => {
   const m = wasm1.prepare(randomWeight({ kind: 'f32' }, 5, 7, 1));

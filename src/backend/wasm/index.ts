@@ -46,6 +46,9 @@ export class WasmBackend implements Backend {
   /** Quantized GEMM inputs (T tokens of q8 codes), shared by the pool. */
   private codes = 0;
   private codesBytes = 0;
+  /** Decode attention's per-part results (attentionCombine merges them). */
+  private partials = 0;
+  private partialsBytes = 0;
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, number>();
   readonly activations: Activations;
@@ -211,12 +214,28 @@ export class WasmBackend implements Backend {
     this.pool.ctlF[j + 11] = a.scale;
     c[j + 12] = a.window;
     c[j + 13] = this.addr(a.out, T * qDim, 'attention output');
-    c[j + 14] = T * numKvHeads; // units: (token, kv head) with all its query heads
+    // Units: (token, kv head) with all its query heads. In a decode step with fewer pairs than
+    // threads, each pair's keys are cut in `split` runs (one unit each) merged afterwards.
+    const group = numHeads / numKvHeads;
+    const pairs = T * numKvHeads;
     const keys = a.window > 0 ? Math.min(a.window, pos0 + T) : pos0 + T;
-    this.ensureThreadScratch(4 * keys * (2 + numHeads / numKvHeads) + 64); // per unit: key and value addresses, scores per head
-    const parts = T * numKvHeads === 1 || T * numHeads * keys * headDim < this.minParallel ? 1 : undefined;
+    const parallel = T * numHeads * keys * headDim >= this.minParallel;
+    const split = parallel && pairs < this.threads && keys >= 16 * this.threads ? this.threads : 1;
+    c[j + 14] = pairs * split;
+    c[j + 15] = split;
+    if (split > 1) {
+      const bytes = pairs * group * split * (headDim + 2) * 4;
+      if (bytes > this.partialsBytes) {
+        this.partialsBytes = Math.max(bytes, 2 * this.partialsBytes);
+        this.partials = this.arena.bytes(this.partialsBytes);
+      }
+    }
+    c[j + 16] = this.partials;
+    this.ensureThreadScratch(4 * keys * (2 + group) + 64); // per unit: key and value addresses, scores per head
+    const parts = pairs * split === 1 || !parallel ? 1 : undefined;
     Atomics.store(c, NEXT, 0);
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
+    if (split > 1) this.k.attentionCombine(this.partials, pairs, group, split, headDim, c[j + 13]);
   }
 
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void {

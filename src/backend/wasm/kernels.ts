@@ -13,7 +13,8 @@ export interface Kernels {
   q8TokenBytes(cols: number): number;
   attention(q: number, k: number, v: number, cacheK: number, cacheV: number, capacity: number, ring: number,
     pos0: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, window: number,
-    out: number, u0: number, u1: number, scratch: number): void;
+    out: number, u0: number, u1: number, scratch: number, split: number, partials: number): void;
+  attentionCombine(partials: number, pairs: number, group: number, split: number, headDim: number, out: number): void;
   rmsNorm(x: number, rows: number, dim: number, gain: number, eps: number, out: number): void;
   rope(x: number, T: number, heads: number, headDim: number, pos0: number, invFreq: number, trig: number): void;
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
