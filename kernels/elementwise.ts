@@ -40,23 +40,32 @@ export function rmsNorm(x: usize, rows: i32, dim: i32, gain: usize, eps: f64, ou
   }
 }
 
-/** Rotate-half RoPE in place; angles in f32 like HF. `trig` holds headDim f64 of scratch. */
-export function rope(x: usize, T: i32, heads: i32, headDim: i32, pos0: i32, invFreq: usize, trig: usize): void {
-  const half = headDim >> 1;
-  const cos = trig, sin = trig + (<usize>half << 3);
-  for (let t = 0; t < T; t++) {
-    const p = <f64>(pos0 + t);
+/**
+ * Rows p0..p1 of a RoPE table: row p holds cos then sin of the angles f32(p·invFreq[j]), each
+ * rounded to f32 as HF computes them (the host fills it once per position, for every layer).
+ */
+export function ropeTrig(invFreq: usize, half: i32, p0: i32, p1: i32, table: usize): void {
+  for (let p = p0; p < p1; p++) {
+    const row = table + ((<usize>p * <usize>half) << 3);
     for (let j = 0; j < half; j++) {
-      const angle = <f64><f32>(p * <f64>load<f32>(invFreq + (<usize>j << 2)));
-      store<f64>(cos + (<usize>j << 3), <f64><f32>Math.cos(angle));
-      store<f64>(sin + (<usize>j << 3), <f64><f32>Math.sin(angle));
+      const angle = <f64><f32>(<f64>p * <f64>load<f32>(invFreq + (<usize>j << 2)));
+      store<f32>(row + (<usize>j << 2), <f32>Math.cos(angle));
+      store<f32>(row + (<usize>(j + half) << 2), <f32>Math.sin(angle));
     }
+  }
+}
+
+/** Rotate-half RoPE in place, in f64 like the reference, with cos/sin from a ropeTrig table. */
+export function rope(x: usize, T: i32, heads: i32, headDim: i32, pos0: i32, table: usize): void {
+  const half = headDim >> 1;
+  for (let t = 0; t < T; t++) {
+    const cos = table + ((<usize>(pos0 + t) * <usize>half) << 3), sin = cos + (<usize>half << 2);
     for (let h = 0; h < heads; h++) {
       const o = x + ((<usize>t * <usize>heads + <usize>h) * <usize>headDim << 2);
       for (let j = 0; j < half; j++) {
         const pa = o + (<usize>j << 2), pb = o + (<usize>(j + half) << 2);
         const a = <f64>load<f32>(pa), b = <f64>load<f32>(pb);
-        const c = load<f64>(cos + (<usize>j << 3)), s = load<f64>(sin + (<usize>j << 3));
+        const c = <f64>load<f32>(cos + (<usize>j << 2)), s = <f64>load<f32>(sin + (<usize>j << 2));
         store<f32>(pa, <f32>(a * c - b * s));
         store<f32>(pb, <f32>(b * c + a * s));
       }

@@ -50,7 +50,7 @@ export class WasmBackend implements Backend {
   private partials = 0;
   private partialsBytes = 0;
   private threadStride = 0;
-  private readonly ropeTables = new WeakMap<RopeTable, number>();
+  private readonly ropeTables = new WeakMap<RopeTable, { invFreq: number; trig: number; capacity: number }>();
   readonly activations: Activations;
   /** The kernels build in use. */
   readonly simd: 'relaxed' | 'baseline';
@@ -176,22 +176,37 @@ export class WasmBackend implements Backend {
   }
 
   rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
-    let inv = this.ropeTables.get(table);
-    if (inv === undefined) {
-      const copy = this.alloc(table.invFreq.length);
-      copy.set(table.invFreq);
-      inv = copy.byteOffset;
-      this.ropeTables.set(table, inv);
-    }
-    this.ensureThreadScratch(headDim * 8);
+    const trig = this.ropeTrig(table, pos0 + T);
     const c = this.pool.ctl;
     c[A_JOB] = this.addr(x, T * heads * headDim, 'rope input');
     c[A_JOB + 1] = T;
     c[A_JOB + 2] = heads;
     c[A_JOB + 3] = headDim;
     c[A_JOB + 4] = pos0;
-    c[A_JOB + 5] = inv;
+    c[A_JOB + 5] = trig;
     this.pool.run(OP_ROPE, this.threadScratch, this.threadStride, T * heads * headDim < ELEMENTWISE_PARALLEL ? 1 : undefined);
+  }
+
+  /**
+   * The cos/sin table of `table` covering positions 0..positions − 1: computed once per position
+   * (not once per layer and call), grown by doubling; the old rows are recomputed, not copied.
+   */
+  private ropeTrig(table: RopeTable, positions: number): number {
+    let t = this.ropeTables.get(table);
+    if (t === undefined) {
+      const copy = this.alloc(table.invFreq.length);
+      copy.set(table.invFreq);
+      t = { invFreq: copy.byteOffset, trig: 0, capacity: 0 };
+      this.ropeTables.set(table, t);
+    }
+    if (positions > t.capacity) {
+      const half = table.invFreq.length;
+      const capacity = Math.max(positions, 2 * t.capacity, 256);
+      t.trig = this.arena.bytes(capacity * half * 8);
+      this.k.ropeTrig(t.invFreq, half, 0, capacity, t.trig);
+      t.capacity = capacity;
+    }
+    return t.trig;
   }
 
   attention(a: AttentionArgs): void {

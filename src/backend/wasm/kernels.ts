@@ -16,7 +16,8 @@ export interface Kernels {
     out: number, u0: number, u1: number, scratch: number, split: number, partials: number): void;
   attentionCombine(partials: number, pairs: number, group: number, split: number, headDim: number, out: number): void;
   rmsNorm(x: number, rows: number, dim: number, gain: number, eps: number, out: number): void;
-  rope(x: number, T: number, heads: number, headDim: number, pos0: number, invFreq: number, trig: number): void;
+  rope(x: number, T: number, heads: number, headDim: number, pos0: number, table: number): void;
+  ropeTrig(invFreq: number, half: number, p0: number, p1: number, table: number): void;
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
   add(acc: number, x: number, n: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;

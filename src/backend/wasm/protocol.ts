@@ -81,9 +81,9 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
       break;
     }
     case OP_ROPE: {
-      // x, T, heads, headDim, pos0, invFreq: tokens split over the participants (each its own trig scratch).
+      // x, T, heads, headDim, pos0, trig table: tokens split over the participants.
       const [t0, t1] = share(ctl[a + 1], parts, i, 1);
-      if (t1 > t0) k.rope(ctl[a] + t0 * ctl[a + 2] * ctl[a + 3] * 4, t1 - t0, ctl[a + 2], ctl[a + 3], ctl[a + 4] + t0, ctl[a + 5], scratch);
+      if (t1 > t0) k.rope(ctl[a] + t0 * ctl[a + 2] * ctl[a + 3] * 4, t1 - t0, ctl[a + 2], ctl[a + 3], ctl[a + 4] + t0, ctl[a + 5]);
       break;
     }
     default:
