@@ -27,11 +27,12 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
     let r = r0;
     const h = (r1 - r) >> 1;
     const pw = <usize>h * stride, ps = <usize>h * scs, po = <usize>h << 2;
-    for (const r2 = r + h; r < r2; r++) {
-      const o = out + (<usize>r << 2);
-      if (i8) dotQ4x2I8(rowPtr(d, r), pw, q, ds, corr, rowScales(d, r), ps, per, cols, o, po);
-      else if (int4) dotQ4x2(rowPtr(d, r), pw, q, ds, corr, rowScales(d, r), ps, per, cols, o, po);
-      else dotQ8x2(rowPtr(d, r), pw, q, ds, rowScales(d, r), ps, per, cols, o, po);
+    // Row, scale and output pointers stepped, not recomputed from the descriptor for every row.
+    let w = rowPtr(d, r), sc = rowScales(d, r), o = out + (<usize>r << 2);
+    for (const r2 = r + h; r < r2; r++, w += stride, sc += scs, o += 4) {
+      if (i8) dotQ4x2I8(w, pw, q, ds, corr, sc, ps, per, cols, o, po);
+      else if (int4) dotQ4x2(w, pw, q, ds, corr, sc, ps, per, cols, o, po);
+      else dotQ8x2(w, pw, q, ds, sc, ps, per, cols, o, po);
     }
     if (((r1 - r0) & 1) != 0) {
       const r = r1 - 1;

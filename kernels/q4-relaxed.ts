@@ -96,8 +96,12 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
     t0 += <f32>(isum(blockSum(v128.load(w0 + wo), e, o)) - c) * (scaleAt(sc0, k, per) * d);
     t1 += <f32>(isum(blockSum(v128.load(w1 + wo), e, o)) - c) * (scaleAt(sc1, k, per) * d);
   }
-  store<f32>(out, t0 + tailQ4(w0, q, ds, sc0, per, cols));
-  store<f32>(out + os, t1 + tailQ4(w1, q, ds, sc1, per, cols));
+  if ((cols & 31) != 0) {
+    t0 += tailQ4(w0, q, ds, sc0, per, cols);
+    t1 += tailQ4(w1, q, ds, sc1, per, cols);
+  }
+  store<f32>(out, t0);
+  store<f32>(out + os, t1);
 }
 
 /**
