@@ -8,7 +8,7 @@
 // Per unit: the visible keys' addresses are listed once; scores four keys at a time (each query
 // vector load serves four keys, each key row every head of the group); exp four lanes at a time;
 // then per head the weighted sum of values, four value rows streamed at a time.
-import { dot, axpy } from './dot';
+import { dot, axpy, hmax } from './dot';
 
 export function attention(
   q: usize, k: usize, v: usize, cacheK: usize, cacheV: usize, capacity: i32, ring: i32,
@@ -100,7 +100,7 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
   let mx4 = f32x4.splat(-Infinity);
   let j = 0;
   for (; j + 4 <= n; j += 4) mx4 = f32x4.max(mx4, v128.load(s + (<usize>j << 2)));
-  let mx = max(max(f32x4.extract_lane(mx4, 0), f32x4.extract_lane(mx4, 1)), max(f32x4.extract_lane(mx4, 2), f32x4.extract_lane(mx4, 3)));
+  let mx = hmax(mx4);
   for (; j < n; j++) mx = max(mx, load<f32>(s + (<usize>j << 2)));
   store<f32>(maxAt, mx);
   const vmx = f32x4.splat(mx);

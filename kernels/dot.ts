@@ -4,6 +4,11 @@
   return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
 }
 
+/** The largest of v's four f32 lanes. */
+@inline export function hmax(v: v128): f32 {
+  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
 /** Σ a[i]·b[i] over n f32. */
 export function dot(a: usize, b: usize, n: i32): f32 {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0);

@@ -10,60 +10,40 @@
 // in their low nibbles and the odd ones in their high nibbles, in the same order. corr holds one
 // i32 per block, 8·Σ codes, so Σ (nibble − 8)·code = Σ nibble·code − corr. A partial last block
 // is natural order, zero-padded to 32. The codes are the Q8_0 rule of kernels/q8.ts.
-import { gather4, scales4, scaleAt, isum } from './q8';
+import { gather4, scales4, scaleAt, isum, blockScale, codes4, code } from './q8';
+import { hsum } from './dot';
 import { nibble } from './decode';
 
 /** Quantize x[cols] into i8 codes q (split layout above), block scales ds (f32) and corr (i32). */
 export function quantizeQ8I8(x: usize, cols: i32, q: usize, ds: usize, corr: usize): void {
   const full = cols & ~31;
-  const lim = f32x4.splat(127), nlim = f32x4.splat(-127);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const xp = x + (<usize>b0 << 2);
-    let m = f32x4.abs(v128.load(xp));
-    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
-    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-    const d: f32 = amax / 127;
-    const vid = f32x4.splat(d != 0 ? <f32>1 / d : 0);
-    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    const vid = f32x4.splat(blockScale(xp, 32, ds + (<usize>(b0 >> 5) << 2)));
     // 32 codes in natural order as two i8x16, summed on the way for corr.
-    let sum = i32x4.splat(0);
-    let c0 = i16x8.splat(0), c1 = i16x8.splat(0), c2 = i16x8.splat(0), c3 = i16x8.splat(0);
-    for (let j = 0; j < 32; j += 8) {
-      const a = i32x4.trunc_sat_f32x4_s(f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2)), vid)))));
-      const b = i32x4.trunc_sat_f32x4_s(f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2), 16), vid)))));
-      sum = i32x4.add(sum, i32x4.add(a, b));
-      const ab = i16x8.narrow_i32x4_s(a, b);
-      if (j == 0) c0 = ab; else if (j == 8) c1 = ab; else if (j == 16) c2 = ab; else c3 = ab;
-    }
-    const lo = i8x16.narrow_i16x8_s(c0, c1), hi = i8x16.narrow_i16x8_s(c2, c3);
+    const a0 = codes4(xp, vid), a1 = codes4(xp + 16, vid), a2 = codes4(xp + 32, vid), a3 = codes4(xp + 48, vid);
+    const a4 = codes4(xp + 64, vid), a5 = codes4(xp + 80, vid), a6 = codes4(xp + 96, vid), a7 = codes4(xp + 112, vid);
+    const sum = i32x4.add(i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3)), i32x4.add(i32x4.add(a4, a5), i32x4.add(a6, a7)));
+    const lo = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(a0, a1), i16x8.narrow_i32x4_s(a2, a3));
+    const hi = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(a4, a5), i16x8.narrow_i32x4_s(a6, a7));
     const qp = q + <usize>b0;
     v128.store(qp, v128.shuffle<i8>(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
     v128.store(qp, v128.shuffle<i8>(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), 16);
-    const s = i32x4.extract_lane(sum, 0) + i32x4.extract_lane(sum, 1) + i32x4.extract_lane(sum, 2) + i32x4.extract_lane(sum, 3);
-    store<i32>(corr + (<usize>(b0 >> 5) << 2), s << 3);
+    store<i32>(corr + (<usize>(b0 >> 5) << 2), isum(sum) << 3);
   }
   if (b0 < cols) {
     const xp = x + (<usize>b0 << 2);
     const n = cols - b0;
-    let amax: f32 = 0;
-    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
-    const d: f32 = amax / 127;
-    const id: f32 = d != 0 ? <f32>1 / d : 0;
-    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
-    for (let j = 0; j < 32; j++) {
-      store<i8>(q + <usize>(b0 + j), j < n ? <i8><i32>min<f32>(127, max<f32>(-127, nearest<f32>(load<f32>(xp + (<usize>j << 2)) * id))) : 0);
-    }
+    const id = blockScale(xp, n, ds + (<usize>(b0 >> 5) << 2));
+    for (let j = 0; j < 32; j++) store<i8>(q + <usize>(b0 + j), j < n ? <i8>code(load<f32>(xp + (<usize>j << 2)), id) : 0);
   }
 }
 
 /** i32x4 partial sums of Σ nibble·code over one block: b = its 16 nibble bytes, e/o = even/odd codes. */
 @inline function blockSum(b: v128, e: v128, o: v128): v128 {
   const m = i8x16.splat(15);
-  // Constant condition: the baseline build compiles nothing here (gemv never calls it there).
-  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
-  const s = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, v128.and(b, m)), i16x8.relaxed_dot_i8x16_i7x16_s(o, v128.and(i16x8.shr_u(b, 4), m)));
-  return i32x4.extadd_pairwise_i16x8_s(s);
+  return blockSumUnpacked(v128.and(b, m), v128.and(i16x8.shr_u(b, 4), m), e, o);
 }
 
 /**
@@ -87,8 +67,7 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
     acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(p, c)), f32x4.mul(scales4(sc0, k, per), d)));
     acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(u, c)), f32x4.mul(scales4(sc1, k, per), d)));
   }
-  let t0: f32 = f32x4.extract_lane(acc0, 0) + f32x4.extract_lane(acc0, 1) + f32x4.extract_lane(acc0, 2) + f32x4.extract_lane(acc0, 3);
-  let t1: f32 = f32x4.extract_lane(acc1, 0) + f32x4.extract_lane(acc1, 1) + f32x4.extract_lane(acc1, 2) + f32x4.extract_lane(acc1, 3);
+  let t0 = hsum(acc0), t1 = hsum(acc1);
   for (; k < nb; k++) {
     const wo = <usize>k << 4, qp = q + (<usize>k << 5);
     const e = v128.load(qp), o = v128.load(qp, 16);
@@ -119,6 +98,7 @@ export function unpackNibbles(src: usize, cols: i32, dst: usize): void {
 
 /** i32x4 partial sums of one block from unpacked nibbles (lo, hi) and codes (e, o). */
 @inline function blockSumUnpacked(lo: v128, hi: v128, e: v128, o: v128): v128 {
+  // Constant condition: the baseline build compiles nothing here (no caller reaches it there).
   if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
   return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, lo), i16x8.relaxed_dot_i8x16_i7x16_s(o, hi)));
 }

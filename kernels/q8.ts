@@ -8,7 +8,7 @@
 //   lines up with group j without any byte shuffling or widening. quantizeQ8 then also stores
 //   corr[k] = (8·Σ codes of block k, 0, 0, 0) so the kernels can use the unsigned nibbles 0..15.
 // A partial last block is always natural order, zero-padded to 32.
-import { hsum } from './dot';
+import { hsum, hmax } from './dot';
 import { nibble } from './decode';
 
 /** Blocks of 32 in a row of `cols` inputs. */
@@ -24,23 +24,15 @@ import { nibble } from './decode';
 /** Quantize x[cols] into codes q (i16) and block scales ds (f32); quad: int4 layout + corr. */
 export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, quad: bool, corr: usize = 0): void {
   const full = cols & ~31;
-  const lim = f32x4.splat(127), nlim = f32x4.splat(-127);
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const xp = x + (<usize>b0 << 2);
-    let m = f32x4.abs(v128.load(xp));
-    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
-    const amax = max(max(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-    const d: f32 = amax / 127;
-    const id: f32 = d != 0 ? <f32>1 / d : 0;
-    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    const id = blockScale(xp, 32, ds + (<usize>(b0 >> 5) << 2));
     const qp = q + (<usize>b0 << 1);
     if (!quad) {
       const vid = f32x4.splat(id);
       for (let j = 0; j < 32; j += 8) {
-        const a = f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2)), vid))));
-        const b = f32x4.max(nlim, f32x4.min(lim, f32x4.nearest(f32x4.mul(v128.load(xp + (<usize>j << 2), 16), vid))));
-        v128.store(qp + (<usize>j << 1), i16x8.narrow_i32x4_s(i32x4.trunc_sat_f32x4_s(a), i32x4.trunc_sat_f32x4_s(b)));
+        v128.store(qp + (<usize>j << 1), i16x8.narrow_i32x4_s(codes4(xp + (<usize>j << 2), vid), codes4(xp + (<usize>j << 2) + 16, vid)));
       }
     } else {
       let sum = 0;
@@ -55,17 +47,34 @@ export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, quad: bool,
   if (b0 < cols) {
     const xp = x + (<usize>b0 << 2);
     const n = cols - b0;
-    let amax: f32 = 0;
-    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
-    const d: f32 = amax / 127;
-    const id: f32 = d != 0 ? <f32>1 / d : 0;
-    store<f32>(ds + (<usize>(b0 >> 5) << 2), d);
+    const id = blockScale(xp, n, ds + (<usize>(b0 >> 5) << 2));
     const qp = q + (<usize>b0 << 1);
     for (let j = 0; j < 32; j++) store<i16>(qp + (<usize>j << 1), j < n ? code(load<f32>(xp + (<usize>j << 2)), id) : 0);
   }
 }
 
-@inline function code(x: f32, id: f32): i16 {
+/** The scale d = amax/127 of the n ≤ 32 inputs at xp, stored at dsAt; returns 1/d (0 for an all-zero block). */
+@inline export function blockScale(xp: usize, n: i32, dsAt: usize): f32 {
+  let amax: f32 = 0;
+  if (n == 32) {
+    let m = f32x4.abs(v128.load(xp));
+    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
+    amax = hmax(m);
+  } else {
+    for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
+  }
+  const d: f32 = amax / 127;
+  store<f32>(dsAt, d);
+  return d != 0 ? <f32>1 / d : 0;
+}
+
+/** Codes of the four inputs at xp as i32 lanes (vid = splat(1/d)): the same rule as code. */
+@inline export function codes4(xp: usize, vid: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.max(f32x4.splat(-127), f32x4.min(f32x4.splat(127), f32x4.nearest(f32x4.mul(v128.load(xp), vid)))));
+}
+
+/** One input's code: nearest(x · (1/d)) (f32 product, ties to even), clamped to ±127. */
+@inline export function code(x: f32, id: f32): i16 {
   return <i16><i32>min<f32>(127, max<f32>(-127, nearest<f32>(x * id)));
 }
 

@@ -116,3 +116,20 @@ export class ScratchStack {
     this.used = 0;
   }
 }
+
+/** A shared buffer that grows (by doubling) to the largest size asked of it; contents are not kept across growth. */
+export class GrowingBuffer {
+  private at = 0;
+  private size = 0;
+
+  constructor(private readonly arena: Arena) {}
+
+  /** Address of at least n bytes. */
+  reserve(n: number): number {
+    if (n > this.size) {
+      this.size = Math.max(n, 2 * this.size);
+      this.at = this.arena.bytes(this.size);
+    }
+    return this.at;
+  }
+}

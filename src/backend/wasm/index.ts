@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
-import { Arena, ScratchStack } from './arena.js';
+import { Arena, GrowingBuffer, ScratchStack } from './arena.js';
 import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
@@ -43,12 +43,10 @@ export class WasmBackend implements Backend {
   private readonly pool: Pool;
   private readonly scratchStack: ScratchStack;
   private threadScratch = 0;
-  /** Quantized GEMM inputs (T tokens of q8 codes), shared by the pool. */
-  private codes = 0;
-  private codesBytes = 0;
+  /** Quantized matmul inputs (T tokens of q8 codes), shared by the pool. */
+  private readonly codes: GrowingBuffer;
   /** Decode attention's per-part results (attentionCombine merges them). */
-  private partials = 0;
-  private partialsBytes = 0;
+  private readonly partials: GrowingBuffer;
   private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, { invFreq: number; trig: number; capacity: number }>();
   readonly activations: Activations;
@@ -70,6 +68,8 @@ export class WasmBackend implements Backend {
     const control = this.arena.bytes(CONTROL_INTS * 4);
     this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? 2000 });
     this.scratchStack = new ScratchStack(this.arena);
+    this.codes = new GrowingBuffer(this.arena);
+    this.partials = new GrowingBuffer(this.arena);
     this.ensureThreadScratch(1 << 16);
   }
 
@@ -118,28 +118,24 @@ export class WasmBackend implements Backend {
     const m = w as WasmMatrix;
     let xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
     const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
-    // Per thread: f32 path, 4 decoded rows; q8 GEMV, one token's codes, scales and corrections
-    // (84 B per block); q8 GEMM, 4 rows widened to i16 and their transposed scales (272 B).
+    // Per thread: f32 path, 4 decoded rows; q8 GEMM, 4 rows widened to i16 and their transposed
+    // scales (272 B per block; the q8 GEMV needs none).
     const blocks = Math.ceil(m.cols / 32);
     this.ensureThreadScratch(m.q8 ? 272 * blocks : 4 * 4 * m.cols);
     const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
     if (m.q8) {
       // Quantize the T tokens once (a prefill's split over the pool); every chunk of rows reads them.
-      const bytes = T * this.k.q8TokenBytes(m.cols);
-      if (bytes > this.codesBytes) {
-        this.codesBytes = Math.max(bytes, 2 * this.codesBytes);
-        this.codes = this.arena.bytes(this.codesBytes);
-      }
-      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, this.codes);
+      const codes = this.codes.reserve(T * this.k.q8TokenBytes(m.cols));
+      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, codes);
       else {
         c[A_JOB] = m.desc;
         c[A_JOB + 1] = xa;
         c[A_JOB + 2] = T;
-        c[A_JOB + 3] = this.codes;
+        c[A_JOB + 3] = codes;
         this.pool.run(OP_QUANTIZE, this.threadScratch, this.threadStride, parts);
       }
-      xa = this.codes;
+      xa = codes;
     }
     c[A_JOB] = m.desc;
     c[A_JOB + 1] = xa;
@@ -238,19 +234,13 @@ export class WasmBackend implements Backend {
     const split = parallel && pairs < this.threads && keys >= 16 * this.threads ? this.threads : 1;
     c[j + 14] = pairs * split;
     c[j + 15] = split;
-    if (split > 1) {
-      const bytes = pairs * group * split * (headDim + 2) * 4;
-      if (bytes > this.partialsBytes) {
-        this.partialsBytes = Math.max(bytes, 2 * this.partialsBytes);
-        this.partials = this.arena.bytes(this.partialsBytes);
-      }
-    }
-    c[j + 16] = this.partials;
+    const partials = split > 1 ? this.partials.reserve(pairs * group * split * (headDim + 2) * 4) : 0;
+    c[j + 16] = partials;
     this.ensureThreadScratch(4 * keys * (2 + group) + 64); // per unit: key and value addresses, scores per head
     const parts = pairs * split === 1 || !parallel ? 1 : undefined;
     Atomics.store(c, NEXT, 0);
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
-    if (split > 1) this.k.attentionCombine(this.partials, pairs, group, split, headDim, c[j + 13]);
+    if (split > 1) this.k.attentionCombine(partials, pairs, group, split, headDim, c[j + 13]);
   }
 
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void {
