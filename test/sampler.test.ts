@@ -72,6 +72,6 @@ test('ids at or above 262144 are never sampled', () => {
 });
 
 test('bad sampling values are refused by flag name', () => {
-  assert.throws(() => new Sampler({ topP: 0 }), /--top-p 0 is out of range/);
-  assert.throws(() => new Sampler({ temperature: -1 }), /--temperature/);
+  assert.throws(() => new Sampler({ topP: 0 }), /topP 0 is out of range/);
+  assert.throws(() => new Sampler({ temperature: -1 }), /temperature -1 is out of range/);
 });

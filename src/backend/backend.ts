@@ -66,6 +66,8 @@ export interface Backend {
   readonly name: string;
   /** Long-lived activation memory (KV caches), zeroed. */
   alloc(n: number): Float32Array;
+  /** Give back memory from alloc() (a dropped session's KV cache); the array must not be used after. */
+  free?(a: Float32Array): void;
   /** Per-forward working memory, valid until the next resetScratch(). */
   scratch(n: number): Float32Array;
   /** Called at the start of every forward pass: all scratch buffers may be reused. */

@@ -1,9 +1,8 @@
 import { createInterface } from 'node:readline';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
-import { formatStats, generateTokens } from '../runtime/generate.js';
-import { StreamDecoder, type ChatMessage } from '../tokenizer/tokenizer.js';
+import { openLibraryModel, samplingOptions } from './model-flags.js';
+import { formatStats } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
 
 export const chatCommand: Command = {
@@ -19,23 +18,22 @@ export const chatCommand: Command = {
   },
   notes:
     'Sampling defaults: temperature 0.7, top-k 64, top-p 0.95. Commands: /reset clears the history.\n' +
-    'Ctrl-C interrupts the current answer; Ctrl-D exits. The oldest turns are dropped when the context fills up.',
+    'Ctrl-C interrupts the current answer; Ctrl-D exits. The oldest turns are dropped when the context fills up.\n' +
+    'Each turn prefills only its new tokens: the conversation stays in the KV cache.',
   async run(flags) {
     const maxTokens = flags.number('max-tokens', 512, { integer: true, min: 1 });
-    const { model, tokenizer, dir } = openModel(flags);
-    if (!tokenizer.hasChatTemplate) throw new LutraError(`${dir}: the tokenizer has no chat template; use lutra generate --raw`);
-    // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
-    const session = openSession(flags, model, maxTokens + 16);
-    const sampler = makeSampler(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
-    const system = flags.optionalString('system');
-    let history: ChatMessage[] = [];
-    let cached: number[] = []; // ids whose keys/values are in the session's cache
+    const opts = samplingOptions(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
+    const model = await openLibraryModel(flags);
+    if (!model.info.hasChatTemplate) {
+      model.dispose();
+      throw new LutraError(`${model.info.path}: the tokenizer has no chat template; use lutra generate --raw`);
+    }
+    const chat = model.createChatSession({ system: flags.optionalString('system') });
 
     const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: '> ' });
-    let generating = false;
-    let interrupt = false;
+    let answering: AbortController | null = null;
     rl.on('SIGINT', () => {
-      if (generating) interrupt = true;
+      if (answering) answering.abort();
       else {
         process.stdout.write('\n(Ctrl-D to exit)\n');
         rl.prompt();
@@ -43,86 +41,51 @@ export const chatCommand: Command = {
     });
     // Without a terminal (piped input) Ctrl-C arrives as a signal, not a readline event.
     const onSignal = () => {
-      if (generating) interrupt = true;
+      if (answering) answering.abort();
       else rl.close();
     };
     process.on('SIGINT', onSignal);
-    process.stderr.write(`lutra chat: ${dir} on ${model.backend.name}, context ${session.contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
+    process.stderr.write(`lutra chat: ${model.info.path} on ${model.info.backend}, context ${model.info.contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
     rl.prompt();
 
-    /** Render history, dropping the oldest user/model pairs until it fits with room for an answer. */
-    const fit = (): number[] => {
-      for (;;) {
-        const msgs: ChatMessage[] = system ? [{ role: 'system', content: system }, ...history] : history;
-        const ids = tokenizer.encodeChat(msgs);
-        if (ids.length + maxTokens <= session.contextLength || history.length <= 1) {
-          if (ids.length >= session.contextLength) throw new LutraError(`the message is ${ids.length} tokens; the context holds ${session.contextLength}`);
-          return ids;
+    try {
+      for await (const line of rl) {
+        const text = line.trim();
+        if (text === '') {
+          rl.prompt();
+          continue;
         }
-        history = history.slice(2);
-      }
-    };
-
-    for await (const line of rl) {
-      const text = line.trim();
-      if (text === '') {
-        rl.prompt();
-        continue;
-      }
-      if (text === '/reset') {
-        history = [];
-        cached = [];
-        session.reset();
-        process.stdout.write('(history cleared)\n');
-        rl.prompt();
-        continue;
-      }
-      history.push({ role: 'user', content: text });
-      let ids: number[];
-      try {
-        ids = fit();
-      } catch (e) {
-        history.pop();
-        process.stdout.write(`error: ${(e as Error).message}\n`);
-        rl.prompt();
-        continue;
-      }
-      // Reuse the cached tokens the rendered conversation still starts with; else start over.
-      let common = 0;
-      while (common < cached.length && common < ids.length - 1 && cached[common] === ids[common]) common++;
-      if (session.truncate(common)) cached = cached.slice(0, common);
-      else {
-        session.reset();
-        cached = [];
-      }
-      const fresh = ids.slice(cached.length);
-      const stream = new StreamDecoder(tokenizer);
-      const answer: number[] = [];
-      generating = true;
-      interrupt = false;
-      const gen = generateTokens(session, sampler, fresh, {
-        maxTokens: Math.min(maxTokens, session.contextLength - ids.length),
-        stopIds: tokenizer.stopIds,
-        interrupted: () => interrupt,
-        history: cached,
-      });
-      for (;;) {
-        const r = await gen.next();
-        if (r.done) {
-          generating = false;
-          process.stdout.write(r.value.stoppedBy === 'interrupted' ? ' [interrupted]\n' : '\n');
-          if (flags.bool('stats')) process.stderr.write(`${formatStats(r.value)}; reused ${cached.length} cached tokens\n`);
-          reportOverflow(session);
-          break;
+        if (text === '/reset') {
+          chat.reset();
+          process.stdout.write('(history cleared)\n');
+          rl.prompt();
+          continue;
         }
-        answer.push(r.value);
-        process.stdout.write(stream.push(r.value));
+        answering = new AbortController();
+        try {
+          const stream = chat.stream(text, { ...opts, maxTokens, signal: answering.signal });
+          for (;;) {
+            const r = await stream.next();
+            if (r.done) {
+              process.stdout.write(r.value.finishReason === 'abort' ? ' [interrupted]\n' : '\n');
+              if (flags.bool('stats')) process.stderr.write(`${formatStats(r.value)}; reused ${r.value.usage.cachedTokens} cached tokens\n`);
+              if (r.value.overflow) process.stderr.write(`warning: ${r.value.overflow}; the output after it is not meaningful\n`);
+              break;
+            }
+            process.stdout.write(r.value.text);
+          }
+        } catch (e) {
+          if (!(e instanceof LutraError)) throw e;
+          process.stdout.write(`error: ${e.message}\n`);
+        } finally {
+          answering = null;
+        }
+        rl.prompt();
       }
-      cached = [...ids, ...answer].slice(0, session.position);
-      history.push({ role: 'assistant', content: tokenizer.decode(answer) });
-      rl.prompt();
+    } finally {
+      process.off('SIGINT', onSignal);
+      model.dispose();
     }
-    process.off('SIGINT', onSignal);
     process.stdout.write('\n');
   },
 };

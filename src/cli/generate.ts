@@ -1,8 +1,7 @@
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
-import { formatStats, generateTokens } from '../runtime/generate.js';
-import { StreamDecoder } from '../tokenizer/tokenizer.js';
+import { openLibraryModel, samplingOptions } from './model-flags.js';
+import { formatStats } from '../runtime/generate.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -14,31 +13,39 @@ export const generateCommand: Command = {
     'max-tokens': { type: 'string', arg: 'N', help: 'tokens to generate at most', default: '128' },
     raw: { type: 'boolean', help: 'feed the prompt as plain text after <bos>, without the chat template' },
     ...SAMPLING_OPTIONS,
+    stop: { type: 'string', multiple: true, arg: 'TEXT', help: 'stop before this text (repeatable)' },
     quiet: { type: 'boolean', help: 'print only the generated text, no statistics' },
   },
   notes:
     'Sampling defaults to greedy (temperature 0). With --temperature > 0 the defaults are top-k 64, top-p 0.95.\n' +
-    'Generation stops at <eos> or <end_of_turn>, or after --max-tokens. Statistics go to stderr.',
+    'Generation stops at <eos> or <end_of_turn>, a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
+    'Statistics go to stderr.',
   async run(flags) {
     const prompt = flags.string('prompt');
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
-    const { model, tokenizer, loadSeconds } = openModel(flags);
-    const session = openSession(flags, model);
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
-    const sampler = makeSampler(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
-    const ids =
-      flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(prompt) : tokenizer.encodeChat([{ role: 'user', content: prompt }]);
-    const stream = new StreamDecoder(tokenizer);
-    const gen = generateTokens(session, sampler, ids, { maxTokens, stopIds: tokenizer.stopIds });
-    for (;;) {
-      const r = await gen.next();
-      if (r.done) {
-        process.stdout.write('\n');
-        reportOverflow(session);
-        if (!flags.bool('quiet')) process.stderr.write(`[${model.backend.name}, loaded in ${loadSeconds.toFixed(2)} s] ${formatStats(r.value)}\n`);
-        break;
+    const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
+    const model = await openLibraryModel(flags);
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    process.once('SIGINT', onSignal);
+    try {
+      const request = { ...opts, maxTokens, stop: flags.strings('stop'), signal: abort.signal };
+      const stream = flags.bool('raw') || !model.info.hasChatTemplate ? model.stream(prompt, request) : model.streamChat([{ role: 'user', content: prompt }], request);
+      for (;;) {
+        const r = await stream.next();
+        if (r.done) {
+          process.stdout.write('\n');
+          if (r.value.overflow) process.stderr.write(`warning: ${r.value.overflow}; the output after it is not meaningful\n`);
+          if (!flags.bool('quiet')) process.stderr.write(`[${model.info.backend}, loaded in ${model.info.loadSeconds.toFixed(2)} s] ${formatStats(r.value)}\n`);
+          if (r.value.finishReason === 'abort') process.exitCode = 130;
+          break;
+        }
+        process.stdout.write(r.value.text);
       }
-      process.stdout.write(stream.push(r.value));
+    } finally {
+      process.off('SIGINT', onSignal);
+      model.dispose();
     }
   },
 };

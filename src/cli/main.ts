@@ -13,8 +13,9 @@ import { auditFp16Command } from './audit-fp16.js';
 import { inspectCommand } from './inspect.js';
 import { benchCommand } from './bench.js';
 import { sweepCommand } from './sweep.js';
+import { serveCommand } from './serve.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, serveCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
@@ -49,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    if (process.exitCode === undefined) process.exitCode = code;
   },
   (e: unknown) => {
     if (e instanceof LutraError) {

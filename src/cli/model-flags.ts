@@ -9,6 +9,8 @@ import { LutraError } from '../util/errors.js';
 import { parseNumerics, type Numerics } from '../fp16/numerics.js';
 import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 import { SIMD_LEVELS, type SimdLevel } from '../backend/wasm/kernels.js';
+import { loadModel as loadLibraryModel, type LoadOptions, type LutraModel } from '../api/model.js';
+import type { GenerateOptions } from '../runtime/generate.js';
 
 /** --activations q8|f32 (undefined: the backend default). */
 export function activationsFlag(flags: Flags, name = 'activations'): 'q8' | 'f32' | undefined {
@@ -82,4 +84,45 @@ export function makeSampler(flags: Flags, d: SamplingDefaults): Sampler {
     repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0 }),
     seed: flags.number('seed', 0, { integer: true, min: 0 }),
   });
+}
+
+/** The shared model flags as library load options. */
+export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions {
+  const backend = flags.string('backend', 'wasm');
+  if (backend !== 'wasm' && backend !== 'reference') throw new LutraError(`--backend ${backend}: unknown; available: wasm, reference`);
+  return {
+    backend,
+    threads: flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined,
+    numerics: flags.optionalString('numerics'),
+    activations: activationsFlag(flags),
+    simd: simdFlag(flags),
+    contextLength: flags.has('context') ? flags.number('context', 4096, { integer: true, min: 2 }) : undefined,
+    prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
+    onOverflow: onOverflowFlag(flags),
+    ...extra,
+  };
+}
+
+/** Load --model through the library API (generate, chat, serve). */
+export async function openLibraryModel(flags: Flags, extra: LoadOptions = {}): Promise<LutraModel> {
+  const opts = loadOptions(flags, extra);
+  try {
+    return await loadLibraryModel(flags.model(), opts);
+  } catch (e) {
+    // The library names its option; on the command line it is --context.
+    if (e instanceof LutraError && /^contextLength /.test(e.message)) throw new LutraError(e.message.replace(/^contextLength/, '--context'));
+    throw e;
+  }
+}
+
+/** The sampling flags as generation options, with a command's defaults. */
+export function samplingOptions(flags: Flags, d: SamplingDefaults): GenerateOptions {
+  return {
+    temperature: flags.number('temperature', d.temperature, { min: 0 }),
+    topK: flags.number('top-k', d.topK, { integer: true, min: 0 }),
+    topP: flags.number('top-p', d.topP, { min: Number.MIN_VALUE, max: 1 }),
+    minP: flags.number('min-p', d.minP, { min: 0, max: 0.999999 }),
+    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: Number.MIN_VALUE }),
+    seed: flags.number('seed', 0, { integer: true, min: 0, max: 2 ** 32 - 1 }),
+  };
 }

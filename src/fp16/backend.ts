@@ -70,6 +70,10 @@ export class Fp16Backend implements Backend {
   alloc(n: number): Float32Array {
     return this.inner.alloc(n);
   }
+
+  free(a: Float32Array): void {
+    this.inner.free?.(a);
+  }
   scratch(n: number): Float32Array {
     return this.inner.scratch(n);
   }

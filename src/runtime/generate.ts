@@ -1,74 +1,246 @@
-// The generation loop shared by `generate` and `chat`: prefill, then sample and decode one token
-// at a time, yielding to the event loop between tokens so Ctrl-C can interrupt.
+// The generation loop every caller shares (library, CLI, server): reuse the session's cached
+// prefix, prefill the rest in batches, then sample and decode one token at a time, turning ids
+// into text pieces as they become complete. Stops at a stop token, a stop string, the token
+// limit, a full context, or an AbortSignal, checked before every token; the event loop runs
+// between tokens and between prefill batches.
 import type { Session } from './session.js';
-import type { Sampler } from './sampler.js';
+import { Sampler, type SamplerOptions } from './sampler.js';
+import { LutraError } from '../util/errors.js';
+import { yieldToEventLoop } from '../util/yield.js';
+import { describeOverflow } from '../fp16/overflow.js';
 
-export interface GenerationStats {
+/** Why generation ended: a stop token or string, the token limit or a full context, or the caller's signal. */
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface GenerateOptions extends SamplerOptions {
+  /** Tokens to generate at most (default 256). */
+  maxTokens?: number;
+  /** Strings that end generation; the text stops before the first one that appears. */
+  stop?: string | string[];
+  /** Stops generation within one token; the session stays usable. */
+  signal?: AbortSignal;
+}
+
+/** What a tokenizer must offer the loop. */
+export interface TextCodec {
+  readonly stopIds: Set<number>;
+  decode(ids: number[], skipSpecial?: boolean): string;
+}
+
+export interface GenerationChunk {
+  /** New text (may be empty while a multi-byte character or a possible stop string is pending). */
+  text: string;
+  /** Ids sampled since the previous chunk. */
+  tokenIds: number[];
+  /** Set on the last chunk only. */
+  finishReason: FinishReason | null;
+}
+
+export interface GenerationUsage {
+  /** Tokens of the prompt, cached ones included. */
   promptTokens: number;
-  generatedTokens: number;
-  prefillSeconds: number;
-  decodeSeconds: number;
-  stoppedBy: 'stop-token' | 'max-tokens' | 'interrupted' | 'context';
+  /** Prompt tokens whose keys and values were already in the session's cache (not computed again). */
+  cachedTokens: number;
+  /** Tokens sampled (a stop token counts; it is not part of the text). */
+  completionTokens: number;
 }
 
-export interface GenerateOptions {
-  maxTokens: number;
-  stopIds: Set<number>;
-  /** Polled between tokens; true ends generation early. */
-  interrupted?: () => boolean;
-  /** Tokens already in the session's cache that precede `promptIds` (for the repetition penalty). */
-  history?: number[];
+export interface GenerationTimings {
+  /** Prompt tokens computed (promptTokens − cachedTokens). */
+  promptEvaluated: number;
+  prefillMs: number;
+  /** Decode steps run (one per sampled token after the first). */
+  decodeSteps: number;
+  /** From the end of prefill to the end of generation (sampling and decode steps). */
+  decodeMs: number;
 }
 
-export async function* generateTokens(
+/** finishReason in detail. */
+export type StoppedBy = 'stop-token' | 'stop-string' | 'max-tokens' | 'context' | 'abort';
+
+export interface GenerationResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  stoppedBy: StoppedBy;
+  usage: GenerationUsage;
+  timings: GenerationTimings;
+  /** With fp16 numerics and onOverflow 'continue': the session's first overflow, described (the text after it is not meaningful). */
+  overflow?: string;
+}
+
+/** The loop's chunks, then its result (the generator's return value). */
+export async function* generate(
   session: Session,
-  sampler: Sampler,
+  codec: TextCodec,
   promptIds: number[],
-  opts: GenerateOptions,
-): AsyncGenerator<number, GenerationStats> {
-  const history = [...(opts.history ?? []), ...promptIds];
+  opts: GenerateOptions = {},
+): AsyncGenerator<GenerationChunk, GenerationResult> {
+  const maxTokens = opts.maxTokens ?? 256;
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new LutraError(`maxTokens ${maxTokens}: expected a positive integer`);
+  if (promptIds.length === 0) throw new LutraError('the prompt has no tokens');
+  const stops = normaliseStops(opts.stop);
+  const sampler = new Sampler(opts);
+  if (promptIds.length >= session.contextLength) {
+    throw new LutraError(
+      `the prompt is ${promptIds.length} tokens; the context holds ${session.contextLength} (with room for at least one generated token)`,
+      'context_length_exceeded',
+    );
+  }
+
+  const cached = session.reuse(promptIds);
+  const history = promptIds.slice();
   const t0 = performance.now();
-  let logits = session.prefill(promptIds);
+  const usage: GenerationUsage = { promptTokens: promptIds.length, cachedTokens: cached, completionTokens: 0 };
+  const timings: GenerationTimings = { promptEvaluated: promptIds.length - cached, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
+  const ids: number[] = [];
+  const text = new TextAssembler(codec, stops);
+  let stoppedBy: StoppedBy = 'abort';
+  const finish = (reason: FinishReason): GenerationResult => {
+    timings.decodeMs = performance.now() - t1;
+    const overflow = session.overflow ? { overflow: describeOverflow(session.overflow) } : {};
+    return { text: text.final, tokenIds: ids, finishReason: reason, stoppedBy, usage, timings, ...overflow };
+  };
+
+  let logits = await session.prefillAsync(promptIds.slice(cached), { signal: opts.signal });
   const t1 = performance.now();
-  let generated = 0;
-  let stoppedBy: GenerationStats['stoppedBy'] = 'max-tokens';
-  while (generated < opts.maxTokens) {
-    if (opts.interrupted?.()) {
-      stoppedBy = 'interrupted';
+  timings.prefillMs = t1 - t0;
+  if (logits === null) {
+    yield { text: '', tokenIds: [], finishReason: 'abort' };
+    return finish('abort');
+  }
+  let reason: FinishReason | null = null;
+  for (;;) {
+    if (opts.signal?.aborted) {
+      reason = 'abort';
       break;
     }
     const id = sampler.sample(logits, history);
-    generated++;
+    ids.push(id);
     history.push(id);
-    if (opts.stopIds.has(id)) {
+    usage.completionTokens++;
+    if (codec.stopIds.has(id)) {
+      reason = 'stop';
       stoppedBy = 'stop-token';
       break;
     }
-    yield id;
-    if (generated >= opts.maxTokens) break;
-    if (session.position >= session.contextLength) {
-      stoppedBy = 'context';
+    const piece = text.push(id);
+    if (text.stopped) {
+      reason = 'stop';
+      stoppedBy = 'stop-string';
+      yield { text: piece, tokenIds: [id], finishReason: null };
       break;
     }
+    if (ids.length >= maxTokens || session.position >= session.contextLength) {
+      reason = 'length';
+      stoppedBy = ids.length >= maxTokens ? 'max-tokens' : 'context';
+      yield { text: piece, tokenIds: [id], finishReason: null };
+      break;
+    }
+    yield { text: piece, tokenIds: [id], finishReason: null };
     logits = session.step(id);
-    await new Promise((r) => setImmediate(r));
+    timings.decodeSteps++;
+    await yieldToEventLoop();
   }
-  const t2 = performance.now();
-  return {
-    promptTokens: promptIds.length,
-    generatedTokens: generated,
-    prefillSeconds: (t1 - t0) / 1000,
-    decodeSeconds: (t2 - t1) / 1000,
-    stoppedBy,
-  };
+  yield { text: text.flush(), tokenIds: [], finishReason: reason };
+  return finish(reason);
 }
 
-export function formatStats(s: GenerationStats): string {
-  const rate = (n: number, sec: number) => (sec > 0 ? (n / sec).toFixed(2) : '∞');
-  // Decode rate counts the tokens that needed a decode step (all but the one sampled from prefill).
-  const decoded = Math.max(0, s.generatedTokens - 1);
+function normaliseStops(stop: string | string[] | undefined): string[] {
+  const list = stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(list) || list.some((s) => typeof s !== 'string')) throw new LutraError('stop: expected a string or an array of strings');
+  return list.filter((s) => s.length > 0);
+}
+
+/**
+ * Ids → text pieces. Decodes a short window of recent ids (not the whole list each time) and
+ * holds back an incomplete UTF-8 character and any tail that could be the start of a stop string.
+ */
+export class TextAssembler {
+  private ids: number[] = [];
+  /** Ids before prefixOffset are settled; text of ids[prefixOffset..readOffset) was already emitted. */
+  private prefixOffset = 0;
+  private readOffset = 0;
+  /** All text decoded so far (before any stop string). */
+  private decoded = '';
+  /** How much of `decoded` has been handed out. */
+  private emitted = 0;
+  stopped = false;
+
+  constructor(private readonly codec: TextCodec, private readonly stops: string[] = []) {}
+
+  /** Add one id; returns the text that is now safe to show. */
+  push(id: number): string {
+    if (this.stopped) return '';
+    this.ids.push(id);
+    const prefix = this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const full = this.decode(this.ids.slice(this.prefixOffset));
+    if (full.length > prefix.length && !full.endsWith('\uFFFD')) {
+      this.decoded += full.slice(prefix.length);
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+    }
+    return this.release(false);
+  }
+
+  private decode(ids: number[]): string {
+    return ids.length === 0 ? '' : this.codec.decode(ids);
+  }
+
+  /** The rest of the text at the end of generation. */
+  flush(): string {
+    return this.release(true);
+  }
+
+  /** The whole generated text, cut before a stop string. */
+  get final(): string {
+    return this.decoded.slice(0, this.emittedLimit(true));
+  }
+
+  private release(end: boolean): string {
+    const limit = this.emittedLimit(end);
+    const piece = this.decoded.slice(this.emitted, limit);
+    this.emitted = Math.max(this.emitted, limit);
+    return piece;
+  }
+
+  /** How far the text may be shown: up to a stop string, else all but a possible stop-string start. */
+  private emittedLimit(end: boolean): number {
+    const d = this.decoded;
+    let cut = d.length;
+    for (const s of this.stops) {
+      const at = d.indexOf(s, Math.max(0, this.emitted - s.length));
+      if (at !== -1 && at < cut) {
+        cut = at;
+        this.stopped = true;
+      }
+    }
+    if (this.stopped) {
+      this.decoded = d.slice(0, cut);
+      return cut;
+    }
+    if (end) return d.length;
+    let hold = 0;
+    for (const s of this.stops) {
+      for (let k = Math.min(s.length - 1, d.length); k > hold; k--) {
+        if (d.endsWith(s.slice(0, k))) {
+          hold = k;
+          break;
+        }
+      }
+    }
+    return d.length - hold;
+  }
+}
+
+/** One line of statistics for stderr: prefill and decode rates. */
+export function formatStats(r: GenerationResult): string {
+  const rate = (n: number, ms: number) => (ms > 0 ? ((n * 1000) / ms).toFixed(2) : '∞');
+  const t = r.timings;
+  const cached = r.usage.cachedTokens > 0 ? ` (+${r.usage.cachedTokens} cached)` : '';
+  const stopped = r.stoppedBy === 'abort' ? 'interrupted' : r.stoppedBy;
   return (
-    `prefill: ${s.promptTokens} tokens in ${s.prefillSeconds.toFixed(2)} s (${rate(s.promptTokens, s.prefillSeconds)} tok/s); ` +
-    `generated ${s.generatedTokens} tokens; decode: ${decoded} steps in ${s.decodeSeconds.toFixed(2)} s (${rate(decoded, s.decodeSeconds)} tok/s); stopped by ${s.stoppedBy}`
+    `prefill: ${t.promptEvaluated} tokens${cached} in ${(t.prefillMs / 1000).toFixed(2)} s (${rate(t.promptEvaluated, t.prefillMs)} tok/s); ` +
+    `generated ${r.usage.completionTokens} tokens; decode: ${t.decodeSteps} steps in ${(t.decodeMs / 1000).toFixed(2)} s (${rate(t.decodeSteps, t.decodeMs)} tok/s); stopped by ${stopped}`
   );
 }

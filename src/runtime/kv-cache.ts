@@ -24,6 +24,16 @@ export class KVCache {
     });
   }
 
+  /** Bytes the keys and values of a cache with these settings take (f32). */
+  static bytesFor(cfg: GemmaConfig, contextLength: number, rollbackSlack = 0): number {
+    let slots = 0;
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const ringSlots = cfg.slidingWindow + rollbackSlack;
+      slots += isSliding(cfg, l) && ringSlots < contextLength ? ringSlots : contextLength;
+    }
+    return slots * cfg.numKvHeads * cfg.headDim * 2 * 4;
+  }
+
   /** Store keys/values of positions pos0..pos0+T-1 (for a ring, only the last `capacity` of them matter). */
   write(layer: number, k: Float32Array, v: Float32Array, pos0: number, T: number): void {
     const c = this.layers[layer];
@@ -40,6 +50,16 @@ export class KVCache {
   }
 
   reset(): void {
+    this.length = 0;
+  }
+
+  /** Give the cache's memory back to the backend; the cache must not be used after. */
+  dispose(backend: Backend): void {
+    if (backend.free) for (const c of this.layers) {
+      backend.free(c.k);
+      backend.free(c.v);
+    }
+    this.layers.length = 0;
     this.length = 0;
   }
 

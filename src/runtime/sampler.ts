@@ -45,14 +45,18 @@ export class Sampler {
     this.repetitionPenalty = opts.repetitionPenalty ?? 1;
     this.maxTokenId = opts.maxTokenId ?? 262144;
     this.rand = prng(opts.seed ?? 0);
-    const bad = (flag: string, v: number, ok: boolean) => {
-      if (!ok || !Number.isFinite(v)) throw new LutraError(`${flag} ${v} is out of range`);
+
+    // Messages name the option (the CLI checks its flags before it gets here).
+    const bad = (option: string, v: number, ok: boolean, expected: string) => {
+      if (typeof v !== 'number' || !ok || !Number.isFinite(v)) throw new LutraError(`${option} ${JSON.stringify(v)} is out of range: expected ${expected}`);
     };
-    bad('--temperature', this.temperature, this.temperature >= 0);
-    bad('--top-k', this.topK, Number.isInteger(this.topK) && this.topK >= 0);
-    bad('--top-p', this.topP, this.topP > 0 && this.topP <= 1);
-    bad('--min-p', this.minP, this.minP >= 0 && this.minP < 1);
-    bad('--repetition-penalty', this.repetitionPenalty, this.repetitionPenalty > 0);
+    bad('temperature', this.temperature, this.temperature >= 0, 'a number ≥ 0');
+    bad('topK', this.topK, Number.isInteger(this.topK) && this.topK >= 0, 'an integer ≥ 0');
+    bad('topP', this.topP, this.topP > 0 && this.topP <= 1, 'a number in (0, 1]');
+    bad('minP', this.minP, this.minP >= 0 && this.minP < 1, 'a number in [0, 1)');
+    bad('repetitionPenalty', this.repetitionPenalty, this.repetitionPenalty > 0, 'a number > 0');
+    const seed = opts.seed ?? 0;
+    bad('seed', seed, Number.isInteger(seed) && seed >= 0, 'an integer ≥ 0');
   }
 
   /** Pick the next token from logits [vocab]; `history` feeds the repetition penalty. */

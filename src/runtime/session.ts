@@ -5,6 +5,7 @@ import { KVCache } from './kv-cache.js';
 import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from '../fp16/backend.js';
 import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } from '../fp16/overflow.js';
+import { yieldToEventLoop } from '../util/yield.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -26,11 +27,17 @@ export class Session {
   readonly qChunk: number;
   /** Watches every op's output when the model runs in fp16 numerics. */
   private readonly overflowWatch: OverflowWatch | null;
+  /** The ids whose keys and values are in the cache, in order (tokens.length === position). */
+  private ids: number[] = [];
+  private disposed = false;
 
   constructor(readonly model: Gemma3Model, opts: SessionOptions = {}) {
     this.contextLength = opts.contextLength ?? Math.min(model.cfg.maxPositions, 4096);
     this.prefillBatch = opts.prefillBatch ?? 64;
     this.qChunk = opts.qChunk ?? 32;
+    if (!Number.isInteger(this.contextLength) || this.contextLength < 1) {
+      throw new LutraError(`contextLength ${this.contextLength}: expected a positive integer`);
+    }
     if (this.contextLength > model.cfg.maxPositions) {
       throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
     }
@@ -56,10 +63,35 @@ export class Session {
     return this.model.vocabSize;
   }
 
+  /** The ids whose keys and values the cache holds (a copy). */
+  get tokens(): number[] {
+    return this.ids.slice();
+  }
+
   private checkRoom(n: number): void {
+    if (this.disposed) throw new LutraError('the session was disposed', 'disposed');
     if (this.position + n > this.contextLength) {
-      throw new LutraError(`context full: ${this.position} + ${n} tokens exceed the context length ${this.contextLength}`);
+      throw new LutraError(`context full: ${this.position} + ${n} tokens exceed the context length ${this.contextLength}`, 'context_length_exceeded');
     }
+  }
+
+  /** How many leading ids of `ids` the cache already holds. */
+  commonPrefix(ids: ArrayLike<number>): number {
+    let n = 0;
+    while (n < this.ids.length && n < ids.length && this.ids[n] === ids[n]) n++;
+    return n;
+  }
+
+  /**
+   * Prepare to feed `ids` from the start: keep the longest cached prefix of them (at most all but
+   * the last id, whose logits are needed) and drop the rest of the cache. Returns how many ids are
+   * reused; feed ids.slice(returned) next.
+   */
+  reuse(ids: ArrayLike<number>): number {
+    const common = Math.min(this.commonPrefix(ids), ids.length - 1);
+    if (common > 0 && this.truncate(common)) return common;
+    this.reset();
+    return 0;
   }
 
   /**
@@ -81,26 +113,76 @@ export class Session {
         qChunk: this.qChunk,
         observer: this.watch(opts.observer),
       });
+      for (const id of batch) this.ids.push(id);
       if (all && logits) all.set(logits, s * V);
       if (isLast && !all) last = (logits as Float32Array).slice();
     }
     return all ?? (last as Float32Array);
   }
 
+  /**
+   * prefill() for services: the same batches, but the event loop runs between them (other
+   * sessions' streams go on during a long prompt) and `signal` stops it between batches, leaving
+   * the tokens fed so far in the cache. Returns the last token's logits, or null when aborted.
+   */
+  async prefillAsync(ids: ArrayLike<number>, opts: { signal?: AbortSignal; observer?: Observer } = {}): Promise<Float32Array | null> {
+    const n = ids.length;
+    if (n === 0) throw new LutraError('prefill needs at least one token');
+    this.checkRoom(n);
+    let last: Float32Array | null = null;
+    for (let s = 0; s < n; s += this.prefillBatch) {
+      if (opts.signal?.aborted) return null;
+      const batch = Array.prototype.slice.call(ids, s, Math.min(n, s + this.prefillBatch)) as number[];
+      last = this.prefill(batch, { observer: opts.observer });
+      if (s + batch.length < n) await yieldToEventLoop();
+    }
+    return last;
+  }
+
+  /**
+   * Teacher forcing: feed `ids` in prefill batches and hand every position's logits row to
+   * `onRow(row, index)` as it is computed (the row is engine memory, valid during the call), so
+   * the [n, vocab] matrix is never held whole.
+   */
+  prefillEach(ids: ArrayLike<number>, onRow: (logits: Float32Array, index: number) => void): void {
+    const n = ids.length;
+    if (n === 0) throw new LutraError('prefill needs at least one token');
+    this.checkRoom(n);
+    const V = this.vocabSize;
+    for (let s = 0; s < n; s += this.prefillBatch) {
+      const batch = Array.prototype.slice.call(ids, s, Math.min(n, s + this.prefillBatch)) as number[];
+      const logits = this.model.forward(batch, this.position, this.cache, { logits: 'all', qChunk: this.qChunk, observer: this.watch(undefined) }) as Float32Array;
+      for (const id of batch) this.ids.push(id);
+      for (let i = 0; i < batch.length; i++) onRow(logits.subarray(i * V, (i + 1) * V), s + i);
+    }
+  }
+
   /** Feed one token; returns the next-token logits. */
   step(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
     const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
+    this.ids.push(id);
     return logits.slice(); // forward's buffer is reused by the next call
   }
 
   reset(): void {
     this.cache.reset();
+    this.ids = [];
     this.overflowWatch?.reset();
   }
 
   /** Keep only the first n tokens; false (and nothing changed) when the rings cannot step back that far. */
   truncate(n: number): boolean {
-    return this.cache.truncate(n);
+    if (!this.cache.truncate(n)) return false;
+    this.ids.length = Math.min(this.ids.length, n);
+    return true;
+  }
+
+  /** Give the KV cache's memory back to the backend. The session cannot be used after. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.cache.dispose(this.model.backend);
+    this.ids = [];
   }
 }

@@ -1,7 +1,8 @@
-// The one shared WebAssembly.Memory every thread's kernels run on, and the bump allocator that
-// hands out its bytes. Nothing is ever freed: weights and KV caches live as long as the backend,
-// and per-forward scratch is reused (see ScratchStack). Memory only grows, and growing a shared
-// memory keeps old views valid, so Float32Arrays handed out earlier never detach.
+// The one shared WebAssembly.Memory every thread's kernels run on, and the allocator that hands
+// out its bytes: a bump pointer plus a free list. Weights live as long as the backend; KV caches
+// and grown scratch buffers are given back with free() and their bytes reused, so a server that
+// creates and drops sessions all day stays at its high-water mark. A WebAssembly memory never
+// shrinks, and growing a shared memory keeps old views valid, so views handed out never detach.
 import { LutraError } from '../../util/errors.js';
 import { INITIAL_PAGES, MAX_PAGES } from './kernels.js';
 
@@ -15,6 +16,10 @@ export class Arena {
   /** Every SharedArrayBuffer this memory has shown us: views made before a grow belong to older ones. */
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   private u8!: Uint8Array;
+  /** Freed blocks [address, bytes], sorted by address, adjacent ones merged. */
+  private readonly free: { at: number; size: number }[] = [];
+  /** Bytes of each live block handed out by bytes(), by address (what free() gives back). */
+  private readonly sizes = new Map<number, number>();
 
   constructor(base: number) {
     this.memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: true });
@@ -28,10 +33,23 @@ export class Arena {
     this.u8 = new Uint8Array(buf);
   }
 
-  /** Reserve n bytes aligned to `align`; returns the address. Fresh bytes are zero. */
+  /** Reserve n bytes aligned to `align`; returns the address. The bytes are zero. */
   bytes(n: number, align = 64): number {
+    const need = n + PAD;
+    // First fit among freed blocks (reused bytes are zeroed: callers rely on fresh memory being zero).
+    for (let i = 0; i < this.free.length; i++) {
+      const b = this.free[i];
+      const at = Math.ceil(b.at / align) * align;
+      if (at + need > b.at + b.size) continue;
+      this.free.splice(i, 1);
+      if (at > b.at) this.insertFree(b.at, at - b.at);
+      if (b.at + b.size > at + need) this.insertFree(at + need, b.at + b.size - at - need);
+      this.u8.fill(0, at, at + need);
+      this.sizes.set(at, need);
+      return at;
+    }
     const at = Math.ceil(this.top / align) * align;
-    const end = at + n + PAD;
+    const end = at + need;
     const have = this.memory.buffer.byteLength;
     if (end > have) {
       const pages = Math.ceil((end - have) / PAGE);
@@ -41,8 +59,48 @@ export class Arena {
       this.memory.grow(pages);
       this.refresh();
     }
+    if (at > this.top) this.insertFree(this.top, at - this.top);
     this.top = end;
+    this.sizes.set(at, need);
     return at;
+  }
+
+  /** Give back a block returned by bytes() (or the address of a view from f32()). */
+  release(at: number): void {
+    const size = this.sizes.get(at);
+    if (size === undefined) throw new Error(`internal: arena release of ${at}, which is not a live block`);
+    this.sizes.delete(at);
+    this.insertFree(at, size);
+  }
+
+  private insertFree(at: number, size: number): void {
+    if (size <= 0) return;
+    let i = 0;
+    while (i < this.free.length && this.free[i].at < at) i++;
+    this.free.splice(i, 0, { at, size });
+    // Merge with the next and the previous block where they touch.
+    if (i + 1 < this.free.length && at + size === this.free[i + 1].at) {
+      this.free[i].size += this.free[i + 1].size;
+      this.free.splice(i + 1, 1);
+    }
+    if (i > 0 && this.free[i - 1].at + this.free[i - 1].size === at) {
+      this.free[i - 1].size += this.free[i].size;
+      this.free.splice(i, 1);
+      i--;
+    }
+    // A free block at the top gives its bytes back to the bump pointer.
+    const last = this.free[this.free.length - 1];
+    if (last.at + last.size === this.top) {
+      this.top = last.at;
+      this.free.pop();
+    }
+  }
+
+  /** Bytes handed out and not given back (weights, caches, scratch). */
+  get live(): number {
+    let n = 0;
+    for (const s of this.sizes.values()) n += s;
+    return n;
   }
 
   f32(n: number): Float32Array {
@@ -56,6 +114,7 @@ export class Arena {
     return at;
   }
 
+  /** The high-water mark: bytes of memory in use or on the free list. */
   get used(): number {
     return this.top;
   }
@@ -95,12 +154,15 @@ export class ScratchStack {
   private base = 0;
   private size = 0;
   private used = 0;
+  private retired: number[] = [];
 
   constructor(private readonly arena: Arena) {}
 
   take(n: number): Float32Array {
     const bytes = Math.ceil((n * 4) / 64) * 64;
     if (this.used + bytes > this.size) {
+      // Views of the old chunk may still be live in this forward: keep it until reset().
+      if (this.base !== 0) this.retired.push(this.base);
       this.size = Math.max(2 * this.size, bytes, 1 << 20);
       this.base = this.arena.bytes(this.size);
       this.used = 0;
@@ -114,6 +176,8 @@ export class ScratchStack {
 
   reset(): void {
     this.used = 0;
+    for (const at of this.retired) this.arena.release(at);
+    this.retired = [];
   }
 }
 
@@ -127,6 +191,7 @@ export class GrowingBuffer {
   /** Address of at least n bytes. */
   reserve(n: number): number {
     if (n > this.size) {
+      if (this.size > 0) this.arena.release(this.at);
       this.size = Math.max(n, 2 * this.size);
       this.at = this.arena.bytes(this.size);
     }

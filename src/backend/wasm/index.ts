@@ -81,6 +81,10 @@ export class WasmBackend implements Backend {
     return this.arena.f32(n);
   }
 
+  free(a: Float32Array): void {
+    this.arena.release(this.arena.addressOf(a, 'a freed array'));
+  }
+
   scratch(n: number): Float32Array {
     return this.scratchStack.take(n);
   }
@@ -105,6 +109,7 @@ export class WasmBackend implements Backend {
   /** Per-thread working memory for kernels (decoded weight rows, attention scores). */
   private ensureThreadScratch(bytes: number): void {
     if (bytes <= this.threadStride) return;
+    if (this.threadScratch !== 0) this.arena.release(this.threadScratch);
     this.threadStride = Math.ceil(Math.max(bytes, 2 * this.threadStride) / 64) * 64;
     this.threadScratch = this.arena.bytes(this.threadStride * this.pool.threads);
   }
@@ -198,6 +203,7 @@ export class WasmBackend implements Backend {
     if (positions > t.capacity) {
       const half = table.invFreq.length;
       const capacity = Math.max(positions, 2 * t.capacity, 256);
+      if (t.trig !== 0) this.arena.release(t.trig);
       t.trig = this.arena.bytes(capacity * half * 8);
       this.k.ropeTrig(t.invFreq, half, 0, capacity, t.trig);
       t.capacity = capacity;

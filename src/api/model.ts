@@ -1,0 +1,440 @@
+// lutra as a library: load a model once, then complete, chat, stream, tokenize and score text
+// over it. Requests run in sessions from a pool (weights held once, a KV cache per session);
+// a conversation that continues an earlier request reuses that request's cached prefix.
+import { loadModel as loadWeights, makeBackend } from '../runtime/load.js';
+import type { Gemma3Model } from '../model/gemma3.js';
+import type { ChatMessage, GemmaTokenizer } from '../tokenizer/tokenizer.js';
+import { generate, type GenerateOptions, type GenerationChunk, type GenerationResult } from '../runtime/generate.js';
+import { Session } from '../runtime/session.js';
+import { KVCache } from '../runtime/kv-cache.js';
+import { SessionPool, type Lease } from './pool.js';
+import { LutraError } from '../util/errors.js';
+import { parseNumerics, numericsName } from '../fp16/numerics.js';
+import type { SimdLevel } from '../backend/wasm/kernels.js';
+import { logSoftmax } from '../verify/metrics.js';
+
+export type { ChatMessage };
+
+/**
+ * Tokens a session can step back to reuse a cached prefix: a conversation's re-rendered history
+ * may end a few tokens differently from what was generated (the template trims the answer).
+ * Extra ring slots on sliding layers.
+ */
+const SESSION_SLACK = 64;
+
+export interface LoadOptions {
+  /** 'wasm' (SIMD kernels on worker threads, the default) or 'reference' (plain TypeScript, slow: the oracle). */
+  backend?: 'wasm' | 'reference';
+  /** Threads of the wasm backend (default: the machine's cores). */
+  threads?: number;
+  /** 'f32', or an fp16 accelerator emulation such as 'fp16' (default: what a package records, else f32). */
+  numerics?: string;
+  /** Inputs of int8/int4 matmuls: 'q8' (default, as llama.cpp) or 'f32'. */
+  activations?: 'q8' | 'f32';
+  /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */
+  simd?: SimdLevel;
+  /** Tokens per session: prompt plus answer (default min(max_position_embeddings, 4096)). */
+  contextLength?: number;
+  /** Sessions that may generate at once (default 1; more wait their turn). */
+  parallel?: number;
+  /** Requests that may wait for a session before new ones are refused with code queue_full (default unlimited). */
+  queueLimit?: number;
+  /** Tokens per prefill batch (default 64). */
+  prefillBatch?: number;
+  /** With fp16 numerics: 'error' (default) stops at the first overflow, naming layer, op and position; 'continue' runs on and notes it in the result. */
+  onOverflow?: 'error' | 'continue';
+}
+
+export interface ModelInfo {
+  path: string;
+  /** 'gemma3_text'. */
+  architecture: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  /** The model's max_position_embeddings. */
+  maxPositions: number;
+  /** Context of each session. */
+  contextLength: number;
+  /** Bytes of one session's KV cache at that context. */
+  kvCacheBytes: number;
+  slidingWindow: number;
+  backend: string;
+  threads: number;
+  numerics: string;
+  hasChatTemplate: boolean;
+  loadSeconds: number;
+}
+
+export interface CompletionOptions extends GenerateOptions {
+  /** Add <bos> before a text prompt (default true). */
+  bos?: boolean;
+}
+
+export interface LogProbsOptions {
+  /** Also return the k most likely tokens at every position (default 0). */
+  topK?: number;
+  /** Add <bos> before a text input (default true). */
+  bos?: boolean;
+}
+
+export interface TokenLogProb {
+  id: number;
+  logProb: number;
+}
+
+export interface LogProbsResult {
+  /** The scored ids (with <bos> for a text input). */
+  tokenIds: number[];
+  /** log p(tokenIds[i] | tokenIds[<i]) in nats, for i = 1..n−1 (the first token is given, not predicted). */
+  logProbs: number[];
+  /** With topK: the k most likely ids at each of those positions. */
+  top?: TokenLogProb[][];
+  /** −Σ logProbs: the sequence's negative log-likelihood in nats. */
+  nll: number;
+  /** exp(nll / (n−1)). */
+  perplexity: number;
+}
+
+/** Load a model folder (Hugging Face checkpoint or lutra package) or a .gguf file. */
+export async function loadModel(path: string, opts: LoadOptions = {}): Promise<LutraModel> {
+  if (typeof path !== 'string' || path === '') throw new LutraError('loadModel: expected the path of a model folder or .gguf file');
+  const backendName = opts.backend ?? 'wasm';
+  if (backendName !== 'wasm' && backendName !== 'reference') throw new LutraError(`backend ${JSON.stringify(backendName)}: expected "wasm" or "reference"`);
+  if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > 256)) {
+    throw new LutraError(`threads ${opts.threads}: expected an integer in [1, 256]`);
+  }
+  if (opts.onOverflow !== undefined && opts.onOverflow !== 'error' && opts.onOverflow !== 'continue') {
+    throw new LutraError(`onOverflow ${JSON.stringify(opts.onOverflow)}: expected "error" or "continue"`);
+  }
+  if (opts.activations !== undefined && opts.activations !== 'q8' && opts.activations !== 'f32') {
+    throw new LutraError(`activations ${JSON.stringify(opts.activations)}: expected "q8" or "f32"`);
+  }
+  const numerics = opts.numerics === undefined ? undefined : parseNumerics(opts.numerics, 'numerics');
+  const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd });
+  try {
+    const loaded = loadWeights(path, backend, { numerics });
+    return new LutraModel(path, loaded.model, loaded.tokenizer!, loaded.loadSeconds, numericsName(loaded.numerics), opts);
+  } catch (e) {
+    backend.dispose?.();
+    // Anything wrong with the files is the model's fault, whatever the loader's default code says.
+    if (e instanceof LutraError && e.code === 'invalid_argument') throw new LutraError(e.message, 'invalid_model');
+    throw e;
+  }
+}
+
+export class LutraModel {
+  readonly info: ModelInfo;
+  /** The sessions behind complete(), chat() and their streams; a server reads its counters. */
+  readonly pool: SessionPool;
+  private readonly sessions = new Set<ChatSession>();
+  private disposed = false;
+
+  /** @internal use loadModel(). */
+  constructor(
+    path: string,
+    readonly engine: Gemma3Model,
+    readonly tokenizer: GemmaTokenizer,
+    loadSeconds: number,
+    numerics: string,
+    opts: LoadOptions,
+  ) {
+    const cfg = engine.cfg;
+    const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 4096);
+    if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > cfg.maxPositions) {
+      throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${cfg.maxPositions}] (the model's max_position_embeddings)`);
+    }
+    this.pool = new SessionPool(engine, {
+      parallel: opts.parallel ?? 1,
+      queueLimit: opts.queueLimit ?? Infinity,
+      contextLength,
+      prefillBatch: opts.prefillBatch,
+      rollbackSlack: SESSION_SLACK,
+      onOverflow: opts.onOverflow,
+    });
+    const backend = engine.backend as { name: string; threads?: number };
+    this.info = {
+      path,
+      architecture: cfg.modelType,
+      vocabSize: engine.vocabSize,
+      hiddenSize: cfg.hiddenSize,
+      numLayers: cfg.numLayers,
+      maxPositions: cfg.maxPositions,
+      contextLength,
+      kvCacheBytes: KVCache.bytesFor(cfg, contextLength, SESSION_SLACK),
+      slidingWindow: cfg.slidingWindow,
+      backend: backend.name,
+      threads: backend.threads ?? 1,
+      numerics,
+      hasChatTemplate: tokenizer.hasChatTemplate,
+      loadSeconds,
+    };
+  }
+
+  private alive(): void {
+    if (this.disposed) throw new LutraError('the model was disposed', 'disposed');
+  }
+
+  /** Text → ids; with `bos` (default) exactly one leading <bos>. */
+  tokenize(text: string, opts: { bos?: boolean } = {}): number[] {
+    if (typeof text !== 'string') throw new LutraError('tokenize: expected a string');
+    return this.tokenizer.encode(text, { bos: opts.bos ?? true });
+  }
+
+  /** Ids → text; special tokens are left out unless `skipSpecial` is false. */
+  detokenize(ids: number[], opts: { skipSpecial?: boolean } = {}): string {
+    checkIds(ids, this.engine.vocabSize, 'detokenize');
+    return this.tokenizer.decode(ids, opts.skipSpecial ?? true);
+  }
+
+  /** The model's chat template applied to `messages` (ending with the model's turn opener by default). */
+  applyChatTemplate(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): string {
+    checkMessages(messages);
+    return this.tokenizer.renderChat(messages, opts.addGenerationPrompt ?? true);
+  }
+
+  /** Prompt ids of a completion request. */
+  promptIds(prompt: string | number[], bos = true): number[] {
+    if (Array.isArray(prompt)) {
+      checkIds(prompt, this.engine.vocabSize, 'prompt');
+      if (prompt.length === 0) throw new LutraError('prompt: expected at least one token');
+      return prompt.slice();
+    }
+    if (typeof prompt !== 'string') throw new LutraError('prompt: expected a string or an array of token ids');
+    return this.tokenize(prompt, { bos });
+  }
+
+  /** Prompt ids of a chat request: the template applied, ending with the model's turn. */
+  chatIds(messages: ChatMessage[]): number[] {
+    checkMessages(messages);
+    return this.tokenizer.encodeChat(messages, true);
+  }
+
+  /** Stream a completion of a raw text prompt (no chat template). */
+  stream(prompt: string | number[], opts: CompletionOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+    this.alive();
+    return this.run(this.promptIds(prompt, opts.bos ?? true), opts);
+  }
+
+  /** Complete a raw text prompt; resolves when generation ends. */
+  async complete(prompt: string | number[], opts: CompletionOptions = {}): Promise<GenerationResult> {
+    return drain(this.stream(prompt, opts));
+  }
+
+  /** Stream the model's answer to a conversation (the chat template applied). */
+  streamChat(messages: ChatMessage[], opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+    this.alive();
+    return this.run(this.chatIds(messages), opts);
+  }
+
+  /** The model's answer to a conversation; resolves when generation ends. */
+  async chat(messages: ChatMessage[], opts: GenerateOptions = {}): Promise<GenerationResult> {
+    return drain(this.streamChat(messages, opts));
+  }
+
+  /** Run one request on a pooled session: the lease is held while the stream is consumed. */
+  async *run(ids: number[], opts: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+    let lease: Lease;
+    try {
+      lease = await this.pool.acquire(ids, opts.signal);
+    } catch (e) {
+      if ((e as Error).name !== 'AbortError') throw e;
+      yield { text: '', tokenIds: [], finishReason: 'abort' };
+      return aborted(ids.length);
+    }
+    try {
+      return yield* generate(lease.session, this.tokenizer, ids, opts);
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** A conversation that keeps its KV cache between turns. */
+  createChatSession(opts: ChatSessionOptions = {}): ChatSession {
+    this.alive();
+    const s = new ChatSession(this, opts);
+    this.sessions.add(s);
+    return s;
+  }
+
+  /** @internal */
+  forget(s: ChatSession): void {
+    this.sessions.delete(s);
+  }
+
+  /**
+   * Teacher-forced scoring: log-probabilities of each token of `input` given the ones before it
+   * (float64 log-softmax over the full vocabulary, as the divergence harness computes them).
+   */
+  async logProbs(input: string | number[], opts: LogProbsOptions = {}): Promise<LogProbsResult> {
+    this.alive();
+    const ids = this.promptIds(input, opts.bos ?? true);
+    const k = opts.topK ?? 0;
+    if (!Number.isInteger(k) || k < 0 || k > 100) throw new LutraError(`topK ${k}: expected an integer in [0, 100]`);
+    if (ids.length < 2) throw new LutraError('logProbs: expected at least two tokens (the first is given, the rest are scored)');
+    if (ids.length > this.engine.cfg.maxPositions) {
+      throw new LutraError(`logProbs: ${ids.length} tokens exceed max_position_embeddings ${this.engine.cfg.maxPositions}`, 'context_length_exceeded');
+    }
+    const session = new Session(this.engine, { contextLength: ids.length, prefillBatch: this.pool.opts.prefillBatch });
+    const logProbs: number[] = [];
+    const top: TokenLogProb[][] = [];
+    try {
+      session.prefillEach(ids.slice(0, -1), (row, i) => {
+        const lp = logSoftmax(row);
+        logProbs.push(lp[ids[i + 1]]);
+        if (k > 0) top.push(topK(lp, k));
+      });
+    } finally {
+      session.dispose();
+    }
+    const nll = -logProbs.reduce((a, b) => a + b, 0);
+    return { tokenIds: ids, logProbs, ...(k > 0 ? { top } : {}), nll, perplexity: Math.exp(nll / logProbs.length) };
+  }
+
+  /** Free the KV caches, worker threads and memory. The model cannot be used after. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const s of [...this.sessions]) s.dispose();
+    this.pool.close();
+    this.engine.backend.dispose?.();
+  }
+}
+
+export interface ChatSessionOptions {
+  /** System instructions, kept as the first message. */
+  system?: string;
+  /** Tokens this conversation may hold (default the model's context length). */
+  contextLength?: number;
+}
+
+/**
+ * A conversation with its own KV cache, kept between turns: a follow-up prefills only the new
+ * tokens. When the history outgrows the context, the oldest exchanges are dropped.
+ */
+export class ChatSession {
+  readonly messages: ChatMessage[] = [];
+  private readonly session: Session;
+  private busy = false;
+
+  /** @internal use model.createChatSession(). */
+  constructor(private readonly model: LutraModel, opts: ChatSessionOptions) {
+    const contextLength = opts.contextLength ?? model.info.contextLength;
+    if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > model.info.maxPositions) {
+      throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${model.info.maxPositions}]`);
+    }
+    // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
+    const { prefillBatch, onOverflow } = model.pool.opts;
+    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow });
+    if (opts.system !== undefined) {
+      if (typeof opts.system !== 'string') throw new LutraError('system: expected a string');
+      this.messages.push({ role: 'system', content: opts.system });
+    }
+  }
+
+  /** Tokens in this conversation's KV cache. */
+  get cachedTokens(): number {
+    return this.session.position;
+  }
+
+  /** Send a user message and stream the answer; the answer joins the history when the stream ends. */
+  async *stream(content: string, opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+    if (typeof content !== 'string') throw new LutraError('content: expected a string');
+    if (this.busy) throw new LutraError('this chat session is already answering; wait for the answer (or abort it) first');
+    this.busy = true;
+    try {
+      this.messages.push({ role: 'user', content });
+      const maxTokens = opts.maxTokens ?? 256;
+      const ids = this.fit(maxTokens);
+      const room = this.session.contextLength - ids.length;
+      const result = yield* generate(this.session, this.model.tokenizer, ids, { ...opts, maxTokens: Math.min(maxTokens, room) });
+      this.messages.push({ role: 'assistant', content: result.text });
+      return result;
+    } catch (e) {
+      if (this.messages[this.messages.length - 1]?.role === 'user') this.messages.pop();
+      throw e;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Send a user message; resolves with the answer. */
+  async send(content: string, opts: GenerateOptions = {}): Promise<GenerationResult> {
+    return drain(this.stream(content, opts));
+  }
+
+  /** Forget the conversation (the system message stays). */
+  reset(): void {
+    this.messages.splice(this.messages[0]?.role === 'system' ? 1 : 0);
+    this.session.reset();
+  }
+
+  dispose(): void {
+    this.session.dispose();
+    this.model.forget(this);
+  }
+
+  /** Render the history, dropping the oldest user/assistant pairs until it fits with room for an answer. */
+  private fit(maxTokens: number): number[] {
+    const first = this.messages[0]?.role === 'system' ? 1 : 0;
+    for (;;) {
+      const ids = this.model.chatIds(this.messages);
+      const turns = this.messages.length - first;
+      if (ids.length + Math.min(maxTokens, 16) <= this.session.contextLength || turns <= 1) {
+        if (ids.length >= this.session.contextLength) {
+          throw new LutraError(`the message is ${ids.length} tokens; the context holds ${this.session.contextLength}`, 'context_length_exceeded');
+        }
+        return ids;
+      }
+      this.messages.splice(first, 2);
+    }
+  }
+}
+
+async function drain(g: AsyncGenerator<GenerationChunk, GenerationResult>): Promise<GenerationResult> {
+  for (;;) {
+    const r = await g.next();
+    if (r.done) return r.value;
+  }
+}
+
+function aborted(promptTokens: number): GenerationResult {
+  return {
+    text: '',
+    tokenIds: [],
+    finishReason: 'abort',
+    stoppedBy: 'abort',
+    usage: { promptTokens, cachedTokens: 0, completionTokens: 0 },
+    timings: { promptEvaluated: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 },
+  };
+}
+
+function topK(lp: Float64Array, k: number): TokenLogProb[] {
+  const best: TokenLogProb[] = [];
+  for (let i = 0; i < lp.length; i++) {
+    if (best.length < k || lp[i] > best[best.length - 1].logProb) {
+      best.push({ id: i, logProb: lp[i] });
+      best.sort((a, b) => b.logProb - a.logProb || a.id - b.id);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best;
+}
+
+function checkIds(ids: unknown, vocab: number, what: string): void {
+  if (!Array.isArray(ids) || ids.some((id) => !Number.isInteger(id) || id < 0 || id >= vocab)) {
+    throw new LutraError(`${what}: expected an array of token ids in [0, ${vocab})`);
+  }
+}
+
+function checkMessages(messages: unknown): asserts messages is ChatMessage[] {
+  if (!Array.isArray(messages) || messages.length === 0) throw new LutraError('messages: expected a non-empty array of {role, content}');
+  messages.forEach((m, i) => {
+    if (typeof m !== 'object' || m === null) throw new LutraError(`messages[${i}]: expected an object with role and content`);
+    const { role, content } = m as Record<string, unknown>;
+    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
+      throw new LutraError(`messages[${i}].role: expected "system", "user" or "assistant", got ${JSON.stringify(role)}`);
+    }
+    if (typeof content !== 'string') throw new LutraError(`messages[${i}].content: expected a string`);
+  });
+}

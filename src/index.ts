@@ -1,0 +1,10 @@
+// lutra's public API: `import { loadModel } from 'lutra'`.
+export { loadModel, LutraModel, ChatSession } from './api/model.js';
+export type { LoadOptions, ModelInfo, CompletionOptions, ChatSessionOptions, LogProbsOptions, LogProbsResult, TokenLogProb, ChatMessage } from './api/model.js';
+export type { GenerateOptions, GenerationChunk, GenerationResult, GenerationUsage, GenerationTimings, FinishReason, StoppedBy } from './runtime/generate.js';
+export { SessionPool } from './api/pool.js';
+export type { SessionPoolOptions, Lease } from './api/pool.js';
+export { LutraError } from './util/errors.js';
+export type { LutraErrorCode } from './util/errors.js';
+export { createServer } from './server/server.js';
+export type { ServerOptions, LutraServer } from './server/server.js';
