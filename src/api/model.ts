@@ -112,13 +112,19 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   }
   const numerics = opts.numerics === undefined ? undefined : parseNumerics(opts.numerics, 'numerics');
   const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd });
+  let loaded: ReturnType<typeof loadWeights>;
   try {
-    const loaded = loadWeights(path, backend, { numerics });
-    return new LutraModel(path, loaded.model, loaded.tokenizer!, loaded.loadSeconds, numericsName(loaded.numerics), opts);
+    loaded = loadWeights(path, backend, { numerics });
   } catch (e) {
     backend.dispose?.();
     // Anything wrong with the files is the model's fault, whatever the loader's default code says.
     if (e instanceof LutraError && e.code === 'invalid_argument') throw new LutraError(e.message, 'invalid_model');
+    throw e;
+  }
+  try {
+    return new LutraModel(path, loaded.model, loaded.tokenizer!, loaded.loadSeconds, numericsName(loaded.numerics), opts);
+  } catch (e) {
+    backend.dispose?.();
     throw e;
   }
 }

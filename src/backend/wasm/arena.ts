@@ -20,6 +20,8 @@ export class Arena {
   private readonly free: { at: number; size: number }[] = [];
   /** Bytes of each live block handed out by bytes(), by address (what free() gives back). */
   private readonly sizes = new Map<number, number>();
+  /** The highest the bump pointer has been: memory above it has never been handed out. */
+  private dirtyTop = 0;
 
   constructor(base: number) {
     this.memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: true });
@@ -60,7 +62,10 @@ export class Arena {
       this.refresh();
     }
     if (at > this.top) this.insertFree(this.top, at - this.top);
+    // Bytes below the highest top ever reached may have been used and given back: zero them.
+    if (at < this.dirtyTop) this.u8.fill(0, at, Math.min(end, this.dirtyTop));
     this.top = end;
+    this.dirtyTop = Math.max(this.dirtyTop, end);
     this.sizes.set(at, need);
     return at;
   }
