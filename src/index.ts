@@ -8,3 +8,5 @@ export { LutraError } from './util/errors.js';
 export type { LutraErrorCode } from './util/errors.js';
 export { createServer } from './server/server.js';
 export type { ServerOptions, LutraServer } from './server/server.js';
+/** The demo model that ships with lutra (a folder path). */
+export { DEFAULT_MODEL as DEMO_MODEL } from './cli/common.js';
