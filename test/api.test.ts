@@ -143,6 +143,33 @@ test('several sessions over one model generate at once, each as it would alone',
   assert.ok(model.pool.sessions <= 3);
 });
 
+test('a long prefill does not stall other streams: they get tokens between its batches', async () => {
+  const long = 'and the sea '.repeat(250);
+  assert.ok(model.tokenize(long).length > 600);
+  const ctrl = new AbortController();
+  const times: number[] = [];
+  let started = 0;
+  let ended = 0;
+  let prefillMs = 0;
+  const other = (async () => {
+    for await (const c of model.stream('In the beginning', { maxTokens: 600, signal: ctrl.signal })) {
+      times.push(performance.now());
+      if (times.length === 3) {
+        started = performance.now();
+        model.complete(long, { maxTokens: 1 }).then((r) => {
+          ended = performance.now();
+          prefillMs = r.timings.prefillMs;
+          ctrl.abort();
+        });
+      }
+    }
+  })();
+  await other;
+  const during = times.filter((t) => t > started && t < ended).length;
+  assert.ok(prefillMs > 0);
+  assert.ok(during >= 5, `the other stream got ${during} tokens during a ${prefillMs.toFixed(0)} ms prefill of ${model.tokenize(long).length} tokens`);
+});
+
 test('tokenize / detokenize round-trip; logProbs equal token-by-token decoding', async () => {
   const text = 'Blessed are the meek: for they shall inherit the earth.';
   const ids = model.tokenize(text);
