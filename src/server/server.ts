@@ -94,7 +94,11 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     } catch (e) {
       const err = toApiError(e);
       if (!res.headersSent) sendJson(res, err.status, err.body(), err.status === 429 ? { 'retry-after': '1' } : {});
-      else res.end();
+      else if (!res.writableEnded && String(res.getHeader('content-type')).startsWith('text/event-stream')) {
+        // A stream already under way (e.g. an fp16 overflow stopped the model): say so in the stream.
+        sse(res, err.body());
+        res.end('data: [DONE]\n\n');
+      } else res.end();
       opts.onRequest?.(`${req.method} ${path} ${err.status} ${err.message}`);
     }
   }
