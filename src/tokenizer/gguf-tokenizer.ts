@@ -22,8 +22,10 @@ const BYTE = 6;
 
 const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
 
-/** How to get a tokenizer when a GGUF has none, for error messages. */
-const SUPPLY_HINT = 'give the model a tokenizer with lutra convert --model FILE.gguf --out DIR --tokenizer TOKENIZER_DIR and run DIR';
+/** How to give a GGUF's weights a tokenizer, for error messages. */
+function supplyHint(path: string): string {
+  return `give the weights a tokenizer with lutra convert --model ${path} --out DIR --tokenizer TOKENIZER_DIR (a folder with tokenizer.json) and run DIR`;
+}
 
 function isNumberArray(v: GgufValue | undefined): v is Float32Array | Float64Array | Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array {
   return ArrayBuffer.isView(v) && !(v instanceof BigInt64Array) && !(v instanceof BigUint64Array);
@@ -101,12 +103,12 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
   const meta = file.metadata;
   const tokens = meta.get('tokenizer.ggml.tokens');
   if (tokens === undefined) {
-    throw new LutraError(`${path}: no tokenizer in the GGUF (metadata "tokenizer.ggml.tokens" is missing); ${SUPPLY_HINT}`);
+    throw new LutraError(`${path}: no tokenizer in the GGUF (metadata "tokenizer.ggml.tokens" is missing); ${supplyHint(path)}`);
   }
   const model = meta.get('tokenizer.ggml.model');
   if (model !== 'llama') {
     const shown = model === undefined ? 'missing' : JSON.stringify(typeof model === 'string' ? model : String(model));
-    throw new LutraError(`${path}: tokenizer.ggml.model is ${shown}; lutra rebuilds only SentencePiece-style ("llama") GGUF tokenizers, as Gemma's; ${SUPPLY_HINT}`);
+    throw new LutraError(`${path}: tokenizer.ggml.model is ${shown}; lutra rebuilds only SentencePiece-style ("llama") GGUF tokenizers, as Gemma's; ${supplyHint(path)}`);
   }
   if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) throw new LutraError(`${path}: tokenizer.ggml.tokens is not an array of strings`);
   const pieces = tokens as string[];
