@@ -97,10 +97,14 @@ async function rewriteGguf(src: string, out: string, edit: (m: GgufMetadataEntry
 }
 
 const demoGguf = join(root, 'demo-f32.gguf');
-const ready = exportGguf({ model: DEMO, out: demoGguf, type: 'f32' });
+let exported: Promise<void> | null = null;
+/** models/demo exported to an F32 GGUF, once. */
+function demoGgufReady(): Promise<void> {
+  return (exported ??= exportGguf({ model: DEMO, out: demoGguf, type: 'f32' }));
+}
 
 test('demo model GGUF: the tokenizer from its metadata encodes the corpus exactly as tokenizer.json does', async (t) => {
-  await ready;
+  await demoGgufReady();
   const eos = [1, 5];
   const t0 = performance.now();
   const gguf = loadGgufTokenizer(readGguf(demoGguf), eos);
@@ -115,7 +119,7 @@ test('demo model GGUF: the tokenizer from its metadata encodes the corpus exactl
 });
 
 test('demo model GGUF: the chat template from tokenizer.chat_template renders the same ids', async () => {
-  await ready;
+  await demoGgufReady();
   const gguf = loadGgufTokenizer(readGguf(demoGguf), [1, 5]);
   const hf = GemmaTokenizer.load(DEMO, [1, 5]);
   assert.ok(gguf.hasChatTemplate);
@@ -190,6 +194,36 @@ test('an int8:32 package and its Q8_0 GGUF generate the same greedy tokens; chat
   assert.equal(chatGguf.stdout.split('\n> ').length - 1, 2, `two answers:\n${chatGguf.stdout}`);
 });
 
+test('a hand-made SentencePiece vocabulary: merges from its scores, byte fallback, a "__proto__" piece, eot as a stop', async () => {
+  const special = ['<pad>', '<eos>', '<bos>', '<unk>', '<end_of_turn>'];
+  const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  const chars = ['▁', '_', 'p', 'r', 'o', 't', 'a'];
+  const merged = ['__', 'pr', 'to', 'pro', 'proto', '__proto', '__proto__', '▁a'];
+  const tokens = [...special, ...bytes, ...chars, ...merged];
+  const scores = [...special.map(() => 0), ...bytes.map(() => 0), ...chars.map((_, i) => -100 - i), ...merged.map((_, i) => -1 - i)];
+  const types = [3, 3, 3, 2, 3, ...bytes.map(() => 6), ...chars.map(() => 1), ...merged.map(() => 1)]; // control, unknown, byte, normal
+  const path = join(root, 'hand-made.gguf');
+  await writeGguf(path, [
+    kv.str('tokenizer.ggml.model', 'llama'),
+    kv.arr.str('tokenizer.ggml.tokens', tokens),
+    kv.arr.f32('tokenizer.ggml.scores', scores),
+    kv.arr.i32('tokenizer.ggml.token_type', types),
+    kv.u32('tokenizer.ggml.bos_token_id', 2),
+    kv.u32('tokenizer.ggml.eos_token_id', 1),
+    kv.u32('tokenizer.ggml.eot_token_id', 4),
+  ], []);
+  const tok = loadGgufTokenizer(readGguf(path));
+  const id = (p: string) => tokens.indexOf(p);
+  assert.equal(tok.tokenId('__proto__'), id('__proto__'));
+  assert.deepEqual(tok.encode('__proto__'), [2, id('__proto__')]);
+  // "x" is not a piece: its UTF-8 byte; "é" is two bytes; " a" is ▁a.
+  assert.deepEqual(tok.encode('__proto x é a', { bos: false }), [id('__proto'), id('▁'), id('<0x78>'), id('▁'), id('<0xC3>'), id('<0xA9>'), id('▁a')]);
+  assert.equal(tok.decode(tok.encode('__proto x é a')), '__proto x é a');
+  assert.deepEqual([...tok.stopIds].sort(), [1, 4]);
+  assert.equal(tok.hasChatTemplate, false);
+  assert.throws(() => tok.renderChat([{ role: 'user', content: 'hi' }]), /hand-made\.gguf: the tokenizer has no chat template/);
+});
+
 /** A failing command prints exactly one line on stderr, naming what was wrong. */
 function assertOneLineError(r: ReturnType<typeof lutra>, pattern: RegExp) {
   assert.equal(r.code, 1, `exit code; stderr: ${r.stderr}`);
@@ -200,7 +234,7 @@ function assertOneLineError(r: ReturnType<typeof lutra>, pattern: RegExp) {
 }
 
 test('a GGUF without a tokenizer, or with another tokenizer model, is a one-line error naming the file and key', async () => {
-  await ready;
+  await demoGgufReady();
   const noTok = join(root, 'no-tokenizer.gguf');
   await rewriteGguf(demoGguf, noTok, (m) => m.filter((e) => !e.key.startsWith('tokenizer.')));
   assertOneLineError(lutra(['generate', '--model', noTok, '--prompt', 'hi']), /no-tokenizer\.gguf: no tokenizer in the GGUF \(metadata "tokenizer\.ggml\.tokens" is missing\); .*lutra convert .*--tokenizer/);

@@ -133,7 +133,8 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
   const types = rawTypes ?? Int32Array.from(pieces, (p) => (BYTE_PIECE.test(p) ? BYTE : NORMAL));
 
   const ids = new Map<string, number>();
-  const vocab: Record<string, number> = {};
+  // No prototype: a piece named "__proto__" must become an own property, as JSON.parse makes it.
+  const vocab: Record<string, number> = Object.create(null);
   const added: Record<string, unknown>[] = [];
   for (let id = 0; id < n; id++) {
     const p = pieces[id]!;
