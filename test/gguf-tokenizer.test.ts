@@ -153,15 +153,18 @@ test('the real Gemma 3 vocabulary (262 144 tokens) through GGUF metadata: same i
   assert.deepEqual([...gguf.stopIds].sort(), [...hf.stopIds].sort());
 });
 
-test('merges follow the scores: higher-scored pieces first, longer left part first among a piece\'s splits', () => {
-  const tokens = ['a', 'b', 'c', 'ab', 'bc', 'abc', 'ca'];
-  const scores = [0, 0, 0, -1, -2, -3, -0.5];
+test('merges follow the scores: higher-scored pieces first, then longer left parts, then piece id', () => {
+  const tokens = ['a', 'b', 'c', 'ab', 'bc', 'bca', 'abc', 'ca'];
+  const scores = [0, 0, 0, -1, -2, -3, -3, -0.5];
   const ids = new Map(tokens.map((p, i) => [p, i]));
   assert.deepEqual(mergesFromScores(tokens, scores, ids), [
     ['c', 'a'],
     ['a', 'b'],
     ['b', 'c'],
+    // Equal scores: all two-character left parts first, then by piece id.
+    ['bc', 'a'],
     ['ab', 'c'],
+    ['b', 'ca'],
     ['a', 'bc'],
   ]);
   // Splits fall on code points, never inside a surrogate pair.
