@@ -259,6 +259,8 @@ test('a GGUF without a tokenizer, or with another tokenizer model, is a one-line
   };
   const noScores = await edit('no-scores.gguf', (m) => m.filter((e) => e.key !== 'tokenizer.ggml.scores'));
   assert.throws(() => ggufTokenizerParts(noScores), (e: unknown) => e instanceof LutraError && /no-scores\.gguf: metadata "tokenizer\.ggml\.scores" is missing/.test(e.message));
+  const nanScore = await edit('nan-score.gguf', (m) => m.map((e) => (e.key === 'tokenizer.ggml.scores' ? kv.arr.f32(e.key, Float32Array.from(e.value as Float32Array, (x, i) => (i === 42 ? NaN : x))) : e)));
+  assert.throws(() => ggufTokenizerParts(nanScore), /nan-score\.gguf: tokenizer\.ggml\.scores\[42\] is NaN; expected a finite number/);
   const shortTypes = await edit('short-types.gguf', (m) => m.map((e) => (e.key === 'tokenizer.ggml.token_type' ? kv.arr.i32(e.key, [1, 1, 1]) : e)));
   assert.throws(() => ggufTokenizerParts(shortTypes), /short-types\.gguf: tokenizer\.ggml\.token_type must be 8192 integers/);
   const badBos = await edit('bad-bos.gguf', (m) => m.map((e) => (e.key === 'tokenizer.ggml.bos_token_id' ? kv.u32(e.key, 9000) : e)));

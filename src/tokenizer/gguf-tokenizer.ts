@@ -122,6 +122,8 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
   if (!isNumberArray(scores) || scores.length !== n) {
     throw new LutraError(`${path}: tokenizer.ggml.scores must be ${n} numbers (one per token of tokenizer.ggml.tokens)`);
   }
+  const badScore = scores.findIndex((x: number) => !Number.isFinite(x));
+  if (badScore >= 0) throw new LutraError(`${path}: tokenizer.ggml.scores[${badScore}] is ${scores[badScore]}; expected a finite number`);
   const rawTypes = meta.get('tokenizer.ggml.token_type');
   if (rawTypes !== undefined && (!isNumberArray(rawTypes) || rawTypes.length !== n)) {
     throw new LutraError(`${path}: tokenizer.ggml.token_type must be ${n} integers (one per token of tokenizer.ggml.tokens)`);
