@@ -112,7 +112,7 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
 
 /** Common model/runtime flags, shared by commands that run a model. */
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
-  model: { type: 'string', arg: 'DIR', help: 'model folder: a Hugging Face checkpoint', default: 'models/demo' },
+  model: { type: 'string', arg: 'PATH', help: 'model: a Hugging Face checkpoint folder, a lutra package folder or a .gguf file (its tokenizer from the tokenizer.ggml.* metadata)', default: 'models/demo' },
   backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm (SIMD kernels on worker threads) or reference (the plain oracle)', default: 'wasm' },
   threads: { type: 'string', arg: 'N', help: 'threads for the wasm backend', default: 'available cores' },
   context: { type: 'string', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },

@@ -2,6 +2,8 @@
 import { openWeightSource } from '../io/source.js';
 import { Gemma3Model } from '../model/gemma3.js';
 import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
+import { loadGgufTokenizer } from '../tokenizer/gguf-tokenizer.js';
+import { GgufSource } from '../io/gguf-source.js';
 import type { Backend } from '../backend/backend.js';
 import { ReferenceBackend } from '../backend/reference/index.js';
 import { WasmBackend } from '../backend/wasm/index.js';
@@ -26,20 +28,31 @@ export function makeBackend(name: string, opts: { threads?: number; activations?
 
 /**
  * Load a model on `backend`. Numerics: as given, else what a package records in meta.yaml, else
- * f32; fp16 wraps the backend so every op's output is rounded to fp16.
+ * f32; fp16 wraps the backend so every op's output is rounded to fp16. The tokenizer comes from
+ * `tokenizerDir` when given, else from the model folder's tokenizer.json, or for a .gguf file
+ * from its tokenizer.ggml.* metadata.
  */
 export function loadModel(
   dir: string,
   backend: Backend,
-  opts: { tokenizer?: boolean; numerics?: Numerics } = {},
+  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string } = {},
 ): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
     const numerics = opts.numerics ?? (src.numerics ? parseNumerics(src.numerics, `${dir}: meta.yaml numerics`) : F32_NUMERICS);
     const run = numerics.mode === 'fp16' ? new Fp16Backend(backend, numerics) : backend;
+    const eos = src.config.eosTokenIds;
+    const tokenizer =
+      opts.tokenizer === false
+        ? null
+        : opts.tokenizerDir !== undefined
+          ? GemmaTokenizer.load(opts.tokenizerDir, eos)
+          : src instanceof GgufSource
+            ? loadGgufTokenizer(src.file, eos, src.config.vocabSize)
+            : GemmaTokenizer.load(dir, eos);
+    // The tokenizer first: a model without one fails before its weights are read.
     const model = new Gemma3Model(src.config, run, src);
-    const tokenizer = opts.tokenizer === false ? null : GemmaTokenizer.load(dir, src.config.eosTokenIds);
     return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
     src.close();

@@ -48,11 +48,19 @@ export class GemmaTokenizer {
       : typeof cfg.chat_template === 'string'
         ? cfg.chat_template
         : null;
+    return GemmaTokenizer.fromJson(tokJson, cfg, templateSource, extraStops, dir, tokPath);
+  }
+
+  /**
+   * A tokenizer from an in-memory tokenizer.json and tokenizer config (e.g. rebuilt from a GGUF's
+   * metadata). `dir` names the model in errors; `what` names the tokenizer's source.
+   */
+  static fromJson(tokJson: Record<string, unknown>, cfg: Record<string, unknown>, templateSource: string | null, extraStops: number[], dir: string, what = dir): GemmaTokenizer {
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(tokJson, cfg);
     } catch (e) {
-      throw new LutraError(`${tokPath}: not a usable tokenizer (${(e as Error).message})`);
+      throw new LutraError(`${what}: not a usable tokenizer (${(e as Error).message})`);
     }
     return new GemmaTokenizer(hf, cfg, templateSource, extraStops, dir);
   }
