@@ -8,7 +8,7 @@ import { LutraError } from '../util/errors.js';
 export const chatCommand: Command = {
   name: 'chat',
   summary: 'interactive chat with history and streaming',
-  usage: 'lutra chat [--model DIR] [--system TEXT] [--max-tokens N] [sampling flags]',
+  usage: 'lutra chat [--model PATH] [--system TEXT] [--max-tokens N] [sampling flags]',
   options: {
     ...MODEL_OPTIONS,
     system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma folds them into the first user turn)' },

@@ -6,7 +6,7 @@ import { formatStats } from '../runtime/generate.js';
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text from a prompt, streaming tokens as they come',
-  usage: 'lutra generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw]',
+  usage: 'lutra generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw]',
   options: {
     ...MODEL_OPTIONS,
     prompt: { type: 'string', arg: 'TEXT', help: 'the prompt (required)' },
