@@ -19,10 +19,10 @@ export const auditFp16Command: Command = {
   summary: 'find where the model would overflow fp16 (per-layer activation peaks) and recommend α',
   usage: 'lutra audit-fp16 [--model SRC] [--prompt TEXT | --dataset FILE] [--generate N] [--json FILE] [--plot FILE.html]',
   options: {
-    model: { type: 'string', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
+    model: { type: 'string', short: 'm', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
     backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm or reference', default: 'wasm' },
-    threads: { type: 'string', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
-    prompt: { type: 'string', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
+    threads: { type: 'string', short: 't', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
+    prompt: { type: 'string', short: 'p', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
     dataset: { type: 'string', arg: 'FILE', help: 'calibration prompts, JSONL or plain lines (as lutra compare)' },
     generate: { type: 'string', arg: 'N', help: 'also audit N greedy steps after each prompt', default: String(CALIBRATION_STEPS) },
     raw: { type: 'boolean', help: 'no chat template' },

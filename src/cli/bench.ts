@@ -53,9 +53,9 @@ export const benchCommand: Command = {
     // Fail before the slow part when llama.cpp cannot get the same weights.
     if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
     const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
-    say('loading');
     // No tokenizer: the bench feeds token ids, and Gemma's 262k-entry tokenizer costs ~235 MB of RSS.
-    const { model, dir, loadSeconds } = openModelWeights(flags);
+    const { model, dir, loadSeconds } = openModelWeights(flags, { announce: say });
+    say(`loaded in ${loadSeconds.toFixed(2)} s`);
     let t;
     try {
       t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);

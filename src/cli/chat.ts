@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
+import { backendLabel, makeSampler, modelLabel, openModel, openSession, reportOverflow } from './model-flags.js';
 import { formatStats, generateTokens } from '../runtime/generate.js';
 import { StreamDecoder, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
@@ -9,11 +9,11 @@ import { LutraError } from '../util/errors.js';
 export const chatCommand: Command = {
   name: 'chat',
   summary: 'interactive chat with history and streaming',
-  usage: 'lutra chat [--model DIR] [--system TEXT] [--max-tokens N] [sampling flags]',
+  usage: 'lutra chat [-m DIR] [--system TEXT] [-n N] [sampling flags]',
   options: {
     ...MODEL_OPTIONS,
     system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma folds them into the first user turn)' },
-    'max-tokens': { type: 'string', arg: 'N', help: 'tokens per answer at most', default: '512' },
+    'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens per answer at most', default: '512' },
     ...SAMPLING_OPTIONS,
     stats: { type: 'boolean', help: 'print prefill/decode speed after each answer' },
   },
@@ -22,7 +22,7 @@ export const chatCommand: Command = {
     'Ctrl-C interrupts the current answer; Ctrl-D exits. The oldest turns are dropped when the context fills up.',
   async run(flags) {
     const maxTokens = flags.number('max-tokens', 512, { integer: true, min: 1 });
-    const { model, tokenizer, dir } = openModel(flags);
+    const { model, tokenizer, dir, loadSeconds } = openModel(flags, { announce: true });
     if (!tokenizer.hasChatTemplate) throw new LutraError(`${dir}: the tokenizer has no chat template; use lutra generate --raw`);
     // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
     const session = openSession(flags, model, maxTokens + 16);
@@ -47,7 +47,9 @@ export const chatCommand: Command = {
       else rl.close();
     };
     process.on('SIGINT', onSignal);
-    process.stderr.write(`lutra chat: ${dir} on ${model.backend.name}, context ${session.contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
+    process.stderr.write(
+      `lutra chat: ${modelLabel(dir)} on ${backendLabel(model.backend)}, loaded in ${loadSeconds.toFixed(2)} s, context ${session.contextLength} tokens. /reset clears, Ctrl-D exits.\n`,
+    );
     rl.prompt();
 
     /** Render history, dropping the oldest user/model pairs until it fits with room for an answer. */
