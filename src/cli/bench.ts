@@ -11,7 +11,7 @@ import { isGgufPath } from '../io/gguf-source.js';
 import { LutraError } from '../util/errors.js';
 
 const MB = 1e6;
-/** Issue #3's memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
+/** The memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
 export const rssLimit = (weightBytes: number) => 1.3 * weightBytes + 300 * MB;
 
 // The bench sizes its own context (prefill + decode) and stops on an fp16 overflow; the other model flags apply as everywhere.
