@@ -129,6 +129,6 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
   'top-k': { type: 'string', arg: 'K', help: 'keep the K most likely tokens; 0 keeps all' },
   'top-p': { type: 'string', arg: 'P', help: 'nucleus sampling: keep the smallest set with probability ≥ P' },
   'min-p': { type: 'string', arg: 'P', help: 'drop tokens below P × the top probability' },
-  'repetition-penalty': { type: 'string', arg: 'R', help: 'penalise tokens already seen: positive scores divided by R, negative ones multiplied', default: '1 (off)' },
+  'repetition-penalty': { type: 'string', arg: 'R', help: 'penalise tokens already seen: positive scores divided by R, negative ones multiplied', default: '1, off' },
   seed: { type: 'string', short: 's', arg: 'N', help: 'random seed; the same seed gives the same text', default: '0' },
 };
