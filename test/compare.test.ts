@@ -239,7 +239,9 @@ test('CLI: dataset, --layers, passing gates, out-dir files with the required fie
   const data = join(fx0.root, 'prompts.jsonl');
   writeFileSync(data, '{"id": "egypt", "prompt": "History of Ancient Egypt", "category": "long_form", "risk": "repetition"}\n\nWhat is 2+2?\n');
   const out = join(fx0.root, 'out');
-  const r = cli([fx0.dir, '--reference', fx0.dir, '--dataset', data, '--max-tokens', '4', '--layers', '--out-dir', out, '--gate', 'kl<0.01,corr>0.99,match>0.98,layer>=0.997']);
+  // The reference backend sums in f64, so a model against itself gives exactly KL 0 and cosine 1
+  // (the wasm default decodes and teacher-forces through different kernels: equal to ~1e-12).
+  const r = cli([fx0.dir, '--reference', fx0.dir, '--dataset', data, '--max-tokens', '4', '--layers', '--out-dir', out, '--gate', 'kl<0.01,corr>0.99,match>0.98,layer>=0.997', '--backend', 'reference']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /ALL \(2\)/);
   assert.match(r.stdout, /gate kl<0\.01: pass/);
@@ -296,7 +298,7 @@ test('CLI: a failing gate exits 1 and names the metric; input errors are one lin
   assert.equal(e2.code, 1);
   assert.match(e2.stderr, /^lutra: error: --layers needs hidden states from both models; gguf:\/nonexistent\.gguf runs on llama\.cpp/);
   const e3 = cli([fx0.dir, '--reference', fx0.dir, '--prompt', 'x', '--prompt-ids', '2,3']);
-  assert.match(e3.stderr, /give exactly one of --prompt, --prompt-ids, --dataset/);
+  assert.match(e3.stderr, /give exactly one of --prompt, --prompt-file, --prompt-ids, --dataset \(got --prompt, --prompt-ids\)/);
   const e4 = cli([fx0.dir, '--reference', fx0.dir, '--prompt', 'x', '--gate', 'kl<0.1', '--driver', 'pt']);
   assert.match(e4.stderr, /--driver pt: expected candidate or reference/);
 });

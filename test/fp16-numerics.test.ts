@@ -181,7 +181,8 @@ test('lutra fixture --residual-peak builds a model whose f32 residual passes fp1
 test('unscaled fp16 on the overflow fixture stops with an error naming layer, op and position', () => {
   const r = cli('generate', '--model', hot, '--prompt', 'Hello there', '--max-tokens', '4', '--numerics', 'fp16', '--raw');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^lutra: error: fp16 overflow at layer 3 post_feedforward_layernorm output, position \d+ \(value -?Infinity; fp16 holds at most ±65504\)/);
+  // The loading line, then the error on one line.
+  assert.match(r.stderr, /^loading .*\.\.\.\nlutra: error: fp16 overflow at layer 3 post_feedforward_layernorm output, position \d+ \(value -?Infinity; fp16 holds at most ±65504\)[^\n]*\n$/);
   assert.doesNotMatch(r.stderr, /at .*\.js:\d+/, 'no stack trace');
   // The same in-process, on the reference backend, and --on-overflow continue records it instead.
   const { model } = loadModel(hot, new ReferenceBackend(), { tokenizer: false, numerics: parseNumerics('fp16') });

@@ -41,6 +41,8 @@ export interface LoadOptions {
   queueLimit?: number;
   /** Tokens per prefill batch (default 64). */
   prefillBatch?: number;
+  /** Called once the model's files are found and their headers checked, before the weights are read (for a loading line). */
+  onOpened?: (backend: { name: string; threads: number }) => void;
   /** With fp16 numerics: 'error' (default) stops at the first overflow, naming layer, op and position; 'continue' runs on and notes it in the result. */
   onOverflow?: 'error' | 'continue';
 }
@@ -114,7 +116,8 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd });
   let loaded: ReturnType<typeof loadWeights>;
   try {
-    loaded = loadWeights(path, backend, { numerics });
+    const threads = (backend as { threads?: number }).threads ?? 1;
+    loaded = loadWeights(path, backend, { numerics, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
   } catch (e) {
     backend.dispose?.();
     // Anything wrong with the files is the model's fault, whatever the loader's default code says.

@@ -1,7 +1,6 @@
 import { writeFileSync, renameSync } from 'node:fs';
 import type { Command } from './common.js';
-import { DEFAULT_MODEL } from './common.js';
-import { openModel } from './model-flags.js';
+import { modelLabel, openModel } from './model-flags.js';
 import { F32_NUMERICS } from '../fp16/numerics.js';
 import { readDataset } from '../verify/dataset.js';
 import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
@@ -19,10 +18,10 @@ export const auditFp16Command: Command = {
   summary: 'find where the model would overflow fp16 (per-layer activation peaks) and recommend α',
   usage: 'lutra audit-fp16 [--model SRC] [--prompt TEXT | --dataset FILE] [--generate N] [--json FILE] [--plot FILE.html]',
   options: {
-    model: { type: 'string', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
+    model: { type: 'string', short: 'm', arg: 'SRC', help: 'model folder: a Hugging Face checkpoint or a lutra package', default: 'models/demo' },
     backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm or reference', default: 'wasm' },
-    threads: { type: 'string', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
-    prompt: { type: 'string', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
+    threads: { type: 'string', short: 't', arg: 'N', help: 'worker threads for the wasm backend', default: 'available cores' },
+    prompt: { type: 'string', short: 'p', arg: 'TEXT', help: 'calibration prompt (chat template applied)', default: 'a built-in paragraph prompt' },
     dataset: { type: 'string', arg: 'FILE', help: 'calibration prompts, JSONL or plain lines (as lutra compare)' },
     generate: { type: 'string', arg: 'N', help: 'also audit N greedy steps after each prompt', default: String(CALIBRATION_STEPS) },
     raw: { type: 'boolean', help: 'no chat template' },
@@ -43,7 +42,7 @@ export const auditFp16Command: Command = {
     const rows = r.layers.map((l) => `${String(l.layer).padEnd(6)}${AUDIT_POINTS.map((p) => `  ${f(l.peaks[p])}${l.peaks[p] > FP16_MAX ? '!' : ' '}`).join('')}`);
     process.stdout.write(
       [
-        `fp16 audit of ${dir === DEFAULT_MODEL ? 'models/demo' : dir}: ${prompts.length} prompt(s), ${r.positions} positions, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        `fp16 audit of ${modelLabel(dir)}: ${prompts.length} prompt(s), ${r.positions} positions, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
         `embedding output peak ${f(r.embedPeak).trim()}`,
         head,
         ...rows,
@@ -57,6 +56,6 @@ export const auditFp16Command: Command = {
     );
     const result = { model: dir, fp16_max: FP16_MAX, alpha_target: ALPHA_TARGET, ...r };
     if (flags.has('json')) writeAtomic(flags.string('json'), JSON.stringify(result, null, 2) + '\n');
-    if (flags.has('plot')) writeAtomic(flags.string('plot'), auditHtml(r, `fp16 audit: ${dir}`));
+    if (flags.has('plot')) writeAtomic(flags.string('plot'), auditHtml(r, `fp16 audit: ${modelLabel(dir)}`));
   },
 };

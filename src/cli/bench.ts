@@ -11,7 +11,7 @@ import { isGgufPath } from '../io/gguf-source.js';
 import { LutraError } from '../util/errors.js';
 
 const MB = 1e6;
-/** Issue #3's memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
+/** The memory budget: peak RSS ≤ 1.3 × weight bytes + 300 MB. */
 export const rssLimit = (weightBytes: number) => 1.3 * weightBytes + 300 * MB;
 
 // The bench sizes its own context (prefill + decode) and stops on an fp16 overflow; the other model flags apply as everywhere.
@@ -53,9 +53,9 @@ export const benchCommand: Command = {
     // Fail before the slow part when llama.cpp cannot get the same weights.
     if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
     const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
-    say('loading');
     // No tokenizer: the bench feeds token ids, and Gemma's 262k-entry tokenizer costs ~235 MB of RSS.
-    const { model, dir, loadSeconds } = openModelWeights(flags);
+    const { model, dir, loadSeconds } = openModelWeights(flags, { announce: say });
+    say(`loaded in ${loadSeconds.toFixed(2)} s`);
     let t;
     try {
       t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);

@@ -1,18 +1,18 @@
 import { createInterface } from 'node:readline';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
-import { openLibraryModel, samplingOptions } from './model-flags.js';
+import { modelLabel, openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
 
 export const chatCommand: Command = {
   name: 'chat',
   summary: 'interactive chat with history and streaming',
-  usage: 'lutra chat [--model PATH] [--system TEXT] [--max-tokens N] [sampling flags]',
+  usage: 'lutra chat [-m PATH] [--system TEXT] [-n N] [sampling flags]',
   options: {
     ...MODEL_OPTIONS,
     system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma folds them into the first user turn)' },
-    'max-tokens': { type: 'string', arg: 'N', help: 'tokens per answer at most', default: '512' },
+    'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens per answer at most', default: '512' },
     ...SAMPLING_OPTIONS,
     stats: { type: 'boolean', help: 'print prefill/decode speed after each answer' },
   },
@@ -23,7 +23,7 @@ export const chatCommand: Command = {
   async run(flags) {
     const maxTokens = flags.number('max-tokens', 512, { integer: true, min: 1 });
     const opts = samplingOptions(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
-    const model = await openLibraryModel(flags);
+    const model = await openLibraryModel(flags, { announce: true });
     if (!model.info.hasChatTemplate) {
       model.dispose();
       throw new LutraError(`${model.info.path}: the tokenizer has no chat template; use lutra generate --raw`);
@@ -45,7 +45,9 @@ export const chatCommand: Command = {
       else rl.close();
     };
     process.on('SIGINT', onSignal);
-    process.stderr.write(`lutra chat: ${model.info.path} on ${model.info.backend}, context ${model.info.contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
+    const { backend, threads, loadSeconds, contextLength } = model.info;
+    const on = backend === 'wasm' ? `${backend}, ${threads} thread${threads === 1 ? '' : 's'}` : backend;
+    process.stderr.write(`lutra chat: ${modelLabel(model.info.path)} on ${on}, loaded in ${loadSeconds.toFixed(2)} s, context ${contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
     rl.prompt();
 
     try {

@@ -35,13 +35,14 @@ export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models', 'demo');
 export function helpText(cmd: Command): string {
   const lines = [`lutra ${cmd.name}: ${cmd.summary}`, '', `usage: ${cmd.usage}`, '', 'options:'];
   const entries = Object.entries(cmd.options);
-  const left = entries.map(([name, o]) => `  --${name}${o.type === 'string' ? ' ' + (o.arg ?? 'VALUE') : ''}`);
-  const width = Math.max(...left.map((l) => l.length), 14) + 2;
+  // "-m, --model DIR" with the short form when there is one; long-only flags line up after it.
+  const left = entries.map(([name, o]) => `  ${o.short ? `-${o.short}, ` : '    '}--${name}${o.type === 'string' ? ' ' + (o.arg ?? 'VALUE') : ''}`);
+  const width = Math.max(...left.map((l) => l.length), 18) + 2;
   entries.forEach(([, o], i) => {
     const def = o.default !== undefined ? ` (default: ${o.default})` : '';
     lines.push(left[i].padEnd(width) + o.help + def);
   });
-  lines.push('  --help'.padEnd(width) + 'show this help');
+  lines.push('  -h, --help'.padEnd(width) + 'show this help');
   if (cmd.notes) lines.push('', cmd.notes);
   return lines.join('\n');
 }
@@ -112,10 +113,10 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
 
 /** Common model/runtime flags, shared by commands that run a model. */
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
-  model: { type: 'string', arg: 'PATH', help: 'model: a Hugging Face checkpoint folder, a lutra package folder or a .gguf file (its tokenizer from the tokenizer.ggml.* metadata)', default: 'models/demo' },
+  model: { type: 'string', short: 'm', arg: 'PATH', help: 'model: a Hugging Face checkpoint folder, a lutra package folder or a .gguf file (its tokenizer from the tokenizer.ggml.* metadata)', default: 'models/demo' },
   backend: { type: 'string', arg: 'NAME', help: 'compute backend: wasm (SIMD kernels on worker threads) or reference (the plain oracle)', default: 'wasm' },
-  threads: { type: 'string', arg: 'N', help: 'threads for the wasm backend', default: 'available cores' },
-  context: { type: 'string', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },
+  threads: { type: 'string', short: 't', arg: 'N', help: 'threads for the wasm backend', default: 'available cores' },
+  context: { type: 'string', short: 'c', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },
   'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
@@ -128,6 +129,6 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
   'top-k': { type: 'string', arg: 'K', help: 'keep the K most likely tokens; 0 keeps all' },
   'top-p': { type: 'string', arg: 'P', help: 'nucleus sampling: keep the smallest set with probability ≥ P' },
   'min-p': { type: 'string', arg: 'P', help: 'drop tokens below P × the top probability' },
-  'repetition-penalty': { type: 'string', arg: 'R', help: 'penalise tokens already seen (1 = off)' },
-  seed: { type: 'string', arg: 'N', help: 'random seed; the same seed gives the same text', default: '0' },
+  'repetition-penalty': { type: 'string', arg: 'R', help: 'penalise tokens already seen: positive scores divided by R, negative ones multiplied', default: '1, off' },
+  seed: { type: 'string', short: 's', arg: 'N', help: 'random seed; the same seed gives the same text', default: '0' },
 };

@@ -1,10 +1,11 @@
-// `lutra compare`: the divergence harness (issue 5). The engine-agnostic work is in
+// `lutra compare`: the divergence harness. The engine-agnostic work is in
 // src/verify/compare.ts; this file turns flags into runners and prompts, and writes the outputs.
 import { availableParallelism } from 'node:os';
 import type { Command, Flags } from './common.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics } from '../fp16/numerics.js';
-import { activationsFlag, onOverflowFlag } from './model-flags.js';
+import { activationsFlag, modelLabel, onOverflowFlag } from './model-flags.js';
+import { PROMPT_OPTIONS, hasPrompt, readPrompt } from './prompt.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { readDataset, type PromptItem } from '../verify/dataset.js';
 import {
@@ -38,10 +39,11 @@ function overflowsOf(r: Runner): string[] {
 }
 
 /** The lutra options of one side: --candidate-numerics / --candidate-activations, or the reference's. */
-function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch: number): LutraRunnerOptions {
+function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch: number, threads: number | undefined): LutraRunnerOptions {
   const spec = flags.optionalString(`${side}-numerics`);
   return {
     prefillBatch,
+    threads,
     numerics: spec === undefined ? undefined : parseNumerics(spec, `--${side}-numerics`),
     onOverflow: onOverflowFlag(flags),
     activations: activationsFlag(flags, `${side}-activations`),
@@ -52,14 +54,15 @@ export const compareCommand: Command = {
   name: 'compare',
   summary: 'divergence harness: KL, correlation, match and per-layer cosine of a candidate against a reference',
   usage:
-    'lutra compare CANDIDATE --reference REF (--prompt TEXT | --prompt-ids 2,3689,... | --dataset FILE.jsonl) [--max-tokens 100] ' +
-    '[--driver candidate|reference] [--no-template] [--out-dir DIR] [--gate "kl<0.01,corr>0.99,match>0.98"] [--layers] [--stop-at-eos]',
+    'lutra compare CANDIDATE --reference REF (-p TEXT | --prompt-file FILE | --prompt-ids 2,3689,... | --dataset FILE.jsonl) [-n 100] ' +
+    '[--driver candidate|reference] [--no-template] [--out-dir DIR] [--gate "kl<0.01,corr>0.99,match>0.98"] [--layers] [--stop-at-eos] [--backend wasm|reference]',
   options: {
     reference: { type: 'string', arg: 'REF', help: 'the reference model: a model folder, or gguf:FILE run through llama.cpp (required)' },
-    prompt: { type: 'string', arg: 'TEXT', help: 'one prompt' },
+    prompt: { ...PROMPT_OPTIONS.prompt, help: 'one prompt; - reads it from standard input' },
+    'prompt-file': { ...PROMPT_OPTIONS['prompt-file'], help: 'one prompt, read from FILE (UTF-8)' },
     'prompt-ids': { type: 'string', arg: 'IDS', help: 'one prompt as comma-separated token ids, fed as given (no template, no <bos> added)' },
     dataset: { type: 'string', arg: 'FILE', help: 'JSONL prompts: {"id", "prompt"|"text"|"input", other fields carried}; plain lines are prompts' },
-    'max-tokens': { type: 'string', arg: 'N', help: 'steps per prompt (exactly N unless --stop-at-eos)', default: '100' },
+    'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'steps per prompt (exactly N unless --stop-at-eos)', default: '100' },
     driver: { type: 'string', arg: 'WHO', help: 'which model generates greedily: candidate or reference; the other is teacher-forced', default: 'candidate' },
     'no-template': { type: 'boolean', help: 'tokenize prompts as plain text after <bos>, without the chat template' },
     'stop-at-eos': { type: 'boolean', help: "stop a prompt at the driver's <eos>/<end_of_turn> (kept as the last step)" },
@@ -67,8 +70,10 @@ export const compareCommand: Command = {
     gate: { type: 'string', arg: 'SPEC', help: 'thresholds on the summary, e.g. "kl<0.01,corr>0.99,match>0.98"; exit status 1 if one fails' },
     layers: { type: 'boolean', help: 'cosine of the residual stream after every layer at every position (two lutra models, same architecture)' },
     'layer-threshold': { type: 'string', arg: 'C', help: 'per-layer cosine gate for --layers', default: String(LAYER_COSINE_GATE) },
-    'candidate-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra candidate', default: 'reference' },
-    'reference-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra reference (the f32 reference backend)', default: 'reference' },
+    backend: { type: 'string', arg: 'NAME', help: 'compute backend of lutra models: wasm (SIMD kernels on worker threads) or reference (the plain-TypeScript oracle, f64 sums, several times slower)', default: 'wasm' },
+    'candidate-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra candidate', default: '--backend' },
+    'reference-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra reference', default: '--backend' },
+    threads: { type: 'string', short: 't', arg: 'N', help: 'threads of the wasm backend', default: 'available cores' },
     'candidate-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra candidate: f32, fp16, fp16,accumulate=fp16, fp16,clamp', default: "its meta.yaml's, else f32" },
     'reference-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra reference', default: "its meta.yaml's, else f32" },
     'on-overflow': { type: 'string', arg: 'WHAT', help: 'fp16 numerics: error (stop at the first non-finite activation) or continue (report it and measure anyway)', default: 'error' },
@@ -79,6 +84,8 @@ export const compareCommand: Command = {
   },
   notes:
     'CANDIDATE and REF are model folders (Hugging Face checkpoints) or gguf:FILE (llama.cpp; needs the node-llama-cpp dev dependency).\n' +
+    'lutra models run on the wasm backend, whose decode and prefill kernels sum in different orders: a model against itself\n' +
+    'gives a KL of 1e-12 or less there, and exactly 0 on --backend reference (6× slower on the demo model).\n' +
     'The driver generates greedily; the other model is teacher-forced on its tokens in one batched pass. Per step, over the full\n' +
     'vocabulary at temperature 1: KL(P_ref ‖ P_cand) in nats, Pearson correlation of the logits (of log-probabilities when a side\n' +
     'is llama.cpp), candidate entropy, top-1 match and the reference top-1 margin. Step 0 is the prediction after the prompt.\n' +
@@ -89,8 +96,9 @@ export const compareCommand: Command = {
     if (positionals.length !== 1) throw new LutraError(`lutra compare: expected one CANDIDATE (a model folder or gguf:FILE), got ${positionals.length === 0 ? 'none' : positionals.join(' ')}`);
     const candSpec = positionals[0];
     const refSpec = flags.string('reference');
-    const sources = ['prompt', 'prompt-ids', 'dataset'].filter((f) => flags.has(f));
-    if (sources.length !== 1) throw new LutraError(`lutra compare: give exactly one of --prompt, --prompt-ids, --dataset${sources.length ? ` (got ${sources.map((s) => '--' + s).join(', ')})` : ''}`);
+    const sources = ['prompt', 'prompt-file', 'prompt-ids', 'dataset'].filter((f) => flags.has(f));
+    if (sources.length !== 1) throw new LutraError(`lutra compare: give exactly one of --prompt, --prompt-file, --prompt-ids, --dataset${sources.length ? ` (got ${sources.map((s) => '--' + s).join(', ')})` : ''}`);
+    const promptText = hasPrompt(flags) ? readPrompt(flags, 'compare') : null;
     const maxTokens = flags.number('max-tokens', 100, { integer: true, min: 1 });
     const driver = flags.string('driver', 'candidate');
     if (driver !== 'candidate' && driver !== 'reference') throw new LutraError(`--driver ${driver}: expected candidate or reference`);
@@ -107,8 +115,18 @@ export const compareCommand: Command = {
     const threads = flags.number('llama-threads', Math.min(4, availableParallelism()), { integer: true, min: 1 });
     const template = !flags.bool('no-template');
     const stopAtEos = flags.bool('stop-at-eos');
-    const candBackend = flags.string('candidate-backend', 'reference');
-    const refBackend = flags.string('reference-backend', 'reference');
+    const backend = flags.string('backend', 'wasm');
+    const candBackend = flags.string('candidate-backend', backend);
+    const refBackend = flags.string('reference-backend', backend);
+    for (const [flag, b] of [['--backend', backend], ['--candidate-backend', candBackend], ['--reference-backend', refBackend]]) {
+      if (b !== 'wasm' && b !== 'reference') throw new LutraError(`${flag} ${b}: expected wasm or reference`);
+    }
+    const wasmThreads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+    const backendLabel = (b: string) => {
+      if (b !== 'wasm') return b;
+      const n = wasmThreads ?? availableParallelism();
+      return `wasm, ${n} thread${n === 1 ? '' : 's'}`;
+    };
     let items: PromptItem[] | null = null;
     if (flags.has('dataset')) items = readDataset(flags.string('dataset'));
 
@@ -117,13 +135,13 @@ export const compareCommand: Command = {
       // lutra models first: one of them supplies the tokenizer, which fixes the prompt lengths
       // that a llama.cpp context is sized for.
       const specs = [
-        { spec: candSpec, backend: candBackend, role: 'candidate', lutra: sideOptions(flags, 'candidate', prefillBatch) },
-        { spec: refSpec, backend: refBackend, role: 'reference', lutra: sideOptions(flags, 'reference', prefillBatch) },
+        { spec: candSpec, backend: candBackend, role: 'candidate', lutra: sideOptions(flags, 'candidate', prefillBatch, wasmThreads) },
+        { spec: refSpec, backend: refBackend, role: 'reference', lutra: sideOptions(flags, 'reference', prefillBatch, wasmThreads) },
       ];
       const opened = new Map<string, Runner>();
       for (const s of specs) {
         if (parseRunnerSpec(s.spec).engine === 'lutra') {
-          process.stderr.write(`loading ${s.role} ${s.spec} (${s.backend} backend)…\n`);
+          process.stderr.write(`loading ${s.role} ${modelLabel(parseRunnerSpec(s.spec).path)} (${backendLabel(s.backend)})...\n`);
           const r = await openRunner(s.spec, s.backend, s.lutra, 0, threads);
           runners.push(r);
           opened.set(s.role, r);
@@ -137,13 +155,13 @@ export const compareCommand: Command = {
         return template && tokenizer.hasChatTemplate ? tokenizer.encodeChat([{ role: 'user', content: text }]) : tokenizer.encode(text);
       };
       if (items) prompts = items.map((it) => ({ ...it, ids: encode(it.prompt, `${flags.string('dataset')}:${it.line}`) }));
-      else if (flags.has('prompt')) prompts = [{ id: 'prompt', prompt: flags.string('prompt'), line: 0, fields: {}, ids: encode(flags.string('prompt'), '--prompt') }];
+      else if (promptText !== null) prompts = [{ id: 'prompt', prompt: promptText, line: 0, fields: {}, ids: encode(promptText, flags.has('prompt') ? '--prompt' : '--prompt-file') }];
       else prompts = [{ id: 'prompt-ids', prompt: null, line: 0, fields: {}, ids: parsePromptIds(flags.string('prompt-ids')) }];
 
       const contextSize = Math.max(...prompts.map((p) => p.ids.length)) + maxTokens;
       for (const s of specs) {
         if (parseRunnerSpec(s.spec).engine === 'llama.cpp') {
-          process.stderr.write(`loading ${s.role} ${s.spec} (llama.cpp, context ${contextSize})…\n`);
+          process.stderr.write(`loading ${s.role} ${s.spec} (llama.cpp, context ${contextSize})...\n`);
           const r = await openRunner(s.spec, s.backend, s.lutra, contextSize, threads);
           runners.push(r);
           opened.set(s.role, r);
@@ -245,7 +263,10 @@ export const compareCommand: Command = {
         throw new LutraError(`gate failed: ${failed.map((g) => `${g.gate.metric} = ${fmt(g.actual, 6)} (needs ${g.gate.op} ${g.gate.value})`).join('; ')}`);
       }
     } finally {
-      for (const r of runners) await r.dispose();
+      for (const r of runners) {
+        await r.dispose();
+        if (r instanceof LutraRunner) r.model.backend.dispose?.();
+      }
     }
   },
 };

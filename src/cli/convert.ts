@@ -16,7 +16,7 @@ export const convertCommand: Command = {
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
   usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
   options: {
-    model: { type: 'string', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
+    model: { type: 'string', short: 'm', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
     out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist; written under a temporary name, then renamed)' },
     quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed attn ffn lmhead all; FORMAT: f32 f16 bf16 int8:G int4:G lut<b>:G (repeatable)' },

@@ -11,7 +11,7 @@ export const exportGgufCommand: Command = {
   summary: 'write a GGUF (gemma3 architecture) that llama.cpp loads',
   usage: 'lutra export-gguf [--model SRC] --out FILE.gguf [--type f32|f16|q8_0|q4_0] [--tokenizer DIR]',
   options: {
-    model: { type: 'string', arg: 'SRC', help: 'a Hugging Face checkpoint folder, a lutra package or a GGUF file', default: 'models/demo' },
+    model: { type: 'string', short: 'm', arg: 'SRC', help: 'a Hugging Face checkpoint folder, a lutra package or a GGUF file', default: 'models/demo' },
     out: { type: 'string', arg: 'FILE', help: 'output GGUF file (written under a temporary name, then renamed)' },
     type: { type: 'string', arg: 'TYPE', help: 'type of the 2-D weights: f32, f16, q8_0 or q4_0 (norms stay f32)', default: 'f32' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'folder with tokenizer.json and tokenizer_config.json', default: 'the model folder' },

@@ -10,7 +10,7 @@ export const fixtureCommand: Command = {
   options: {
     out: { type: 'string', arg: 'DIR', help: 'output folder (must not exist)' },
     shape: { type: 'string', arg: 'NAME', help: `one of ${Object.keys(SHAPES).join(', ')}`, default: 'tiny' },
-    seed: { type: 'string', arg: 'N', help: 'random seed', default: '0' },
+    seed: { type: 'string', short: 's', arg: 'N', help: 'random seed', default: '0' },
     'residual-peak': { type: 'string', arg: 'X', help: "an fp16 overflow fixture: raise one layer's post-feedforward norm gain until the f32 residual stream peaks at X on the calibration prompt" },
     'peak-layer': { type: 'string', arg: 'L', help: 'the layer whose gain is raised', default: 'num_layers/2 − 1' },
   },

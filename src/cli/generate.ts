@@ -1,31 +1,32 @@
 import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
+import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text from a prompt, streaming tokens as they come',
-  usage: 'lutra generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw]',
+  usage: 'lutra generate [-m PATH] (-p TEXT | -p - | --prompt-file FILE) [-n N] [--temperature T] [-s N] [--raw] [--stop TEXT]',
   options: {
     ...MODEL_OPTIONS,
-    prompt: { type: 'string', arg: 'TEXT', help: 'the prompt (required)' },
-    'max-tokens': { type: 'string', arg: 'N', help: 'tokens to generate at most', default: '128' },
+    ...PROMPT_OPTIONS,
+    'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens to generate at most', default: '128' },
     raw: { type: 'boolean', help: 'feed the prompt as plain text after <bos>, without the chat template' },
     ...SAMPLING_OPTIONS,
     stop: { type: 'string', multiple: true, arg: 'TEXT', help: 'stop before this text (repeatable)' },
-    quiet: { type: 'boolean', help: 'print only the generated text, no statistics' },
+    quiet: { type: 'boolean', help: 'print only the generated text: no loading line, no statistics' },
   },
   notes:
     'Sampling defaults to greedy (temperature 0). With --temperature > 0 the defaults are top-k 64, top-p 0.95.\n' +
     'Generation stops at <eos> or <end_of_turn>, a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
     'Statistics go to stderr.',
   async run(flags) {
-    const prompt = flags.string('prompt');
+    const prompt = readPrompt(flags, 'generate');
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
     const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
-    const model = await openLibraryModel(flags);
+    const model = await openLibraryModel(flags, { announce: !flags.bool('quiet') });
     const abort = new AbortController();
     const onSignal = () => abort.abort();
     process.once('SIGINT', onSignal);

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // lutra's command-line entry: dispatch to one command per file, print input errors on one line.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from './common.js';
-import { helpText, parseFlags } from './common.js';
+import { helpText, PACKAGE_ROOT, parseFlags } from './common.js';
 import { LutraError } from '../util/errors.js';
 import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
@@ -22,7 +24,7 @@ function usage(): string {
   return [
     'lutra: convert, quantize, run and verify Gemma models in TypeScript',
     '',
-    'usage: lutra <command> [options]     (lutra <command> --help for its options)',
+    'usage: lutra <command> [options]     (lutra <command> --help for its options; lutra --version)',
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
@@ -31,11 +33,28 @@ function usage(): string {
   ].join('\n');
 }
 
+/** The version in the package.json next to dist/. */
+function version(): string {
+  const file = join(PACKAGE_ROOT, 'package.json');
+  let v: unknown;
+  try {
+    v = (JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown }).version;
+  } catch (e) {
+    throw new LutraError(`${file}: cannot read the version (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (typeof v !== 'string') throw new LutraError(`${file}: no "version" string`);
+  return v;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return name ? 0 : 1;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`lutra ${version()}\n`);
+    return 0;
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) throw new LutraError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(', ')}`);

@@ -1,5 +1,7 @@
 // Turn the shared model and sampling flags into a loaded model, a Session and a Sampler.
 import type { Flags } from './common.js';
+import { DEFAULT_MODEL } from './common.js';
+import type { Backend } from '../backend/backend.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { Session } from '../runtime/session.js';
 import { Sampler } from '../runtime/sampler.js';
@@ -32,24 +34,63 @@ export function onOverflowFlag(flags: Flags): OnOverflow {
   return v;
 }
 
+export interface OpenOptions {
+  /** Overrides --numerics (the fp16 audit always runs in f32). */
+  numerics?: Numerics;
+  /** Receives the loading line (modelLoadingLine) once the model's files are found; true: print it on stderr. */
+  announce?: boolean | ((line: string) => void);
+}
+
 /** --model on --backend with --threads, --activations, --simd and --numerics, without the tokenizer (bench, a .gguf). */
-export function openModelWeights(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; dir: string; loadSeconds: number; numerics: Numerics } {
-  const { model, dir, loadSeconds, numerics } = load(flags, false, opts.numerics);
+export function openModelWeights(flags: Flags, opts: OpenOptions = {}): { model: Gemma3Model; dir: string; loadSeconds: number; numerics: Numerics } {
+  const { model, dir, loadSeconds, numerics } = load(flags, false, opts);
   return { model, dir, loadSeconds, numerics };
 }
 
-/** Open --model on --backend; `numerics` overrides --numerics (the fp16 audit always runs in f32). */
-export function openModel(flags: Flags, opts: { numerics?: Numerics } = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
-  const loaded = load(flags, true, opts.numerics);
+/** Open --model on --backend with its tokenizer. */
+export function openModel(flags: Flags, opts: OpenOptions = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
+  const loaded = load(flags, true, opts);
   return { ...loaded, tokenizer: loaded.tokenizer! };
 }
 
-function load(flags: Flags, tokenizer: boolean, numerics: Numerics | undefined) {
+/** The model as the user knows it: models/demo for the shipped default, else the path as given. */
+export function modelLabel(dir: string): string {
+  return dir === DEFAULT_MODEL ? 'models/demo' : dir;
+}
+
+/** "wasm, 2 threads" or "reference". */
+export function backendLabel(backend: Backend): string {
+  const threads = (backend as { threads?: number }).threads;
+  return threads === undefined ? backend.name : `${backend.name}, ${threads} thread${threads === 1 ? '' : 's'}`;
+}
+
+/** "loading models/demo (wasm, 2 threads)...": what runs while the weights are read. */
+export function modelLoadingLine(dir: string, backend: Backend): string {
+  return `loading ${modelLabel(dir)} (${backendLabel(backend)})...`;
+}
+
+function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
   const dir = flags.model();
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
   const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
   const spec = flags.optionalString('numerics');
-  return { ...loadModel(dir, backend, { tokenizer, numerics: numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined) }), dir };
+  let announced = false;
+  const say = opts.announce === true ? (line: string) => process.stderr.write(line + '\n') : opts.announce || undefined;
+  const onOpened = say
+    ? () => {
+        say(modelLoadingLine(dir, backend));
+        announced = true;
+      }
+    : undefined;
+  try {
+    const numerics = opts.numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined);
+    return { ...loadModel(dir, backend, { tokenizer, numerics, onOpened }), dir };
+  } catch (e) {
+    backend.dispose?.();
+    // On a terminal, take the loading line back so that the error stands alone.
+    if (announced && process.stderr.isTTY) process.stderr.write('\x1b[1A\x1b[2K');
+    throw e;
+  }
 }
 
 export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {
@@ -103,12 +144,26 @@ export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions 
   };
 }
 
-/** Load --model through the library API (generate, chat, serve). */
-export async function openLibraryModel(flags: Flags, extra: LoadOptions = {}): Promise<LutraModel> {
-  const opts = loadOptions(flags, extra);
+/** Load --model through the library API (generate, chat, serve); `announce` prints the loading line. */
+export async function openLibraryModel(flags: Flags, extra: LoadOptions & { announce?: boolean } = {}): Promise<LutraModel> {
+  const { announce, ...rest } = extra;
+  const dir = flags.model();
+  let announced = false;
+  const opts = loadOptions(flags, {
+    ...rest,
+    onOpened: announce
+      ? (b) => {
+          const on = b.name === 'wasm' ? `${b.name}, ${b.threads} thread${b.threads === 1 ? '' : 's'}` : b.name;
+          process.stderr.write(`loading ${modelLabel(dir)} (${on})...\n`);
+          announced = true;
+        }
+      : undefined,
+  });
   try {
-    return await loadLibraryModel(flags.model(), opts);
+    return await loadLibraryModel(dir, opts);
   } catch (e) {
+    // On a terminal, take the loading line back so that the error stands alone.
+    if (announced && process.stderr.isTTY) process.stderr.write('\x1b[1A\x1b[2K');
     // The library names its option; on the command line it is --context.
     if (e instanceof LutraError && /^contextLength /.test(e.message)) throw new LutraError(e.message.replace(/^contextLength/, '--context'));
     throw e;

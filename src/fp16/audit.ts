@@ -87,28 +87,47 @@ export function auditFp16(model: Gemma3Model, prompts: number[][], opts: { gener
   return { embedPeak, layers, residualPeak, firstOverflow, alpha: recommendAlpha(residualPeak), positions };
 }
 
-/** A self-contained HTML page with an SVG chart of the per-layer peaks against the fp16 limit. */
+/**
+ * A self-contained HTML page with an SVG chart of the per-layer peaks against the fp16 limit: a
+ * log scale, one line per activation point with a legend, the fp16 maximum as a labelled dashed
+ * line. The chart scales to the page width.
+ */
 export function auditHtml(r: AuditResult, title: string): string {
-  const W = 760;
-  const H = 360;
-  const pad = { l: 60, r: 150, t: 30, b: 40 };
+  const W = 1200;
+  const H = 460;
+  const pad = { l: 64, r: 150, t: 44, b: 48 };
   const all = r.layers.flatMap((l) => AUDIT_POINTS.map((p) => l.peaks[p])).concat([r.embedPeak, FP16_MAX]);
   const lo = Math.max(1e-3, Math.min(...all.filter((v) => v > 0)));
-  const hi = Math.max(...all.filter(Number.isFinite)) * 1.5;
-  const x = (layer: number) => pad.l + ((W - pad.l - pad.r) * (layer + 0.5)) / r.layers.length;
+  const hi = Math.max(...all.filter(Number.isFinite)) * 3;
+  const x1 = W - pad.r;
+  const x = (layer: number) => pad.l + ((x1 - pad.l) * (layer + 0.5)) / r.layers.length;
   const y = (v: number) => pad.t + (H - pad.t - pad.b) * (1 - (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
-  const colors: Record<string, string> = { residual: '#000', residual_mid: '#777', attn_out: '#d62728', attn_post: '#ff9896', mlp_act: '#2ca02c', ffn_out: '#1f77b4', ffn_post: '#aec7e8' };
-  const lines = AUDIT_POINTS.map((p, i) => {
+  const colors: Record<string, string> = { residual: '#000', residual_mid: '#777', attn_out: '#d62728', attn_post: '#e377c2', mlp_act: '#2ca02c', ffn_out: '#1f77b4', ffn_post: '#17becf' };
+  const lines = AUDIT_POINTS.map((p) => {
     const pts = r.layers.map((l) => `${x(l.layer).toFixed(1)},${y(l.peaks[p]).toFixed(1)}`).join(' ');
-    return `<polyline fill="none" stroke="${colors[p]}" stroke-width="2" points="${pts}"/><text x="${W - pad.r + 10}" y="${pad.t + 16 * i}" fill="${colors[p]}" font-size="12">${p}</text>`;
-  }).join('\n');
-  const limit = `<line x1="${pad.l}" x2="${W - pad.r}" y1="${y(FP16_MAX)}" y2="${y(FP16_MAX)}" stroke="red" stroke-dasharray="6,4"/><text x="${pad.l + 4}" y="${y(FP16_MAX) - 4}" fill="red" font-size="12">fp16 max 65504</text>`;
+    return `<polyline fill="none" stroke="${colors[p]}" stroke-width="2" points="${pts}"><title>${p}</title></polyline>`;
+  }).join('');
+  // The legend is one row above the plot, clear of the lines and of the threshold label.
+  const legend = AUDIT_POINTS.map((p, i) => {
+    const lx = pad.l + 140 * i;
+    return `<line x1="${lx}" x2="${lx + 24}" y1="16" y2="16" stroke="${colors[p]}" stroke-width="3"/><text class="legend" x="${lx + 30}" y="20" font-size="13" fill="#222">${p}</text>`;
+  }).join('');
+  const limit =
+    `<line class="threshold" x1="${pad.l}" x2="${x1}" y1="${y(FP16_MAX)}" y2="${y(FP16_MAX)}" stroke="#d22" stroke-width="1.5" stroke-dasharray="6 4"/>` +
+    `<text class="threshold-label" x="${x1 + 8}" y="${y(FP16_MAX) + 4}" fill="#d22" font-size="13">fp16 max 65504</text>`;
   const ticks = [];
-  for (let e = Math.ceil(Math.log10(lo)); e <= Math.log10(hi); e++) ticks.push(`<text x="${pad.l - 6}" y="${y(10 ** e) + 4}" text-anchor="end" font-size="11">1e${e}</text><line x1="${pad.l}" x2="${W - pad.r}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#eee"/>`);
-  const xt = r.layers.map((l) => `<text x="${x(l.layer)}" y="${H - pad.b + 16}" text-anchor="middle" font-size="11">${l.layer}</text>`).join('');
-  const esc = (s: string) => s.replace(/[&<>]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;' })[c]!);
-  return `<!doctype html><meta charset="utf-8"><title>${esc(title)}</title>
-<h2 style="font-family:sans-serif">${esc(title)}</h2>
-<p style="font-family:sans-serif">peak residual ${r.residualPeak.toExponential(3)}; ${r.firstOverflow ? `first overflow: layer ${r.firstOverflow.layer} ${r.firstOverflow.point}` : 'no activation exceeds 65504'}; recommended α = ${r.alpha} (${r.positions} positions)</p>
-<svg width="${W}" height="${H}" font-family="sans-serif">${ticks.join('')}${limit}${lines}${xt}<text x="${(W - pad.r + pad.l) / 2}" y="${H - 6}" text-anchor="middle" font-size="12">layer</text></svg>`;
+  for (let e = Math.ceil(Math.log10(lo)); e <= Math.log10(hi); e++) ticks.push(`<text x="${pad.l - 6}" y="${y(10 ** e) + 4}" text-anchor="end" font-size="12">1e${e}</text><line x1="${pad.l}" x2="${x1}" y1="${y(10 ** e)}" y2="${y(10 ** e)}" stroke="#eee"/>`);
+  const xt = r.layers.map((l) => `<text x="${x(l.layer)}" y="${H - pad.b + 18}" text-anchor="middle" font-size="12">${l.layer}</text>`).join('');
+  const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+  const verdict = r.firstOverflow
+    ? `first overflow: layer ${r.firstOverflow.layer} ${r.firstOverflow.point} (${r.firstOverflow.peak.toExponential(3)})`
+    : 'no activation exceeds the fp16 maximum 65504';
+  return `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>${esc(title)}</title>
+<style>body{font-family:system-ui,sans-serif;margin:24px 32px;color:#222}p{font-size:14px}.note{font-size:13px;color:#555}svg{display:block}</style></head><body>
+<h1>${esc(title)}</h1>
+<p>peak residual ${r.residualPeak.toExponential(3)}; ${verdict}; recommended α = ${r.alpha} (${r.positions} positions)</p>
+<p class="note">Peak |activation| per layer on a log scale, at each point where an fp16 accelerator would hold a value; the dashed line is the largest finite fp16 value.</p>
+<svg viewBox="0 0 ${W} ${H}" width="100%" preserveAspectRatio="xMinYMin meet" role="img" aria-label="per-layer activation peaks" font-family="system-ui,sans-serif">${ticks.join('')}${limit}${lines}${legend}${xt}<text x="${(x1 + pad.l) / 2}" y="${H - 8}" text-anchor="middle" font-size="13">layer</text></svg>
+</body></html>
+`;
 }

@@ -30,17 +30,20 @@ export function makeBackend(name: string, opts: { threads?: number; activations?
  * Load a model on `backend`. Numerics: as given, else what a package records in meta.yaml, else
  * f32; fp16 wraps the backend so every op's output is rounded to fp16. The tokenizer comes from
  * `tokenizerDir` when given, else from the model folder's tokenizer.json, or for a .gguf file
- * from its tokenizer.ggml.* metadata.
+ * from its tokenizer.ggml.* metadata. `onOpened` runs once the source is open and its headers
+ * are checked, before the weights are read (a CLI's loading line).
  */
 export function loadModel(
   dir: string,
   backend: Backend,
-  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string } = {},
+  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string; onOpened?: () => void } = {},
 ): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
     const numerics = opts.numerics ?? (src.numerics ? parseNumerics(src.numerics, `${dir}: meta.yaml numerics`) : F32_NUMERICS);
+    // The folder, config and weight-file headers are checked: the slow part (reading weights) starts.
+    opts.onOpened?.();
     const run = numerics.mode === 'fp16' ? new Fp16Backend(backend, numerics) : backend;
     const eos = src.config.eosTokenIds;
     const tokenizer =

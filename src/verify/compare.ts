@@ -92,6 +92,8 @@ export interface LutraRunnerOptions {
   onOverflow?: OnOverflow;
   /** Inputs of int8/int4 matmuls (backend default: q8). */
   activations?: 'q8' | 'f32';
+  /** Threads of a wasm backend (default: available cores). */
+  threads?: number;
 }
 
 export class LutraRunner implements Runner {
@@ -113,7 +115,7 @@ export class LutraRunner implements Runner {
   readonly overflows: string[] = [];
 
   static open(dir: string, backend: string, opts: LutraRunnerOptions = {}): LutraRunner {
-    const { model, tokenizer, loadSeconds } = loadModel(dir, makeBackend(backend, { activations: opts.activations }), { numerics: opts.numerics });
+    const { model, tokenizer, loadSeconds } = loadModel(dir, makeBackend(backend, { activations: opts.activations, threads: opts.threads }), { numerics: opts.numerics });
     return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow);
   }
 

@@ -1,9 +1,10 @@
-// Outputs of `lutra compare`: results.jsonl, summary.json, report.md and report.html (each written
-// under a temporary name and renamed), and the table printed to stdout.
+// Outputs of `lutra compare`: results.jsonl, summary.json, report.md and report.html (report-html.ts;
+// each written under a temporary name and renamed), and the table printed to stdout.
 import { mkdirSync, renameSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PromptMetrics, RepetitionFlags, Summary, GateResult } from './compare.js';
 import { LutraError } from '../util/errors.js';
+import { reportHtml } from './report-html.js';
 
 export interface ResultRecord {
   id: string;
@@ -46,7 +47,7 @@ export type SummaryFile = Summary &
   };
 
 // ---------------------------------------------------------------------------------------------
-// Judgement against the seed's guidance (anchors-anemll-coreml.md §1.6)
+// Judgement against the guidance bands for FP16 parity and for quantized models
 
 export type Verdict = 'healthy' | 'borderline' | 'concerning' | 'n/a';
 
@@ -86,7 +87,7 @@ export function fmt(v: number | null | undefined, digits = 4): string {
   if (a < 1e-3 || a >= 1e5) return v.toExponential(2);
   return v.toFixed(digits);
 }
-const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+export const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
 
 function table(head: string[], rows: string[][]): string[] {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -94,7 +95,7 @@ function table(head: string[], rows: string[][]): string[] {
   return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)];
 }
 
-function promptRow(r: ResultRecord, layers: boolean): string[] {
+export function promptRow(r: ResultRecord, layers: boolean): string[] {
   const m = r.metrics;
   const row = [r.id, String(m.steps), fmt(m.kl_mean), fmt(m.corr_mean), fmt(m.entropy_mean), pct(m.match_rate), m.first_divergence === null ? '–' : String(m.first_divergence), fmt(m.prompt_kl)];
   if (layers) row.push(fmt(m.min_layer_cosine, 6), m.first_layer_below === null || m.first_layer_below === undefined ? '–' : String(m.first_layer_below));
@@ -134,6 +135,81 @@ export function formatGates(results: GateResult[]): string {
   return results.map((g) => `gate ${g.gate.text}: ${g.pass ? 'pass' : 'FAIL'} (${g.gate.metric} = ${fmt(g.actual, 6)})`).join('\n');
 }
 
+// ---------------------------------------------------------------------------------------------
+// The rows both reports show: the summary judged against the guidance, and the gates
+
+/** A verdict and the band it was judged against, e.g. healthy by "< 0.01 healthy, > 0.1 concerning". */
+export interface Judged {
+  verdict: Verdict;
+  band: string;
+}
+
+export interface SummaryRow {
+  metric: string;
+  value: string;
+  /** Against the FP16-parity and the quantized guidance; null where there is none. */
+  fp16: Judged | null;
+  quantized: Judged | null;
+}
+
+function judged(band: Band | undefined, v: number | null | undefined): Judged | null {
+  return band ? { verdict: judge(band, v), band: band.text } : null;
+}
+
+export function summaryRows(s: SummaryFile): SummaryRow[] {
+  const e = judged(ENTROPY_BAND, s.entropy_mean);
+  const rows: SummaryRow[] = [
+    { metric: 'KL(P_ref ‖ P_cand), nats', value: fmt(s.kl_mean), fp16: judged(GUIDANCE.fp16.kl_mean, s.kl_mean), quantized: judged(GUIDANCE.quantized.kl_mean, s.kl_mean) },
+    { metric: `correlation (${s.correlation_of})`, value: fmt(s.corr_mean), fp16: judged(GUIDANCE.fp16.corr_mean, s.corr_mean), quantized: judged(GUIDANCE.quantized.corr_mean, s.corr_mean) },
+    { metric: 'top-1 match', value: pct(s.match_rate), fp16: judged(GUIDANCE.fp16.match_rate, s.match_rate), quantized: judged(GUIDANCE.quantized.match_rate, s.match_rate) },
+    { metric: 'candidate entropy, nats', value: fmt(s.entropy_mean), fp16: e, quantized: e },
+    { metric: 'prompt-phase KL, nats', value: fmt(s.prompt_kl_mean), fp16: null, quantized: null },
+    { metric: 'KL max over steps', value: fmt(s.kl_max), fp16: null, quantized: null },
+    { metric: 'reference top-1 margin', value: fmt(s.margin_mean), fp16: null, quantized: null },
+    { metric: 'prompts diverged', value: `${s.diverged_prompts} / ${s.count} (earliest step ${s.first_divergence_min ?? '–'})`, fp16: null, quantized: null },
+  ];
+  if (s.min_layer_cosine !== undefined) {
+    // Judged against --layer-threshold in the gates, not against the guidance bands.
+    rows.push({ metric: 'min per-layer cosine', value: fmt(s.min_layer_cosine, 6) + (s.first_layer_below == null ? '' : `, first below ${s.layer_threshold} at layer ${s.first_layer_below}`), fp16: null, quantized: null });
+  }
+  return rows;
+}
+
+export interface GateRow {
+  gate: string;
+  value: string;
+  pass: boolean;
+  /** --gate thresholds set the exit status; the --layers threshold is only reported. */
+  enforced: boolean;
+}
+
+/** The --gate results, and the per-layer cosine threshold of --layers unless a --gate already checks it. */
+export function gateRows(s: SummaryFile): GateRow[] {
+  const rows: GateRow[] = (s.gates ?? []).map((g) => ({ gate: g.gate, value: fmt(g.actual, 6), pass: g.pass, enforced: true }));
+  const layerGate = (s.gates ?? []).some((g) => /^\s*layer\b/.test(g.gate));
+  if (s.min_layer_cosine !== undefined && s.layer_threshold !== undefined && !layerGate) {
+    rows.push({
+      gate: `per-layer cosine ≥ ${s.layer_threshold}`,
+      value: fmt(s.min_layer_cosine, 6) + (s.first_layer_below == null ? '' : ` (layer ${s.first_layer_below} first below)`),
+      pass: s.first_layer_below === null,
+      enforced: false,
+    });
+  }
+  return rows;
+}
+
+export const GUIDANCE_TEXT =
+  'FP16 parity: KL < 0.01 healthy, > 0.1 concerning; correlation > 0.99 / < 0.95; match > 98% / < 90%; ' +
+  'entropy > 0.5, collapse risk < 0.1. Quantized models: KL < 0.3 / > 0.5, correlation > 0.95 / < 0.90, match > 85% / < 75%. ' +
+  'Between the two bounds: borderline.';
+
+export const DEFINITIONS_TEXT =
+  'Per step, in float64 over the full vocabulary at temperature 1: KL(P_ref ‖ P_cand) = Σ p_ref (log p_ref − log p_cand) in nats; ' +
+  'Pearson correlation of the raw logit vectors (of log-probabilities clamped at log(1e-45) when a side is llama.cpp, which returns only log-probabilities); ' +
+  'entropy of the candidate; top-1 match; top-1 margin of the reference. Step 0 is the prediction after the last prompt token. ' +
+  'Prompt KL: mean KL over the prompt positions (predictions of prompt tokens 2..P), both models teacher-forced. ' +
+  'Summary means are over all steps pooled (weighted by steps).';
+
 function markdown(results: ResultRecord[], s: SummaryFile): string {
   const layers = s.min_layer_cosine !== undefined;
   const L: string[] = [];
@@ -144,32 +220,12 @@ function markdown(results: ResultRecord[], s: SummaryFile): string {
   L.push(`- run time ${s.seconds.run.toFixed(1)} s, load ${s.seconds.load.toFixed(1)} s`, '');
   L.push('## Summary (means over all steps)', '');
   L.push('| metric | value | FP16 parity | quantized |', '|---|---|---|---|');
-  const row = (name: string, v: string, a: Verdict, b: Verdict, _unused = '') => {
-    L.push(`| ${name} | ${v} | ${a} | ${b} |`);
-  };
-  row('KL(P_ref ‖ P_cand), nats', fmt(s.kl_mean), judge(GUIDANCE.fp16.kl_mean, s.kl_mean), judge(GUIDANCE.quantized.kl_mean, s.kl_mean));
-  row(`correlation (${s.correlation_of})`, fmt(s.corr_mean), judge(GUIDANCE.fp16.corr_mean, s.corr_mean), judge(GUIDANCE.quantized.corr_mean, s.corr_mean), '');
-  row('top-1 match', pct(s.match_rate), judge(GUIDANCE.fp16.match_rate, s.match_rate), judge(GUIDANCE.quantized.match_rate, s.match_rate), '');
-  const e = judge(ENTROPY_BAND, s.entropy_mean);
-  row('candidate entropy, nats', fmt(s.entropy_mean), e, e, '');
-  row('prompt-phase KL, nats', fmt(s.prompt_kl_mean), 'n/a', 'n/a', '');
-  row('KL max over steps', fmt(s.kl_max), 'n/a', 'n/a', '');
-  row('reference top-1 margin', fmt(s.margin_mean), 'n/a', 'n/a', '');
-  row('prompts diverged', `${s.diverged_prompts} / ${s.count} (earliest step ${s.first_divergence_min ?? '–'})`, 'n/a', 'n/a', '');
-  if (layers) {
-    const v: Verdict = s.first_layer_below === null ? 'healthy' : 'concerning';
-    row(`min per-layer cosine (gate ≥ ${s.layer_threshold})`, fmt(s.min_layer_cosine, 6) + (s.first_layer_below === null ? '' : `, first below at layer ${s.first_layer_below}`), v, v, '');
-  }
-  L.push('');
-  L.push(
-    'Guidance (the seed projects): FP16 parity — KL < 0.01 healthy, > 0.1 concerning; correlation > 0.99 / < 0.95; match > 98% / < 90%; ' +
-      'entropy > 0.5, collapse risk < 0.1. Quantized models — KL < 0.3 / > 0.5, correlation > 0.95 / < 0.90, match > 85% / < 75%. ' +
-      `Per-layer cosine ≥ ${LAYER_COSINE_GATE} (seed 004's gate). Between the two bounds: borderline.`,
-    '',
-  );
-  if (s.gates) {
+  for (const r of summaryRows(s)) L.push(`| ${r.metric} | ${r.value} | ${r.fp16?.verdict ?? '–'} | ${r.quantized?.verdict ?? '–'} |`);
+  L.push('', `Guidance: ${GUIDANCE_TEXT}`, '');
+  const gates = gateRows(s);
+  if (gates.length) {
     L.push('## Gates', '', '| gate | value | result |', '|---|---|---|');
-    for (const g of s.gates) L.push(`| \`${g.gate}\` | ${fmt(g.actual, 6)} | ${g.pass ? 'pass' : '**FAIL**'} |`);
+    for (const g of gates) L.push(`| \`${g.gate}\` | ${g.value} | ${g.pass ? 'pass' : '**FAIL**'}${g.enforced ? '' : ' (reported, not enforced)'} |`);
     L.push('');
   }
   L.push('## Per prompt', '');
@@ -177,116 +233,20 @@ function markdown(results: ResultRecord[], s: SummaryFile): string {
   if (layers) head.push('min layer cos', 'first layer <');
   head.push('repetition');
   L.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`);
-  for (const r of results) {
-    const rep = [r.repetition.stuck_token ? `stuck token at ${r.repetition.stuck_token.step}` : '', r.repetition.phrase_repeat ? `${r.repetition.phrase_repeat.length}-token phrase ×3 at ${r.repetition.phrase_repeat.step}` : ''].filter(Boolean).join('; ');
-    L.push(`| ${[...promptRow(r, layers).map((c) => c.replace(/\|/g, '\\|')), rep || '–'].join(' | ')} |`);
-  }
+  for (const r of results) L.push(`| ${[...promptRow(r, layers).map((c) => c.replace(/\|/g, '\\|')), repetitionText(r) || '–'].join(' | ')} |`);
   L.push('');
   if (layers && s.layer_min_cosine) {
     L.push('## Per layer (residual stream leaving the layer; minimum over prompts and positions)', '', '| layer | min cosine | status |', '|---|---|---|');
     s.layer_min_cosine.forEach((c, l) => L.push(`| ${l} | ${fmt(c, 6)} | ${c >= s.layer_threshold! ? 'ok' : '**below**'} |`));
     L.push('');
   }
-  L.push(
-    '## Definitions',
-    '',
-    'Per step, in float64 over the full vocabulary at temperature 1: KL(P_ref ‖ P_cand) = Σ p_ref (log p_ref − log p_cand) in nats; ' +
-      'Pearson correlation of the raw logit vectors (of log-probabilities clamped at log(1e-45) when a side is llama.cpp, which returns only log-probabilities); ' +
-      'entropy of the candidate; top-1 match; top-1 margin of the reference. Step 0 is the prediction after the last prompt token. ' +
-      'Prompt KL: mean KL over the prompt positions (predictions of prompt tokens 2..P), both models teacher-forced. ' +
-      'Summary means are over all steps pooled (weighted by steps).',
-    '',
-  );
+  L.push('## Definitions', '', DEFINITIONS_TEXT, '');
   return L.join('\n');
 }
 
-// ---------------------------------------------------------------------------------------------
-// HTML with inline SVG plots (self-contained: no scripts, no external resources)
-
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-
-function klPlot(r: ResultRecord): string {
-  const W = 720, Hh = 160, padL = 52, padR = 10, padT = 10, padB = 22, stripH = 14;
-  const kl = r.per_step.kl;
-  const n = kl.length;
-  const floor = 1e-12;
-  const logs = kl.map((v) => Math.log10(Math.max(v, floor)));
-  let lo = Math.floor(Math.min(...logs, -3));
-  let hi = Math.ceil(Math.max(...logs, -1));
-  if (hi - lo < 2) lo = hi - 2;
-  const x = (i: number) => padL + (n <= 1 ? 0 : (i / (n - 1)) * (W - padL - padR));
-  const y = (lv: number) => padT + ((hi - lv) / (hi - lo)) * (Hh - padT - padB);
-  const parts: string[] = [];
-  for (let d = lo; d <= hi; d++) {
-    parts.push(`<line x1="${padL}" x2="${W - padR}" y1="${y(d)}" y2="${y(d)}" stroke="#eee"/><text x="${padL - 4}" y="${y(d) + 4}" text-anchor="end" font-size="10">1e${d}</text>`);
-  }
-  for (const [t, c] of [[0.01, '#2a2'], [0.1, '#d22']] as const) {
-    const lt = Math.log10(t);
-    if (lt >= lo && lt <= hi) parts.push(`<line x1="${padL}" x2="${W - padR}" y1="${y(lt)}" y2="${y(lt)}" stroke="${c}" stroke-dasharray="4 3"/><text x="${W - padR}" y="${y(lt) - 2}" text-anchor="end" font-size="9" fill="${c}">KL ${t}</text>`);
-  }
-  const pts = logs.map((lv, i) => `${x(i).toFixed(1)},${y(lv).toFixed(1)}`).join(' ');
-  parts.push(n === 1 ? `<circle cx="${x(0)}" cy="${y(logs[0])}" r="3" fill="#26c"/>` : `<polyline fill="none" stroke="#26c" stroke-width="1.5" points="${pts}"/>`);
-  parts.push(`<text x="${padL}" y="${Hh - 6}" font-size="10">step 0</text><text x="${W - padR}" y="${Hh - 6}" font-size="10" text-anchor="end">step ${n - 1}</text>`);
-  // match strip
-  const sy = Hh + 4;
-  const cw = (W - padL - padR) / Math.max(n, 1);
-  r.per_step.match.forEach((m, i) => parts.push(`<rect x="${(padL + i * cw).toFixed(2)}" y="${sy}" width="${Math.max(cw, 0.5).toFixed(2)}" height="${stripH}" fill="${m ? '#4b4' : '#e33'}"><title>step ${i}: ${m ? 'match' : 'mismatch'}</title></rect>`));
-  parts.push(`<text x="${padL - 4}" y="${sy + 11}" text-anchor="end" font-size="10">match</text>`);
-  if (r.first_divergence !== null) {
-    const fx = padL + r.first_divergence * cw;
-    parts.push(`<line x1="${fx}" x2="${fx}" y1="${padT}" y2="${sy + stripH}" stroke="#e33" stroke-width="1"/><text x="${fx + 3}" y="${padT + 10}" font-size="10" fill="#e33">first divergence: step ${r.first_divergence}</text>`);
-  }
-  return `<svg width="${W}" height="${sy + stripH + 4}" role="img" aria-label="per-step KL and match">${parts.join('')}</svg>`;
-}
-
-function layerBars(minCos: number[], threshold: number, title: string): string {
-  const W = 720, Hh = 180, padL = 60, padR = 10, padT = 18, padB = 22;
-  const L = minCos.length;
-  const finite = minCos.filter((c) => Number.isFinite(c));
-  // Scale so both the threshold and the worst layer are visible with room below them.
-  const worst = Math.min(...finite, 1);
-  const lo = Math.max(-1, Math.min(threshold - 0.5 * (1 - threshold), worst - 0.2 * (1 - worst)));
-  const y = (c: number) => padT + ((1 - c) / (1 - lo)) * (Hh - padT - padB);
-  const bw = (W - padL - padR) / L;
-  const parts: string[] = [`<text x="${padL}" y="12" font-size="11">${esc(title)}</text>`];
-  for (const t of [lo, (lo + 1) / 2, 1]) parts.push(`<line x1="${padL}" x2="${W - padR}" y1="${y(t)}" y2="${y(t)}" stroke="#eee"/><text x="${padL - 4}" y="${y(t) + 4}" text-anchor="end" font-size="10">${t.toFixed(5)}</text>`);
-  minCos.forEach((c, l) => {
-    const cc = Number.isFinite(c) ? Math.max(c, lo) : lo;
-    const ok = c >= threshold;
-    parts.push(`<rect x="${(padL + l * bw + 1).toFixed(1)}" y="${y(1).toFixed(1)}" width="${Math.max(bw - 2, 1).toFixed(1)}" height="${(y(cc) - y(1)).toFixed(1)}" fill="${ok ? '#48c' : '#e55'}"><title>layer ${l}: min cosine ${c}</title></rect>`);
-    if (L <= 40) parts.push(`<text x="${(padL + (l + 0.5) * bw).toFixed(1)}" y="${Hh - 6}" font-size="9" text-anchor="middle">${l}</text>`);
-  });
-  if (threshold >= lo) parts.push(`<line x1="${padL}" x2="${W - padR}" y1="${y(threshold)}" y2="${y(threshold)}" stroke="#d22" stroke-dasharray="4 3"/><text x="${W - padR}" y="${y(threshold) - 2}" font-size="9" text-anchor="end" fill="#d22">${threshold}</text>`);
-  return `<p style="font-size:12px;color:#555">Bars hang from 1.0 down to the minimum cosine (1 − cos is the bar length); red bars are below ${threshold}.</p><svg width="${W}" height="${Hh}" role="img" aria-label="per-layer cosine">${parts.join('')}</svg>`;
-}
-
-function html(results: ResultRecord[], s: SummaryFile): string {
-  const md = markdown([], s).split('\n## ').find((sec) => sec.startsWith('Summary')) ?? '';
-  const summaryRows = md
-    .split('\n')
-    .filter((l) => l.startsWith('| ') && !l.startsWith('| metric'))
-    .map((l) => `<tr>${l.slice(2, -2).split(' | ').map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`)
-    .join('');
-  const body: string[] = [];
-  body.push(`<h1>lutra compare</h1><p>candidate <code>${esc(s.candidate)}</code> (${esc(s.candidate_engine)}) vs reference <code>${esc(s.reference)}</code> (${esc(s.reference_engine)}); driver: ${esc(s.driver)}; ${s.count} prompt(s), ${s.steps} steps; ${s.seconds.run.toFixed(1)} s.</p>`);
-  body.push(`<h2>Summary</h2><table><tr><th>metric</th><th>value</th><th>FP16 parity</th><th>quantized</th></tr>${summaryRows}</table>`);
-  if (s.gates) body.push(`<h2>Gates</h2><table><tr><th>gate</th><th>value</th><th>result</th></tr>${s.gates.map((g) => `<tr><td><code>${esc(g.gate)}</code></td><td>${fmt(g.actual, 6)}</td><td style="color:${g.pass ? '#282' : '#c22'}">${g.pass ? 'pass' : 'FAIL'}</td></tr>`).join('')}</table>`);
-  if (s.layer_min_cosine) body.push('<h2>Per-layer cosine (all prompts)</h2>' + layerBars(s.layer_min_cosine, s.layer_threshold!, `minimum cosine per layer over ${s.count} prompt(s)`));
-  body.push('<h2>Per prompt</h2><p style="font-size:12px;color:#555">KL(P_ref ‖ P_cand) per step on a log scale (dashed: 0.01 and 0.1); the strip below is top-1 match per step (green match, red mismatch).</p>');
-  for (const r of results) {
-    const m = r.metrics;
-    body.push(
-      `<h3>${esc(r.id)}</h3><p class="meta">${r.prompt !== null ? `<b>prompt</b> ${esc(r.prompt.slice(0, 300))}<br>` : ''}` +
-        `${m.steps} steps · KL ${fmt(m.kl_mean)} · corr ${fmt(m.corr_mean)} · entropy ${fmt(m.entropy_mean)} · match ${pct(m.match_rate)} · first divergence ${m.first_divergence ?? '–'} · prompt KL ${fmt(m.prompt_kl)}</p>`,
-    );
-    body.push(klPlot(r));
-    if (r.layers) body.push(layerBars(r.layers.min_cosine, r.layers.threshold, `per-layer minimum cosine, ${r.id}`));
-    if (r.generated_text !== null) body.push(`<details><summary>generated text</summary><pre>${esc(r.generated_text)}</pre></details>`);
-  }
-  return `<!doctype html><html><head><meta charset="utf-8"><title>lutra compare</title><style>
-body{font-family:system-ui,sans-serif;margin:24px;max-width:800px;color:#222}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-.meta{font-size:12px;color:#444}pre{white-space:pre-wrap;font-size:12px;background:#f6f6f6;padding:8px}svg{display:block;margin:6px 0}
-</style></head><body>${body.join('\n')}</body></html>\n`;
+export function repetitionText(r: ResultRecord): string {
+  const f = r.repetition;
+  return [f.stuck_token ? `stuck token at ${f.stuck_token.step}` : '', f.phrase_repeat ? `${f.phrase_repeat.length}-token phrase ×3 at ${f.phrase_repeat.step}` : ''].filter(Boolean).join('; ');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,7 +273,7 @@ export function writeOutputs(dir: string, results: ResultRecord[], summary: Summ
     ['results.jsonl', results.map(({ fields, id, ...r }) => JSON.stringify({ id, ...fields, ...r })).join('\n') + '\n'],
     ['summary.json', JSON.stringify(summary, null, 2) + '\n'],
     ['report.md', markdown(results, summary)],
-    ['report.html', html(results, summary)],
+    ['report.html', reportHtml(results, summary)],
   ];
   for (const [name, text] of files) writeAtomic(join(dir, name), text);
   return files.map(([n]) => join(dir, n));
