@@ -126,7 +126,7 @@ test('short flags: -m -p -n -s -t -c do what the long ones do, and --help shows 
   const n3 = lutra('generate', '-m', fixture, '-p', 'Hello', '-n', '3');
   assert.match(n3.stderr, /generated 3 tokens/);
   const help = lutra('generate', '--help').stdout;
-  for (const f of ['-m, --model DIR', '-p, --prompt TEXT', '-n, --max-tokens N', '-t, --threads N', '-c, --context N', '-s, --seed N', '--prompt-file FILE', '-h, --help']) {
+  for (const f of ['-m, --model PATH', '-p, --prompt TEXT', '-n, --max-tokens N', '-t, --threads N', '-c, --context N', '-s, --seed N', '--prompt-file FILE', '-h, --help']) {
     assert.ok(help.includes(f), `generate --help lacks "${f}"`);
   }
   assert.ok(lutra('compare', '--help').stdout.includes('-p, --prompt TEXT'));
