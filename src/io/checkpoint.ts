@@ -89,6 +89,11 @@ export class Checkpoint {
     return [...this.index.keys()];
   }
 
+  /** The shard holding a tensor; the only shard, or the folder, for a missing one. */
+  where(name: string): string {
+    return this.index.get(name)?.file.path ?? (this.files.length === 1 ? this.files[0].path : this.dir);
+  }
+
   shape(name: string): number[] {
     const hit = this.index.get(name);
     if (!hit) throw new LutraError(`${this.dir}: tensor "${name}" is missing`);

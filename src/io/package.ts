@@ -170,7 +170,7 @@ export class PackageSource implements WeightSource {
   readonly numerics: string | undefined;
   readonly separateLmHead = true;
   private files = new Map<string, SafetensorsFile>();
-  private where = new Map<string, SafetensorsFile>();
+  private shardOf = new Map<string, SafetensorsFile>();
   private formats = new Map<string, PackageTensorMeta & { parsed: WeightFormat }>();
 
   constructor(readonly dir: string) {
@@ -198,12 +198,12 @@ export class PackageSource implements WeightSource {
       const f = SafetensorsFile.open(join(dir, shard));
       this.files.set(shard, f);
     }
-    for (const [name, shard] of Object.entries(map ?? {})) this.where.set(name, this.files.get(shard)!);
+    for (const [name, shard] of Object.entries(map ?? {})) this.shardOf.set(name, this.files.get(shard)!);
     for (const t of meta.tensors) {
       const parsed = parseFormat(String(t.format), `${metaPath}: tensor "${t.name}"`);
       const need = parsed.kind === 'f32' || parsed.kind === 'f16' || parsed.kind === 'bf16' ? [t.name] : parsed.kind === 'lut' ? [`${t.name}.codes`, `${t.name}.table`] : [`${t.name}.codes`, `${t.name}.scales`];
       for (const n of need) {
-        const f = this.where.get(n);
+        const f = this.shardOf.get(n);
         if (!f || !f.entries.has(n)) throw new LutraError(`${metaPath}: lists tensor "${t.name}" but no shard holds "${n}"`);
       }
       this.formats.set(t.name, { ...t, parsed });
@@ -216,6 +216,11 @@ export class PackageSource implements WeightSource {
 
   names(): string[] {
     return [...this.formats.keys()];
+  }
+
+  /** Shapes come from meta.yaml's tensor table. */
+  where(): string {
+    return join(this.dir, 'meta.yaml');
   }
 
   shape(name: string): number[] {
@@ -231,7 +236,7 @@ export class PackageSource implements WeightSource {
   }
 
   private read(name: string): { data: Uint8Array; dtype: StDtype; path: string } {
-    const f = this.where.get(name)!;
+    const f = this.shardOf.get(name)!;
     return { data: f.read(name), dtype: f.entries.get(name)!.dtype, path: f.path };
   }
 

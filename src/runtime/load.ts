@@ -26,19 +26,20 @@ export function makeBackend(name: string, opts: { threads?: number; activations?
 
 /**
  * Load a model on `backend`. Numerics: as given, else what a package records in meta.yaml, else
- * f32; fp16 wraps the backend so every op's output is rounded to fp16.
+ * f32; fp16 wraps the backend so every op's output is rounded to fp16. Tensor shapes are checked
+ * against the config first; `checkWeights: false` skips the NaN/Inf scan of every weight.
  */
 export function loadModel(
   dir: string,
   backend: Backend,
-  opts: { tokenizer?: boolean; numerics?: Numerics } = {},
+  opts: { tokenizer?: boolean; numerics?: Numerics; checkWeights?: boolean } = {},
 ): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
     const numerics = opts.numerics ?? (src.numerics ? parseNumerics(src.numerics, `${dir}: meta.yaml numerics`) : F32_NUMERICS);
     const run = numerics.mode === 'fp16' ? new Fp16Backend(backend, numerics) : backend;
-    const model = new Gemma3Model(src.config, run, src);
+    const model = new Gemma3Model(src.config, run, src, undefined, { weights: opts.checkWeights });
     const tokenizer = opts.tokenizer === false ? null : GemmaTokenizer.load(dir, src.config.eosTokenIds);
     return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
