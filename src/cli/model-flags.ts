@@ -47,7 +47,8 @@ function load(flags: Flags, tokenizer: boolean, numerics: Numerics | undefined) 
   const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
   const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
   const spec = flags.optionalString('numerics');
-  return { ...loadModel(dir, backend, { tokenizer, numerics: numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined) }), dir };
+  const checkWeights = !flags.bool('no-check-weights');
+  return { ...loadModel(dir, backend, { tokenizer, checkWeights, numerics: numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined) }), dir };
 }
 
 export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {

@@ -68,9 +68,13 @@ export function checkTensorShapes(cfg: GemmaConfig, src: WeightSource): void {
 export function countNonFinite(w: WeightTensor): { nan: number; inf: number } {
   const c = { nan: 0, inf: 0 };
   const k = w.format.kind;
-  if (k === 'f32') countFloats(f32View(w.data), c);
-  else if (k === 'bf16') countHalfBits(u16View(w.data), 0x7f80, 0x007f, c);
-  else if (k === 'f16') countHalfBits(u16View(w.data), 0x7c00, 0x03ff, c);
+  if (k === 'f32') {
+    if (anyAllOnes(w.data, 0x7f800000, 0x00800000, 0x80000000)) countFloats(f32View(w.data), c);
+  } else if (k === 'bf16') {
+    if (anyAllOnes(w.data, 0x7f807f80, 0x00800080, 0x80008000)) countHalves(u16View(w.data), 0x7f80, 0x007f, c);
+  } else if (k === 'f16') {
+    if (anyAllOnes(w.data, 0x7c007c00, 0x04000400, 0x80008000)) countHalves(u16View(w.data), 0x7c00, 0x03ff, c);
+  }
   if (w.scales) countFloats(w.scales, c);
   if (w.table) countFloats(w.table, c);
   return c;
@@ -86,6 +90,22 @@ export function assertFinite(w: WeightTensor): WeightTensor {
   return w;
 }
 
+/**
+ * Whether any value of the little-endian words has an all-ones exponent (NaN or ±Inf), branch-free
+ * over 32-bit words: with the exponent bits masked out (`mask`), adding one unit of the exponent
+ * (`unit`) carries into the bit above it (`carry`) exactly when every exponent bit was set. A
+ * 32-bit word holds one f32 or two f16/bf16, whose carries stay in their own half.
+ */
+function anyAllOnes(d: Uint8Array, mask: number, unit: number, carry: number): boolean {
+  const a = d.byteOffset % 4 === 0 ? d : d.slice();
+  const words = new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2);
+  let acc = 0;
+  for (let i = 0; i < words.length; i++) acc = acc | (((words[i] & mask) + unit) | 0);
+  // A 16-bit value left over when the count is odd.
+  if (a.byteLength & 2) acc |= ((a[a.byteLength - 2] | (a[a.byteLength - 1] << 8)) & mask & 0xffff) + (unit & 0xffff);
+  return (acc & carry) !== 0;
+}
+
 function u16View(d: Uint8Array): Uint16Array {
   const a = d.byteOffset % 2 === 0 ? d : d.slice();
   return new Uint16Array(a.buffer, a.byteOffset, a.byteLength >> 1);
@@ -97,10 +117,7 @@ function f32View(d: Uint8Array): Float32Array {
 }
 
 /** Exponent all ones: a mantissa of 0 is ±Inf, anything else NaN. */
-function countHalfBits(v: Uint16Array, exp: number, man: number, c: { nan: number; inf: number }): void {
-  let bad = 0;
-  for (let i = 0; i < v.length; i++) if ((v[i] & exp) === exp) bad++;
-  if (bad === 0) return;
+function countHalves(v: Uint16Array, exp: number, man: number, c: { nan: number; inf: number }): void {
   for (let i = 0; i < v.length; i++) if ((v[i] & exp) === exp) (v[i] & man ? c.nan++ : c.inf++);
 }
 

@@ -84,6 +84,8 @@ export class Session {
       if (all && logits) all.set(logits, s * V);
       if (isLast && !all) last = (logits as Float32Array).slice();
     }
+    if (all) this.checkLogits(all, this.position - n);
+    else this.checkLogits(last as Float32Array, this.position - 1);
     return all ?? (last as Float32Array);
   }
 
@@ -91,7 +93,27 @@ export class Session {
   step(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
     const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
-    return logits.slice(); // forward's buffer is reused by the next call
+    const out = logits.slice(); // forward's buffer is reused by the next call
+    this.checkLogits(out, this.position - 1);
+    return out;
+  }
+
+  /**
+   * Stop at non-finite logits (rows of the vocabulary from position pos0 on), naming the position,
+   * instead of sampling from them. Skipped when an fp16 overflow was let through on purpose
+   * (--on-overflow continue): that run asked to go on and reports the overflow itself.
+   */
+  private checkLogits(logits: Float32Array, pos0: number): void {
+    if (this.overflowWatch?.first) return;
+    for (let i = 0; i < logits.length; i++) {
+      const x = logits[i];
+      if (x - x !== 0) {
+        const V = this.vocabSize;
+        throw new LutraError(
+          `non-finite logits at position ${pos0 + Math.floor(i / V)} (token ${i % V} is ${x}); the model's activations overflowed or its weights are corrupt`,
+        );
+      }
+    }
   }
 
   reset(): void {
