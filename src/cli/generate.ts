@@ -3,6 +3,7 @@ import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
 import { makeSampler, openModel, openSession, reportOverflow } from './model-flags.js';
 import { formatStats, generateTokens } from '../runtime/generate.js';
 import { StreamDecoder } from '../tokenizer/tokenizer.js';
+import { LutraError } from '../util/errors.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -28,6 +29,9 @@ export const generateCommand: Command = {
     const sampler = makeSampler(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
     const ids =
       flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(prompt) : tokenizer.encodeChat([{ role: 'user', content: prompt }]);
+    if (ids.length > session.contextLength) {
+      throw new LutraError(`--prompt is ${ids.length} tokens but the context holds ${session.contextLength} (--context); shorten the prompt or raise --context`);
+    }
     const stream = new StreamDecoder(tokenizer);
     const gen = generateTokens(session, sampler, ids, { maxTokens, stopIds: tokenizer.stopIds });
     for (;;) {

@@ -24,6 +24,11 @@ export function simdFlag(flags: Flags): SimdLevel | undefined {
   return v as SimdLevel | undefined;
 }
 
+/** --threads N (undefined: the backend default). */
+export function threadsFlag(flags: Flags): number | undefined {
+  return flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+}
+
 export function onOverflowFlag(flags: Flags): OnOverflow {
   const v = flags.string('on-overflow', 'error');
   if (v !== 'error' && v !== 'continue') throw new LutraError(`--on-overflow ${v}: expected error or continue`);
@@ -44,7 +49,7 @@ export function openModel(flags: Flags, opts: { numerics?: Numerics } = {}): { m
 
 function load(flags: Flags, tokenizer: boolean, numerics: Numerics | undefined) {
   const dir = flags.model();
-  const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+  const threads = threadsFlag(flags);
   const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
   const spec = flags.optionalString('numerics');
   const checkWeights = !flags.bool('no-check-weights');
