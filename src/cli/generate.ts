@@ -23,10 +23,11 @@ export const generateCommand: Command = {
   async run(flags) {
     const prompt = flags.string('prompt');
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
-    const { model, tokenizer, loadSeconds } = openModel(flags);
-    const session = openSession(flags, model);
+    // Sampling flags are checked before the (slow) model load.
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
     const sampler = makeSampler(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
+    const { model, tokenizer, loadSeconds } = openModel(flags);
+    const session = openSession(flags, model);
     const ids =
       flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(prompt) : tokenizer.encodeChat([{ role: 'user', content: prompt }]);
     if (ids.length > session.contextLength) {
