@@ -217,6 +217,11 @@ const CASES: Case[] = [
     error: /model\.safetensors: tensor "model\.layers\.3\.mlp\.up_proj\.weight" holds 2 NaN and 1 infinite values/,
   },
   {
+    what: 'NaN weights let through with --no-check-weights stop at the first non-finite logits',
+    args: () => gen(withBytes(F, 'model.safetensors', 'model.norm.weight', [[0, [0xc0, 0x7f]]]), '--no-check-weights'),
+    error: /non-finite logits at position \d+ \(token \d+ is NaN\)/,
+  },
+  {
     what: 'convert refuses a source with NaN weights',
     args: () => ['convert', '--model', withBytes(F, 'model.safetensors', UP3, [[64, [0xc0, 0x7f]]]), '--out', join(root, 'never'), '--quant', 'ffn=int8:32'],
     error: /model\.safetensors: tensor "model\.layers\.3\.mlp\.up_proj\.weight" holds 1 NaN and 0 infinite values/,
