@@ -346,6 +346,7 @@ const CASES: Case[] = [
     args: () => ['convert', '--model', F, '--out', join(root, 'never'), '--lut2', '4,5'],
     error: /--lut2 4,5: lut4:5 does not fit tensor "model\.layers\.0\.self_attn\.q_proj\.weight" \[64,64\] .*: its 64 rows are not a multiple of the group size 5/,
   },
+  { what: 'bench --llama-threads -1', args: () => ['bench', '--model', F, '--vs-llama-cpp', '--llama-threads', '-1'], error: /--llama-threads -1: expected thread counts like 1,2/ },
   { what: 'convert --weight-threshold -1', args: () => ['convert', '--model', F, '--out', join(root, 'never'), '--weight-threshold', '-1'], error: /--weight-threshold "-1": expected an integer ≥ 0/ },
 
   // --- a prompt longer than the context ---
@@ -372,6 +373,8 @@ const FLAGS: [string[], string, string, string][] = [
   [gen('@F'), '--context', '0', 'an integer in \\[1, 2048\\]'],
   [gen('@F'), '--context', '4096', 'an integer in \\[1, 2048\\]'],
   [gen('@F'), '--prefill-batch', '-4', 'an integer ≥ 1'],
+  [['chat', '--model', '@F'], '--max-tokens', '-1', 'an integer ≥ 1'],
+  [['fixture', '--out', '@F-never'], '--seed', '-3', 'an integer ≥ 0'],
   [['bench', '--model', '@F'], '--prefill', '0', 'an integer in \\[1, 1048576\\]'],
   [['bench', '--model', '@F'], '--decode', '-1', 'an integer in \\[1, 1048576\\]'],
   [['bench', '--model', '@F'], '--repeat', '0', 'an integer in \\[1, 100\\]'],
@@ -388,13 +391,15 @@ for (const c of CASES) {
   test(`bad input: ${c.what}`, async () => {
     const r = lutra(...(await c.args()));
     assertOneLineError(r, c.error);
+    const left = readdirSync(root).filter((f) => f.includes('.tmp-'));
+    assert.deepEqual(left, [], 'a failed command left temporary files');
     if (c.maxSeconds !== undefined) assert.ok(r.seconds < c.maxSeconds, `took ${r.seconds.toFixed(1)} s, expected < ${c.maxSeconds} s`);
   });
 }
 
 test('bad input: every numeric flag out of range, negatives included, gets its range', () => {
   for (const [args, flag, value, range] of FLAGS) {
-    const full = [...args.map((a) => (a === '@F' ? F : a)), flag, value];
+    const full = [...args.map((a) => a.replace(/^@F/, F)), flag, value];
     const cmd = full[0];
     assertOneLineError(lutra(...full), new RegExp(`lutra ${cmd}: ${flag} "${value.replace('.', '\\.')}": expected ${range}$`));
   }
