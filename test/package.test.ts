@@ -33,7 +33,7 @@ function inMemory(quant: string[]): WeightSource {
   return {
     dir: fx.dir, config: ck.config, rawConfig: ck.rawConfig,
     has: (n) => ck.has(n) || (n === 'lm_head.weight' && JSON.stringify(headFmt) !== JSON.stringify(embedFmt)),
-    names: () => ck.names(), shape: (n) => ck.shape(n), format: (n) => ck.format(n),
+    names: () => ck.names(), shape: (n) => ck.shape(n === 'lm_head.weight' ? 'model.embed_tokens.weight' : n), format: (n) => ck.format(n),
     load: (n) => (n === 'lm_head.weight' ? enc(n, 'model.embed_tokens.weight') : enc(n)),
     embedScale: 8, separateLmHead: true, close: () => ck.close(),
   };

@@ -41,6 +41,8 @@ export interface LoadOptions {
   queueLimit?: number;
   /** Tokens per prefill batch (default 64). */
   prefillBatch?: number;
+  /** Scan every weight for NaN/Inf at load (default true; about 20% of a load's CPU time). */
+  checkWeights?: boolean;
   /** Called once the model's files are found and their headers checked, before the weights are read (for a loading line). */
   onOpened?: (backend: { name: string; threads: number }) => void;
   /** With fp16 numerics: 'error' (default) stops at the first overflow, naming layer, op and position; 'continue' runs on and notes it in the result. */
@@ -117,7 +119,7 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   let loaded: ReturnType<typeof loadWeights>;
   try {
     const threads = (backend as { threads?: number }).threads ?? 1;
-    loaded = loadWeights(path, backend, { numerics, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
+    loaded = loadWeights(path, backend, { numerics, checkWeights: opts.checkWeights, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
   } catch (e) {
     backend.dispose?.();
     // Anything wrong with the files is the model's fault, whatever the loader's default code says.

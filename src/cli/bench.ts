@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
-import { openModelWeights, simdFlag } from './model-flags.js';
+import { openModelWeights, simdFlag, threadsFlag } from './model-flags.js';
 import { benchTokens, timeModel } from '../bench/timing.js';
 import { exportTypeFor, ggufFor, matrixFormats } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
@@ -46,19 +46,21 @@ export const benchCommand: Command = {
     const probeMib = flags.number('probe-mib', 1024, { integer: true, min: 16, max: 3072 });
     const vs = flags.bool('vs-llama-cpp');
     simdFlag(flags); // checked here so a bad value fails before the slow part
+    threadsFlag(flags);
     const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
+    const prefillBatch = flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined;
+    const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
     const given = flags.model();
     if (!existsSync(given)) throw new LutraError(`--model ${given}: not found; expected a model folder (checkpoint or lutra package) or a .gguf file`);
     // Fail before the slow part when llama.cpp cannot get the same weights.
     if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
-    const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
     // No tokenizer: the bench feeds token ids, and Gemma's 262k-entry tokenizer costs ~235 MB of RSS.
     const { model, dir, loadSeconds } = openModelWeights(flags, { announce: say });
     say(`loaded in ${loadSeconds.toFixed(2)} s`);
     let t;
     try {
-      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch: flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined, onProgress: say }, loadSeconds);
+      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch, onProgress: say }, loadSeconds);
     } finally {
       model.backend.dispose?.();
     }

@@ -81,7 +81,7 @@ export class Flags {
     const n = Number(v);
     if (v === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
       const what = integer ? 'an integer' : 'a number';
-      const range = min > -Infinity || max < Infinity ? ` in [${min}, ${max}]` : '';
+      const range = min > -Infinity && max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` ≥ ${min}` : max < Infinity ? ` ≤ ${max}` : '';
       throw new LutraError(`lutra ${this.cmd}: --${name} ${JSON.stringify(v)}: expected ${what}${range}`);
     }
     return n;
@@ -96,6 +96,38 @@ export class Flags {
   }
 }
 
+/**
+ * `--top-k -1` → `--top-k=-1` for string options, so a negative number reaches the flag's own
+ * range check instead of parseArgs' "argument is ambiguous".
+ */
+function joinNegativeValues(argv: string[], options: Record<string, { type: 'string' | 'boolean'; short?: string }>): string[] {
+  const takesValue = (arg: string): string | null => {
+    const long = /^--([^=]+)$/.exec(arg)?.[1];
+    if (long !== undefined) return options[long]?.type === 'string' ? long : null;
+    const short = /^-([^-])$/.exec(arg)?.[1];
+    if (short === undefined) return null;
+    const hit = Object.entries(options).find(([, o]) => o.short === short && o.type === 'string');
+    return hit ? hit[0] : null;
+  };
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const name = takesValue(arg);
+    const next = argv[i + 1];
+    if (name !== null && next !== undefined && /^-(\d|\.\d|Infinity$)/.test(next)) {
+      out.push(`--${name}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positionals: string[]; help: boolean } {
   const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = { help: { type: 'boolean', short: 'h' } };
   for (const [name, o] of Object.entries(cmd.options)) {
@@ -104,7 +136,7 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
     if (o.multiple) options[name].multiple = true;
   }
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: joinNegativeValues(argv, options), options, allowPositionals: true, strict: true });
     return { flags: new Flags(values as Record<string, unknown>, cmd.name), positionals, help: values.help === true };
   } catch (e) {
     throw new LutraError(`lutra ${cmd.name}: ${(e as Error).message.split('\n')[0]} (see lutra ${cmd.name} --help)`);
@@ -121,6 +153,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
   activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4 matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp) or f32', default: 'q8' },
+  'no-check-weights': { type: 'boolean', help: 'skip the NaN/Inf scan of every weight at load (it adds about 1 s of CPU to a ~5 s load of the 270m shape)' },
   simd: { type: 'string', arg: 'LEVEL', help: 'wasm kernels: relaxed (relaxed-SIMD int4 kernels; Node 20 gets them through a V8 flag lutra sets), baseline (SIMD128 only) or auto (relaxed where the engine has it; $LUTRA_SIMD overrides auto)', default: 'auto' },
 };
 

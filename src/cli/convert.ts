@@ -2,7 +2,7 @@ import type { Command } from './common.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildPlan } from '../quant/plan.js';
-import { convert } from '../quant/convert.js';
+import { checkConvertPlan, convert } from '../quant/convert.js';
 import { tensorProgress } from './progress.js';
 import { checkAlpha } from '../fp16/scale.js';
 import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
@@ -45,6 +45,8 @@ export const convertCommand: Command = {
     });
     const numerics = numericsName(parseNumerics(flags.string('numerics', flags.has('fp16-scale') ? 'fp16' : 'f32')));
     if (flags.has('calibration') && flags.optionalString('fp16-scale') !== 'auto') throw new LutraError('--calibration needs --fp16-scale auto');
+    // The fp16 audit runs the model first: check the source and the plan before it.
+    if (flags.optionalString('fp16-scale') === 'auto') checkConvertPlan(src, plan);
     const fp16Scale = chooseFp16Scale(flags.string('fp16-scale', '1'), src, flags.optionalString('calibration'));
     const t0 = performance.now();
     let bar: ReturnType<typeof tensorProgress> | null = null;

@@ -3,6 +3,7 @@ import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
 import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
+import { LutraError } from '../util/errors.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -32,7 +33,12 @@ export const generateCommand: Command = {
     process.once('SIGINT', onSignal);
     try {
       const request = { ...opts, maxTokens, stop: flags.strings('stop'), signal: abort.signal };
-      const stream = flags.bool('raw') || !model.info.hasChatTemplate ? model.stream(prompt, request) : model.streamChat([{ role: 'user', content: prompt }], request);
+      const raw = flags.bool('raw') || !model.info.hasChatTemplate;
+      const ids = raw ? model.promptIds(prompt) : model.chatIds([{ role: 'user', content: prompt }]);
+      if (ids.length >= model.info.contextLength) {
+        throw new LutraError(`--prompt is ${ids.length} tokens but the context holds ${model.info.contextLength} (--context); shorten the prompt or raise --context`);
+      }
+      const stream = model.run(ids, request);
       for (;;) {
         const r = await stream.next();
         if (r.done) {

@@ -28,6 +28,11 @@ export function simdFlag(flags: Flags): SimdLevel | undefined {
   return v as SimdLevel | undefined;
 }
 
+/** --threads N (undefined: the backend default). */
+export function threadsFlag(flags: Flags): number | undefined {
+  return flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+}
+
 export function onOverflowFlag(flags: Flags): OnOverflow {
   const v = flags.string('on-overflow', 'error');
   if (v !== 'error' && v !== 'continue') throw new LutraError(`--on-overflow ${v}: expected error or continue`);
@@ -71,7 +76,7 @@ export function modelLoadingLine(dir: string, backend: Backend): string {
 
 function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
   const dir = flags.model();
-  const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
+  const threads = threadsFlag(flags);
   const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
   const spec = flags.optionalString('numerics');
   let announced = false;
@@ -84,7 +89,7 @@ function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
     : undefined;
   try {
     const numerics = opts.numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined);
-    return { ...loadModel(dir, backend, { tokenizer, numerics, onOpened }), dir };
+    return { ...loadModel(dir, backend, { tokenizer, numerics, onOpened, checkWeights: !flags.bool('no-check-weights') }), dir };
   } catch (e) {
     backend.dispose?.();
     // On a terminal, take the loading line back so that the error stands alone.
@@ -137,7 +142,8 @@ export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions 
     numerics: flags.optionalString('numerics'),
     activations: activationsFlag(flags),
     simd: simdFlag(flags),
-    contextLength: flags.has('context') ? flags.number('context', 4096, { integer: true, min: 2 }) : undefined,
+    contextLength: flags.has('context') ? flags.number('context', 4096, { integer: true }) : undefined,
+    checkWeights: !flags.bool('no-check-weights'),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
     onOverflow: onOverflowFlag(flags),
     ...extra,

@@ -1,27 +1,20 @@
 import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
-import { loadModel } from '../api/model.js';
 import { createServer, DEFAULT_MAX_BODY } from '../server/server.js';
-import { activationsFlag, simdFlag } from './model-flags.js';
+import { modelLabel, openLibraryModel } from './model-flags.js';
 
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
   usage: 'lutra serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N]',
   options: {
-    model: MODEL_OPTIONS.model,
+    ...MODEL_OPTIONS,
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on (0.0.0.0 for every interface)', default: '127.0.0.1' },
     port: { type: 'string', arg: 'N', help: 'TCP port (0 picks a free one)', default: '8080' },
     parallel: { type: 'string', arg: 'N', help: 'requests that generate at once, each in its own session (KV cache) over the one loaded model', default: '4' },
     queue: { type: 'string', arg: 'N', help: 'requests that may wait for a session; more get HTTP 429', default: '64' },
     'model-name': { type: 'string', arg: 'NAME', help: 'the model id /v1/models lists and requests may name', default: "the model folder's name" },
     'max-body': { type: 'string', arg: 'BYTES', help: 'largest request body; larger ones get HTTP 413', default: String(DEFAULT_MAX_BODY) },
-    context: MODEL_OPTIONS.context,
-    backend: MODEL_OPTIONS.backend,
-    threads: MODEL_OPTIONS.threads,
-    numerics: MODEL_OPTIONS.numerics,
-    activations: MODEL_OPTIONS.activations,
-    simd: MODEL_OPTIONS.simd,
     quiet: { type: 'boolean', help: 'do not log requests on stderr' },
   },
   notes:
@@ -38,21 +31,8 @@ export const serveCommand: Command = {
     const parallel = flags.number('parallel', 4, { integer: true, min: 1, max: 256 });
     const queueLimit = flags.number('queue', 64, { integer: true, min: 0, max: 100000 });
     const maxBodyBytes = flags.number('max-body', DEFAULT_MAX_BODY, { integer: true, min: 1024 });
-    const threads = flags.has('threads') ? flags.number('threads', 1, { integer: true, min: 1, max: 256 }) : undefined;
-    const contextLength = flags.has('context') ? flags.number('context', 4096, { integer: true, min: 2 }) : undefined;
-    const backend = flags.string('backend', 'wasm');
     const quiet = flags.bool('quiet');
-    process.stderr.write(`loading ${path}...\n`);
-    const model = await loadModel(path, {
-      backend: backend as 'wasm' | 'reference',
-      threads,
-      numerics: flags.optionalString('numerics'),
-      activations: activationsFlag(flags),
-      simd: simdFlag(flags),
-      contextLength,
-      parallel,
-      queueLimit,
-    });
+    const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit });
     const server = await createServer({
       model,
       host: flags.string('host', '127.0.0.1'),
@@ -60,10 +40,13 @@ export const serveCommand: Command = {
       modelName: flags.optionalString('model-name'),
       maxBodyBytes,
       onRequest: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
+    }).catch((e) => {
+      model.dispose();
+      throw e;
     });
     const i = model.info;
     process.stderr.write(
-      `lutra serve: ${path} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel) listening on ${server.url}\n`,
+      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel) listening on ${server.url}\n`,
     );
     await new Promise<void>((resolve) => {
       let stopping = false;

@@ -53,6 +53,13 @@ export class Checkpoint {
     for (const f of this.shardFiles()) {
       const st = SafetensorsFile.open(f);
       this.files.push(st);
+      const marker = st.metadata.lutra_package !== undefined ? 'lutra_package metadata' : [...st.entries.keys()].find((n) => n.endsWith('.codes'));
+      if (marker !== undefined) {
+        this.close();
+        throw new LutraError(
+          `${join(dir, 'meta.yaml')}: missing, but ${f} looks like a lutra package shard (${marker === 'lutra_package metadata' ? marker : `tensor "${marker}"`}); a package needs its meta.yaml (convert it again)`,
+        );
+      }
       for (const entry of st.entries.values()) {
         const n = normaliseTensorName(entry.name);
         if (n !== null) this.index.set(n, { file: st, entry });
@@ -87,6 +94,11 @@ export class Checkpoint {
 
   names(): string[] {
     return [...this.index.keys()];
+  }
+
+  /** The shard holding a tensor; the only shard, or the folder, for a missing one. */
+  where(name: string): string {
+    return this.index.get(name)?.file.path ?? (this.files.length === 1 ? this.files[0].path : this.dir);
   }
 
   shape(name: string): number[] {

@@ -100,9 +100,13 @@ export class GgufSource implements WeightSource {
 
   constructor(readonly dir: string) {
     this.file = readGguf(dir);
+    // The architecture first: another model's tensors would otherwise be reported one by one.
+    const arch = ggufString(this.file, 'general.architecture');
+    if (arch !== 'gemma3') throw new LutraError(`${dir}: general.architecture is ${JSON.stringify(arch ?? null)}; lutra reads gemma3 GGUF files`);
     for (const t of this.file.tensors) {
       const hf = gemma3HfTensorName(t.name);
       if (hf === null) throw new LutraError(`${dir}: tensor "${t.name}" is not a Gemma 3 text tensor lutra knows`);
+      this.checkType(t, hf);
       this.byHf.set(hf, t);
     }
     const embed = this.byHf.get('model.embed_tokens.weight');

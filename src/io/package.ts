@@ -157,6 +157,15 @@ export function writePackage(
   }
 }
 
+/** A quantized format must fit its tensor's shape (a 2-D matrix whose columns / rows its groups divide). */
+function checkFormatShape(metaPath: string, name: string, shape: number[], f: WeightFormat): void {
+  const [rows, cols] = shape;
+  const fits =
+    shape.length === 2 &&
+    (f.kind === 'lut' ? f.group === 0 || rows % f.group === 0 : f.kind === 'int8' || f.kind === 'int4' ? typeof f.group !== 'number' || cols % f.group === 0 : true);
+  if (!fits) throw new LutraError(`${metaPath}: tensor "${name}" is ${formatName(f)} with shape [${shape}], which that format cannot hold`);
+}
+
 export function isPackage(dir: string): boolean {
   return existsSync(join(dir, 'meta.yaml'));
 }
@@ -170,7 +179,7 @@ export class PackageSource implements WeightSource {
   readonly numerics: string | undefined;
   readonly separateLmHead = true;
   private files = new Map<string, SafetensorsFile>();
-  private where = new Map<string, SafetensorsFile>();
+  private shardOf = new Map<string, SafetensorsFile>();
   private formats = new Map<string, PackageTensorMeta & { parsed: WeightFormat }>();
 
   constructor(readonly dir: string) {
@@ -198,16 +207,30 @@ export class PackageSource implements WeightSource {
       const f = SafetensorsFile.open(join(dir, shard));
       this.files.set(shard, f);
     }
-    for (const [name, shard] of Object.entries(map ?? {})) this.where.set(name, this.files.get(shard)!);
-    for (const t of meta.tensors) {
+    for (const [name, shard] of Object.entries(map ?? {})) this.shardOf.set(name, this.files.get(shard)!);
+    meta.tensors.forEach((t, i) => {
+      if (!t || typeof t !== 'object' || typeof t.name !== 'string' || typeof t.format !== 'string') {
+        throw new LutraError(`${metaPath}: tensors[${i}] is ${JSON.stringify(t)}; expected an entry with a name, a format and a shape`);
+      }
+      const matrix = Array.isArray(t.shape) && t.shape.every((d) => Number.isInteger(d) && d > 0);
+      if (!matrix || (t.shape.length !== 1 && t.shape.length !== 2)) {
+        throw new LutraError(`${metaPath}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}; expected [n] or [rows, cols] of positive integers`);
+      }
       const parsed = parseFormat(String(t.format), `${metaPath}: tensor "${t.name}"`);
-      const need = parsed.kind === 'f32' || parsed.kind === 'f16' || parsed.kind === 'bf16' ? [t.name] : parsed.kind === 'lut' ? [`${t.name}.codes`, `${t.name}.table`] : [`${t.name}.codes`, `${t.name}.scales`];
-      for (const n of need) {
-        const f = this.where.get(n);
-        if (!f || !f.entries.has(n)) throw new LutraError(`${metaPath}: lists tensor "${t.name}" but no shard holds "${n}"`);
+      if (parsed.kind !== 'f32' && parsed.kind !== 'f16' && parsed.kind !== 'bf16') checkFormatShape(metaPath, t.name, t.shape, parsed);
+      // Every stored part must have the size its format and shape imply (header only).
+      for (const spec of partSpecs(t.name, t.shape, parsed)) {
+        const f = this.shardOf.get(spec.name);
+        const e = f?.entries.get(spec.name);
+        if (!f || !e) throw new LutraError(`${metaPath}: lists tensor "${t.name}" but no shard holds "${spec.name}"`);
+        if (e.dtype !== spec.dtype || numel(e.shape) !== numel(spec.shape)) {
+          throw new LutraError(
+            `${f.path}: tensor "${spec.name}" is ${e.dtype.toUpperCase()} [${e.shape}]; ${formatName(parsed)} of [${t.shape}] (meta.yaml) needs ${spec.dtype.toUpperCase()} with ${numel(spec.shape)} values`,
+          );
+        }
       }
       this.formats.set(t.name, { ...t, parsed });
-    }
+    });
   }
 
   has(name: string): boolean {
@@ -216,6 +239,11 @@ export class PackageSource implements WeightSource {
 
   names(): string[] {
     return [...this.formats.keys()];
+  }
+
+  /** Shapes come from meta.yaml's tensor table. */
+  where(): string {
+    return join(this.dir, 'meta.yaml');
   }
 
   shape(name: string): number[] {
@@ -231,7 +259,7 @@ export class PackageSource implements WeightSource {
   }
 
   private read(name: string): { data: Uint8Array; dtype: StDtype; path: string } {
-    const f = this.where.get(name)!;
+    const f = this.shardOf.get(name)!;
     return { data: f.read(name), dtype: f.entries.get(name)!.dtype, path: f.path };
   }
 

@@ -16,6 +16,12 @@ const DTYPES: Record<string, { dtype: StDtype; bytes: number }> = {
 };
 const BYTES: Record<StDtype, number> = { f32: 4, f16: 2, bf16: 2, i8: 1, u8: 1 };
 const NAMES: Record<StDtype, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i8: 'I8', u8: 'U8' };
+/** The JSON header may not exceed this (safetensors' own limit is 100 MB). */
+export const MAX_HEADER_BYTES = 100 * 2 ** 20;
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
 
 export interface SafetensorsEntry {
   name: string;
@@ -54,7 +60,10 @@ export class SafetensorsFile {
     const lenBuf = Buffer.alloc(8);
     readSync(this.fd, lenBuf, 0, 8, 0);
     const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    if (headerLen <= 0 || headerLen > 100 * 2 ** 20 || 8 + headerLen > size) {
+    if (headerLen > MAX_HEADER_BYTES) {
+      throw new LutraError(`${this.path}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit; not a safetensors file`);
+    }
+    if (headerLen <= 0 || 8 + headerLen > size) {
       throw new LutraError(`${this.path}: header length ${headerLen} does not fit a ${size}-byte file; not a safetensors file, or truncated`);
     }
     const hb = Buffer.alloc(headerLen);
@@ -65,26 +74,54 @@ export class SafetensorsFile {
     } catch {
       throw new LutraError(`${this.path}: header is not valid JSON; not a safetensors file`);
     }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) {
+      throw new LutraError(`${this.path}: header is ${Array.isArray(header) ? 'an array' : JSON.stringify(header)}; expected a JSON object of tensor entries`);
+    }
     const dataStart = 8 + headerLen;
+    const spans: { name: string; begin: number; end: number }[] = [];
     for (const [name, info] of Object.entries(header)) {
       if (name === '__metadata__') {
+        if (typeof info !== 'object' || info === null || Array.isArray(info)) {
+          throw new LutraError(`${this.path}: "__metadata__" is ${JSON.stringify(info)}; expected an object of strings`);
+        }
         Object.assign(this.metadata, info);
         continue;
       }
-      const dt = DTYPES[info?.dtype];
-      if (!dt) throw new LutraError(`${this.path}: tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; expected F32, F16, BF16, I8 or U8`);
-      const shape = info.shape as number[];
-      const [begin, end] = info.data_offsets as [number, number];
+      const at = `${this.path}: tensor "${name}"`;
+      if (typeof info !== 'object' || info === null || Array.isArray(info)) {
+        throw new LutraError(`${at}: entry is ${JSON.stringify(info)}; expected an object with dtype, shape and data_offsets`);
+      }
+      const dt = DTYPES[info.dtype];
+      if (!dt) throw new LutraError(`${at}: dtype ${JSON.stringify(info.dtype)}; expected F32, F16, BF16, I8 or U8`);
+      const shape = info.shape as unknown;
+      if (!Array.isArray(shape) || !shape.every(isCount)) {
+        throw new LutraError(`${at}: shape ${JSON.stringify(shape) ?? 'is missing'}; expected an array of non-negative integers`);
+      }
+      const offsets = info.data_offsets as unknown;
+      if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
+        throw new LutraError(`${at}: data_offsets ${JSON.stringify(offsets) ?? 'is missing'}; expected [begin, end], two non-negative integers with begin ≤ end`);
+      }
+      const [begin, end] = offsets as [number, number];
       const nbytes = numel(shape) * dt.bytes;
       if (end - begin !== nbytes) {
-        throw new LutraError(`${this.path}: tensor "${name}" spans ${end - begin} bytes but shape [${shape}] of ${info.dtype} needs ${nbytes}`);
+        throw new LutraError(`${at}: data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape [${shape}] of ${info.dtype} needs ${nbytes}`);
       }
       if (dataStart + end > size) {
+        throw new LutraError(`${this.path}: truncated: tensor "${name}" ends at byte ${dataStart + end} but the file has ${size} bytes`);
+      }
+      spans.push({ name, begin, end });
+      this.entries.set(name, { name, dtype: dt.dtype, shape, offset: dataStart + begin, nbytes });
+    }
+    // Tensors may leave gaps, but no two may share bytes.
+    spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+    for (let i = 1; i < spans.length; i++) {
+      const prev = spans[i - 1];
+      const cur = spans[i];
+      if (cur.begin < prev.end) {
         throw new LutraError(
-          `${this.path}: truncated: tensor "${name}" ends at byte ${dataStart + end} but the file has ${size} bytes`,
+          `${this.path}: tensor "${cur.name}": data_offsets [${cur.begin}, ${cur.end}] overlap tensor "${prev.name}" [${prev.begin}, ${prev.end}]; each tensor needs its own bytes`,
         );
       }
-      this.entries.set(name, { name, dtype: dt.dtype, shape, offset: dataStart + begin, nbytes });
     }
   }
 

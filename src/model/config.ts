@@ -67,11 +67,38 @@ function num(src: Json, key: string, fallback: number, file: string): number {
   return v;
 }
 
-function ids(v: unknown, fallback: number[]): number[] {
+function ids(v: unknown, fallback: number[], file: string): number[] {
   if (v === undefined || v === null) return fallback;
   if (typeof v === 'number') return [v];
-  if (Array.isArray(v) && v.every((x) => typeof x === 'number')) return v as number[];
-  return fallback;
+  if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number')) return v as number[];
+  throw new LutraError(`${file}: field "eos_token_id" is ${JSON.stringify(v)}; expected a token id or a non-empty array of token ids`);
+}
+
+/**
+ * Upper bounds far above any Gemma 3 (27B: 62 layers, hidden 5376, vocab 262 208), low enough that
+ * a damaged config is refused before it sizes an allocation.
+ */
+const LIMITS = {
+  vocab_size: 2 ** 22,
+  hidden_size: 2 ** 16,
+  intermediate_size: 2 ** 18,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 2 ** 12,
+  sliding_window: 2 ** 24,
+  max_position_embeddings: 2 ** 24,
+};
+
+function checkInt(file: string, key: string, v: number, min: number, max: number): void {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    const range = max === Infinity ? `an integer ≥ ${min}` : `an integer in [${min}, ${max}]`;
+    throw new LutraError(`${file}: ${key} is ${v}; expected ${range}`);
+  }
+}
+
+function checkPositive(file: string, key: string, v: number): void {
+  if (!(v > 0) || !Number.isFinite(v)) throw new LutraError(`${file}: ${key} is ${v}; expected a finite number > 0`);
 }
 
 /** Reads the rope type/factor from a legacy `rope_scaling` or a `rope_parameters` entry. */
@@ -112,7 +139,10 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
 
   const D = DEFAULTS;
   const numLayers = num(text, 'num_hidden_layers', D.num_hidden_layers, file);
-  const pattern = num(text, 'sliding_window_pattern', num(text, '_sliding_window_pattern', D.sliding_window_pattern, file), file);
+  checkInt(file, 'num_hidden_layers', numLayers, 1, LIMITS.num_hidden_layers);
+  const patternKey = text.sliding_window_pattern === undefined && text._sliding_window_pattern !== undefined ? '_sliding_window_pattern' : 'sliding_window_pattern';
+  const pattern = num(text, patternKey, D.sliding_window_pattern, file);
+  checkInt(file, patternKey, pattern, 1, Infinity);
 
   let layerTypes: LayerType[];
   if (Array.isArray(text.layer_types)) {
@@ -144,6 +174,9 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
   }
 
   const softcap = text.final_logit_softcapping;
+  if (softcap !== undefined && softcap !== null && (typeof softcap !== 'number' || !(softcap > 0) || !Number.isFinite(softcap))) {
+    throw new LutraError(`${file}: final_logit_softcapping is ${JSON.stringify(softcap)}; expected null or a number > 0`);
+  }
   const cfg: GemmaConfig = {
     modelType: 'gemma3_text',
     vocabSize: num(text, 'vocab_size', D.vocab_size, file),
@@ -164,7 +197,7 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
     finalLogitSoftcapping: typeof softcap === 'number' ? softcap : null,
     // Token ids of multimodal checkpoints live at the top level.
     bosTokenId: num(top, 'bos_token_id', num(text, 'bos_token_id', D.bos_token_id, file), file),
-    eosTokenIds: ids(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id]),
+    eosTokenIds: ids(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id], file),
     padTokenId: num(top, 'pad_token_id', num(text, 'pad_token_id', D.pad_token_id, file), file),
     hiddenActivation: typeof text.hidden_activation === 'string' ? text.hidden_activation : D.hidden_activation,
   };
@@ -172,17 +205,40 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
   return cfg;
 }
 
+/** Key names as config.json spells them, for messages. */
+const KEYS: Record<keyof typeof LIMITS, keyof GemmaConfig> = {
+  vocab_size: 'vocabSize',
+  hidden_size: 'hiddenSize',
+  intermediate_size: 'intermediateSize',
+  num_hidden_layers: 'numLayers',
+  num_attention_heads: 'numHeads',
+  num_key_value_heads: 'numKvHeads',
+  head_dim: 'headDim',
+  sliding_window: 'slidingWindow',
+  max_position_embeddings: 'maxPositions',
+};
+
 function validate(c: GemmaConfig, file: string): void {
-  const pos = ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'headDim', 'slidingWindow', 'maxPositions'] as const;
-  for (const k of pos) {
-    if (!Number.isInteger(c[k]) || c[k] <= 0) throw new LutraError(`${file}: ${k} must be a positive integer, got ${c[k]}`);
+  for (const [key, field] of Object.entries(KEYS) as [keyof typeof LIMITS, keyof GemmaConfig][]) {
+    checkInt(file, key, c[field] as number, 1, LIMITS[key]);
   }
   if (c.numHeads % c.numKvHeads !== 0) {
     throw new LutraError(`${file}: num_attention_heads (${c.numHeads}) must be a multiple of num_key_value_heads (${c.numKvHeads})`);
   }
   if (c.headDim % 2 !== 0) throw new LutraError(`${file}: head_dim must be even for RoPE, got ${c.headDim}`);
-  if (c.hiddenActivation !== 'gelu_pytorch_tanh' && c.hiddenActivation !== 'gelu') {
-    throw new LutraError(`${file}: hidden_activation "${c.hiddenActivation}" is not supported (Gemma 3 uses gelu_pytorch_tanh)`);
+  checkPositive(file, 'rms_norm_eps', c.rmsNormEps);
+  checkPositive(file, 'query_pre_attn_scalar', c.queryPreAttnScalar);
+  checkPositive(file, 'rope_theta', c.ropeGlobal.theta);
+  checkPositive(file, 'rope_local_base_freq', c.ropeLocal.theta);
+  const tokens: [string, number][] = [['bos_token_id', c.bosTokenId], ['pad_token_id', c.padTokenId], ...c.eosTokenIds.map((id) => ['eos_token_id', id] as [string, number])];
+  for (const [key, id] of tokens) checkInt(file, key, id, 0, c.vocabSize - 1);
+  if (c.hiddenActivation === 'gelu') {
+    throw new LutraError(
+      `${file}: hidden_activation "gelu" is the exact erf GELU; lutra implements gelu_pytorch_tanh only (what Gemma 3 checkpoints use)`,
+    );
+  }
+  if (c.hiddenActivation !== 'gelu_pytorch_tanh') {
+    throw new LutraError(`${file}: hidden_activation "${c.hiddenActivation}" is not supported; lutra implements gelu_pytorch_tanh only (what Gemma 3 uses)`);
   }
 }
 

@@ -7,6 +7,7 @@ import { isSliding, type GemmaConfig } from './config.js';
 import type { WeightFormat, WeightTensor } from './weight.js';
 import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
 import type { KVCache } from '../runtime/kv-cache.js';
+import { assertFinite, checkTensorShapes } from './checks.js';
 
 /** Where tensors come from: a checkpoint or a lutra package. */
 export interface WeightSource {
@@ -24,6 +25,8 @@ export interface WeightSource {
   numerics?: string;
   /** A package stores lm_head.weight only when its format differs from the embedding's: then use it. */
   separateLmHead?: boolean;
+  /** The file that holds (or would hold) a tensor, for error messages; the folder when not given. */
+  where?(name: string): string;
   close(): void;
 }
 
@@ -105,23 +108,36 @@ export class Gemma3Model {
   private ropeLocal: RopeTable;
   private ropeGlobal: RopeTable;
 
-  constructor(readonly cfg: GemmaConfig, readonly backend: Backend, src: WeightSource, onTensor?: (name: string) => void) {
+  /**
+   * Every tensor's shape is checked against the config before any weight is read; each weight is
+   * scanned for NaN/Inf as it is read unless `checks.weights` is false.
+   */
+  constructor(
+    readonly cfg: GemmaConfig,
+    readonly backend: Backend,
+    src: WeightSource,
+    onTensor?: (name: string) => void,
+    checks: { weights?: boolean } = {},
+  ) {
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D } = cfg;
+    checkTensorShapes(cfg, src);
+    const scan = checks.weights !== false;
+    const load = (name: string, shape: number[]) => (scan ? assertFinite(src.load(name, shape)) : src.load(name, shape));
     const norm = (name: string, dim: number) => {
       onTensor?.(name);
-      const w = backend.vector(src.load(name, [dim]));
+      const w = backend.vector(load(name, [dim]));
       // Gemma 3 stores norm weights as offsets from 1 (§1.4); the gain is computed in f32.
       for (let i = 0; i < dim; i++) w[i] = Math.fround(1 + w[i]);
       return w;
     };
     const mat = (name: string, rows: number, cols: number) => {
       onTensor?.(name);
-      return backend.prepare(src.load(name, [rows, cols]));
+      return backend.prepare(load(name, [rows, cols]));
     };
 
     const embedName = 'model.embed_tokens.weight';
     onTensor?.(embedName);
-    const embedW = src.load(embedName, [cfg.vocabSize, H]);
+    const embedW = load(embedName, [cfg.vocabSize, H]);
     this.embedScale = src.embedScale ?? embedScaleFor(H, embedW.format.kind);
     this.embed = backend.prepare(embedW);
     this.vocabSize = this.embed.rows;

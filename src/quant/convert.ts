@@ -2,11 +2,12 @@
 import { createHash } from 'node:crypto';
 import { existsSync, openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { openWeightSource } from '../io/source.js';
+import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
 import { formatName, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { dequantize } from '../backend/reference/index.js';
-import { formatFor, planFields, type QuantPlan } from './plan.js';
+import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
+import { assertFinite, checkTensorShapes } from '../model/checks.js';
 import { quantizeLinear } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
@@ -71,29 +72,55 @@ function sha256Files(files: string[]): string {
   return h.digest('hex');
 }
 
+/**
+ * Every tensor of the source with the format it gets, checked before any weight is read: shapes
+ * against the config, and each planned format against its tensor's shape. Weights are scanned for
+ * NaN/Inf as they are read.
+ */
+function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
+  checkTensorShapes(src.config, src);
+  const load = (name: string) => assertFinite(src.load(name));
+  const entries: PackagePlanEntry[] = [];
+  for (const name of src.names()) {
+    const shape = src.shape(name);
+    if (alpha !== 1 && SCALED_NORM.test(name)) {
+      entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensor(scalePostNorm(load(name), alpha), { kind: 'f32' }) });
+      continue;
+    }
+    const planned = formatFor(plan, name, shape);
+    if (planned) checkFormatFits(plan, name, shape, planned, src.dir);
+    const format = planned ?? src.format(name);
+    entries.push({ name, shape, format, make: () => encodeTensor(load(name), format) });
+  }
+  // A tied head in a format other than the embedding's is stored on its own.
+  if (!src.has('lm_head.weight')) {
+    const embed = entries.find((e) => e.name === 'model.embed_tokens.weight')!;
+    const planned = formatFor(plan, 'lm_head.weight', embed.shape);
+    if (planned) checkFormatFits(plan, 'lm_head.weight', embed.shape, planned, `${src.dir} (the tied embedding)`);
+    const head = planned ?? src.format('model.embed_tokens.weight');
+    if (formatName(head) !== formatName(embed.format)) {
+      entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensor({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
+    }
+  }
+  return entries;
+}
+
+/** Open the source and check the plan against it (what convert does first), reading no weight. */
+export function checkConvertPlan(srcPath: string, plan: QuantPlan): void {
+  const src = openWeightSource(srcPath);
+  try {
+    planEntries(src, plan, 1);
+  } finally {
+    src.close();
+  }
+}
+
 export function convert(opts: ConvertOptions): PackageMeta {
   const src = openWeightSource(opts.src);
   try {
     const cfg = src.config;
-    const entries: PackagePlanEntry[] = [];
     const alpha = opts.fp16Scale?.alpha ?? 1;
-    for (const name of src.names()) {
-      const shape = src.shape(name);
-      if (alpha !== 1 && SCALED_NORM.test(name)) {
-        entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensor(scalePostNorm(src.load(name), alpha), { kind: 'f32' }) });
-        continue;
-      }
-      const format = formatFor(opts.plan, name, shape) ?? src.format(name);
-      entries.push({ name, shape, format, make: () => encodeTensor(src.load(name), format) });
-    }
-    // A tied head in a format other than the embedding's is stored on its own.
-    if (!src.has('lm_head.weight')) {
-      const embed = entries.find((e) => e.name === 'model.embed_tokens.weight')!;
-      const head = formatFor(opts.plan, 'lm_head.weight', embed.shape) ?? src.format('model.embed_tokens.weight');
-      if (formatName(head) !== formatName(embed.format)) {
-        entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensor({ ...src.load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
-      }
-    }
+    const entries = planEntries(src, opts.plan, alpha);
     const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
       format_version: PACKAGE_FORMAT_VERSION,
       model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },

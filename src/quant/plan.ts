@@ -31,6 +31,8 @@ export function partOf(name: string): Part | null {
 
 export interface QuantPlan {
   parts: Partial<Record<Part, WeightFormat>>;
+  /** The command-line flag that set each part's format (for messages), e.g. `--quant ffn=int4:48`. */
+  flags?: Partial<Record<Part, string>>;
   /** Tensors with fewer elements stay in their source format. */
   weightThreshold: number;
 }
@@ -38,6 +40,13 @@ export interface QuantPlan {
 /** Build a plan from `--quant PART=FORMAT` entries and `--lutN B[,G]` shorthands (later wins). */
 export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string; lut3?: string; weightThreshold: number }): QuantPlan {
   const parts: QuantPlan['parts'] = {};
+  const flags: NonNullable<QuantPlan['flags']> = {};
+  const set = (ps: Part[], f: WeightFormat, flag: string) => {
+    for (const p of ps) {
+      parts[p] = f;
+      flags[p] = flag;
+    }
+  };
   const lut = (flag: string, v: string): WeightFormat => {
     const m = /^\s*([1-8])\s*(?:,\s*(\d+))?\s*$/.exec(v);
     if (!m) throw new LutraError(`${flag} "${v}": expected BITS[,GROUP], e.g. 4,4 (GROUP defaults to 8; 0 = per tensor)`);
@@ -48,14 +57,14 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
     if (eq < 0) throw new LutraError(`--quant "${q}": expected PART=FORMAT, e.g. ffn=lut4:4`);
     const part = q.slice(0, eq).trim();
     const format = parseFormat(q.slice(eq + 1), `--quant ${q}`);
-    if (part === 'all') for (const p of PARTS) parts[p] = format;
-    else if ((PARTS as string[]).includes(part)) parts[part as Part] = format;
+    if (part === 'all') set(PARTS, format, `--quant ${q}`);
+    else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`);
     else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected embed, attn, ffn, lmhead or all`);
   }
-  if (opts.lut1 !== undefined) parts.embed = lut('--lut1', opts.lut1);
-  if (opts.lut2 !== undefined) parts.attn = parts.ffn = lut('--lut2', opts.lut2);
-  if (opts.lut3 !== undefined) parts.lmhead = lut('--lut3', opts.lut3);
-  return { parts, weightThreshold: opts.weightThreshold };
+  if (opts.lut1 !== undefined) set(['embed'], lut('--lut1', opts.lut1), `--lut1 ${opts.lut1}`);
+  if (opts.lut2 !== undefined) set(['attn', 'ffn'], lut('--lut2', opts.lut2), `--lut2 ${opts.lut2}`);
+  if (opts.lut3 !== undefined) set(['lmhead'], lut('--lut3', opts.lut3), `--lut3 ${opts.lut3}`);
+  return { parts, flags, weightThreshold: opts.weightThreshold };
 }
 
 /** The format for one tensor, or null to keep the source's. */
@@ -67,6 +76,25 @@ export function formatFor(plan: QuantPlan, name: string, shape: number[]): Weigh
   if (!f) return null;
   if (shape[0] * shape[1] < plan.weightThreshold) return null;
   return f;
+}
+
+/**
+ * Check a planned format against a tensor's shape before any work starts: an int block size must
+ * divide the columns, a LUT group the rows. The message names the tensor, its shape, the format
+ * and the flag that chose it.
+ */
+export function checkFormatFits(plan: QuantPlan, name: string, shape: number[], f: WeightFormat, where: string): void {
+  const [rows, cols] = shape;
+  let problem: string | null = null;
+  if ((f.kind === 'int8' || f.kind === 'int4') && typeof f.group === 'number' && cols % f.group !== 0) {
+    problem = `its ${cols} columns are not a multiple of the block size ${f.group}`;
+  } else if (f.kind === 'lut' && f.group !== 0 && rows % f.group !== 0) {
+    problem = `its ${rows} rows are not a multiple of the group size ${f.group}`;
+  }
+  if (problem === null) return;
+  const part = partOf(name);
+  const flag = (part && plan.flags?.[part]) ?? '--quant';
+  throw new LutraError(`${flag}: ${formatName(f)} does not fit tensor "${name}" [${shape}] of ${where}: ${problem}`);
 }
 
 /** The plan in the seed's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */

@@ -31,12 +31,13 @@ export function makeBackend(name: string, opts: { threads?: number; activations?
  * f32; fp16 wraps the backend so every op's output is rounded to fp16. The tokenizer comes from
  * `tokenizerDir` when given, else from the model folder's tokenizer.json, or for a .gguf file
  * from its tokenizer.ggml.* metadata. `onOpened` runs once the source is open and its headers
- * are checked, before the weights are read (a CLI's loading line).
+ * are checked, before the weights are read (a CLI's loading line). Tensor shapes are checked
+ * against the config first; `checkWeights: false` skips the NaN/Inf scan of every weight.
  */
 export function loadModel(
   dir: string,
   backend: Backend,
-  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string; onOpened?: () => void } = {},
+  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string; onOpened?: () => void; checkWeights?: boolean } = {},
 ): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
@@ -55,7 +56,7 @@ export function loadModel(
             ? loadGgufTokenizer(src.file, eos, src.config.vocabSize)
             : GemmaTokenizer.load(dir, eos);
     // The tokenizer first: a model without one fails before its weights are read.
-    const model = new Gemma3Model(src.config, run, src);
+    const model = new Gemma3Model(src.config, run, src, undefined, { weights: opts.checkWeights });
     return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
     src.close();

@@ -117,6 +117,8 @@ export class Session {
       if (all && logits) all.set(logits, s * V);
       if (isLast && !all) last = (logits as Float32Array).slice();
     }
+    if (all) this.checkLogits(all, this.position - n);
+    else this.checkLogits(last as Float32Array, this.position - 1);
     return all ?? (last as Float32Array);
   }
 
@@ -153,6 +155,7 @@ export class Session {
       const batch = Array.prototype.slice.call(ids, s, Math.min(n, s + this.prefillBatch)) as number[];
       const logits = this.model.forward(batch, this.position, this.cache, { logits: 'all', qChunk: this.qChunk, observer: this.watch(undefined) }) as Float32Array;
       for (const id of batch) this.ids.push(id);
+      this.checkLogits(logits.subarray(0, batch.length * V), this.position - batch.length);
       for (let i = 0; i < batch.length; i++) onRow(logits.subarray(i * V, (i + 1) * V), s + i);
     }
   }
@@ -162,7 +165,27 @@ export class Session {
     this.checkRoom(1);
     const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
     this.ids.push(id);
-    return logits.slice(); // forward's buffer is reused by the next call
+    const out = logits.slice(); // forward's buffer is reused by the next call
+    this.checkLogits(out, this.position - 1);
+    return out;
+  }
+
+  /**
+   * Stop at non-finite logits (rows of the vocabulary from position pos0 on), naming the position,
+   * instead of sampling from them. Skipped when an fp16 overflow was let through on purpose
+   * (--on-overflow continue): that run asked to go on and reports the overflow itself.
+   */
+  private checkLogits(logits: Float32Array, pos0: number): void {
+    if (this.overflowWatch?.first) return;
+    for (let i = 0; i < logits.length; i++) {
+      const x = logits[i];
+      if (x - x !== 0) {
+        const V = this.vocabSize;
+        throw new LutraError(
+          `non-finite logits at position ${pos0 + Math.floor(i / V)} (token ${i % V} is ${x}); the model's activations overflowed or its weights are corrupt`,
+        );
+      }
+    }
   }
 
   reset(): void {

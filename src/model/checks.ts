@@ -1,0 +1,129 @@
+// Checks a model's weights must pass before anything is computed from them: every tensor the
+// config implies is there with the shape the config implies (header only, before any weight is
+// read or allocated), and every value a weight holds is finite.
+import type { GemmaConfig } from './config.js';
+import type { WeightSource } from './gemma3.js';
+import type { WeightTensor } from './weight.js';
+import { LutraError } from '../util/errors.js';
+
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+  /** The config fields the shape follows from, e.g. "num_attention_heads × head_dim = 64, hidden_size = 64". */
+  from: string;
+}
+
+/** Every tensor the model reads, in load order, with the shape config.json implies. */
+export function* expectedTensors(cfg: GemmaConfig, src: Pick<WeightSource, 'has' | 'separateLmHead'>): Generator<ExpectedTensor> {
+  const { vocabSize: V, hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D } = cfg;
+  const hidden = `hidden_size = ${H}`;
+  const vocab = `vocab_size = ${V}`;
+  const inter = `intermediate_size = ${I}`;
+  const qDim = `num_attention_heads × head_dim = ${nH} × ${D}`;
+  const kvDim = `num_key_value_heads × head_dim = ${nKV} × ${D}`;
+  yield { name: 'model.embed_tokens.weight', shape: [V, H], from: `${vocab}, ${hidden}` };
+  if (src.has('lm_head.weight') && (!cfg.tieWordEmbeddings || src.separateLmHead === true)) {
+    yield { name: 'lm_head.weight', shape: [V, H], from: `${vocab}, ${hidden}` };
+  }
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    const layer = `num_hidden_layers = ${cfg.numLayers}`;
+    const norm = (name: string, dim: number, field: string) => ({ name: p + name, shape: [dim], from: `${layer}, ${field}` });
+    const mat = (name: string, rows: number, cols: number, from: string) => ({ name: p + name, shape: [rows, cols], from: `${layer}, ${from}` });
+    yield norm('input_layernorm.weight', H, hidden);
+    yield mat('self_attn.q_proj.weight', nH * D, H, `${qDim}, ${hidden}`);
+    yield mat('self_attn.k_proj.weight', nKV * D, H, `${kvDim}, ${hidden}`);
+    yield mat('self_attn.v_proj.weight', nKV * D, H, `${kvDim}, ${hidden}`);
+    yield mat('self_attn.o_proj.weight', H, nH * D, `${hidden}, ${qDim}`);
+    yield norm('self_attn.q_norm.weight', D, `head_dim = ${D}`);
+    yield norm('self_attn.k_norm.weight', D, `head_dim = ${D}`);
+    yield norm('post_attention_layernorm.weight', H, hidden);
+    yield norm('pre_feedforward_layernorm.weight', H, hidden);
+    yield mat('mlp.gate_proj.weight', I, H, `${inter}, ${hidden}`);
+    yield mat('mlp.up_proj.weight', I, H, `${inter}, ${hidden}`);
+    yield mat('mlp.down_proj.weight', H, I, `${hidden}, ${inter}`);
+    yield norm('post_feedforward_layernorm.weight', H, hidden);
+  }
+  yield { name: 'model.norm.weight', shape: [H], from: hidden };
+}
+
+/**
+ * Compare every expected tensor's shape with the source's header, failing on the first missing
+ * tensor or mismatch with the config fields that imply it. Reads no weight.
+ */
+export function checkTensorShapes(cfg: GemmaConfig, src: WeightSource): void {
+  for (const t of expectedTensors(cfg, src)) {
+    const where = src.where?.(t.name) ?? src.dir;
+    if (!src.has(t.name)) {
+      throw new LutraError(`${where}: tensor "${t.name}" is missing; config.json implies it (${t.from})`);
+    }
+    const shape = src.shape(t.name);
+    if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
+      throw new LutraError(`${where}: tensor "${t.name}" has shape [${shape}], expected [${t.shape}] from config.json (${t.from})`);
+    }
+  }
+}
+
+/** NaN and ±Inf counts of the values a tensor holds: plain values, or quantization scales / table. */
+export function countNonFinite(w: WeightTensor): { nan: number; inf: number } {
+  const c = { nan: 0, inf: 0 };
+  const k = w.format.kind;
+  if (k === 'f32') {
+    if (anyAllOnes(w.data, 0x7f800000, 0x00800000, 0x80000000)) countFloats(f32View(w.data), c);
+  } else if (k === 'bf16') {
+    if (anyAllOnes(w.data, 0x7f807f80, 0x00800080, 0x80008000)) countHalves(u16View(w.data), 0x7f80, 0x007f, c);
+  } else if (k === 'f16') {
+    if (anyAllOnes(w.data, 0x7c007c00, 0x04000400, 0x80008000)) countHalves(u16View(w.data), 0x7c00, 0x03ff, c);
+  }
+  if (w.scales) countFloats(w.scales, c);
+  if (w.table) countFloats(w.table, c);
+  return c;
+}
+
+/** Throw a one-line error naming the tensor when it holds NaN or ±Inf. */
+export function assertFinite(w: WeightTensor): WeightTensor {
+  const { nan, inf } = countNonFinite(w);
+  if (nan + inf > 0) {
+    const what = w.format.kind === 'f32' || w.format.kind === 'f16' || w.format.kind === 'bf16' ? 'values' : w.scales ? 'scales' : 'table entries';
+    throw new LutraError(`${w.source}: tensor "${w.name}" holds ${nan} NaN and ${inf} infinite ${what}; the weights are corrupt`);
+  }
+  return w;
+}
+
+/**
+ * Whether any value of the little-endian words has an all-ones exponent (NaN or ±Inf), branch-free
+ * over 32-bit words: with the exponent bits masked out (`mask`), adding one unit of the exponent
+ * (`unit`) carries into the bit above it (`carry`) exactly when every exponent bit was set. A
+ * 32-bit word holds one f32 or two f16/bf16, whose carries stay in their own half.
+ */
+function anyAllOnes(d: Uint8Array, mask: number, unit: number, carry: number): boolean {
+  const a = d.byteOffset % 4 === 0 ? d : d.slice();
+  const words = new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2);
+  let acc = 0;
+  for (let i = 0; i < words.length; i++) acc = acc | (((words[i] & mask) + unit) | 0);
+  // A 16-bit value left over when the count is odd.
+  if (a.byteLength & 2) acc |= ((a[a.byteLength - 2] | (a[a.byteLength - 1] << 8)) & mask & 0xffff) + (unit & 0xffff);
+  return (acc & carry) !== 0;
+}
+
+function u16View(d: Uint8Array): Uint16Array {
+  const a = d.byteOffset % 2 === 0 ? d : d.slice();
+  return new Uint16Array(a.buffer, a.byteOffset, a.byteLength >> 1);
+}
+
+function f32View(d: Uint8Array): Float32Array {
+  const a = d.byteOffset % 4 === 0 ? d : d.slice();
+  return new Float32Array(a.buffer, a.byteOffset, a.byteLength >> 2);
+}
+
+/** Exponent all ones: a mantissa of 0 is ±Inf, anything else NaN. */
+function countHalves(v: Uint16Array, exp: number, man: number, c: { nan: number; inf: number }): void {
+  for (let i = 0; i < v.length; i++) if ((v[i] & exp) === exp) (v[i] & man ? c.nan++ : c.inf++);
+}
+
+function countFloats(v: Float32Array, c: { nan: number; inf: number }): void {
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i];
+    if (x - x !== 0) (x !== x ? c.nan++ : c.inf++);
+  }
+}
