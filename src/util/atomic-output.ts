@@ -11,7 +11,13 @@ import { LutraError } from './errors.js';
 /** `.NAME.lutra-tmp-PID` (being written) or `.NAME.lutra-old-PID` (an output being replaced). */
 const TEMP_NAME = /^\.(.+)\.lutra-(tmp|old)-(\d+)$/;
 /** Temporary names of earlier lutra versions, recognised by `lutra clean` only. */
-const LEGACY_NAMES = [/^\.(.+)\.tmp-(\d+)$/, /^\.(.+)\.peak-(\d+)$/, /^\.(.+)\.(\d+)\.\d+\.tmp$/, /^\.packages-(\d+)$/, /^(.+)\.tmp-(\d+)$/];
+const LEGACY_NAMES = [
+  /^\.(.+)\.tmp-(\d+)$/, // package and fixture folders
+  /^\.(.+)\.peak-(\d+)$/, // fp16 overflow fixtures
+  /^\.(.+\.gguf)\.(\d+)\.\d+\.tmp$/, // GGUF files
+  /^\.packages-(\d+)$/, // sweep packages
+  /^(.+\.(?:safetensors|md|json|jsonl|html))\.tmp-(\d+)$/, // weight files, tables and reports
+];
 
 const live = new Set<string>();
 const restorers = new Set<() => void>();
@@ -76,7 +82,8 @@ function interrupted(signal: string): never {
       // The terminal is restored below whatever a progress bar does.
     }
   }
-  if (process.stderr.isTTY) writeQuietly('\x1b[?25h\n');
+  // Show the cursor; a stopped bar ended its line, else the line holds the echoed ^C.
+  if (process.stderr.isTTY) writeQuietly(restorers.size > 0 ? '\x1b[?25h' : '\x1b[?25h\n');
   let removed = 0;
   for (const path of [...live]) {
     try {
