@@ -8,7 +8,7 @@ import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { auditFp16, recommendAlpha, FP16_MAX } from '../src/fp16/audit.js';
 import { overflowFixture, tinyFixture, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 
 const overflowDir = () => overflowFixture(join(fx.root, 'overflow'));
 
@@ -19,12 +19,12 @@ test('α is 50 000 / peak rounded down to 1/64, and 1 below the target', () => {
   assert.ok(recommendAlpha(2.9e5) * 2.9e5 <= 50000);
 });
 
-test('the audit names the first overflowing layer and an α that brings the residual under the target', () => {
+test('the audit names the first overflowing layer and an α that brings the residual under the target', async () => {
   const ids = tokenSequence(40, 1);
   const normal = auditFp16(loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false }).model, [ids]);
   assert.equal(normal.firstOverflow, null);
   assert.equal(normal.alpha, 1);
-  const r = auditFp16(loadModel(overflowDir(), new ReferenceBackend(), { tokenizer: false }).model, [ids]);
+  const r = auditFp16(loadModel(await overflowDir(), new ReferenceBackend(), { tokenizer: false }).model, [ids]);
   assert.deepEqual([r.firstOverflow?.layer, r.firstOverflow?.point], [3, 'ffn_post']);
   assert.ok(r.layers[2].peaks.residual < FP16_MAX);
   assert.ok(r.residualPeak > FP16_MAX);

@@ -8,7 +8,7 @@ import { tinyFixture } from './helpers.js';
 import { SHAPES } from '../src/model/fixture.js';
 
 const CLI = resolve('dist/src/cli/main.js');
-const fx = tinyFixture();
+const fx = await tinyFixture();
 test.after(() => fx.cleanup());
 
 function lutra(...args: string[]) {

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { tinyFixture } from './helpers.js';
 
 const CLI = resolve('dist/src/cli/main.js');
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 
 function chat(args: string[]) {
   const child = spawn(process.execPath, [CLI, 'chat', '--model', fx.dir, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });

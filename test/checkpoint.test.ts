@@ -10,7 +10,7 @@ import { Session } from '../src/runtime/session.js';
 import { bf16BitsToF32, f32ToF16Bits } from '../src/util/half.js';
 import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(3);
+const fx = await tinyFixture(3);
 const ids = tokenSequence(40, 11);
 
 function logitsOf(dir: string): Float32Array {
@@ -47,7 +47,7 @@ test('name normalisation covers both multimodal schemes and skips towers', () =>
   assert.equal(normaliseTensorName('model.multi_modal_projector.mm_input_projection_weight'), null);
 });
 
-test('f32 weights in two shards with an index, multimodal names and config, give the same logits', () => {
+test('f32 weights in two shards with an index, multimodal names and config, give the same logits', async () => {
   const src = Checkpoint.open(fx.dir);
   const dir = join(fx.root, 'sharded');
   mkdirSync(dir);
@@ -55,7 +55,7 @@ test('f32 weights in two shards with an index, multimodal names and config, give
   const half = Math.ceil(names.length / 2);
   const shards = [names.slice(0, half), names.slice(half)];
   const weightMap: Record<string, string> = {};
-  shards.forEach((group, i) => {
+  for (const [i, group] of shards.entries()) {
     const file = `model-0000${i + 1}-of-00002.safetensors`;
     const tensors = group.map((n) => reencode(n, 'f32', src, 'language_model.' + n));
     if (i === 1) {
@@ -64,8 +64,8 @@ test('f32 weights in two shards with an index, multimodal names and config, give
       weightMap['vision_tower.vision_model.post_layernorm.weight'] = file;
     }
     for (const t of tensors) weightMap[t.name] = file;
-    writeSafetensors(join(dir, file), tensors);
-  });
+    await writeSafetensors(join(dir, file), tensors);
+  }
   writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
   const text = JSON.parse(readFileSync(join(fx.dir, 'config.json'), 'utf8'));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'gemma3', architectures: ['Gemma3ForConditionalGeneration'], eos_token_id: [1, 106], text_config: text }));
@@ -75,11 +75,11 @@ test('f32 weights in two shards with an index, multimodal names and config, give
   assert.ok(maxAbsDiff(logitsOf(dir), reference) <= 1e-5);
 });
 
-test('f16 weights load and agree to f16 rounding', () => {
+test('f16 weights load and agree to f16 rounding', async () => {
   const src = Checkpoint.open(fx.dir);
   const dir = join(fx.root, 'f16');
   mkdirSync(dir);
-  writeSafetensors(join(dir, 'model.safetensors'), src.names().map((n) => reencode(n, 'f16', src)));
+  await writeSafetensors(join(dir, 'model.safetensors'), src.names().map((n) => reencode(n, 'f16', src)));
   copyFileSync(join(fx.dir, 'config.json'), join(dir, 'config.json'));
   copyTokenizer(dir);
   src.close();

@@ -20,8 +20,8 @@ import {
 import { tinyFixture, tokenSequence } from './helpers.js';
 
 const MAIN = resolve(fileURLToPath(import.meta.url), '..', '..', 'src', 'cli', 'main.js');
-const fx0 = tinyFixture(0);
-const fx1 = tinyFixture(1);
+const fx0 = await tinyFixture(0);
+const fx1 = await tinyFixture(1);
 test.after(() => {
   fx0.cleanup();
   fx1.cleanup();
@@ -173,7 +173,7 @@ test('a perturbed candidate (one norm weight scaled by 1.02 in layer 3): small K
   const target = 'model.layers.3.post_feedforward_layernorm.weight';
   const st = SafetensorsFile.open(join(fx0.dir, 'model.safetensors'));
   try {
-    writeSafetensors(
+    await writeSafetensors(
       join(pert, 'model.safetensors'),
       [...st.entries.values()].map((e) => ({
         name: e.name,

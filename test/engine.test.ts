@@ -5,7 +5,7 @@ import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
 import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture();
+const fx = await tinyFixture();
 const { model } = loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false });
 const V = model.vocabSize;
 const W = model.cfg.slidingWindow;

@@ -16,7 +16,7 @@ import { Session } from '../src/runtime/session.js';
 import { Fp16OverflowError } from '../src/fp16/overflow.js';
 import { argmax, tinyFixture, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 after(() => fx.cleanup());
 const cli = (...args: string[]) => spawnSync(process.execPath, [resolve('dist/src/cli/main.js'), ...args], { encoding: 'utf8' });
 

@@ -12,14 +12,14 @@ import { Session } from '../src/runtime/session.js';
 import { auditFp16, FP16_MAX } from '../src/fp16/audit.js';
 import { overflowFixture, tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(2);
+const fx = await tinyFixture(2);
 const ids = tokenSequence(40, 9);
 // f32 math even for packages whose meta.yaml records fp16 numerics: these tests are about the transform.
 const model = (dir: string) => loadModel(dir, new ReferenceBackend(), { tokenizer: false, numerics: F32_NUMERICS }).model;
 
-test('α-scaling is exact in f32: same logits, residual stream scaled by α', () => {
+test('α-scaling is exact in f32: same logits, residual stream scaled by α', async () => {
   const out = join(fx.root, 'scaled');
-  const meta = convert({ src: fx.dir, out, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test', fp16Scale: { alpha: 0.25, chosenBy: 'test' } });
+  const meta = await convert({ src: fx.dir, out, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test', fp16Scale: { alpha: 0.25, chosenBy: 'test' } });
   assert.equal(meta.fp16_scale.alpha, 0.25);
   assert.equal(meta.embed_scale, 2); // 0.25 × sqrt(64)
   const a = model(fx.dir);
@@ -36,8 +36,8 @@ test('α-scaling is exact in f32: same logits, residual stream scaled by α', ()
   }
 });
 
-test('convert --fp16-scale auto takes α from the audit and brings an overflowing model under 65504', () => {
-  const hot = overflowFixture(join(fx.root, 'hot'));
+test('convert --fp16-scale auto takes α from the audit and brings an overflowing model under 65504', async () => {
+  const hot = await overflowFixture(join(fx.root, 'hot'));
   const out = join(fx.root, 'hot-auto');
   const r = spawnSync(process.execPath, [resolve('dist/src/cli/main.js'), 'convert', '--model', hot, '--out', out, '--fp16-scale', 'auto'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);

@@ -19,7 +19,7 @@ import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 import { klDivergence, logSoftmax, top2 } from '../src/verify/metrics.js';
 import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 const lutra = (...args: string[]) => spawnSync(process.execPath, [resolve('dist/src/cli/main.js'), ...args], { encoding: 'utf8' });
 // f32 activations unless asked: the F32-GGUF comparison below checks the weights alone.
 const logits = (dir: string, ids: number[], activations: 'f32' | 'q8' = 'f32') =>
@@ -35,12 +35,12 @@ for (const c of cases) {
     const a = join(fx.root, `a-${c.type}`);
     const gguf = join(fx.root, `a-${c.type}.gguf`);
     const b = join(fx.root, `b-${c.type}`);
-    convert({ src: fx.dir, out: a, plan: buildPlan({ quant: [`all=${c.format}`], weightThreshold: 0 }), command: 'test' });
+    await convert({ src: fx.dir, out: a, plan: buildPlan({ quant: [`all=${c.format}`], weightThreshold: 0 }), command: 'test' });
     await exportGguf({ model: a, out: gguf, type: c.type });
     const file = readGguf(gguf);
     for (const t of file.tensors) assert.equal(ggufTypeName(t.type), t.shape.length === 1 ? 'F32' : c.ggml, t.name);
     // Without --tokenizer the package has none (a GGUF carries no tokenizer.json).
-    convert({ src: gguf, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
+    await convert({ src: gguf, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
     assert.ok(!existsSync(join(b, 'tokenizer.json')));
 
     const pa = new PackageSource(a);

@@ -5,10 +5,10 @@ import { writeFixture } from '../src/model/fixture.js';
 import { writeOverflowFixture } from '../src/fp16/overflow-fixture.js';
 
 /** A fresh tiny fixture in a temporary folder; call cleanup() when done. */
-export function tinyFixture(seed = 0): { dir: string; root: string; cleanup: () => void } {
+export async function tinyFixture(seed = 0): Promise<{ dir: string; root: string; cleanup: () => void }> {
   const root = mkdtempSync(join(tmpdir(), 'lutra-test-'));
   const dir = join(root, 'tiny');
-  writeFixture(dir, 'tiny', seed);
+  await writeFixture(dir, 'tiny', seed);
   return { dir, root, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
@@ -38,7 +38,7 @@ export function tokenSequence(n: number, seed: number, lo = 5, hi = 262000): num
 }
 
 /** The tiny fixture (seed 0) with its residual stream raised to ~2e5 at layer 3: an fp16 overflow fixture. */
-export function overflowFixture(out: string): string {
-  writeOverflowFixture(out, 'tiny', 0, 2e5);
+export async function overflowFixture(out: string): Promise<string> {
+  await writeOverflowFixture(out, 'tiny', 0, 2e5);
   return out;
 }

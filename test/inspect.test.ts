@@ -9,11 +9,11 @@ import { inspectModel, type InspectReport } from '../src/verify/inspect.js';
 import { tinyFixture } from './helpers.js';
 
 const CLI = resolve('dist/src/cli/main.js');
-const fx = tinyFixture(3);
+const fx = await tinyFixture(3);
 const int8 = join(fx.root, 'int8');
 const lut2 = join(fx.root, 'lut2');
-convert({ src: fx.dir, out: int8, plan: buildPlan({ quant: ['attn=int8:32', 'ffn=int8:32'], weightThreshold: 0 }), command: 'test' });
-convert({ src: fx.dir, out: lut2, plan: buildPlan({ quant: ['attn=lut2:8', 'ffn=lut2:8'], weightThreshold: 0 }), command: 'test' });
+await convert({ src: fx.dir, out: int8, plan: buildPlan({ quant: ['attn=int8:32', 'ffn=int8:32'], weightThreshold: 0 }), command: 'test' });
+await convert({ src: fx.dir, out: lut2, plan: buildPlan({ quant: ['attn=lut2:8', 'ffn=lut2:8'], weightThreshold: 0 }), command: 'test' });
 
 const ffn = (r: InspectReport) => r.tensors.filter((t) => t.name.includes('.mlp.'));
 
@@ -45,7 +45,7 @@ test('inspect --against: int8:32 errors are small, 2-bit LUT errors much larger,
 
 test('lutra inspect --json parses; a GGUF inspected against its package shows Q8_0 = int8:32 exactly', async () => {
   const pkg = join(fx.root, 'all8');
-  convert({ src: fx.dir, out: pkg, plan: buildPlan({ quant: ['all=int8:32'], weightThreshold: 0 }), command: 'test' });
+  await convert({ src: fx.dir, out: pkg, plan: buildPlan({ quant: ['all=int8:32'], weightThreshold: 0 }), command: 'test' });
   const gguf = join(fx.root, 'all8.gguf');
   await exportGguf({ model: pkg, out: gguf, type: 'q8_0' });
   const r = spawnSync(process.execPath, [CLI, 'inspect', gguf, '--against', pkg, '--json'], { encoding: 'utf8' });

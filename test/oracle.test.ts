@@ -16,7 +16,7 @@ import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 import { klDivergence, logSoftmax, top2 } from '../src/verify/metrics.js';
 import { tinyFixture, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 
 test('lutra (reference and wasm backends, prefill and decode) matches llama.cpp over 10 sliding windows', async (t) => {
   const src = Checkpoint.open(fx.dir);

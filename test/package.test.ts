@@ -13,7 +13,7 @@ import { loadModel } from '../src/runtime/load.js';
 import type { WeightTensor } from '../src/model/weight.js';
 import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
-const fx = tinyFixture(5);
+const fx = await tinyFixture(5);
 const ids = tokenSequence(24, 3);
 const logits = (model: Gemma3Model) => new Session(model, { contextLength: 64 }).prefill(ids, { all: true });
 const reference = logits(loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false }).model);
@@ -49,9 +49,9 @@ const configs: string[][] = [
 ];
 
 for (const quant of configs) {
-  test(`package round-trip: ${quant.join(' ')} loads to the same logits as converting in memory`, () => {
+  test(`package round-trip: ${quant.join(' ')} loads to the same logits as converting in memory`, async () => {
     const out = join(fx.root, quant.join('_').replace(/[^\w]/g, '-'));
-    const meta = convert({ src: fx.dir, out, plan: buildPlan({ quant, weightThreshold: 0 }), command: 'test' });
+    const meta = await convert({ src: fx.dir, out, plan: buildPlan({ quant, weightThreshold: 0 }), command: 'test' });
     const pkg = loadModel(out, new ReferenceBackend(), { tokenizer: false }).model;
     const mem = new Gemma3Model(pkg.cfg, new ReferenceBackend(), inMemory(quant));
     const a = logits(pkg);
@@ -71,24 +71,24 @@ for (const quant of configs) {
   });
 }
 
-test('converting a package again with the same formats reproduces it byte for byte', () => {
+test('converting a package again with the same formats reproduces it byte for byte', async () => {
   const a = join(fx.root, 'again-a');
   const b = join(fx.root, 'again-b');
-  convert({ src: fx.dir, out: a, plan: buildPlan({ quant: ['ffn=lut4:4', 'attn=int8:32'], weightThreshold: 0 }), command: 'test' });
-  convert({ src: a, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
+  await convert({ src: fx.dir, out: a, plan: buildPlan({ quant: ['ffn=lut4:4', 'attn=int8:32'], weightThreshold: 0 }), command: 'test' });
+  await convert({ src: a, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
   assert.ok(readFileSync(join(a, 'model-00001-of-00001.safetensors')).equals(readFileSync(join(b, 'model-00001-of-00001.safetensors'))));
 });
 
-test('conversion is deterministic', () => {
+test('conversion is deterministic', async () => {
   const a = join(fx.root, 'det-a');
   const b = join(fx.root, 'det-b');
-  for (const out of [a, b]) convert({ src: fx.dir, out, plan: buildPlan({ quant: ['all=lut5:2'], weightThreshold: 0 }), command: 'test' });
+  for (const out of [a, b]) await convert({ src: fx.dir, out, plan: buildPlan({ quant: ['all=lut5:2'], weightThreshold: 0 }), command: 'test' });
   assert.ok(readFileSync(join(a, 'model-00001-of-00001.safetensors')).equals(readFileSync(join(b, 'model-00001-of-00001.safetensors'))));
 });
 
-test('a truncated shard, a missing tensor and an unknown format are named', () => {
+test('a truncated shard, a missing tensor and an unknown format are named', async () => {
   const good = join(fx.root, 'err-src');
-  convert({ src: fx.dir, out: good, plan: buildPlan({ quant: ['ffn=int8:32'], weightThreshold: 0 }), command: 'test' });
+  await convert({ src: fx.dir, out: good, plan: buildPlan({ quant: ['ffn=int8:32'], weightThreshold: 0 }), command: 'test' });
   const trunc = join(fx.root, 'err-trunc');
   cpSync(good, trunc, { recursive: true });
   const shard = join(trunc, 'model-00001-of-00001.safetensors');
@@ -106,7 +106,7 @@ test('a truncated shard, a missing tensor and an unknown format are named', () =
   const m2 = join(unknown, 'meta.yaml');
   writeFileSync(m2, readFileSync(m2, 'utf8').replace('format: int8:32', 'format: int3:32'));
   assert.throws(() => new PackageSource(unknown), /err-format\/meta\.yaml: tensor ".*": unknown format "int3:32"/);
-  assert.ok(!existsSync(join(fx.root, '.err-src.tmp-' + process.pid)));
+  assert.ok(!existsSync(join(fx.root, '.err-src.lutra-tmp-' + process.pid)));
 });
 
 test.after(() => fx.cleanup());

@@ -14,7 +14,7 @@ import { formatMarkdown } from '../src/sweep/table.js';
 import { tinyFixture } from './helpers.js';
 
 const MAIN = resolve(fileURLToPath(import.meta.url), '..', '..', 'src', 'cli', 'main.js');
-const fx = tinyFixture(0);
+const fx = await tinyFixture(0);
 test.after(() => fx.cleanup());
 
 const CONFIGS = `
@@ -99,7 +99,7 @@ test('sweep of the tiny fixture: a failed row among working ones, f32 gives KL 0
   assert.match(md, /`int9`: --quant ffn=int9:4; numerics f32; \*\*failed\*\*: convert: /);
 });
 
-test('lutra sweep CLI: writes sweep.md and sweep.json (no temporary files left); a bad configs file is a one-line error', () => {
+test('lutra sweep CLI: writes sweep.md and sweep.json (no temporary files left), exits 1 when a configuration failed; a bad configs file is a one-line error', () => {
   const cfg = join(fx.root, 'cli.yaml');
   const data = join(fx.root, 'cli.jsonl');
   const out = join(fx.root, 'sweep-cli');
@@ -107,7 +107,10 @@ test('lutra sweep CLI: writes sweep.md and sweep.json (no temporary files left);
   writeFileSync(data, PROMPTS);
   const run = (args: string[]) => spawnSync(process.execPath, [MAIN, 'sweep', '--model', fx.dir, '--dataset', data, ...args], { encoding: 'utf8' });
   const r = run(['--configs', cfg, '--out-dir', out, '--max-tokens', '3', '--no-timing', '--backend', 'reference', '--no-template']);
-  assert.equal(r.status, 0, r.stderr);
+  // A failed configuration makes the exit status 1, after every row is measured and written.
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /lutra sweep: 1 of 2 configurations failed \(bad\)/);
+  assert.match(run(['--help']).stdout, /exits with status 1 when any configuration failed/);
   assert.match(r.stdout, /^configuration\s+size MB/);
   assert.match(r.stdout, /\nbad .*FAILED: convert: .*unknown format "lut9:4"/);
   assert.deepEqual(readdirSync(out).sort(), ['sweep.json', 'sweep.md']);

@@ -205,8 +205,8 @@ test('arrays outside the backend memory are a clear error', () => {
   assert.throws(() => wasm1.embed(m, [5], 1, wasm1.scratch(7)), /token id 5 is outside the embedding table/);
 });
 
-test('whole tiny model: prefill and decode past the sliding window match the reference (1 and 2 threads)', (t) => {
-  const fx = tinyFixture();
+test('whole tiny model: prefill and decode past the sliding window match the reference (1 and 2 threads)', async (t) => {
+  const fx = await tinyFixture();
   try {
     const refModel = loadModel(fx.dir, ref, { tokenizer: false }).model;
     const V = refModel.vocabSize;

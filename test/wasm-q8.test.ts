@@ -206,14 +206,14 @@ function firstFlip(a: Watch, b: Watch, n: number): number {
   return n;
 }
 
-test('whole tiny model at int8:32 and int4:32: wasm = reference, top-1 at every position (q8: up to a code flip)', (t) => {
-  const fx = tinyFixture(3);
+test('whole tiny model at int8:32 and int4:32: wasm = reference, top-1 at every position (q8: up to a code flip)', async (t) => {
+  const fx = await tinyFixture(3);
   // Four short sequences from fresh sessions, so a flip ends the comparison of one sequence only.
   const seqs = [13, 14, 15, 16].map((seed) => tokenSequence(6, seed));
   try {
     for (const quant of ['all=int8:32', 'all=int4:32']) {
       const dir = join(fx.root, quant.replace(/[=:]/g, '-'));
-      convert({ src: fx.dir, out: dir, plan: buildPlan({ quant: [quant], weightThreshold: 0 }), command: 'test' });
+      await convert({ src: fx.dir, out: dir, plan: buildPlan({ quant: [quant], weightThreshold: 0 }), command: 'test' });
       // Decode token by token (so a flip is pinned to a position), every call of B.matmul watched.
       const run = (B: Backend, q8: boolean) => {
         const model = loadModel(dir, B, { tokenizer: false }).model;

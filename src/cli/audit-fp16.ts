@@ -1,17 +1,10 @@
-import { writeFileSync, renameSync } from 'node:fs';
 import type { Command } from './common.js';
 import { modelLabel, openModel } from './model-flags.js';
 import { F32_NUMERICS } from '../fp16/numerics.js';
 import { readDataset } from '../verify/dataset.js';
 import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
 import { LutraError } from '../util/errors.js';
-
-
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
+import { writeFileAtomic } from '../util/atomic-output.js';
 
 export const auditFp16Command: Command = {
   name: 'audit-fp16',
@@ -55,7 +48,7 @@ export const auditFp16Command: Command = {
       ].join('\n'),
     );
     const result = { model: dir, fp16_max: FP16_MAX, alpha_target: ALPHA_TARGET, ...r };
-    if (flags.has('json')) writeAtomic(flags.string('json'), JSON.stringify(result, null, 2) + '\n');
-    if (flags.has('plot')) writeAtomic(flags.string('plot'), auditHtml(r, `fp16 audit: ${modelLabel(dir)}`));
+    if (flags.has('json')) writeFileAtomic(flags.string('json'), JSON.stringify(result, null, 2) + '\n');
+    if (flags.has('plot')) writeFileAtomic(flags.string('plot'), auditHtml(r, `fp16 audit: ${modelLabel(dir)}`));
   },
 };

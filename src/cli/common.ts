@@ -25,7 +25,8 @@ export interface Command {
   options: Record<string, OptionSpec>;
   /** Extra help text after the options. */
   notes?: string;
-  run(flags: Flags, positionals: string[]): Promise<void> | void;
+  /** Returns the exit code when it is not 0 (an error is thrown instead when the input is at fault). */
+  run(flags: Flags, positionals: string[]): Promise<void | number> | void | number;
 }
 
 /** The repository root (dist/src/cli/ → ../../..). */

@@ -14,11 +14,12 @@ import { F32_NUMERICS, numericsName, parseNumerics } from '../fp16/numerics.js';
 export const convertCommand: Command = {
   name: 'convert',
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
-  usage: 'lutra convert --model SRC --out DIR [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
+  usage: 'lutra convert --model SRC --out DIR [--force] [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
   options: {
     model: { type: 'string', short: 'm', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
-    out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist; written under a temporary name, then renamed)' },
+    out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist unless --force; written under a temporary name, then renamed)' },
+    force: { type: 'boolean', help: 'replace an existing --out, once the new package is complete' },
     quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed attn ffn lmhead all; FORMAT: f32 f16 bf16 int8:G int4:G lut<b>:G (repeatable)' },
     lut1: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: embeddings → lut<B>:G (G default 8, 0 = per tensor)' },
     lut2: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: every attention and FFN matrix → lut<B>:G' },
@@ -33,7 +34,7 @@ export const convertCommand: Command = {
     'lut<b>:G: a 2^b-entry table per G output channels (0 = one table per tensor), found by 1-D k-means.\n' +
     'Norms and other 1-D tensors are never quantized. With tied embeddings, a head format different from\n' +
     "the embedding's is stored as a separate lm_head.weight. See docs/FORMAT.md.",
-  run(flags) {
+  async run(flags) {
     const src = flags.model();
     const out = flags.string('out');
     const plan = buildPlan({
@@ -51,9 +52,10 @@ export const convertCommand: Command = {
     const t0 = performance.now();
     let bar: ReturnType<typeof tensorProgress> | null = null;
     const command = ['lutra', ...process.argv.slice(2)].map((a) => (/^[\w./:=,@+-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
-    const meta = convert({
+    const meta = await convert({
       src,
       out,
+      force: flags.bool('force'),
       plan,
       command,
       tokenizer: flags.optionalString('tokenizer'),
@@ -63,8 +65,7 @@ export const convertCommand: Command = {
         bar ??= tensorProgress('convert', total);
         bar.update(i, name);
       },
-    });
-    (bar as ReturnType<typeof tensorProgress> | null)?.stop();
+    }).finally(() => (bar as ReturnType<typeof tensorProgress> | null)?.stop());
     if (!existsSync(join(out, 'tokenizer.json'))) {
       process.stderr.write(`warning: ${out} has no tokenizer (the source has no tokenizer.json); generate and chat need one: convert again with --tokenizer DIR\n`);
     }

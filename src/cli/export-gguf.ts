@@ -9,10 +9,11 @@ const TYPES = ['f32', 'f16', 'q8_0', 'q4_0'];
 export const exportGgufCommand: Command = {
   name: 'export-gguf',
   summary: 'write a GGUF (gemma3 architecture) that llama.cpp loads',
-  usage: 'lutra export-gguf [--model SRC] --out FILE.gguf [--type f32|f16|q8_0|q4_0] [--tokenizer DIR]',
+  usage: 'lutra export-gguf [--model SRC] --out FILE.gguf [--force] [--type f32|f16|q8_0|q4_0] [--tokenizer DIR]',
   options: {
     model: { type: 'string', short: 'm', arg: 'SRC', help: 'a Hugging Face checkpoint folder, a lutra package or a GGUF file', default: 'models/demo' },
-    out: { type: 'string', arg: 'FILE', help: 'output GGUF file (written under a temporary name, then renamed)' },
+    out: { type: 'string', arg: 'FILE', help: 'output GGUF file (must not exist unless --force; written under a temporary name, then renamed)' },
+    force: { type: 'boolean', help: 'replace an existing --out, once the new file is complete' },
     type: { type: 'string', arg: 'TYPE', help: 'type of the 2-D weights: f32, f16, q8_0 or q4_0 (norms stay f32)', default: 'f32' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'folder with tokenizer.json and tokenizer_config.json', default: 'the model folder' },
   },
@@ -32,6 +33,7 @@ export const exportGgufCommand: Command = {
     await exportGguf({
       model,
       out,
+      force: flags.bool('force'),
       type: type as Gemma3GgufType,
       tokenizer: flags.optionalString('tokenizer'),
       onOpen: (src) => {
@@ -41,8 +43,7 @@ export const exportGgufCommand: Command = {
         bar ??= byteProgress('export-gguf', total);
         bar.update(done);
       },
-    });
-    (bar as ReturnType<typeof byteProgress> | null)?.stop();
+    }).finally(() => (bar as ReturnType<typeof byteProgress> | null)?.stop());
     process.stderr.write(`wrote ${out} (${type}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   },
 };

@@ -17,7 +17,7 @@ export const fixtureCommand: Command = {
   notes:
     'The checkpoint has config.json, bf16 model.safetensors and the real Gemma 3 tokenizer files.\n' +
     '`tiny` (8 layers, hidden 64, window 16) is shaped so that llama.cpp and Hugging Face agree on it.',
-  run(flags) {
+  async run(flags) {
     const out = flags.string('out');
     const shape = flags.string('shape', 'tiny');
     const seed = flags.number('seed', 0, { integer: true, min: 0 });
@@ -25,13 +25,13 @@ export const fixtureCommand: Command = {
     const seconds = () => ((performance.now() - t0) / 1000).toFixed(1);
     if (!flags.has('residual-peak')) {
       if (flags.has('peak-layer')) throw new LutraError('--peak-layer needs --residual-peak');
-      writeFixture(out, shape, seed);
+      await writeFixture(out, shape, seed);
       process.stderr.write(`wrote ${shape} fixture (seed ${seed}) to ${out} in ${seconds()} s\n`);
       return;
     }
     const peak = flags.number('residual-peak', 0, { min: Number.MIN_VALUE });
     const layer = flags.has('peak-layer') ? flags.number('peak-layer', 0, { integer: true, min: 0 }) : undefined;
-    const r = writeOverflowFixture(out, shape, seed, peak, layer);
+    const r = await writeOverflowFixture(out, shape, seed, peak, layer);
     const first = r.audit.firstOverflow;
     process.stderr.write(
       `wrote ${shape} fixture (seed ${seed}) to ${out} in ${seconds()} s: f32 residual peak ${r.audit.residualPeak.toExponential(3)} ` +

@@ -16,8 +16,9 @@ import { inspectCommand } from './inspect.js';
 import { benchCommand } from './bench.js';
 import { sweepCommand } from './sweep.js';
 import { serveCommand } from './serve.js';
+import { cleanCommand } from './clean.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, serveCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, serveCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand, cleanCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
@@ -63,8 +64,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText(cmd) + '\n');
     return 0;
   }
-  await cmd.run(flags, positionals);
-  return 0;
+  return (await cmd.run(flags, positionals)) ?? 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -1,5 +1,6 @@
 // Progress bars on stderr (only when it is a terminal), for long writes and conversions.
 import cliProgress from 'cli-progress';
+import { onInterrupt } from '../util/atomic-output.js';
 
 export interface Progress {
   update(done: number): void;
@@ -19,11 +20,14 @@ export function byteProgress(label: string, total: number): Progress {
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0, { doneMB: mb(0), totalMB: mb(total) });
+  // An interruption stops the bar, which shows the cursor it hid.
+  const forget = onInterrupt(() => bar.stop());
   return {
     update(done) {
       bar.update(done, { doneMB: mb(done), totalMB: mb(total) });
     },
     stop() {
+      forget();
       bar.stop();
     },
   };
@@ -37,11 +41,13 @@ export function tensorProgress(label: string, total: number): { update(done: num
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0, { name: '' });
+  const forget = onInterrupt(() => bar.stop());
   return {
     update(done, name) {
       bar.update(done, { name });
     },
     stop() {
+      forget();
       bar.stop();
     },
   };

@@ -7,6 +7,7 @@ import { readDataset } from '../verify/dataset.js';
 import { readSweepConfigs } from '../sweep/config.js';
 import { runSweep, type SweepEvent, type SweepResult } from '../sweep/sweep.js';
 import { formatText, writeSweepOutputs } from '../sweep/table.js';
+import { onInterrupt } from '../util/atomic-output.js';
 
 export const sweepCommand: Command = {
   name: 'sweep',
@@ -31,7 +32,8 @@ export const sweepCommand: Command = {
   notes:
     'Each configuration is converted in-process (like lutra convert), compared against the source with the driver = candidate\n' +
     '(like lutra compare --candidate-backend B --reference-backend B), then timed (lutra bench\'s timeLutra). A configuration that\n' +
-    'fails is reported in its row. Sizes are the bytes of the package\'s weight shards (MB = 10^6 bytes).',
+    'fails is reported in its row, the sweep goes on, and it exits with status 1 when any configuration failed.\n' +
+    'Sizes are the bytes of the package\'s weight shards (MB = 10^6 bytes).',
   async run(flags: Flags, positionals: string[]) {
     if (positionals.length) throw new LutraError(`lutra sweep: unexpected argument ${positionals[0]}`);
     const t0 = performance.now();
@@ -72,6 +74,10 @@ export const sweepCommand: Command = {
     process.stdout.write(formatText(result) + '\n');
     const failed = result.rows.filter((r) => r.error).length;
     process.stderr.write(`${result.rows.length} configurations (${failed} with errors) in ${result.seconds.toFixed(1)} s; wrote ${files.join(', ')}\n`);
+    if (failed > 0) {
+      process.stderr.write(`lutra sweep: ${failed} of ${result.rows.length} configurations failed (${result.rows.filter((r) => r.error).map((r) => r.name).join(', ')}); see their rows\n`);
+      return 1;
+    }
 
     function partial(rows: SweepResult['rows']): SweepResult {
       return { model: flags.model(), reference_engine: '(in progress)', backend: flags.string('backend', 'wasm'), max_tokens: maxTokens, layers: flags.bool('layers'), template: !flags.bool('no-template'), prompts: prompts.length, timing, rows, seconds: 0 };
@@ -91,6 +97,7 @@ function sweepProgress(configs: number, prompts: number): { event: (e: SweepEven
       )
     : null;
   const bar = multi?.create(configs * per, 0, { config: '', phase: '' });
+  const forget = multi ? onInterrupt(() => multi.stop()) : () => {};
   return {
     event(e) {
       if (e.kind === 'phase') {
@@ -112,6 +119,7 @@ function sweepProgress(configs: number, prompts: number): { event: (e: SweepEven
       }
     },
     stop() {
+      forget();
       multi?.stop();
     },
   };

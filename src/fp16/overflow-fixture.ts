@@ -2,13 +2,14 @@
 // above fp16's range, the way real Gemma 3 does (through large post-norm gains). One layer's
 // post_feedforward_layernorm gain is raised until the residual after that layer reaches the peak
 // on the calibration prompt.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { writeFixture } from '../model/fixture.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { f32ToBf16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
+import { registerTemp, removeTemp, tempPathFor, writeOutput } from '../util/atomic-output.js';
 import { loadModel } from '../runtime/load.js';
 import { WasmBackend } from '../backend/wasm/index.js';
 import { Session } from '../runtime/session.js';
@@ -25,18 +26,19 @@ export interface OverflowFixtureResult {
 }
 
 /** Write the `shape` fixture to `out` with its residual peak raised to about `peak` at `layer`. */
-export function writeOverflowFixture(out: string, shape: string, seed: number, peak: number, layer?: number): OverflowFixtureResult {
+export async function writeOverflowFixture(out: string, shape: string, seed: number, peak: number, layer?: number): Promise<OverflowFixtureResult> {
   if (!(peak > 0) || !Number.isFinite(peak)) throw new LutraError(`--residual-peak ${peak}: expected a positive number (e.g. 2e5)`);
-  if (existsSync(out)) throw new LutraError(`${out}: already exists; choose a new --out folder`);
+  if (existsSync(out)) throw new LutraError(`--out ${out}: already exists; choose a new path`);
   mkdirSync(dirname(out) || '.', { recursive: true });
-  const tmp = join(dirname(out), `.${basename(out)}.peak-${process.pid}`);
-  const base = join(tmp, 'base');
-  const next = join(tmp, 'model');
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
+  // The plain fixture the gain is solved on, in its own temporary folder next to the output.
+  const scratch = tempPathFor(join(dirname(out), `${basename(out)}-base`));
+  const base = join(scratch, 'base');
+  registerTemp(scratch);
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch);
   const backend = new WasmBackend();
   try {
-    writeFixture(base, shape, seed);
+    await writeFixture(base, shape, seed);
     const { model, tokenizer } = loadModel(base, backend, { numerics: F32_NUMERICS });
     const L = layer ?? Math.max(0, Math.floor(model.cfg.numLayers / 2) - 1);
     if (!Number.isInteger(L) || L < 0 || L >= model.cfg.numLayers) throw new LutraError(`--peak-layer ${layer}: expected 0..${model.cfg.numLayers - 1}`);
@@ -66,25 +68,26 @@ export function writeOverflowFixture(out: string, shape: string, seed: number, p
     }
     const g = hi;
     const name = `model.layers.${L}.post_feedforward_layernorm.weight`;
-    const ck = Checkpoint.open(base);
-    try {
+    return await writeOutput(out, { flag: '--out', kind: 'dir' }, async (next) => {
       mkdirSync(next);
-      writeSafetensors(join(next, 'model.safetensors'), ck.names().map((n) => ({
-        name: n,
-        dtype: 'bf16' as const,
-        shape: ck.shape(n),
-        // Gemma stores gains as offsets from 1.
-        bytes: () => (n !== name ? ck.load(n).data : new Uint8Array(Uint16Array.from({ length: H }, (_, i) => f32ToBf16Bits(g * channelShape(i) - 1)).buffer)),
-      })), { format: 'pt', lutra_fixture: `${shape} seed ${seed}, residual peak ${peak} at layer ${L}` });
-    } finally {
-      ck.close();
-    }
-    for (const file of readdirSync(base)) if (file !== 'model.safetensors') copyFileSync(join(base, file), join(next, file));
-    const audit = auditFp16(loadModel(next, backend, { numerics: F32_NUMERICS }).model, [ids]);
-    renameSync(next, out);
-    return { layer: L, audit };
+      const ck = Checkpoint.open(base);
+      try {
+        await writeSafetensors(join(next, 'model.safetensors'), ck.names().map((n) => ({
+          name: n,
+          dtype: 'bf16' as const,
+          shape: ck.shape(n),
+          // Gemma stores gains as offsets from 1.
+          bytes: () => (n !== name ? ck.load(n).data : new Uint8Array(Uint16Array.from({ length: H }, (_, i) => f32ToBf16Bits(g * channelShape(i) - 1)).buffer)),
+        })), { format: 'pt', lutra_fixture: `${shape} seed ${seed}, residual peak ${peak} at layer ${L}` });
+      } finally {
+        ck.close();
+      }
+      for (const file of readdirSync(base)) if (file !== 'model.safetensors') copyFileSync(join(base, file), join(next, file));
+      const audit = auditFp16(loadModel(next, backend, { numerics: F32_NUMERICS }).model, [ids]);
+      return { layer: L, audit };
+    });
   } finally {
     backend.dispose();
-    rmSync(tmp, { recursive: true, force: true });
+    removeTemp(scratch);
   }
 }

@@ -2,13 +2,15 @@
 // A package's int8:32 / int4:32 tensors go out as Q8_0 / Q4_0 blocks byte for byte when the
 // export type is q8_0 / q4_0 (the values are the same; see gguf-blocks.ts); everything else is
 // dequantized and encoded in the export type.
+import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { LutraError } from '../util/errors.js';
 import { readJsonFile } from './checkpoint.js';
 import { openWeightSource, type OpenedSource } from './source.js';
 import { exportGemma3Gguf, type Gemma3GgufType } from './gguf-gemma3.js';
 import { GgufType } from './gguf.js';
 import { int4ToQ4_0, int8ToQ8_0 } from './gguf-blocks.js';
-import { dequantize } from '../backend/reference/index.js';
+import { dequantizeInPieces } from '../quant/pieces.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
 
 export interface ExportGgufOptions {
@@ -20,6 +22,8 @@ export interface ExportGgufOptions {
   /** Called with the opened source before writing (warnings about llama.cpp differences). */
   onOpen?: (src: OpenedSource) => void;
   onProgress?: (done: number, total: number) => void;
+  /** Replace an existing `out` once the new file is complete; without it an existing `out` is refused. */
+  force?: boolean;
 }
 
 /** Whether a tensor in `f` can be written as ggml `type` without re-encoding. */
@@ -40,6 +44,7 @@ export function exactGgmlBytes(w: WeightTensor, type: number): Uint8Array {
 }
 
 export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
+  if (!opts.force && existsSync(opts.out)) throw new LutraError(`--out ${opts.out}: already exists; choose a new path or pass --force to replace it`);
   const src = openWeightSource(opts.model);
   try {
     opts.onOpen?.(src);
@@ -49,7 +54,7 @@ export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
     const tensors = src.names().map((hfName) => ({
       hfName,
       shape: src.shape(hfName),
-      load: () => dequantize(src.load(hfName)),
+      load: () => dequantizeInPieces(src.load(hfName)),
       exact: (type: GgufType) => (mapsExactly(src.format(hfName), type) ? exactGgmlBytes(src.load(hfName), type) : undefined),
     }));
     await exportGemma3Gguf({
@@ -62,6 +67,8 @@ export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
       separateLmHead: src.kind === 'package' || src.kind === 'gguf',
       tensors,
       onProgress: opts.onProgress,
+      force: opts.force ?? false,
+      flag: '--out',
     });
   } finally {
     src.close();

@@ -6,6 +6,8 @@ import { LutraError } from '../util/errors.js';
 import { f32ToBf16Bits, f32ToF16Bits } from '../util/half.js';
 import { encodeQ4_0, encodeQ8_0, ggufTensorBytes, GgufType, kv, writeGguf } from './gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from './gguf.js';
+import { yieldToEvents } from '../util/atomic-output.js';
+import { pieceRows, PIECE_WEIGHTS } from '../quant/pieces.js';
 
 // ---------------------------------------------------------------------------------------------
 // Tensor names
@@ -329,7 +331,7 @@ export interface Gemma3ExportTensor {
   hfName: string;
   shape: number[];
   /** Called once, when the tensor is written. */
-  load: () => Float32Array;
+  load: () => Float32Array | Promise<Float32Array>;
   /**
    * The tensor already encoded in ggml `type`, when the source stores exactly that (a package's
    * int8:32 for Q8_0, int4:32 for Q4_0): written as is, bit-exact. Undefined: load() and encode.
@@ -353,6 +355,9 @@ export interface Gemma3ExportOptions {
   tensors: Gemma3ExportTensor[];
   /** Bytes of tensor data written so far / in total. */
   onProgress?: (done: number, total: number) => void;
+  /** Replace an existing `out` (the default); false refuses one, naming `flag`. */
+  force?: boolean;
+  flag?: string;
 }
 
 /**
@@ -383,20 +388,20 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
       shape: t.shape,
       type,
       nbytes,
-      data: () => {
+      data: async () => {
         const exact = isNorm ? undefined : t.exact?.(type);
         if (exact) {
           if (exact.byteLength !== nbytes) throw new LutraError(`tensor "${t.hfName}": ${exact.byteLength} encoded bytes, expected ${nbytes}`);
           return exact;
         }
-        const src = t.load();
+        const src = await t.load();
         if (src.length !== numel) throw new LutraError(`tensor "${t.hfName}": loaded ${src.length} values, expected ${numel}`);
         let f = src;
         if (isNorm) {
           f = new Float32Array(src.length);
           for (let i = 0; i < src.length; i++) f[i] = src[i]! + 1; // rounded to f32 on store
         }
-        return encode(f, type, t.hfName);
+        return encodeInPieces(f, t.shape, type, nbytes, t.hfName);
       },
     });
   }
@@ -408,10 +413,27 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
     throw new LutraError('GGUF export: tie_word_embeddings is false but there is no lm_head.weight');
   }
   const metadata = gemma3GgufMetadata(cfg, opts.tokenizerJson, opts.tokenizerConfig, opts.name, { fileType: opts.type });
-  await writeGguf(opts.out, metadata, specs, { onProgress: opts.onProgress });
+  await writeGguf(opts.out, metadata, specs, { onProgress: opts.onProgress, force: opts.force, flag: opts.flag });
 }
 
-function encode(f: Float32Array, type: number, hfName: string): Uint8Array {
+/** encode() a piece of whole rows at a time (rows encode independently), yielding in between so a signal is handled. */
+async function encodeInPieces(f: Float32Array, shape: number[], type: number, nbytes: number, hfName: string): Promise<Uint8Array> {
+  const cols = shape[shape.length - 1]!;
+  const rows = f.length / cols;
+  if (f.length <= PIECE_WEIGHTS || type === GgufType.F32) return encode(f, type, hfName);
+  const out = new Uint8Array(nbytes);
+  const rowBytes = nbytes / rows;
+  const step = pieceRows(cols);
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const n = Math.min(step, rows - r0);
+    out.set(encode(f.subarray(r0 * cols, (r0 + n) * cols), type, hfName, r0 * cols), r0 * rowBytes);
+    await yieldToEvents();
+  }
+  return out;
+}
+
+/** `at`: index of f[0] in the whole tensor, for error messages. */
+function encode(f: Float32Array, type: number, hfName: string, at = 0): Uint8Array {
   if (type === GgufType.F32) return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
   if (type === GgufType.Q8_0) return encodeQ8_0(f);
   if (type === GgufType.Q4_0) return encodeQ4_0(f);
@@ -419,7 +441,7 @@ function encode(f: Float32Array, type: number, hfName: string): Uint8Array {
   for (let i = 0; i < f.length; i++) {
     const b = f32ToF16Bits(f[i]!);
     if ((b & 0x7c00) === 0x7c00 && Number.isFinite(f[i]!)) {
-      throw new LutraError(`tensor "${hfName}": value ${f[i]} at index ${i} overflows f16; export as f32`);
+      throw new LutraError(`tensor "${hfName}": value ${f[i]} at index ${at + i} overflows f16; export as f32`);
     }
     h[i] = b;
   }

@@ -9,9 +9,9 @@
 // sizes padded to `alignment`, so tensors are written back to back in that way.
 // Strings are u64 length + UTF-8 bytes (no terminator).
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open } from 'node:fs/promises';
 import { LutraError } from '../util/errors.js';
+import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
 import { decodeQ4_0, decodeQ8_0 } from './ggml-quants.js';
 export { QK8_0, QK4_0, encodeQ8_0, decodeQ8_0, encodeQ4_0, decodeQ4_0 } from './ggml-quants.js';
@@ -244,6 +244,10 @@ export interface GgufWriteOptions {
   alignment?: number;
   /** Called after the header and after each tensor with tensor-data bytes written so far. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** Replace an existing file (the default); false refuses one, naming `flag`. */
+  force?: boolean;
+  /** The option the path came from (e.g. --out), named in errors; set when the command has --force. */
+  flag?: string;
 }
 
 class ByteWriter {
@@ -372,8 +376,8 @@ async function writeAll(fh: import('node:fs/promises').FileHandle, data: Uint8Ar
 
 /**
  * Writes a GGUF v3 file. Tensor data is pulled lazily, one tensor at a time, in the given order.
- * The file is written to a temporary name next to `path` and renamed at the end; on failure the
- * temporary file is removed.
+ * The file is written to a temporary name next to `path` and renamed at the end
+ * (src/util/atomic-output.ts); on failure or interruption the temporary file is removed.
  */
 export async function writeGguf(
   path: string,
@@ -398,42 +402,36 @@ export async function writeGguf(
   const dataStart = alignUp(header.length, alignment);
   const totalBytes = tensors.reduce((s, t) => s + t.nbytes, 0);
 
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const fh = await open(tmp, 'w');
-  let ok = false;
-  try {
-    await writeAll(fh, header, 0);
-    const zeros = new Uint8Array(alignment);
-    if (dataStart > header.length) await writeAll(fh, zeros.subarray(0, dataStart - header.length), header.length);
-    let done = 0;
-    opts.onProgress?.(0, totalBytes);
-    for (let i = 0; i < tensors.length; i++) {
-      const t = tensors[i]!;
-      const data = await t.data();
-      if (!(data instanceof Uint8Array) || data.length !== t.nbytes) {
-        throw new LutraError(`GGUF tensor "${t.name}": data() returned ${data?.length ?? 'no'} bytes, expected ${t.nbytes}`);
+  const force = opts.force ?? true;
+  await writeOutput(path, { force, flag: opts.flag, forceFlag: opts.flag !== undefined, kind: 'file' }, async (tmp) => {
+    const fh = await open(tmp, 'w');
+    try {
+      await writeAll(fh, header, 0);
+      const zeros = new Uint8Array(alignment);
+      if (dataStart > header.length) await writeAll(fh, zeros.subarray(0, dataStart - header.length), header.length);
+      let done = 0;
+      opts.onProgress?.(0, totalBytes);
+      for (let i = 0; i < tensors.length; i++) {
+        const t = tensors[i]!;
+        await yieldToEvents();
+        const data = await t.data();
+        if (!(data instanceof Uint8Array) || data.length !== t.nbytes) {
+          throw new LutraError(`GGUF tensor "${t.name}": data() returned ${data?.length ?? 'no'} bytes, expected ${t.nbytes}`);
+        }
+        const pos = dataStart + offsets[i]!;
+        await writeAll(fh, data, pos);
+        const pad = alignUp(t.nbytes, alignment) - t.nbytes;
+        if (pad > 0) await writeAll(fh, zeros.subarray(0, pad), pos + t.nbytes);
+        done += t.nbytes;
+        opts.onProgress?.(done, totalBytes);
       }
-      const pos = dataStart + offsets[i]!;
-      await writeAll(fh, data, pos);
-      const pad = alignUp(t.nbytes, alignment) - t.nbytes;
-      if (pad > 0) await writeAll(fh, zeros.subarray(0, pad), pos + t.nbytes);
-      done += t.nbytes;
-      opts.onProgress?.(done, totalBytes);
+      const expectedSize = dataStart + dataBytes;
+      await fh.truncate(expectedSize);
+      await fh.sync();
+    } finally {
+      await fh.close().catch(() => undefined);
     }
-    const expectedSize = dataStart + dataBytes;
-    await fh.truncate(expectedSize);
-    await fh.sync();
-    ok = true;
-  } finally {
-    await fh.close().catch(() => undefined);
-    if (!ok) await unlink(tmp).catch(() => undefined);
-  }
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

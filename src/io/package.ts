@@ -1,10 +1,11 @@
 // The lutra package: a folder with meta.yaml, config.json, the tokenizer files, and weights in
 // safetensors shards of at most 1 GiB. A quantized tensor X is stored as ordinary tensors
 // X.codes (I8 or U8) with X.scales (F16) or X.table (F16); docs/FORMAT.md has the details.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import YAML from 'yaml';
 import { LutraError } from '../util/errors.js';
+import { writeOutput } from '../util/atomic-output.js';
 import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
 import { formatName, numel, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import type { WeightSource } from '../model/gemma3.js';
@@ -83,26 +84,26 @@ export interface PackagePlanEntry {
   shape: number[];
   format: WeightFormat;
   /** Produces the tensor when its shard is written (tensors are made one at a time). */
-  make: () => StoredTensor;
+  make: () => StoredTensor | Promise<StoredTensor>;
 }
 
 /**
- * Write a package to `out` via a temporary folder renamed at the end. `meta` gets its tensor
- * table and total from the entries. `extraFiles` (config, tokenizer files) are copied in.
+ * Write a package to `out` via a temporary folder renamed at the end (src/util/atomic-output.ts):
+ * `out` must not exist unless opts.force, which replaces it once the new package is complete.
+ * `meta` gets its tensor table and total from the entries. `extraFiles` (config, tokenizer files)
+ * are copied in. Yields to the event loop between tensors.
  */
-export function writePackage(
+export async function writePackage(
   out: string,
   meta: Omit<PackageMeta, 'tensors' | 'total_bytes'>,
   config: Record<string, unknown>,
   extraFiles: string[],
   entries: PackagePlanEntry[],
   onTensor?: (name: string, index: number, total: number) => void,
-): PackageMeta {
-  if (existsSync(out)) throw new LutraError(`${out}: already exists; choose a new --out folder`);
-  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
+  opts: { force?: boolean; forceFlag?: boolean } = {},
+): Promise<PackageMeta> {
+  return writeOutput(out, { ...opts, flag: '--out', kind: 'dir' }, async (tmp) => {
+    mkdirSync(tmp, { recursive: true });
     // Shard assignment from sizes known in advance.
     const shards: PackagePlanEntry[][] = [[]];
     let used = 0;
@@ -118,7 +119,7 @@ export function writePackage(
     const tensors: PackageTensorMeta[] = [];
     const weightMap: Record<string, string> = {};
     let done = 0;
-    shards.forEach((group, si) => {
+    for (const [si, group] of shards.entries()) {
       const file = `model-${String(si + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
       const parts: TensorToWrite[] = [];
       for (const e of group) {
@@ -129,10 +130,10 @@ export function writePackage(
           weightMap[spec.name] = file;
           parts.push({
             ...spec,
-            bytes: () => {
+            bytes: async () => {
               if (!made) {
                 onTensor?.(e.name, done++, entries.length);
-                made = e.make();
+                made = await e.make();
                 tensors.push({ name: e.name, format: formatName(e.format), shape: e.shape, bytes: storedBytes(e.shape, e.format) });
               }
               const b = partBytes(made, i);
@@ -142,19 +143,15 @@ export function writePackage(
           });
         });
       }
-      writeSafetensors(join(tmp, file), parts, { format: 'pt', lutra_package: String(PACKAGE_FORMAT_VERSION) });
-    });
+      await writeSafetensors(join(tmp, file), parts, { format: 'pt', lutra_package: String(PACKAGE_FORMAT_VERSION) });
+    }
     writeFileSync(join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 1) + '\n');
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     for (const f of extraFiles) copyFileSync(f, join(tmp, basename(f)));
     const full: PackageMeta = { ...meta, total_bytes: tensors.reduce((a, t) => a + t.bytes, 0), tensors };
     writeFileSync(join(tmp, 'meta.yaml'), YAML.stringify(full, { lineWidth: 0 }));
-    renameSync(tmp, out);
     return full;
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  });
 }
 
 /** A quantized format must fit its tensor's shape (a 2-D matrix whose columns / rows its groups divide). */

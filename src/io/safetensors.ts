@@ -1,7 +1,8 @@
 // safetensors: [u64 LE header length N][N bytes JSON header][data]. Tensors are read lazily,
 // each into its own buffer, only when asked for.
-import { closeSync, fstatSync, openSync, readSync, writeSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { LutraError } from '../util/errors.js';
+import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
 import { numel, type PlainDtype } from '../model/weight.js';
 
 /** Plain float dtypes hold weights; I8/U8 hold quantization codes in lutra packages. */
@@ -149,11 +150,18 @@ export interface TensorToWrite {
   dtype: StDtype;
   shape: number[];
   /** Produces the raw little-endian bytes; called once, when the tensor is written. */
-  bytes: () => Uint8Array;
+  bytes: () => Uint8Array | Promise<Uint8Array>;
 }
 
-/** Write a safetensors file via a temporary name and rename, so a crash leaves no half file. */
-export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): void {
+/** Bytes per write call: the writer yields to the event loop between chunks, so a signal is handled. */
+const WRITE_CHUNK = 1 << 26;
+
+/**
+ * Write a safetensors file under a temporary name renamed at the end (an existing file is
+ * replaced), so an error or an interruption leaves no half file. Yields to the event loop
+ * between tensors and between chunks of a large one.
+ */
+export async function writeSafetensors(path: string, tensors: TensorToWrite[], metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of tensors) {
@@ -163,24 +171,25 @@ export function writeSafetensors(path: string, tensors: TensorToWrite[], metadat
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-    writeSync(fd, len);
-    writeSync(fd, Buffer.from(json, 'utf8'));
-    for (const t of tensors) {
-      const b = t.bytes();
-      const expected = numel(t.shape) * BYTES[t.dtype];
-      if (b.byteLength !== expected) throw new Error(`internal: tensor ${t.name} produced ${b.byteLength} bytes, expected ${expected}`);
-      writeSync(fd, b);
+  await writeOutput(path, { force: true, kind: 'file' }, async (tmp) => {
+    const fd = openSync(tmp, 'w');
+    try {
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+      writeSync(fd, len);
+      writeSync(fd, Buffer.from(json, 'utf8'));
+      for (const t of tensors) {
+        await yieldToEvents();
+        const b = await t.bytes();
+        const expected = numel(t.shape) * BYTES[t.dtype];
+        if (b.byteLength !== expected) throw new Error(`internal: tensor ${t.name} produced ${b.byteLength} bytes, expected ${expected}`);
+        for (let done = 0; done < b.byteLength; ) {
+          if (done > 0) await yieldToEvents();
+          done += writeSync(fd, b, done, Math.min(WRITE_CHUNK, b.byteLength - done));
+        }
+      }
+    } finally {
+      closeSync(fd);
     }
-    closeSync(fd);
-    renameSync(tmp, path);
-  } catch (e) {
-    try { closeSync(fd); } catch { /* already closed */ }
-    rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }

