@@ -176,14 +176,22 @@ export async function openLibraryModel(flags: Flags, extra: LoadOptions & { anno
   }
 }
 
-/** The sampling flags as generation options, with a command's defaults. */
+/** The sampling flags as generation options, with a command's defaults; a bad value names its flag. */
 export function samplingOptions(flags: Flags, d: SamplingDefaults): GenerateOptions {
-  return {
+  const opts = {
     temperature: flags.number('temperature', d.temperature, { min: 0 }),
     topK: flags.number('top-k', d.topK, { integer: true, min: 0 }),
-    topP: flags.number('top-p', d.topP, { min: Number.MIN_VALUE, max: 1 }),
-    minP: flags.number('min-p', d.minP, { min: 0, max: 0.999999 }),
-    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: Number.MIN_VALUE }),
+    topP: flags.number('top-p', d.topP, { min: 0, max: 1 }),
+    minP: flags.number('min-p', d.minP, { min: 0, max: 1 }),
+    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0 }),
     seed: flags.number('seed', 0, { integer: true, min: 0, max: 2 ** 32 - 1 }),
   };
+  try {
+    new Sampler(opts); // the edges the ranges above let through (top-p 0, min-p 1, penalty 0)
+  } catch (e) {
+    const m = /^(\w+) (\S+) is out of range: (.*)$/.exec((e as Error).message);
+    if (m) throw new LutraError(`--${m[1].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} ${m[2]}: ${m[3]}`);
+    throw e;
+  }
+  return opts;
 }
