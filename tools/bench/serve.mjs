@@ -368,7 +368,7 @@ const section = [
     "llama.cpp evaluates all N sequences' tokens in one batch per step." +
     (threads > 1
       ? ` The last two columns: llama.cpp again on the same prompts and token counts with 1 thread, for scale. On a loaded machine llama.cpp's ${threads}-thread ` +
-        'compute spins at a barrier after every operation until its peer thread is scheduled again, which other processes delay; with 1 thread there is no barrier. ' +
+        'compute waits for its peer thread at a spinning barrier after every operation, so every time other processes deschedule one thread the other burns its time slice; with 1 thread there is no barrier. ' +
         "lutra's worker threads sleep (Atomics.wait) after a short spin."
       : ''),
   '',
