@@ -19,7 +19,7 @@
 //
 // usage: node tools/bench/serve.mjs [--models demo,gemma-3-270m] [--streams 1,2,4,8] [--max-tokens 64]
 //        [--prompt-tokens 64] [--threads N (default: the machine's cores)] [--context 256]
-//        [--out docs/BENCHMARKS.md] [--no-write]
+//        [--out docs/BENCHMARKS.md] [--no-write] [--save RUN.json | --render RUN.json]
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
@@ -43,6 +43,9 @@ const { values: o } = parseArgs({
     out: { type: 'string', default: join(ROOT, 'docs', 'BENCHMARKS.md') },
     // Print the table without touching the output file.
     'no-write': { type: 'boolean', default: false },
+    // Keep the measured figures as JSON; render such a file again (prose changes) without measuring.
+    save: { type: 'string' },
+    render: { type: 'string' },
   },
   strict: true,
 });
@@ -292,41 +295,62 @@ const line = (r) => `aggregate ${f(r.aggregate)} tok/s, TTFT mean ${f(r.ttftMean
 
 // ── run ───────────────────────────────────────────────────────────────────────────────────
 const load = (l) => l.map((x) => x.toFixed(2)).join(', ');
-const loadStart = loadavg();
-const date = new Date().toISOString();
-const command = ['npm run bench:serve --', ...process.argv.slice(2)].join(' ').replace(/ --$/, '');
-say(`load average at the start: ${load(loadStart)}`);
-tmp = mkdtempSync(join(tmpdir(), 'lutra-bench-serve-'));
-const { llama, version } = await llamaCpp();
-const results = [];
-for (const name of models) {
-  const spec = MODELS[name];
-  let dir;
-  if (name === 'demo') dir = join(ROOT, 'models', 'demo');
-  else {
-    const fixture = join(tmp, `${name}-hf`);
-    dir = join(tmp, `${name}-int8-32`);
-    lutra(['fixture', '--shape', name, '--out', fixture]);
-    lutra(['convert', '--model', fixture, '--out', dir, '--quant', 'all=int8:32']);
-    rmSync(fixture, { recursive: true, force: true });
+
+async function measure() {
+  const loadStart = loadavg();
+  const date = new Date().toISOString();
+  const command = ['npm run bench:serve --', ...process.argv.slice(2)].join(' ').replace(/ --$/, '');
+  say(`load average at the start: ${load(loadStart)}`);
+  tmp = mkdtempSync(join(tmpdir(), 'lutra-bench-serve-'));
+  const { llama, version } = await llamaCpp();
+  const results = [];
+  for (const name of models) {
+    const spec = MODELS[name];
+    let dir;
+    if (name === 'demo') dir = join(ROOT, 'models', 'demo');
+    else {
+      const fixture = join(tmp, `${name}-hf`);
+      dir = join(tmp, `${name}-int8-32`);
+      lutra(['fixture', '--shape', name, '--out', fixture]);
+      lutra(['convert', '--model', fixture, '--out', dir, '--quant', 'all=int8:32']);
+      rmSync(fixture, { recursive: true, force: true });
+    }
+    const gguf = join(tmp, `${name}-${spec.ggufType}.gguf`);
+    lutra(['export-gguf', '--model', dir, '--out', gguf, '--type', spec.ggufType]);
+    const prompts = await makePrompts(dir, parallel + streams.reduce((a, b) => a + b, 0));
+    const warmIds = prompts[0];
+    say(`${spec.label}: lutra serve`);
+    const lutraR = await lutraRounds(dir, prompts);
+    say(`${spec.label}: node-llama-cpp ${version}`);
+    const { rounds: llamaR, oneThread } = await llamaRounds(llama, gguf, lutraR, warmIds);
+    results.push({ name, spec, lutra: lutraR, llama: llamaR, oneThread });
+    rmSync(gguf, { force: true });
   }
-  const gguf = join(tmp, `${name}-${spec.ggufType}.gguf`);
-  lutra(['export-gguf', '--model', dir, '--out', gguf, '--type', spec.ggufType]);
-  const prompts = await makePrompts(dir, parallel + streams.reduce((a, b) => a + b, 0));
-  const warmIds = prompts[0];
-  say(`${spec.label}: lutra serve`);
-  const lutraR = await lutraRounds(dir, prompts);
-  say(`${spec.label}: node-llama-cpp ${version}`);
-  const { rounds: llamaR, oneThread } = await llamaRounds(llama, gguf, lutraR, warmIds);
-  results.push({ name, spec, lutra: lutraR, llama: llamaR, oneThread });
-  rmSync(gguf, { force: true });
+  const loadEnd = loadavg();
+  say(`load average at the end: ${load(loadEnd)}`);
+  const machine = { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown CPU', node: process.version };
+  return { date, command, machine, llamaCppVersion: version, loadStart, loadEnd, threads, parallel, context, maxTokens, promptTokens, results };
 }
-const loadEnd = loadavg();
-say(`load average at the end: ${load(loadEnd)}`);
+
+function writeAtomic(path, text) {
+  const t = `${path}.tmp-${process.pid}`;
+  writeFileSync(t, text);
+  renameSync(t, path);
+}
+
+let run;
+if (o.render) {
+  if (!existsSync(o.render)) fail(`--render ${o.render}: not found`);
+  run = JSON.parse(readFileSync(o.render, 'utf8'));
+} else {
+  run = await measure();
+  if (o.save) writeAtomic(o.save, JSON.stringify(run) + '\n');
+}
 
 // ── the section ───────────────────────────────────────────────────────────────────────────
 const ms = (r) => `${f(r.ttftMean, 0)} / ${f(r.ttftMax, 0)}`;
 const per = (r) => `${f(r.perMean)} (${f(r.perMin)})`;
+const { results, machine } = run;
 const rows = results.flatMap(({ spec, lutra: L, llama: C, oneThread: C1 }) =>
   L.map((l, i) => {
     const c = C[i];
@@ -334,40 +358,39 @@ const rows = results.flatMap(({ spec, lutra: L, llama: C, oneThread: C1 }) =>
     return `| ${spec.label} | ${spec.lutraWeights} / ${spec.ggufType.toUpperCase()} | ${l.n} | ${f(l.aggregate)} | ${f(c.aggregate)} | ${f(l.aggregate / c.aggregate, 2)}× | ${ms(l)} | ${ms(c)} | ${per(l)} | ${per(c)} | ${l.tokens} |${one}`;
   }),
 );
-const oneCols = threads > 1 ? ' llama.cpp 1 thread aggregate decode tok/s | llama.cpp 1 thread TTFT mean / max ms |' : '';
-const cpu = cpus()[0]?.model ?? 'unknown CPU';
+const oneCols = run.threads > 1 ? ' llama.cpp 1 thread aggregate decode tok/s | llama.cpp 1 thread TTFT mean / max ms |' : '';
 const section = [
   HEADING,
   '',
-  `Generated by \`tools/bench/serve.mjs\`; command \`${command}\`, run ${date.slice(0, 16).replace('T', ' ')} UTC on ${availableParallelism()} cores (${cpu}), Node ${process.version}, node-llama-cpp ${version}.`,
+  `Generated by \`tools/bench/serve.mjs\`; command \`${run.command}\`, run ${run.date.slice(0, 16).replace('T', ' ')} UTC on ${machine.cores} cores (${machine.cpu}), Node ${machine.node}, node-llama-cpp ${run.llamaCppVersion}.`,
   '',
-  `**Machine load:** load average (1, 5, 15 min) ${load(loadStart)} at the start and ${load(loadEnd)} at the end. Other engineers' builds and tests ` +
-    `shared these ${availableParallelism()} cores during the run, so every figure is noisy and lower than on a quiet machine; compare the two engines within a row, not with the standard table.`,
+  `**Machine load:** load average (1, 5, 15 min) ${load(run.loadStart)} at the start and ${load(run.loadEnd)} at the end. Other engineers' builds and tests ` +
+    `shared these ${machine.cores} cores during the run, so every figure is noisy and lower than on a quiet machine; compare the two engines within a row, not with the standard table.`,
   '',
-  `lutra: \`lutra serve --parallel ${parallel} --threads ${threads} --context ${context}\` in a child process, driven over HTTP (POST /v1/completions, \`stream: true\`, ` +
-    `greedy, \`max_tokens\` ${maxTokens}, the prompt as ${promptTokens} token ids; a warm-up of ${parallel} short streams first, so every session exists). ` +
+  `lutra: \`lutra serve --parallel ${run.parallel} --threads ${run.threads} --context ${run.context}\` in a child process, driven over HTTP (POST /v1/completions, \`stream: true\`, ` +
+    `greedy, \`max_tokens\` ${run.maxTokens}, the prompt as ${run.promptTokens} token ids; a warm-up of ${run.parallel} short streams first, so every session exists). ` +
     `llama.cpp: node-llama-cpp ships no HTTP server, so it runs in the benchmark's own process: one context with N sequences ` +
-    `(\`createContext({sequences: N, contextSize: ${context}, threads: ${threads}})\`, CPU, F16 KV cache, flash attention off), each sequence \`evaluate(prompt, {temperature: 0})\` ` +
+    `(\`createContext({sequences: N, contextSize: ${run.context}, threads: ${run.threads}})\`, CPU, F16 KV cache, flash attention off), each sequence \`evaluate(prompt, {temperature: 0})\` ` +
     'on the same ids, concurrently (node-llama-cpp batches the sequences into one llama_decode per step), after a short warm-up; it generates exactly as many tokens per prompt as lutra did. ' +
-    `Both use ${threads} threads.`,
+    `Both use ${run.threads} threads.`,
   '',
   'Weights: the demo model runs in lutra as its bf16 checkpoint and in llama.cpp as an F16 export (`lutra export-gguf --type f16`: the same 2 bytes per weight, ' +
     'every bf16 value exact in f16 except those below f16\'s normal range, 6.1e-5, which lose low bits; f32 would double what llama.cpp reads per token). ' +
     'The gemma-3-270m shape is a random-weight fixture (speed does not depend on values) converted with `--quant all=int8:32` and exported as Q8_0, the same bytes block for block.',
   '',
-  `Each round starts N streams at once, each with its own ${promptTokens}-token prompt (a different first word after <bos>; no prompt is sent twice, so lutra's prompt cache ` +
+  `Each round starts N streams at once, each with its own ${run.promptTokens}-token prompt (a different first word after <bos>; no prompt is sent twice, so lutra's prompt cache ` +
     'can reuse only the <bos> token). TTFT = time from the start of the round to a stream\'s first streamed text (prefill included, waiting for the other streams\' prefills too). ' +
     "Aggregate decode tok/s = tokens generated after each stream's first token, summed, over the wall time from the first stream's first token to the last stream's end. " +
     "Per-stream decode tok/s = a stream's tokens after its first over its own first-token-to-end time (mean over streams, lowest in brackets).",
   '',
   `| model | weights (lutra / llama.cpp) | streams | lutra aggregate decode tok/s | llama.cpp aggregate decode tok/s | lutra / llama.cpp | lutra TTFT mean / max ms | llama.cpp TTFT mean / max ms | lutra per-stream tok/s mean (min) | llama.cpp per-stream tok/s mean (min) | tokens generated (each engine) |${oneCols}`,
-  `|---|---|---|---|---|---|---|---|---|---|---|${threads > 1 ? '---|---|' : ''}`,
+  `|---|---|---|---|---|---|---|---|---|---|---|${run.threads > 1 ? '---|---|' : ''}`,
   ...rows,
   '',
-  'lutra serves its sessions one token at a time in turn (no batching across requests), so its aggregate stays near one stream\'s rate while each stream slows by N; ' +
-    "llama.cpp evaluates all N sequences' tokens in one batch per step." +
-    (threads > 1
-      ? ` The last two columns: llama.cpp again on the same prompts and token counts with 1 thread, for scale. On a loaded machine llama.cpp's ${threads}-thread ` +
+  "lutra's session pool runs one forward pass at a time (sessions take turns between tokens; no batching across requests); " +
+    "llama.cpp evaluates the next token of all N sequences in one batch per step." +
+    (run.threads > 1
+      ? ` The last two columns: llama.cpp again on the same prompts and token counts with 1 thread, for scale. On a loaded machine llama.cpp's ${run.threads}-thread ` +
         'compute waits for its peer thread at a spinning barrier after every operation, so every time other processes deschedule one thread the other burns its time slice; with 1 thread there is no barrier. ' +
         "lutra's worker threads sleep (Atomics.wait) after a short spin."
       : ''),
@@ -388,9 +411,7 @@ if (!o['no-write']) {
     const at = end >= 0 ? end + STANDARD_END.length : old.length;
     next = `${old.slice(0, at).replace(/\n*$/, '')}\n\n${section}\n${old.slice(at).replace(/^\n*/, '')}`;
   }
-  const tmpOut = `${o.out}.tmp-${process.pid}`;
-  writeFileSync(tmpOut, next);
-  renameSync(tmpOut, o.out);
+  writeAtomic(o.out, next);
   say(`wrote the "Serving" section of ${o.out}`);
 }
 cleanup();
