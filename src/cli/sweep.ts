@@ -1,4 +1,4 @@
-// `lutra sweep`: the quantization quality study (issue 8). The work is in src/sweep/; this file
+// `lutra sweep`: the quantization quality study. The work is in src/sweep/; this file
 // reads the flags, shows progress on stderr and writes the table.
 import cliProgress from 'cli-progress';
 import type { Command, Flags } from './common.js';

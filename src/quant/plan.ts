@@ -1,4 +1,4 @@
-// Which format each tensor gets: --quant PART=FORMAT specs (and the seed's --lut1/2/3 shorthand)
+// Which format each tensor gets: --quant PART=FORMAT specs (and ANEMLL's --lut1/2/3 shorthand)
 // resolved against tensor names, with 1-D tensors and small tensors left as they are.
 import { LutraError } from '../util/errors.js';
 import { formatName, type WeightFormat } from '../model/weight.js';
@@ -97,7 +97,7 @@ export function checkFormatFits(plan: QuantPlan, name: string, shape: number[], 
   throw new LutraError(`${flag}: ${formatName(f)} does not fit tensor "${name}" [${shape}] of ${where}: ${problem}`);
 }
 
-/** The plan in the seed's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */
+/** The plan in ANEMLL's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */
 export function planFields(plan: QuantPlan): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const seedName: Record<Part, string> = { embed: 'embeddings', attn: 'attn', ffn: 'ffn', lmhead: 'lmhead' };

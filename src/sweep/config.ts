@@ -3,7 +3,7 @@
 //   - name: lut4-4+head6
 //     quant: [attn=lut4:4, ffn=lut4:4, lmhead=lut6:4]     # --quant PART=FORMAT entries
 //   - name: seed-best
-//     lut2: 4,4                                           # or the seed's --lut1/--lut2/--lut3 B[,G]
+//     lut2: 4,4                                           # or ANEMLL's --lut1/--lut2/--lut3 B[,G]
 //     lut3: 6,4
 //   - name: fp16-alpha
 //     quant: [all=f16]

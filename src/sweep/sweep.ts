@@ -1,4 +1,4 @@
-// `lutra sweep` (issue 8): convert one source model under each named configuration, compare every
+// `lutra sweep`: convert one source model under each named configuration, compare every
 // package against the source run in f32 math with the divergence harness, time its decode, and
 // gather one row per configuration. A configuration that fails (a bad format, a conversion or
 // harness error) gets its error in its row; the sweep goes on.

@@ -296,7 +296,7 @@ export function layerStats(a: HiddenCapture, b: HiddenCapture, positions: number
   return { minCosine, meanCosine, worstPosition, firstBelow: fb < 0 ? null : fb, threshold };
 }
 
-/** The seed's richer harness's repetition flags, on the driver's generated tokens. */
+/** ANEMLL's richer harness's repetition flags, on the driver's generated tokens. */
 export interface RepetitionFlags {
   /** The same token 10 times in a row: the step where the run starts, or null. */
   stuck_token: { step: number; token: number } | null;

@@ -1,4 +1,4 @@
-// Prompt datasets for `lutra compare`: the seed harness's format (ANEMLL `_read_prompts`), read
+// Prompt datasets for `lutra compare`: ANEMLL's harness format (ANEMLL `_read_prompts`), read
 // one line at a time. A line starting with `{` is a JSON object whose prompt is `prompt`, else
 // `text`, else `input`; every other field (id, category, risk, ...) is carried into the results.
 // Any other non-blank line is a raw prompt. Blank lines are skipped. A line that starts with `{`

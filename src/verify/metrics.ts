@@ -47,7 +47,7 @@ export function entropy(logP: ArrayLike<number>): number {
 
 /**
  * Pearson correlation in float64 with population standard deviations (ddof = 0), as numpy's
- * corrcoef / the seed harness. NaN when either standard deviation is below 1e-12 (a constant
+ * corrcoef / ANEMLL's harness. NaN when either standard deviation is below 1e-12 (a constant
  * vector has no correlation). Clamped to [-1, 1] against rounding.
  */
 export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
