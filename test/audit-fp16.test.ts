@@ -15,7 +15,7 @@ const overflowDir = () => overflowFixture(join(fx.root, 'overflow'));
 test('α is 50 000 / peak rounded down to 1/64, and 1 below the target', () => {
   assert.equal(recommendAlpha(40), 1);
   assert.equal(recommendAlpha(1e5), 32 / 64);
-  assert.equal(recommendAlpha(2.9e5), 11 / 64); // the 4B-QAT peak of the seeds
+  assert.equal(recommendAlpha(2.9e5), 11 / 64); // the peak reported for Gemma 3 4B-QAT
   assert.ok(recommendAlpha(2.9e5) * 2.9e5 <= 50000);
 });
 

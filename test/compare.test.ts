@@ -1,5 +1,5 @@
 import { exportGguf } from '../src/io/gguf-export.js';
-// `lutra compare` (issue 5): metrics by hand, dataset parsing, gates, and whole comparisons of
+// `lutra compare`: metrics by hand, dataset parsing, gates, and whole comparisons of
 // tiny fixtures through the API (lutra and llama.cpp runners) and through the CLI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

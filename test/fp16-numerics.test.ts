@@ -1,4 +1,4 @@
-// fp16 numerics (issue 6): IEEE half rounding, the fp16 backend wrapper, overflow detection that
+// fp16 numerics: IEEE half rounding, the fp16 backend wrapper, overflow detection that
 // names layer, op and position, and α scaling measured with the harness.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';

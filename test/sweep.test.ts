@@ -1,4 +1,4 @@
-// `lutra sweep` (issue 8): the configs file's checks, and a whole sweep of the tiny fixture with a
+// `lutra sweep`: the configs file's checks, and a whole sweep of the tiny fixture with a
 // deliberately broken configuration among working ones, through the API and through the CLI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
