@@ -350,6 +350,14 @@ const CASES: Case[] = [
   { what: 'bench --llama-threads -1', args: () => ['bench', '--model', F, '--vs-llama-cpp', '--llama-threads', '-1'], error: /--llama-threads -1: expected thread counts like 1,2/ },
   { what: 'convert --weight-threshold -1', args: () => ['convert', '--model', F, '--out', join(root, 'never'), '--weight-threshold', '-1'], error: /--weight-threshold "-1": expected an integer ≥ 0/ },
 
+  // --- outputs that exist (replacing them, and two runs into one --out, are in faults.test.ts) ---
+  { what: 'convert into an existing --out', args: () => ['convert', '--model', F, '--out', F], error: /--out .*: already exists; choose a new path or pass --force to replace it/ },
+  {
+    what: 'export-gguf onto an existing --out',
+    args: () => ['export-gguf', '--model', F, '--out', join(F, 'config.json')],
+    error: /--out .*config\.json: already exists; choose a new path or pass --force to replace it/,
+  },
+
   // --- a prompt longer than the context ---
   {
     what: 'a prompt longer than --context',
