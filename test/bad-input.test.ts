@@ -376,7 +376,7 @@ const FLAGS: [string[], string, string, string][] = [
   [gen('@F'), '--top-p', '-0.1', 'a number in \\[0, 1\\]'],
   [gen('@F'), '--min-p', '-1', 'a number in \\[0, 1\\]'],
   [gen('@F'), '--repetition-penalty', '-1', 'a number ≥ 0'],
-  [gen('@F'), '--seed', '-1', 'an integer ≥ 0'],
+  [gen('@F'), '--seed', '-1', 'an integer in \\[0, 4294967295\\]'],
   [gen('@F'), '--threads', '0', 'an integer in \\[1, 256\\]'],
   [gen('@F'), '--threads', '-2', 'an integer in \\[1, 256\\]'],
   [gen('@F'), '--context', '0', 'an integer in \\[2, 2048\\]'],

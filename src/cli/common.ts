@@ -51,6 +51,11 @@ export function helpText(cmd: Command): string {
 export class Flags {
   constructor(private values: Record<string, unknown>, private cmd: string) {}
 
+  /** The command these flags belong to (for messages: `lutra generate: --context ...`). */
+  get command(): string {
+    return this.cmd;
+  }
+
   has(name: string): boolean {
     return this.values[name] !== undefined;
   }

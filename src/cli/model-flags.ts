@@ -171,7 +171,8 @@ export async function openLibraryModel(flags: Flags, extra: LoadOptions & { anno
     // On a terminal, take the loading line back so that the error stands alone.
     if (announced && process.stderr.isTTY) process.stderr.write('\x1b[1A\x1b[2K');
     // The library names its option; on the command line it is --context.
-    if (e instanceof LutraError && /^contextLength /.test(e.message)) throw new LutraError(e.message.replace(/^contextLength/, '--context'));
+    const m = e instanceof LutraError ? /^contextLength (\S+): (expected [^(]*[^ (])/.exec(e.message) : null;
+    if (m) throw new LutraError(`lutra ${flags.command}: --context "${m[1]}": ${m[2]}`);
     throw e;
   }
 }
