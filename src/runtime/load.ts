@@ -43,8 +43,6 @@ export function loadModel(
   const src = openWeightSource(dir);
   try {
     const numerics = opts.numerics ?? (src.numerics ? parseNumerics(src.numerics, `${dir}: meta.yaml numerics`) : F32_NUMERICS);
-    // The folder, config and weight-file headers are checked: the slow part (reading weights) starts.
-    opts.onOpened?.();
     const run = numerics.mode === 'fp16' ? new Fp16Backend(backend, numerics) : backend;
     const eos = src.config.eosTokenIds;
     const tokenizer =
@@ -55,7 +53,9 @@ export function loadModel(
           : src instanceof GgufSource
             ? loadGgufTokenizer(src.file, eos, src.config.vocabSize)
             : GemmaTokenizer.load(dir, eos);
-    // The tokenizer first: a model without one fails before its weights are read.
+    // The tokenizer first: a model without one fails before its weights are read. The folder,
+    // config, headers and tokenizer are checked: the slow part (reading weights) starts.
+    opts.onOpened?.();
     const model = new Gemma3Model(src.config, run, src, undefined, { weights: opts.checkWeights });
     return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
