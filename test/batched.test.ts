@@ -10,6 +10,7 @@ import { DecodeBatcher } from '../src/runtime/batcher.js';
 import { loadModel } from '../src/api/model.js';
 import { DEFAULT_MODEL } from '../src/cli/common.js';
 import { tinyFixture, maxAbsDiff, argmax, tokenSequence } from './helpers.js';
+import { startServer, postJson, getJson } from './server-helpers.js';
 
 const fx = tinyFixture(3);
 after(() => fx.cleanup());
@@ -190,3 +191,22 @@ for (const backend of ['wasm'] as const) {
     assert.ok(st.maxTokensPerPass >= 6, `at most ${st.maxTokensPerPass} tokens in one pass`);
   });
 }
+
+test('lutra serve --no-batch: each decode step in a pass of its own; /health says so, and the answers are the same', async () => {
+  const servers = [await startServer(['--parallel', '2', '--no-batch']), await startServer(['--parallel', '2'])];
+  try {
+    const answers = [];
+    for (const s of servers) {
+      const body = (p: string) => ({ prompt: p, max_tokens: 12 });
+      const [a, b] = await Promise.all([postJson(`${s.url}/v1/completions`, body('The sea')), postJson(`${s.url}/v1/completions`, body('A king'))]);
+      answers.push([a.json.choices[0].text, b.json.choices[0].text]);
+    }
+    assert.deepEqual(answers[0], answers[1]);
+    assert.deepEqual((await getJson(`${servers[0].url}/health`)).decode, { batched: false });
+    const d = (await getJson(`${servers[1].url}/health`)).decode;
+    assert.equal(d.batched, true);
+    assert.ok(d.tokens > 0 && d.passes > 0 && d.passes <= d.tokens, JSON.stringify(d));
+  } finally {
+    for (const s of servers) assert.equal(await s.stop(), 0);
+  }
+});
