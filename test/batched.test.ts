@@ -210,3 +210,15 @@ test('lutra serve --no-batch: each decode step in a pass of its own; /health say
     for (const s of servers) assert.equal(await s.stop(), 0);
   }
 });
+
+test('sessions under the fp16 overflow watch step alone (the watch names one position per op)', async () => {
+  const model = await loadModel(DEFAULT_MODEL, { threads: 2, parallel: 2, numerics: 'fp16' });
+  try {
+    const [a, b] = await Promise.all([model.complete('The sea', { maxTokens: 6 }), model.complete('A king', { maxTokens: 6 })]);
+    const st = model.batcher!.stats;
+    assert.equal(st.tokens, a.tokenIds.length - 1 + b.tokenIds.length - 1);
+    assert.equal(st.maxTokensPerPass, 1);
+  } finally {
+    model.dispose();
+  }
+});
