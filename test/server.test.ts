@@ -149,6 +149,10 @@ test('load: 16 concurrent streaming clients × 4 requests with --parallel 4 equa
   for (const [p, text] of results) assert.equal(text, want.get(p), `stream for "${p}"`);
   assert.ok(maxActive <= 4, `at most --parallel generations at once (saw ${maxActive})`);
   assert.ok(maxActive >= 2, `requests ran concurrently (saw ${maxActive})`);
+  // Their decode steps shared forward passes (batched decode is on by default).
+  const decode = (await getJson(`${server.url}/health`)).decode;
+  assert.equal(decode.batched, true);
+  assert.ok(decode.tokens_per_pass > 1.2 && decode.max_tokens_per_pass >= 2 && decode.max_tokens_per_pass <= 4, `decode passes: ${JSON.stringify(decode)}`);
   const weights = statSync(`${DEFAULT_MODEL}/model.safetensors`).size;
   const limit = weights + 16 * lib.info.kvCacheBytes + 300 * 2 ** 20;
   const peak = server.peakRss();

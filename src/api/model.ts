@@ -8,6 +8,7 @@ import { generate, type GenerateOptions, type GenerationChunk, type GenerationRe
 import { Session } from '../runtime/session.js';
 import { KVCache } from '../runtime/kv-cache.js';
 import { SessionPool, type Lease } from './pool.js';
+import { DecodeBatcher } from '../runtime/batcher.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, numericsName } from '../fp16/numerics.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
@@ -45,6 +46,11 @@ export interface LoadOptions {
   checkWeights?: boolean;
   /** Called once the model's files are found and their headers checked, before the weights are read (for a loading line). */
   onOpened?: (backend: { name: string; threads: number }) => void;
+  /**
+   * Decode steps of concurrent sessions (parallel > 1, chat sessions) share one forward pass:
+   * every weight is read once per step for all of them (default true).
+   */
+  batchDecode?: boolean;
   /** With fp16 numerics: 'error' (default) stops at the first overflow, naming layer, op and position; 'continue' runs on and notes it in the result. */
   onOverflow?: 'error' | 'continue';
 }
@@ -138,6 +144,8 @@ export class LutraModel {
   readonly info: ModelInfo;
   /** The sessions behind complete(), chat() and their streams; a server reads its counters. */
   readonly pool: SessionPool;
+  /** Runs concurrent sessions' decode steps as one forward pass (null with batchDecode: false); a server reads its counters. */
+  readonly batcher: DecodeBatcher | null;
   private readonly sessions = new Set<ChatSession>();
   private disposed = false;
 
@@ -155,6 +163,8 @@ export class LutraModel {
     if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > cfg.maxPositions) {
       throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${cfg.maxPositions}] (the model's max_position_embeddings)`);
     }
+    if (opts.batchDecode !== undefined && typeof opts.batchDecode !== 'boolean') throw new LutraError(`batchDecode ${JSON.stringify(opts.batchDecode)}: expected true or false`);
+    this.batcher = opts.batchDecode === false ? null : new DecodeBatcher();
     this.pool = new SessionPool(engine, {
       parallel: opts.parallel ?? 1,
       queueLimit: opts.queueLimit ?? Infinity,
@@ -162,6 +172,7 @@ export class LutraModel {
       prefillBatch: opts.prefillBatch,
       rollbackSlack: SESSION_SLACK,
       onOverflow: opts.onOverflow,
+      batcher: this.batcher ?? undefined,
     });
     const backend = engine.backend as { name: string; threads?: number };
     this.info = {
@@ -335,8 +346,8 @@ export class ChatSession {
       throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${model.info.maxPositions}]`);
     }
     // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
-    const { prefillBatch, onOverflow } = model.pool.opts;
-    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow });
+    const { prefillBatch, onOverflow, batcher } = model.pool.opts;
+    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow, batcher });
     if (opts.system !== undefined) {
       if (typeof opts.system !== 'string') throw new LutraError('system: expected a string');
       this.messages.push({ role: 'system', content: opts.system });

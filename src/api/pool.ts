@@ -2,11 +2,13 @@
 // whose cached tokens share the longest prefix with its prompt (a follow-up turn of a
 // conversation finds the session that holds its history and prefills only the new tokens),
 // waits in a bounded FIFO queue when all are busy, and gives the session back when done.
-// Forward passes never overlap: each is synchronous, and sessions take turns between tokens.
+// Forward passes never overlap: each is synchronous; sessions take turns between tokens, and
+// their decode steps share one pass when the pool has a batcher.
 import type { Gemma3Model } from '../model/gemma3.js';
 import { Session } from '../runtime/session.js';
 import { LutraError } from '../util/errors.js';
 import type { OnOverflow } from '../fp16/overflow.js';
+import type { DecodeBatcher } from '../runtime/batcher.js';
 
 export interface SessionPoolOptions {
   /** Sessions that may generate at once (each holds its own KV cache). */
@@ -19,6 +21,8 @@ export interface SessionPoolOptions {
   rollbackSlack?: number;
   /** With fp16 numerics: stop at the first overflow (default) or run on. */
   onOverflow?: OnOverflow;
+  /** Shared by the sessions: their decode steps run together (see runtime/batcher.ts). */
+  batcher?: DecodeBatcher;
 }
 
 export interface Lease {
@@ -112,6 +116,7 @@ export class SessionPool {
         prefillBatch: this.opts.prefillBatch,
         rollbackSlack: this.opts.rollbackSlack ?? 0,
         onOverflow: this.opts.onOverflow,
+        batcher: this.opts.batcher,
       });
       this.created++;
     }

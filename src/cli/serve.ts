@@ -6,7 +6,7 @@ import { modelLabel, openLibraryModel } from './model-flags.js';
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
-  usage: 'lutra serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N]',
+  usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch]',
   options: {
     ...MODEL_OPTIONS,
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on (0.0.0.0 for every interface)', default: '127.0.0.1' },
@@ -15,14 +15,17 @@ export const serveCommand: Command = {
     queue: { type: 'string', arg: 'N', help: 'requests that may wait for a session; more get HTTP 429', default: '64' },
     'model-name': { type: 'string', arg: 'NAME', help: 'the model id /v1/models lists and requests may name', default: "the model folder's name" },
     'max-body': { type: 'string', arg: 'BYTES', help: 'largest request body; larger ones get HTTP 413', default: String(DEFAULT_MAX_BODY) },
+    'no-batch': { type: 'boolean', help: 'run each request\'s decode steps in passes of their own (by default concurrent requests share one forward pass per token)' },
     quiet: { type: 'boolean', help: 'do not log requests on stderr' },
   },
   notes:
     'Endpoints: POST /v1/chat/completions, POST /v1/completions (stream: true for Server-Sent Events),\n' +
     'GET /v1/models, GET /health. Requests beyond --parallel wait their turn; a follow-up turn of a\n' +
     'conversation reuses the cached prefix of the session that served the earlier one (usage.\n' +
-    'prompt_tokens_details.cached_tokens). Sampling defaults to greedy (temperature 0). Ctrl-C or\n' +
-    'SIGTERM stops accepting, lets running requests finish for up to 5 s, then exits 0.\n' +
+    'prompt_tokens_details.cached_tokens). Concurrent requests\' decode steps share one forward pass\n' +
+    '(GET /health: decode.tokens_per_pass; --no-batch turns this off). Sampling defaults to greedy\n' +
+    '(temperature 0). Ctrl-C or SIGTERM stops accepting, lets running requests finish for up to 5 s,\n' +
+    'then exits 0.\n' +
     'Example: curl http://127.0.0.1:8080/v1/chat/completions -H "content-type: application/json" \\\n' +
     '           -d \'{"messages":[{"role":"user","content":"Tell me a fortune."}],"max_tokens":64}\'',
   async run(flags) {
@@ -32,7 +35,7 @@ export const serveCommand: Command = {
     const queueLimit = flags.number('queue', 64, { integer: true, min: 0, max: 100000 });
     const maxBodyBytes = flags.number('max-body', DEFAULT_MAX_BODY, { integer: true, min: 1024 });
     const quiet = flags.bool('quiet');
-    const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit });
+    const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit, batchDecode: !flags.bool('no-batch') });
     const server = await createServer({
       model,
       host: flags.string('host', '127.0.0.1'),
@@ -46,7 +49,7 @@ export const serveCommand: Command = {
     });
     const i = model.info;
     process.stderr.write(
-      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel) listening on ${server.url}\n`,
+      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel${model.batcher ? ', batched decode' : ''}) listening on ${server.url}\n`,
     );
     await new Promise<void>((resolve) => {
       let stopping = false;

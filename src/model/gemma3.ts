@@ -82,6 +82,13 @@ export type ActivationPoint = keyof typeof ACTIVATION_POINTS;
  */
 export type Observer = (layer: number, point: ActivationPoint, data: Float32Array, rows: number, cols: number, pos0: number) => void;
 
+/** Tokens of one sequence in a forward pass: positions pos0..pos0+ids.length-1 against its own cache. */
+export interface Segment {
+  ids: ArrayLike<number>;
+  pos0: number;
+  cache: KVCache;
+}
+
 export interface ForwardOptions {
   /** Which positions get logits: none, the last one, or every one. */
   logits: 'none' | 'last' | 'all';
@@ -175,10 +182,31 @@ export class Gemma3Model {
    * The logits live in backend scratch memory: valid until the next forward call.
    */
   forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
+    return this.forwardSegments([{ ids, pos0, cache }], opts);
+  }
+
+  /**
+   * One pass over the rows of several segments (e.g. one decode token of each of several
+   * sessions): matmuls, norms, GeGLU and adds run over all rows at once, so every weight is read
+   * once for the lot; RoPE, attention and the cache write run per segment, against its own cache
+   * and positions. Logits come in segment order: the last row of each segment ('last', one row
+   * per segment) or every row ('all'). An observer needs exactly one segment.
+   */
+  forwardSegments(segments: readonly Segment[], opts: ForwardOptions): Float32Array | null {
     const { cfg, backend: B } = this;
-    const T = ids.length;
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D, rmsNormEps: eps } = cfg;
     const watch = opts.observer;
+    if (segments.length === 0) throw new Error('forwardSegments: no segments');
+    if (watch && segments.length > 1) throw new Error('forwardSegments: an observer watches one segment at a time');
+    const ids: number[] = [];
+    const rowOf: number[] = []; // first row of each segment
+    for (const s of segments) {
+      if (s.ids.length === 0) throw new Error('forwardSegments: a segment has no tokens');
+      rowOf.push(ids.length);
+      for (let i = 0; i < s.ids.length; i++) ids.push(s.ids[i]);
+    }
+    const T = ids.length; // rows of the pass, over all segments
+    const pos0 = segments[0].pos0; // what an observer reports (one segment)
 
     B.resetScratch();
     const h = B.scratch(T * H); // the residual stream
@@ -189,6 +217,8 @@ export class Gemma3Model {
     const att = B.scratch(T * nH * D);
     const gate = B.scratch(T * I);
     const up = B.scratch(T * I);
+    /** Rows r0..r0+n of a [T, cols] activation. */
+    const rows = (a: Float32Array, r0: number, n: number, cols: number) => (segments.length === 1 ? a : a.subarray(r0 * cols, (r0 + n) * cols));
 
     B.embed(this.embed, ids, this.embedScale, h);
     watch?.(0, 'embed', h, T, H, pos0);
@@ -207,18 +237,23 @@ export class Gemma3Model {
       seen?.('v_proj', v, nKV * D);
       const rope = L.sliding ? this.ropeLocal : this.ropeGlobal;
       B.rmsNorm(q, T * nH, D, L.qNorm, eps, q);
-      B.rope(q, T, nH, D, pos0, rope);
+      segments.forEach((s, i) => B.rope(rows(q, rowOf[i], s.ids.length, nH * D), s.ids.length, nH, D, s.pos0, rope));
       seen?.('q_rope', q, nH * D);
       B.rmsNorm(k, T * nKV, D, L.kNorm, eps, k);
-      B.rope(k, T, nKV, D, pos0, rope);
+      segments.forEach((s, i) => B.rope(rows(k, rowOf[i], s.ids.length, nKV * D), s.ids.length, nKV, D, s.pos0, rope));
       seen?.('k_rope', k, nKV * D);
-      B.attention({
-        q, k, v, cache: cache.layers[l], pos0, T,
-        numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attnScale,
-        window: L.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: att,
+      segments.forEach((s, i) => {
+        const n = s.ids.length;
+        const sk = rows(k, rowOf[i], n, nKV * D);
+        const sv = rows(v, rowOf[i], n, nKV * D);
+        B.attention({
+          q: rows(q, rowOf[i], n, nH * D), k: sk, v: sv, cache: s.cache.layers[l], pos0: s.pos0, T: n,
+          numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attnScale,
+          window: L.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: rows(att, rowOf[i], n, nH * D),
+        });
+        s.cache.write(l, sk, sv, s.pos0, n);
       });
       seen?.('attn', att, nH * D);
-      cache.write(l, k, v, pos0, T);
       B.matmul(att, T, L.o, x);
       seen?.('attn_out', x, H);
       B.rmsNorm(x, T, H, L.postAttnNorm, eps, x);
@@ -241,23 +276,32 @@ export class Gemma3Model {
       B.add(h, x, T * H);
       seen?.('residual', h, H);
     }
-    cache.length = pos0 + T;
+    for (const s of segments) s.cache.length = s.pos0 + s.ids.length;
 
     if (opts.logits === 'none') return null;
-    const rows = opts.logits === 'all' ? T : 1;
-    const firstPos = pos0 + T - rows;
-    const last = opts.logits === 'all' ? h : h.subarray((T - 1) * H, T * H);
-    const normed = B.scratch(rows * H);
+    // The rows that get logits: every row, or the last row of each segment (gathered when several).
+    let n = T;
+    let last = h;
+    if (opts.logits === 'last') {
+      n = segments.length;
+      if (n === 1) last = h.subarray((T - 1) * H, T * H);
+      else {
+        last = B.scratch(n * H);
+        segments.forEach((s, i) => last.set(h.subarray((rowOf[i] + s.ids.length - 1) * H, (rowOf[i] + s.ids.length) * H), i * H));
+      }
+    }
+    const firstPos = pos0 + T - n;
+    const normed = B.scratch(n * H);
     const top = this.layers.length - 1;
-    B.rmsNorm(last, rows, H, this.finalNorm, eps, normed);
-    watch?.(top, 'final_norm', normed, rows, H, firstPos);
-    const logits = B.scratch(rows * this.vocabSize);
-    B.matmul(normed, rows, this.lmHead, logits);
+    B.rmsNorm(last, n, H, this.finalNorm, eps, normed);
+    watch?.(top, 'final_norm', normed, n, H, firstPos);
+    const logits = B.scratch(n * this.vocabSize);
+    B.matmul(normed, n, this.lmHead, logits);
     if (cfg.finalLogitSoftcapping) {
       const c = cfg.finalLogitSoftcapping;
       for (let i = 0; i < logits.length; i++) logits[i] = c * Math.tanh(logits[i] / c);
     }
-    watch?.(top, 'logits', logits, rows, this.vocabSize, firstPos);
+    watch?.(top, 'logits', logits, n, this.vocabSize, firstPos);
     return logits;
   }
 }

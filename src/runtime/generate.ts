@@ -6,7 +6,7 @@
 import type { Session } from './session.js';
 import { Sampler, type SamplerOptions } from './sampler.js';
 import { LutraError } from '../util/errors.js';
-import { yieldToEventLoop } from '../util/yield.js';
+import { decodeStep } from './batcher.js';
 import { describeOverflow } from '../fp16/overflow.js';
 
 /** Why generation ended: a stop token or string, the token limit or a full context, or the caller's signal. */
@@ -138,9 +138,8 @@ export async function* generate(
       break;
     }
     yield { text: piece, tokenIds: [id], finishReason: null };
-    logits = session.step(id);
+    logits = await decodeStep(session, id);
     timings.decodeSteps++;
-    await yieldToEventLoop();
   }
   yield { text: text.flush(), tokenIds: [], finishReason: reason };
   return finish(reason);

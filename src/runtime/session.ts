@@ -6,6 +6,7 @@ import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from '../fp16/backend.js';
 import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } from '../fp16/overflow.js';
 import { yieldToEventLoop } from '../util/yield.js';
+import type { DecodeBatcher } from './batcher.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -18,6 +19,8 @@ export interface SessionOptions {
   rollbackSlack?: number;
   /** With fp16 numerics: stop at the first non-finite activation (default) or run on. */
   onOverflow?: OnOverflow;
+  /** Runs this session's decode steps together with other sessions' (one weight pass for all). */
+  batcher?: DecodeBatcher;
 }
 
 export class Session {
@@ -25,6 +28,8 @@ export class Session {
   readonly contextLength: number;
   readonly prefillBatch: number;
   readonly qChunk: number;
+  /** Batches this session's decode steps with other sessions' (see decodeStep in batcher.ts), or null. */
+  readonly batcher: DecodeBatcher | null;
   /** Watches every op's output when the model runs in fp16 numerics. */
   private readonly overflowWatch: OverflowWatch | null;
   /** The ids whose keys and values are in the cache, in order (tokens.length === position). */
@@ -44,6 +49,12 @@ export class Session {
     this.cache = new KVCache(model.backend, model.cfg, this.contextLength, opts.rollbackSlack ?? 0);
     const B = model.backend;
     this.overflowWatch = B instanceof Fp16Backend ? new OverflowWatch(B, opts.onOverflow ?? 'error') : null;
+    this.batcher = opts.batcher ?? null;
+  }
+
+  /** Whether a decode step may share its forward pass with other sessions' (not while an fp16 overflow watch observes every op). */
+  get batchable(): boolean {
+    return this.overflowWatch === null;
   }
 
   /** The first fp16 overflow of this session (with onOverflow 'continue'), or null. */
@@ -68,7 +79,8 @@ export class Session {
     return this.ids.slice();
   }
 
-  private checkRoom(n: number): void {
+  /** Throws (code context_length_exceeded or disposed) unless n more tokens fit. */
+  checkRoom(n: number): void {
     if (this.disposed) throw new LutraError('the session was disposed', 'disposed');
     if (this.position + n > this.contextLength) {
       throw new LutraError(`context full: ${this.position} + ${n} tokens exceed the context length ${this.contextLength}`, 'context_length_exceeded');
@@ -186,6 +198,28 @@ export class Session {
         );
       }
     }
+  }
+
+  /**
+   * One decode step of each of several sessions of the same model, in one forward pass (every
+   * weight read once for all of them): feeds ids[i] to sessions[i] and returns each one's
+   * next-token logits (copies). The sessions must be distinct, batchable and have room.
+   */
+  static stepAll(sessions: Session[], ids: number[]): Float32Array[] {
+    if (sessions.length === 1) return [sessions[0].step(ids[0])];
+    const model = sessions[0].model;
+    for (const s of sessions) {
+      if (s.model !== model || !s.batchable) throw new Error('Session.stepAll: sessions of one model without an overflow watch expected');
+      s.checkRoom(1);
+    }
+    if (new Set(sessions).size !== sessions.length) throw new Error('Session.stepAll: a session appears twice');
+    const segments = sessions.map((s, i) => ({ ids: [ids[i]], pos0: s.position, cache: s.cache }));
+    const logits = model.forwardSegments(segments, { logits: 'last', qChunk: sessions[0].qChunk }) as Float32Array;
+    const V = model.vocabSize;
+    return sessions.map((s, i) => {
+      s.ids.push(ids[i]);
+      return logits.slice(i * V, (i + 1) * V);
+    });
   }
 
   reset(): void {

@@ -67,7 +67,12 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
       if (closing) throw new ApiError(503, 'the server is shutting down', null, 'server_shutdown');
       if (path === '/health' || path === '/v1/health') {
         if (req.method !== 'GET') throw methodNotAllowed('GET');
-        return sendJson(res, 200, { status: 'ok', model: modelName, active: model.pool.active, waiting: model.pool.waiting, sessions: model.pool.sessions });
+        const b = model.batcher?.stats;
+        // Decode steps of concurrent requests share a forward pass: tokens per weight pass.
+        const decode = b
+          ? { batched: true, passes: b.passes, tokens: b.tokens, tokens_per_pass: Number(b.tokensPerPass.toFixed(3)), max_tokens_per_pass: b.maxTokensPerPass }
+          : { batched: false };
+        return sendJson(res, 200, { status: 'ok', model: modelName, active: model.pool.active, waiting: model.pool.waiting, sessions: model.pool.sessions, decode });
       }
       if (path === '/v1/models') {
         if (req.method !== 'GET') throw methodNotAllowed('GET');
