@@ -2,35 +2,45 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
+import { SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text from a prompt, streaming tokens as they come',
-  usage: 'lutra generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw]',
+  usage: 'lutra generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--seed N] [--raw] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     ...MODEL_OPTIONS,
     prompt: { type: 'string', arg: 'TEXT', help: 'the prompt (required)' },
     'max-tokens': { type: 'string', arg: 'N', help: 'tokens to generate at most', default: '128' },
     raw: { type: 'boolean', help: 'feed the prompt as plain text after <bos>, without the chat template' },
     ...SAMPLING_OPTIONS,
+    ...SPECULATIVE_OPTION,
     stop: { type: 'string', multiple: true, arg: 'TEXT', help: 'stop before this text (repeatable)' },
     quiet: { type: 'boolean', help: 'print only the generated text, no statistics' },
   },
   notes:
     'Sampling defaults to greedy (temperature 0). With --temperature > 0 the defaults are top-k 64, top-p 0.95.\n' +
     'Generation stops at <eos> or <end_of_turn>, a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
-    'Statistics go to stderr.',
+    'Statistics go to stderr.\n' +
+    SPECULATIVE_NOTES,
   async run(flags) {
     const prompt = flags.string('prompt');
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
     const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
     const model = await openLibraryModel(flags);
+    let speculative;
+    try {
+      speculative = await speculativeFlag(flags);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
     const abort = new AbortController();
     const onSignal = () => abort.abort();
     process.once('SIGINT', onSignal);
     try {
-      const request = { ...opts, maxTokens, stop: flags.strings('stop'), signal: abort.signal };
+      const request = { ...opts, maxTokens, speculative: speculative.option, stop: flags.strings('stop'), signal: abort.signal };
       const stream = flags.bool('raw') || !model.info.hasChatTemplate ? model.stream(prompt, request) : model.streamChat([{ role: 'user', content: prompt }], request);
       for (;;) {
         const r = await stream.next();
@@ -45,6 +55,7 @@ export const generateCommand: Command = {
       }
     } finally {
       process.off('SIGINT', onSignal);
+      speculative.draft?.dispose();
       model.dispose();
     }
   },

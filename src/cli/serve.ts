@@ -3,11 +3,12 @@ import { MODEL_OPTIONS } from './common.js';
 import { loadModel } from '../api/model.js';
 import { createServer, DEFAULT_MAX_BODY } from '../server/server.js';
 import { activationsFlag, simdFlag } from './model-flags.js';
+import { SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
-  usage: 'lutra serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N]',
+  usage: 'lutra serve [--model DIR] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     model: MODEL_OPTIONS.model,
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on (0.0.0.0 for every interface)', default: '127.0.0.1' },
@@ -22,6 +23,7 @@ export const serveCommand: Command = {
     numerics: MODEL_OPTIONS.numerics,
     activations: MODEL_OPTIONS.activations,
     simd: MODEL_OPTIONS.simd,
+    speculative: { ...SPECULATIVE_OPTION.speculative, help: 'default speculative decoding of requests: lookup, suffix, draft:MODEL (loads MODEL as the draft) or off; a request\'s "speculative" field ("off", "lookup", "suffix", "draft") overrides it' },
     quiet: { type: 'boolean', help: 'do not log requests on stderr' },
   },
   notes:
@@ -53,8 +55,17 @@ export const serveCommand: Command = {
       parallel,
       queueLimit,
     });
+    let speculative;
+    try {
+      speculative = await speculativeFlag(flags);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
     const server = await createServer({
       model,
+      speculative: speculative.draft ? 'draft' : (speculative.option as 'lookup' | 'suffix' | undefined),
+      draft: speculative.draft,
       host: flags.string('host', '127.0.0.1'),
       port,
       modelName: flags.optionalString('model-name'),
@@ -72,6 +83,7 @@ export const serveCommand: Command = {
         stopping = true;
         process.stderr.write('lutra serve: stopping (finishing running requests)\n');
         server.close(5000).then(() => {
+          speculative.draft?.dispose();
           model.dispose();
           resolve();
         });
