@@ -135,57 +135,113 @@ export function residual(p: TokenDistribution, q: TokenDistribution | null, x: n
 }
 
 /**
- * Draft length and on/off from what the passes measure: the length grows after a fully accepted
- * draft and shrinks to just past the accepted part after a rejection; drafting switches off when
- * a window of passes produced tokens slower than plain steps do (or kept under 10 % of the
- * drafts), and is tried again after a cool-down that doubles while it keeps not paying.
+ * Draft length and on/off from measured costs: a verify pass of k drafts costs about
+ * 1 + β·k one-token steps (β timed from the passes against plain steps; it includes drafting) and
+ * yields (1 − a^(k+1)) / (1 − a) tokens at per-token acceptance a. The controller drafts the k that
+ * maximises tokens per step-cost, and switches drafting off when even that is under 1 (it would be
+ * slower than plain steps), trying again after a cool-down that doubles while it keeps not paying.
  */
+interface ControllerState {
+  msStep: number;
+  steps: number;
+  beta: number;
+  passes: number;
+  drafted: number;
+  accepted: number;
+  cooldown: number;
+}
+
+/** Controller states by loaded model and draft source: later generations start from what earlier ones measured. */
+const learnt = new WeakMap<object, Map<string, ControllerState>>();
+
+const engineIds = new WeakMap<object, number>();
+let engineCount = 0;
+const engineId = (engine: object): number => {
+  if (!engineIds.has(engine)) engineIds.set(engine, ++engineCount);
+  return engineIds.get(engine)!;
+};
+
 export class DraftController {
-  k: number;
-  private window: { ms: number; tokens: number; drafted: number; accepted: number }[] = [];
-  private msPlain = 0;
-  private plainSamples = 0;
+  private msStep = 0;
+  private steps = 0;
+  private beta = 0;
+  private passes = 0;
+  private drafted = 0;
+  private accepted = 0;
   private offUntil = 0;
   private cooldown = 16;
-  static readonly WINDOW = 8;
-  static readonly MIN_ACCEPTANCE = 0.1;
+  /** Passes remaining in the current trial after a cool-down. */
+  private probing = 0;
+  static readonly PROBE = 3;
 
-  constructor(readonly maxDraft: number, initial: number, readonly adaptive: boolean) {
-    this.k = adaptive ? Math.min(initial, maxDraft) : maxDraft;
+  constructor(readonly maxDraft: number, readonly initial: number, readonly adaptive: boolean) {}
+
+  /** Per-token acceptance, from the passes so far (a prior of 0.5 weighted as 4 drafts). */
+  private get acceptance(): number {
+    return (this.accepted + 2) / (this.drafted + 4);
+  }
+
+  /** Tokens per step-cost of a pass drafting k. */
+  private value(k: number): number {
+    const a = Math.min(this.acceptance, 0.999);
+    return (1 - a ** (k + 1)) / (1 - a) / (1 + this.beta * k);
   }
 
   /** Draft length for the next pass (0: take a plain step). `produced` counts tokens so far. */
   length(produced: number): number {
     if (!this.adaptive) return this.maxDraft;
-    if (this.plainSamples < 2) return 0; // time a couple of plain steps first: the yardstick
-    return produced < this.offUntil ? 0 : this.k;
+    if (this.steps < 2) return 0; // time a couple of plain steps first: the yardstick
+    if (produced < this.offUntil) return 0;
+    if (this.passes < 2 || this.probing > 0) return Math.min(this.initial, this.maxDraft);
+    let best = 1;
+    for (let k = 2; k <= this.maxDraft; k++) if (this.value(k) > this.value(best)) best = k;
+    if (this.value(best) < 1) {
+      this.switchOff(produced);
+      return 0;
+    }
+    return best;
+  }
+
+  private switchOff(produced: number): void {
+    this.offUntil = produced + this.cooldown;
+    this.cooldown = Math.min(512, this.cooldown * 2);
+    this.probing = DraftController.PROBE;
+  }
+
+  /** What was learnt, to start the next generation of the same model and source from. */
+  snapshot(): ControllerState {
+    return { msStep: this.msStep, steps: this.steps, beta: this.beta, passes: this.passes, drafted: this.drafted, accepted: this.accepted, cooldown: this.cooldown };
+  }
+
+  restore(st: ControllerState): void {
+    Object.assign(this, st);
   }
 
   plainStep(ms: number): void {
-    this.msPlain = this.plainSamples === 0 ? ms : 0.8 * this.msPlain + 0.2 * ms;
-    this.plainSamples++;
+    this.msStep = this.steps === 0 ? ms : 0.8 * this.msStep + 0.2 * ms;
+    this.steps++;
   }
 
   pass(ms: number, drafted: number, accepted: number, produced: number): void {
     if (!this.adaptive) return;
-    this.k = accepted === drafted ? Math.min(this.maxDraft, this.k + 1) : Math.max(1, Math.min(this.k - 1, accepted + 1));
-    this.window.push({ ms, tokens: accepted + 1, drafted, accepted });
-    if (this.window.length < DraftController.WINDOW) return;
-    if (this.window.length > DraftController.WINDOW) this.window.shift();
-    const sum = (f: (w: (typeof this.window)[number]) => number) => this.window.reduce((a, w) => a + f(w), 0);
-    const msPerToken = sum((w) => w.ms) / sum((w) => w.tokens);
-    const acceptance = sum((w) => w.accepted) / Math.max(1, sum((w) => w.drafted));
-    if (msPerToken > this.msPlain || acceptance < DraftController.MIN_ACCEPTANCE) {
-      this.offUntil = produced + this.cooldown;
-      this.cooldown = Math.min(512, this.cooldown * 2);
-      this.window = [];
-    } else {
+    const b = Math.max(0, (ms / this.msStep - 1) / drafted);
+    this.beta = this.passes === 0 ? b : 0.7 * this.beta + 0.3 * b;
+    this.passes++;
+    // Recent passes count most: old counts decay.
+    this.drafted = 0.9 * this.drafted + drafted;
+    this.accepted = 0.9 * this.accepted + accepted;
+    if (this.probing > 0 && --this.probing > 0) return;
+    if (this.passes < 2) return;
+    let best = 0;
+    for (let k = 1; k <= this.maxDraft; k++) best = Math.max(best, this.value(k));
+    if (best < 1) this.switchOff(produced);
+    else if (this.probing === 0) {
       this.cooldown = 16;
     }
   }
 
   isOff(produced: number): boolean {
-    return this.adaptive && this.plainSamples >= 2 && produced < this.offUntil;
+    return this.adaptive && this.steps >= 2 && produced < this.offUntil;
   }
 }
 
@@ -199,6 +255,8 @@ export class Decoder {
   readonly stats: SpeculativeStats | null;
   private produced = 0;
   private closed = false;
+  private learntKey = '';
+  private learn = false;
 
   constructor(
     private readonly session: Session,
@@ -225,6 +283,10 @@ export class Decoder {
       : src === 'draft' ? new ModelDraft(config.draft as DraftModel, session, sampling, maxDraft)
       : src;
     this.control = new DraftController(maxDraft, config.initialDraft ?? 4, config.adaptive ?? true);
+    this.learntKey = src === 'draft' ? `draft ${engineId(config.draft!.engine)}:${maxDraft}` : `${this.source.name}:${maxDraft}`;
+    this.learn = typeof src === 'string';
+    const prior = learnt.get(session.model)?.get(this.learntKey);
+    if (prior && this.learn) this.control.restore(prior);
     this.stats = { source: this.source.name, drafted: 0, accepted: 0, acceptanceRate: 0, passes: 0, verifyPasses: 0, tokensPerPass: 0, offTokens: 0 };
   }
 
@@ -288,6 +350,11 @@ export class Decoder {
   finish(history: readonly number[]): SpeculativeStats | undefined {
     const s = this.session;
     if (this.stats && s.position > history.length - 1) s.truncate(history.length - 1);
+    if (this.control?.adaptive && this.learn) {
+      let byModel = learnt.get(s.model);
+      if (!byModel) learnt.set(s.model, (byModel = new Map()));
+      byModel.set(this.learntKey, this.control.snapshot());
+    }
     this.close();
     if (!this.stats) return undefined;
     const st = this.stats;
