@@ -295,3 +295,18 @@ test('lutra generate --speculative: the stats line reports the counters; a bad v
   assert.equal(bad.status, 1);
   assert.equal(bad.stderr.trim(), 'lutra: error: --speculative ngram: expected lookup, suffix, draft:MODEL or off');
 });
+
+test('reference backend: greedy speculative output equals plain greedy output (lookup and a draft model)', async () => {
+  const ref = await loadModel(DEFAULT_MODEL, { backend: 'reference' });
+  try {
+    const p = 'The LORD is my shepherd; The LORD is';
+    const plain = await ref.complete(p, { maxTokens: 16 });
+    for (const spec of [{ source: 'lookup' as const, adaptive: false, maxDraft: 4 }, { source: 'draft' as const, draft: int4, adaptive: false, maxDraft: 3 }]) {
+      const r = await ref.complete(p, { maxTokens: 16, speculative: spec });
+      assert.deepEqual(r.tokenIds, plain.tokenIds, spec.source);
+      assert.ok(r.speculative!.drafted > 0);
+    }
+  } finally {
+    ref.dispose();
+  }
+});
