@@ -2,6 +2,9 @@
 export { loadModel, LutraModel, ChatSession } from './api/model.js';
 export type { LoadOptions, ModelInfo, CompletionOptions, ChatSessionOptions, LogProbsOptions, LogProbsResult, TokenLogProb, ChatMessage } from './api/model.js';
 export type { GenerateOptions, GenerationChunk, GenerationResult, GenerationUsage, GenerationTimings, FinishReason, StoppedBy } from './runtime/generate.js';
+export type { SpeculativeOption, SpeculativeConfig, SpeculativeStats, DraftSource, DraftModel } from './runtime/speculative.js';
+export type { DraftProposal } from './runtime/drafts.js';
+export type { TokenDistribution } from './runtime/sampler.js';
 export { SessionPool } from './api/pool.js';
 export type { SessionPoolOptions, Lease } from './api/pool.js';
 export { LutraError } from './util/errors.js';

@@ -3,28 +3,39 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
 import { modelLabel, openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
+import { SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 import { LutraError } from '../util/errors.js';
 
 export const chatCommand: Command = {
   name: 'chat',
   summary: 'interactive chat with history and streaming',
-  usage: 'lutra chat [-m PATH] [--system TEXT] [-n N] [sampling flags]',
+  usage: 'lutra chat [-m PATH] [--system TEXT] [-n N] [sampling flags] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     ...MODEL_OPTIONS,
     system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma folds them into the first user turn)' },
     'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens per answer at most', default: '512' },
     ...SAMPLING_OPTIONS,
+    ...SPECULATIVE_OPTION,
     stats: { type: 'boolean', help: 'print prefill/decode speed after each answer' },
   },
   notes:
     'Sampling defaults: temperature 0.7, top-k 64, top-p 0.95. Commands: /reset clears the history.\n' +
     'Ctrl-C interrupts the current answer; Ctrl-D exits. The oldest turns are dropped when the context fills up.\n' +
-    'Each turn prefills only its new tokens: the conversation stays in the KV cache.',
+    'Each turn prefills only its new tokens: the conversation stays in the KV cache.\n' +
+    SPECULATIVE_NOTES,
   async run(flags) {
     const maxTokens = flags.number('max-tokens', 512, { integer: true, min: 1 });
     const opts = samplingOptions(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
     const model = await openLibraryModel(flags, { announce: true });
+    let speculative;
+    try {
+      speculative = await speculativeFlag(flags);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
     if (!model.info.hasChatTemplate) {
+      speculative.draft?.dispose();
       model.dispose();
       throw new LutraError(`${model.info.path}: the tokenizer has no chat template; use lutra generate --raw`);
     }
@@ -65,7 +76,7 @@ export const chatCommand: Command = {
         }
         answering = new AbortController();
         try {
-          const stream = chat.stream(text, { ...opts, maxTokens, signal: answering.signal });
+          const stream = chat.stream(text, { ...opts, maxTokens, speculative: speculative.option, signal: answering.signal });
           for (;;) {
             const r = await stream.next();
             if (r.done) {
@@ -86,6 +97,7 @@ export const chatCommand: Command = {
       }
     } finally {
       process.off('SIGINT', onSignal);
+      speculative.draft?.dispose();
       model.dispose();
     }
     process.stdout.write('\n');

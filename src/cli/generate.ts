@@ -4,35 +4,45 @@ import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
+import { SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'generate text from a prompt, streaming tokens as they come',
-  usage: 'lutra generate [-m PATH] (-p TEXT | -p - | --prompt-file FILE) [-n N] [--temperature T] [-s N] [--raw] [--stop TEXT]',
+  usage: 'lutra generate [-m PATH] (-p TEXT | -p - | --prompt-file FILE) [-n N] [--temperature T] [-s N] [--raw] [--stop TEXT] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     ...MODEL_OPTIONS,
     ...PROMPT_OPTIONS,
     'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens to generate at most', default: '128' },
     raw: { type: 'boolean', help: 'feed the prompt as plain text after <bos>, without the chat template' },
     ...SAMPLING_OPTIONS,
+    ...SPECULATIVE_OPTION,
     stop: { type: 'string', multiple: true, arg: 'TEXT', help: 'stop before this text (repeatable)' },
     quiet: { type: 'boolean', help: 'print only the generated text: no loading line, no statistics' },
   },
   notes:
     'Sampling defaults to greedy (temperature 0). With --temperature > 0 the defaults are top-k 64, top-p 0.95.\n' +
     'Generation stops at <eos> or <end_of_turn>, a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
-    'Statistics go to stderr.',
+    'Statistics go to stderr.\n' +
+    SPECULATIVE_NOTES,
   async run(flags) {
     const prompt = readPrompt(flags, 'generate');
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
     const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
     const model = await openLibraryModel(flags, { announce: !flags.bool('quiet') });
+    let speculative;
+    try {
+      speculative = await speculativeFlag(flags);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
     const abort = new AbortController();
     const onSignal = () => abort.abort();
     process.once('SIGINT', onSignal);
     try {
-      const request = { ...opts, maxTokens, stop: flags.strings('stop'), signal: abort.signal };
+      const request = { ...opts, maxTokens, speculative: speculative.option, stop: flags.strings('stop'), signal: abort.signal };
       const raw = flags.bool('raw') || !model.info.hasChatTemplate;
       const ids = raw ? model.promptIds(prompt) : model.chatIds([{ role: 'user', content: prompt }]);
       if (ids.length >= model.info.contextLength) {
@@ -52,6 +62,7 @@ export const generateCommand: Command = {
       }
     } finally {
       process.off('SIGINT', onSignal);
+      speculative.draft?.dispose();
       model.dispose();
     }
   },

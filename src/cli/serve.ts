@@ -2,11 +2,12 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
 import { createServer, DEFAULT_MAX_BODY } from '../server/server.js';
 import { modelLabel, openLibraryModel } from './model-flags.js';
+import { SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
-  usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch]',
+  usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     ...MODEL_OPTIONS,
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on (0.0.0.0 for every interface)', default: '127.0.0.1' },
@@ -16,6 +17,7 @@ export const serveCommand: Command = {
     'model-name': { type: 'string', arg: 'NAME', help: 'the model id /v1/models lists and requests may name', default: "the model folder's name" },
     'max-body': { type: 'string', arg: 'BYTES', help: 'largest request body; larger ones get HTTP 413', default: String(DEFAULT_MAX_BODY) },
     'no-batch': { type: 'boolean', help: 'run each request\'s decode steps in passes of their own (by default concurrent requests share one forward pass per token)' },
+    speculative: { ...SPECULATIVE_OPTION.speculative, help: 'default speculative decoding of requests: lookup, suffix, draft:MODEL (loads MODEL as the draft) or off; a request\'s "speculative" field ("off", "lookup", "suffix", "draft") overrides it' },
     quiet: { type: 'boolean', help: 'do not log requests on stderr' },
   },
   notes:
@@ -36,8 +38,17 @@ export const serveCommand: Command = {
     const maxBodyBytes = flags.number('max-body', DEFAULT_MAX_BODY, { integer: true, min: 1024 });
     const quiet = flags.bool('quiet');
     const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit, batchDecode: !flags.bool('no-batch') });
+    let speculative;
+    try {
+      speculative = await speculativeFlag(flags);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
     const server = await createServer({
       model,
+      speculative: speculative.draft ? 'draft' : (speculative.option as 'lookup' | 'suffix' | undefined),
+      draft: speculative.draft,
       host: flags.string('host', '127.0.0.1'),
       port,
       modelName: flags.optionalString('model-name'),
@@ -58,6 +69,7 @@ export const serveCommand: Command = {
         stopping = true;
         process.stderr.write('lutra serve: stopping (finishing running requests)\n');
         server.close(5000).then(() => {
+          speculative.draft?.dispose();
           model.dispose();
           resolve();
         });

@@ -6,8 +6,8 @@
 import type { Session } from './session.js';
 import { Sampler, type SamplerOptions } from './sampler.js';
 import { LutraError } from '../util/errors.js';
-import { decodeStep } from './batcher.js';
 import { describeOverflow } from '../fp16/overflow.js';
+import { Decoder, parseSpeculative, type SpeculativeOption, type SpeculativeStats } from './speculative.js';
 
 /** Why generation ended: a stop token or string, the token limit or a full context, or the caller's signal. */
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -19,6 +19,13 @@ export interface GenerateOptions extends SamplerOptions {
   stop?: string | string[];
   /** Stops generation within one token; the session stays usable. */
   signal?: AbortSignal;
+  /**
+   * Speculative decoding (default off): 'lookup' (n-grams of the prompt and output), 'suffix'
+   * (earlier outputs of this loaded model) or { draft: model } (a model sharing the tokenizer).
+   * The output is the same as without it (greedy) or distributed the same (sampling). Sessions
+   * need rollbackSlack ≥ the draft length + 1 (the library's have 64).
+   */
+  speculative?: SpeculativeOption;
 }
 
 /** What a tokenizer must offer the loop. */
@@ -67,6 +74,8 @@ export interface GenerationResult {
   timings: GenerationTimings;
   /** With fp16 numerics and onOverflow 'continue': the session's first overflow, described (the text after it is not meaningful). */
   overflow?: string;
+  /** With speculative decoding: what was drafted and kept. */
+  speculative?: SpeculativeStats;
 }
 
 /** The loop's chunks, then its result (the generator's return value). */
@@ -81,6 +90,7 @@ export async function* generate(
   if (promptIds.length === 0) throw new LutraError('the prompt has no tokens');
   const stops = normaliseStops(opts.stop);
   const sampler = new Sampler(opts);
+  const speculative = parseSpeculative(opts.speculative);
   if (promptIds.length >= session.contextLength) {
     throw new LutraError(
       `the prompt is ${promptIds.length} tokens; the context holds ${session.contextLength} (with room for at least one generated token)`,
@@ -96,53 +106,65 @@ export async function* generate(
   const ids: number[] = [];
   const text = new TextAssembler(codec, stops);
   let stoppedBy: StoppedBy = 'abort';
+  let t1 = t0;
+  const decoder = new Decoder(session, sampler, speculative, opts, promptIds);
   const finish = (reason: FinishReason): GenerationResult => {
     timings.decodeMs = performance.now() - t1;
     const overflow = session.overflow ? { overflow: describeOverflow(session.overflow) } : {};
-    return { text: text.final, tokenIds: ids, finishReason: reason, stoppedBy, usage, timings, ...overflow };
+    const stats = decoder.finish(history);
+    return { text: text.final, tokenIds: ids, finishReason: reason, stoppedBy, usage, timings, ...overflow, ...(stats ? { speculative: stats } : {}) };
   };
 
-  let logits = await session.prefillAsync(promptIds.slice(cached), { signal: opts.signal });
-  const t1 = performance.now();
-  timings.prefillMs = t1 - t0;
-  if (logits === null) {
-    yield { text: '', tokenIds: [], finishReason: 'abort' };
-    return finish('abort');
-  }
-  let reason: FinishReason | null = null;
-  for (;;) {
-    if (opts.signal?.aborted) {
-      reason = 'abort';
-      break;
+  try {
+    const logits = await session.prefillAsync(promptIds.slice(cached), { signal: opts.signal });
+    t1 = performance.now();
+    timings.prefillMs = t1 - t0;
+    if (logits === null) {
+      yield { text: '', tokenIds: [], finishReason: 'abort' };
+      return finish('abort');
     }
-    const id = sampler.sample(logits, history);
-    ids.push(id);
-    history.push(id);
-    usage.completionTokens++;
-    if (codec.stopIds.has(id)) {
-      reason = 'stop';
-      stoppedBy = 'stop-token';
-      break;
-    }
-    const piece = text.push(id);
-    if (text.stopped) {
-      reason = 'stop';
-      stoppedBy = 'stop-string';
+    let reason: FinishReason | null = null;
+    // Tokens decided but not yet emitted (a verify pass can decide several).
+    const pending = [decoder.first(logits, history)];
+    for (;;) {
+      if (opts.signal?.aborted) {
+        reason = 'abort';
+        break;
+      }
+      const id = pending.shift()!;
+      ids.push(id);
+      history.push(id);
+      usage.completionTokens++;
+      if (codec.stopIds.has(id)) {
+        reason = 'stop';
+        stoppedBy = 'stop-token';
+        break;
+      }
+      const piece = text.push(id);
+      if (text.stopped) {
+        reason = 'stop';
+        stoppedBy = 'stop-string';
+        yield { text: piece, tokenIds: [id], finishReason: null };
+        break;
+      }
+      if (ids.length >= maxTokens || history.length > session.contextLength) {
+        reason = 'length';
+        stoppedBy = ids.length >= maxTokens ? 'max-tokens' : 'context';
+        yield { text: piece, tokenIds: [id], finishReason: null };
+        break;
+      }
       yield { text: piece, tokenIds: [id], finishReason: null };
-      break;
+      if (pending.length > 0) continue;
+      // One pass (the event loop runs during it): a plain step, or a verify pass over drafts.
+      const next = await decoder.next(history, maxTokens - ids.length);
+      pending.push(...next);
+      timings.decodeSteps += next.length;
     }
-    if (ids.length >= maxTokens || session.position >= session.contextLength) {
-      reason = 'length';
-      stoppedBy = ids.length >= maxTokens ? 'max-tokens' : 'context';
-      yield { text: piece, tokenIds: [id], finishReason: null };
-      break;
-    }
-    yield { text: piece, tokenIds: [id], finishReason: null };
-    logits = await decodeStep(session, id);
-    timings.decodeSteps++;
+    yield { text: text.flush(), tokenIds: [], finishReason: reason };
+    return finish(reason);
+  } finally {
+    decoder.close();
   }
-  yield { text: text.flush(), tokenIds: [], finishReason: reason };
-  return finish(reason);
 }
 
 function normaliseStops(stop: string | string[] | undefined): string[] {
@@ -240,6 +262,15 @@ export function formatStats(r: GenerationResult): string {
   const stopped = r.stoppedBy === 'abort' ? 'interrupted' : r.stoppedBy;
   return (
     `prefill: ${t.promptEvaluated} tokens${cached} in ${(t.prefillMs / 1000).toFixed(2)} s (${rate(t.promptEvaluated, t.prefillMs)} tok/s); ` +
-    `generated ${r.usage.completionTokens} tokens; decode: ${t.decodeSteps} steps in ${(t.decodeMs / 1000).toFixed(2)} s (${rate(t.decodeSteps, t.decodeMs)} tok/s); stopped by ${stopped}`
+    `generated ${r.usage.completionTokens} tokens; decode: ${t.decodeSteps} steps in ${(t.decodeMs / 1000).toFixed(2)} s (${rate(t.decodeSteps, t.decodeMs)} tok/s); stopped by ${stopped}` +
+    (r.speculative ? `; ${formatSpeculative(r.speculative)}` : '')
+  );
+}
+
+/** The speculative counters in a few words: source, acceptance, tokens per forward pass. */
+export function formatSpeculative(s: SpeculativeStats): string {
+  return (
+    `speculative ${s.source}: ${s.accepted}/${s.drafted} drafted tokens accepted (${(100 * s.acceptanceRate).toFixed(1)} %), ` +
+    `${s.tokensPerPass.toFixed(2)} tokens per pass over ${s.passes} passes (${s.verifyPasses} verifying)`
   );
 }

@@ -63,6 +63,16 @@ export class Sampler {
   sample(logits: Float32Array, history: ArrayLike<number> = []): number {
     const n = Math.min(logits.length, this.maxTokenId);
     if (this.temperature === 0 && this.repetitionPenalty === 1) return argmaxOf(logits, n); // no copy: one per token per stream adds up
+    return this.draw(this.distribution(logits, history));
+  }
+
+  /**
+   * The distribution sample() draws from, after every transform (repetition penalty, temperature,
+   * top-k, min-p, top-p): candidate ids with weights summing to `total`. Greedy is a point mass
+   * on the best id. Speculative decoding compares these for the target and the draft.
+   */
+  distribution(logits: Float32Array, history: ArrayLike<number> = []): TokenDistribution {
+    const n = Math.min(logits.length, this.maxTokenId);
     // set(), not Float64Array.from(): from() walks the iterator, ~1 ms per 262k-entry row.
     const l = new Float64Array(n);
     l.set(logits.subarray(0, n));
@@ -74,7 +84,7 @@ export class Sampler {
     if (this.temperature === 0) {
       let best = 0;
       for (let i = 1; i < n; i++) if (l[i] > l[best]) best = i;
-      return best;
+      return { ids: [best], weights: [1], total: 1 };
     }
     // Candidates sorted by logit (ties by id, so the order is deterministic).
     // Tokens more than 40·T below the best have probability < e^-40 relative: drop them before sorting.
@@ -107,13 +117,37 @@ export class Sampler {
     }
     probs = probs.slice(0, keep);
     sum = probs.reduce((a, b) => a + b, 0);
-    let r = this.rand() * sum;
-    for (let i = 0; i < keep; i++) {
-      r -= probs[i];
-      if (r < 0) return cand[i];
-    }
-    return cand[keep - 1];
+    return { ids: cand.slice(0, keep), weights: probs, total: sum };
   }
+
+  /** One id drawn from a distribution (one number of the seeded stream; none for a point mass). */
+  draw(d: TokenDistribution): number {
+    if (d.ids.length === 1 && this.temperature === 0) return d.ids[0];
+    let r = this.rand() * d.total;
+    for (let i = 0; i < d.ids.length; i++) {
+      r -= d.weights[i];
+      if (r < 0) return d.ids[i];
+    }
+    return d.ids[d.ids.length - 1];
+  }
+
+  /** A uniform number in [0, 1) from the sampler's seeded stream. */
+  uniform(): number {
+    return this.rand();
+  }
+}
+
+/** A sampling distribution: `weights[i]` of `ids[i]`, summing to `total` (not necessarily 1). */
+export interface TokenDistribution {
+  ids: number[];
+  weights: number[];
+  total: number;
+}
+
+/** The probability of `id` under `d` (0 outside its support). */
+export function probabilityOf(d: TokenDistribution, id: number): number {
+  const i = d.ids.indexOf(id);
+  return i < 0 ? 0 : d.weights[i] / d.total;
 }
 
 /** Index of the largest of x[0..n) (the first on ties). */

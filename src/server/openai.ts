@@ -29,6 +29,8 @@ export interface ParsedRequest {
   stream: boolean;
   includeUsage: boolean;
   options: GenerateOptions;
+  /** lutra extension: speculative decoding for this request (undefined: the server's default). */
+  speculative?: 'off' | 'lookup' | 'suffix' | 'draft';
 }
 
 type Body = Record<string, unknown>;
@@ -140,7 +142,7 @@ export function parseChatRequest(body: unknown): ParsedRequest {
     }
     return { role, content: content(msg.content, i) };
   });
-  return { messages, model: modelField(b), ...streamFlags(b), options: options(b) };
+  return { messages, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b) };
 }
 
 export function parseCompletionRequest(body: unknown): ParsedRequest {
@@ -155,7 +157,16 @@ export function parseCompletionRequest(body: unknown): ParsedRequest {
   else if (Array.isArray(p) && p.length === 1 && Array.isArray(p[0]) && p[0].every((x: unknown) => Number.isInteger(x))) prompt = p[0] as number[];
   else throw bad('prompt', 'expected a string or an array of token ids (one prompt per request)');
   if (typeof prompt === 'string' && prompt.length === 0) throw bad('prompt', 'is empty');
-  return { prompt, model: modelField(b), ...streamFlags(b), options: options(b) };
+  return { prompt, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b) };
+}
+
+/** The `speculative` extension field: "off", "lookup", "suffix" or "draft" (the server's draft model). */
+function speculativeField(body: Body): ParsedRequest['speculative'] {
+  const v = body.speculative;
+  if (v === undefined || v === null) return undefined;
+  if (v === false) return 'off';
+  if (v !== 'off' && v !== 'lookup' && v !== 'suffix' && v !== 'draft') throw bad('speculative', `expected "off", "lookup", "suffix" or "draft", got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function object(body: unknown): Body {
@@ -174,6 +185,19 @@ export function usage(r: GenerationResult) {
     completion_tokens: r.usage.completionTokens,
     total_tokens: r.usage.promptTokens + r.usage.completionTokens,
     prompt_tokens_details: { cached_tokens: r.usage.cachedTokens },
+    // lutra extension: what speculative decoding drafted and kept.
+    ...(r.speculative
+      ? {
+          speculative: {
+            source: r.speculative.source,
+            drafted: r.speculative.drafted,
+            accepted: r.speculative.accepted,
+            acceptance_rate: round(r.speculative.acceptanceRate),
+            tokens_per_pass: round(r.speculative.tokensPerPass),
+            passes: r.speculative.passes,
+          },
+        }
+      : {}),
   };
 }
 

@@ -9,7 +9,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { LutraModel } from '../api/model.js';
-import type { GenerationChunk, GenerationResult } from '../runtime/generate.js';
+import type { GenerateOptions, GenerationChunk, GenerationResult } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
 import { ApiError, finishReason, parseChatRequest, parseCompletionRequest, timings, usage, type ParsedRequest } from './openai.js';
 
@@ -25,6 +25,10 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Called once per finished request (for logs). */
   onRequest?: (line: string) => void;
+  /** Speculative decoding of requests that do not set the `speculative` field (default off). */
+  speculative?: 'off' | 'lookup' | 'suffix' | 'draft';
+  /** The draft model requests with speculative "draft" use (sharing the model's tokenizer). */
+  draft?: LutraModel;
 }
 
 export interface LutraServer {
@@ -108,6 +112,12 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     }
   }
 
+  function speculativeOption(v: ParsedRequest['speculative']): GenerateOptions['speculative'] {
+    if (v !== 'draft') return v;
+    if (!opts.draft) throw new ApiError(400, 'speculative: "draft" needs a server started with --speculative draft:MODEL', 'speculative');
+    return { draft: opts.draft };
+  }
+
   function modelObject() {
     return { id: modelName, object: 'model', created, owned_by: 'lutra', context_length: model.info.contextLength };
   }
@@ -129,7 +139,7 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     const object = chat ? 'chat.completion' : 'text_completion';
     const base = () => ({ id, object: p.stream ? `${object}${chat ? '.chunk' : ''}` : object, created: Math.floor(Date.now() / 1000), model: modelName });
     try {
-      const gen = model.run(ids, { ...p.options, signal: abort.signal });
+      const gen = model.run(ids, { ...p.options, speculative: speculativeOption(p.speculative ?? opts.speculative), signal: abort.signal });
       if (!p.stream) {
         let r: IteratorResult<GenerationChunk, GenerationResult>;
         do r = await gen.next();
