@@ -33,7 +33,7 @@ before(async () => {
   // The int4 package of the same model: a self-draft that agrees often but not always.
   root = mkdtempSync(join(tmpdir(), 'lutra-spec-'));
   const out = join(root, 'demo-int4');
-  convert({ src: DEFAULT_MODEL, out, plan: buildPlan({ quant: ['all=int4:32'], weightThreshold: 0 }), command: 'test' });
+  await convert({ src: DEFAULT_MODEL, out, plan: buildPlan({ quant: ['all=int4:32'], weightThreshold: 0 }), command: 'test' });
   int4 = await loadModel(out, { threads: 2 });
 });
 after(() => {

@@ -4,7 +4,7 @@ import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
-import { SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
+import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -30,6 +30,7 @@ export const generateCommand: Command = {
     const maxTokens = flags.number('max-tokens', 128, { integer: true, min: 1 });
     const sampling = flags.number('temperature', 0, { min: 0 }) > 0;
     const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
+    checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: !flags.bool('quiet') });
     let speculative;
     try {

@@ -2,7 +2,7 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
 import { createServer, DEFAULT_MAX_BODY } from '../server/server.js';
 import { modelLabel, openLibraryModel } from './model-flags.js';
-import { SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
+import { checkSpeculativeFlag, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
 
 export const serveCommand: Command = {
   name: 'serve',
@@ -37,6 +37,7 @@ export const serveCommand: Command = {
     const queueLimit = flags.number('queue', 64, { integer: true, min: 0, max: 100000 });
     const maxBodyBytes = flags.number('max-body', DEFAULT_MAX_BODY, { integer: true, min: 1024 });
     const quiet = flags.bool('quiet');
+    checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit, batchDecode: !flags.bool('no-batch') });
     let speculative;
     try {

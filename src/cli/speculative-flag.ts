@@ -25,8 +25,16 @@ export interface SpeculativeFlag {
   draft?: LutraModel;
 }
 
+/** Check --speculative's form (before any model is loaded). */
+export function checkSpeculativeFlag(flags: Flags): void {
+  const v = flags.optionalString('speculative');
+  if (v === undefined || v === 'off' || v === 'lookup' || v === 'suffix' || (v.startsWith('draft:') && v.length > 'draft:'.length)) return;
+  throw new LutraError(`--speculative ${v}: expected lookup, suffix, draft:MODEL or off`);
+}
+
 /** Read --speculative; draft:MODEL loads MODEL with the same backend flags as --model. */
 export async function speculativeFlag(flags: Flags): Promise<SpeculativeFlag> {
+  checkSpeculativeFlag(flags);
   const v = flags.optionalString('speculative');
   if (v === undefined || v === 'off') return { option: undefined };
   if (v === 'lookup' || v === 'suffix') return { option: v };
