@@ -32,7 +32,9 @@ const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const HEADING = '## Serving';
 const STANDARD_END = '<!-- end of standard table -->';
 
-const { values: o } = parseArgs({
+let o;
+try {
+  ({ values: o } = parseArgs({
   options: {
     models: { type: 'string', default: 'demo,gemma-3-270m' },
     streams: { type: 'string', default: '1,2,4,8' },
@@ -46,9 +48,19 @@ const { values: o } = parseArgs({
     // Keep the measured figures as JSON; render such a file again (prose changes) without measuring.
     save: { type: 'string' },
     render: { type: 'string' },
+    help: { type: 'boolean', default: false },
   },
   strict: true,
-});
+  }));
+} catch (e) {
+  process.stderr.write(`bench: error: ${e.message.split('\n')[0]}\n`);
+  process.exit(1);
+}
+if (o.help) {
+  const usage = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('// usage:') || l.startsWith('//        ['));
+  process.stdout.write(usage.map((l) => l.slice(3)).join('\n') + '\n');
+  process.exit(0);
+}
 
 let tmp = null;
 let server = null;
