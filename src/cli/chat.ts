@@ -3,7 +3,7 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
 import { modelLabel, openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
-import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
+import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFor } from './speculative-flag.js';
 import { LutraError } from '../util/errors.js';
 
 export const chatCommand: Command = {
@@ -28,13 +28,7 @@ export const chatCommand: Command = {
     const opts = samplingOptions(flags, { temperature: 0.7, topK: 64, topP: 0.95, minP: 0, repetitionPenalty: 1 });
     checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: true });
-    let speculative;
-    try {
-      speculative = await speculativeFlag(flags);
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
+    const speculative = await speculativeFor(flags, model);
     if (!model.info.hasChatTemplate) {
       speculative.draft?.dispose();
       model.dispose();

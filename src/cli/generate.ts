@@ -4,7 +4,7 @@ import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
-import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
+import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFor } from './speculative-flag.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -32,13 +32,7 @@ export const generateCommand: Command = {
     const opts = samplingOptions(flags, { temperature: 0, topK: sampling ? 64 : 0, topP: sampling ? 0.95 : 1, minP: 0, repetitionPenalty: 1 });
     checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: !flags.bool('quiet') });
-    let speculative;
-    try {
-      speculative = await speculativeFlag(flags);
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
+    const speculative = await speculativeFor(flags, model);
     const abort = new AbortController();
     const onSignal = () => abort.abort();
     process.once('SIGINT', onSignal);

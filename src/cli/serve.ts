@@ -2,7 +2,7 @@ import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
 import { createServer, DEFAULT_MAX_BODY } from '../server/server.js';
 import { modelLabel, openLibraryModel } from './model-flags.js';
-import { checkSpeculativeFlag, SPECULATIVE_OPTION, speculativeFlag } from './speculative-flag.js';
+import { checkSpeculativeFlag, SPECULATIVE_OPTION, speculativeFor } from './speculative-flag.js';
 
 export const serveCommand: Command = {
   name: 'serve',
@@ -39,13 +39,7 @@ export const serveCommand: Command = {
     const quiet = flags.bool('quiet');
     checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: true, parallel, queueLimit, batchDecode: !flags.bool('no-batch') });
-    let speculative;
-    try {
-      speculative = await speculativeFlag(flags);
-    } catch (e) {
-      model.dispose();
-      throw e;
-    }
+    const speculative = await speculativeFor(flags, model);
     const server = await createServer({
       model,
       speculative: speculative.draft ? 'draft' : (speculative.option as 'lookup' | 'suffix' | undefined),

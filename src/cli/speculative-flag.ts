@@ -50,3 +50,13 @@ export async function speculativeFlag(flags: Flags): Promise<SpeculativeFlag> {
   }
   throw new LutraError(`--speculative ${v}: expected lookup, suffix, draft:MODEL or off`);
 }
+
+/** speculativeFlag for a command that has loaded `model` already: on a bad flag the model is disposed. */
+export async function speculativeFor(flags: Flags, model: LutraModel): Promise<SpeculativeFlag> {
+  try {
+    return await speculativeFlag(flags);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
