@@ -4,7 +4,7 @@ import { resolveGemmaConfig } from '../src/model/config.js';
 import { LutraError } from '../src/util/errors.js';
 
 test('sparse 4B multimodal config resolves to the spec values', () => {
-  // The text_config of google/gemma-3-4b-it holds only these keys (gemma-architecture.md §1.1).
+  // The text_config of google/gemma-3-4b-it holds only these keys.
   const raw = {
     architectures: ['Gemma3ForConditionalGeneration'],
     model_type: 'gemma3',

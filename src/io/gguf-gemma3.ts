@@ -1,5 +1,5 @@
 // Gemma 3 (text) -> GGUF exporter core, in the layout llama.cpp's `gemma3` architecture reads
-// (gemma-architecture.md §5): tensor names of §5.3, hparams of §5.2, a SentencePiece-style
+// (llama.cpp's gemma3 loader): its tensor names and hparams, a SentencePiece-style
 // ("llama") vocabulary rebuilt from tokenizer.json, and norm weights stored as 1 + w.
 import type { GemmaConfig } from '../model/config.js';
 import { LutraError } from '../util/errors.js';
@@ -211,7 +211,7 @@ const FILE_TYPE: Record<Gemma3GgufType, number> = { f32: 0, f16: 1, q8_0: 7, q4_
 const MATRIX_TYPE: Record<Gemma3GgufType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
 
 /**
- * GGUF metadata for a Gemma 3 text model: general.*, gemma3.* hparams (§5.2) and the tokenizer.
+ * GGUF metadata for a Gemma 3 text model: general.*, gemma3.* hparams and the tokenizer.
  *
  * Besides the keys convert_hf_to_gguf.py writes, two keys make llama.cpp follow the config
  * instead of its gemma3 hard-coding (read by the llama.cpp in node-llama-cpp 3.22.1, ignored by

@@ -1,5 +1,5 @@
 // Gemma 3 text config resolution: mirrors Gemma3TextConfig's class defaults and its RoPE
-// normalisation (gemma-architecture.md §1.1), because Hub configs of 4B+ are sparse.
+// normalisation, because Hub configs of 4B+ are sparse.
 import { LutraError } from '../util/errors.js';
 
 export type LayerType = 'sliding_attention' | 'full_attention';

@@ -1,4 +1,4 @@
-// Gemma 3 text decoder (gemma-architecture.md §1.4–1.8), written once against the Backend
+// Gemma 3 text decoder, written once against the Backend
 // interface. Read top to bottom: embedding, then per layer the sandwich-normed attention and
 // GeGLU blocks, then the final norm and the tied LM head.
 import type { Backend, Matrix, RopeTable } from '../backend/backend.js';
@@ -96,7 +96,7 @@ export interface ForwardOptions {
   observer?: Observer;
 }
 
-/** sqrt(H) cast to the embedding's storage dtype, as HF does (§1.8). */
+/** sqrt(H) cast to the embedding's storage dtype, as HF does. */
 export function embedScaleFor(hidden: number, kind: string): number {
   const s = Math.sqrt(hidden);
   if (kind === 'bf16') return bf16BitsToF32(f32ToBf16Bits(s));
@@ -133,7 +133,7 @@ export class Gemma3Model {
     const norm = (name: string, dim: number) => {
       onTensor?.(name);
       const w = backend.vector(load(name, [dim]));
-      // Gemma 3 stores norm weights as offsets from 1 (§1.4); the gain is computed in f32.
+      // Gemma 3 stores norm weights as offsets from 1; the gain is computed in f32.
       for (let i = 0; i < dim; i++) w[i] = Math.fround(1 + w[i]);
       return w;
     };

@@ -65,8 +65,8 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const t0 = performance.now();
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const pathname = (req.url ?? '/').split('?')[0];
+    const path = pathname.replace(/\/+$/, '') || '/';
     try {
       if (closing) throw new ApiError(503, 'the server is shutting down', null, 'server_shutdown');
       if (path === '/health' || path === '/v1/health') {
@@ -99,7 +99,7 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
         opts.onRequest?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
         return;
       }
-      throw new ApiError(404, `no route ${req.method} ${url.pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health`, null, 'not_found');
+      throw new ApiError(404, `no route ${req.method} ${pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health`, null, 'not_found');
     } catch (e) {
       const err = toApiError(e);
       if (!res.headersSent) sendJson(res, err.status, err.body(), err.status === 429 ? { 'retry-after': '1' } : {});

@@ -1,6 +1,6 @@
 // The divergence harness behind `lutra compare`, engine-agnostic: two Runners (a candidate and a
 // reference), one of which (the driver) generates greedily while the other is teacher-forced on
-// the driver's tokens (the ANEMLL harness's semantics, anchors-anemll-coreml.md §1).
+// the driver's tokens (the ANEMLL harness's semantics).
 //
 // For a prompt of P tokens and n generated tokens g0..g(n-1), both models see the same P+n-1
 // tokens (prompt + g0..g(n-2); the last generated token is never fed). The logit row at position

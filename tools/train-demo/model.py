@@ -1,6 +1,6 @@
 """Gemma 3 text architecture (Gemma3ForCausalLM) in plain torch.
 
-Follows docs/gemma-architecture.md section 1 exactly:
+Follows the Hugging Face Gemma 3 text model exactly:
   * embedding * sqrt(hidden) (hidden is a perfect square, so the bf16 rounding of the scale is exact)
   * four "(1 + w)" RMSNorms per layer, computed in float32, weights stored as offsets (init 0)
   * q_norm / k_norm over head_dim (1 + w), RoPE (rotate-half / NeoX) applied after them

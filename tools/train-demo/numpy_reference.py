@@ -1,5 +1,5 @@
 """Independent float64 NumPy forward pass of models/demo, written straight from
-docs/gemma-architecture.md section 1 (shares no code with model.py), used to cross-check
+the Hugging Face Gemma 3 math (shares no code with model.py), used to cross-check
 eval.json: recomputes the per-window losses of heldout-sample.txt from model.safetensors and
 config.json and compares them with eval.json.
 

@@ -1,5 +1,5 @@
 // The reference backend: plain TypeScript, f64 accumulation, written to be read beside
-// gemma-architecture.md. It is the oracle for every faster path. Weights stay in their stored
+// the Hugging Face Gemma 3 math. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
 import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
 import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
