@@ -4,7 +4,7 @@ import { loadModel as loadEngine } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { WasmBackend } from '../src/backend/wasm/index.js';
 import type { Backend } from '../src/backend/backend.js';
-import type { Gemma3Model } from '../src/model/gemma3.js';
+import type { CausalLM } from '../src/model/forward.js';
 import { Session } from '../src/runtime/session.js';
 import { DecodeBatcher } from '../src/runtime/batcher.js';
 import { loadModel } from '../src/api/model.js';
@@ -32,7 +32,7 @@ interface Stream {
  * some joining or leaving mid-way) decoded greedily, batched and alone: every step's logits must
  * agree to 1e-4 and the greedy tokens must be identical.
  */
-function checkBatchedDecode(model: Gemma3Model, prompts: number[], maxBatch = 8): { worst: number; passes: number; maxRows: number } {
+function checkBatchedDecode(model: CausalLM, prompts: number[], maxBatch = 8): { worst: number; passes: number; maxRows: number } {
   const V = model.vocabSize;
   const hi = Math.min(V, 262000);
   const joins = [0, 0, 0, 2, 0, 3, 1, 5];

@@ -10,7 +10,8 @@ import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
-import { gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
+import { gemma3LlamaCppDifferences } from '../src/arch/gemma3/gguf.js';
+import type { Gemma3Config } from '../src/arch/config-types.js';
 import { exportGguf } from '../src/io/gguf-export.js';
 import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 import { klDivergence, logSoftmax, top2 } from '../src/verify/metrics.js';
@@ -54,7 +55,7 @@ test('the reference backend reproduces the recipe\'s held-out loss within 1%', (
 
 test('exported to GGUF, the demo model agrees with llama.cpp over 600 positions (past the 128-token window)', async (t) => {
   const src = Checkpoint.open(DEMO);
-  assert.deepEqual(gemma3LlamaCppDifferences(src.config), []);
+  assert.deepEqual(gemma3LlamaCppDifferences(src.config as Gemma3Config), []);
   const dir = mkdtempSync(join(tmpdir(), 'lutra-demo-'));
   try {
     const gguf = join(dir, 'demo.gguf');

@@ -9,9 +9,21 @@ import {
 } from '../src/io/gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from '../src/io/gguf.js';
 import { bf16BitsToF32, f16ArrayToF32, f16BitsToF32, f32ArrayToF16, f32ToBf16Bits, f32ToF16Bits } from '../src/util/half.js';
-import { exportGemma3Gguf, gemma3ExpectedShape, gemma3GgufTensorName, gemma3LlamaCppDifferences, TokenType } from '../src/io/gguf-gemma3.js';
-import { resolveGemmaConfig } from '../src/model/config.js';
-import type { GemmaConfig } from '../src/model/config.js';
+import { exportModelGguf, TokenType } from '../src/io/gguf-model.js';
+import { gemma3GgufTensorName, gemma3Tensors } from '../src/arch/gemma3/tensors.js';
+import { gemma3LlamaCppDifferences } from '../src/arch/gemma3/gguf.js';
+import { gemma3 } from '../src/arch/gemma3/index.js';
+import type { Gemma3Config } from '../src/arch/config-types.js';
+
+/** The shape the Gemma 3 manifest gives a tensor under cfg. */
+function gemma3ExpectedShape(name: string, cfg: Gemma3Config): number[] {
+  const t = gemma3Tensors(cfg, { has: () => false }).find((x) => x.name === name);
+  if (!t) throw new Error(`no tensor ${name}`);
+  return t.shape;
+}
+const resolveGemma3 = (raw: Record<string, unknown>) => resolveModelConfig(raw) as Gemma3Config;
+import { resolveModelConfig } from '../src/arch/registry.js';
+import type { ModelConfig } from '../src/arch/config-types.js';
 import { LutraError } from '../src/util/errors.js';
 import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
 
@@ -388,11 +400,11 @@ test('gemma3 tensor names follow llama.cpp', () => {
   assert.throws(() => gemma3GgufTensorName('model.layers.1.mlp.fc1.weight'), (e: unknown) => e instanceof LutraError && e.message.includes('model.layers.1.mlp.fc1.weight'));
   assert.throws(() => gemma3GgufTensorName('vision_tower.x.weight'), LutraError);
   // Where llama.cpp's hard-coded gemma3 choices diverge from a config.
-  const oneB = resolveGemmaConfig({ model_type: 'gemma3_text', hidden_size: 1152, num_hidden_layers: 26, num_attention_heads: 4, num_key_value_heads: 1 });
+  const oneB = resolveGemma3({ model_type: 'gemma3_text', hidden_size: 1152, num_hidden_layers: 26, num_attention_heads: 4, num_key_value_heads: 1 });
   assert.deepEqual(gemma3LlamaCppDifferences(oneB).map((d) => d.split(':')[0]), ['embedding scale']);
-  const big = resolveGemmaConfig({ model_type: 'gemma3_text', hidden_size: 5376, num_hidden_layers: 62, num_attention_heads: 32, num_key_value_heads: 16, head_dim: 128, query_pre_attn_scalar: 168 });
+  const big = resolveGemma3({ model_type: 'gemma3_text', hidden_size: 5376, num_hidden_layers: 62, num_attention_heads: 32, num_key_value_heads: 16, head_dim: 128, query_pre_attn_scalar: 168 });
   assert.deepEqual(gemma3LlamaCppDifferences(big).map((d) => d.split(':')[0]), ['embedding scale']); // 27B: llama.cpp uses 1/sqrt(5376/32) = 1/sqrt(168) too
-  const odd = resolveGemmaConfig({ model_type: 'gemma3_text', hidden_size: 64, num_hidden_layers: 2, head_dim: 16, query_pre_attn_scalar: 32 });
+  const odd = resolveGemma3({ model_type: 'gemma3_text', hidden_size: 64, num_hidden_layers: 2, head_dim: 16, query_pre_attn_scalar: 32 });
   assert.deepEqual(gemma3LlamaCppDifferences(odd).map((d) => d.split(':')[0]), ['attention scale']);
 });
 
@@ -421,7 +433,7 @@ const LAYER_TENSORS = [
 ];
 
 /** Random HF-style weights: embeddings std 0.5, projections std 0.3, norm offsets std 0.2. */
-function randomWeights(cfg: GemmaConfig, seed: number): Map<string, Float32Array> {
+function randomWeights(cfg: Gemma3Config, seed: number): Map<string, Float32Array> {
   const names = ['model.embed_tokens.weight', 'model.norm.weight'];
   for (let i = 0; i < cfg.numLayers; i++) for (const s of LAYER_TENSORS) names.push(`model.layers.${i}.${s}`);
   const w = new Map<string, Float32Array>();
@@ -439,7 +451,7 @@ function randomWeights(cfg: GemmaConfig, seed: number): Map<string, Float32Array
  * scale query_pre_attn_scalar^-0.5, tanh-GELU gated MLP, tied lm_head). Returns log-softmax rows.
  * `geluF16` reproduces llama.cpp's f16 GELU table instead of the exact function.
  */
-function referenceLogProbs(cfg: GemmaConfig, W: Map<string, Float32Array>, ids: number[], geluF16 = false): Float64Array[] {
+function referenceLogProbs(cfg: Gemma3Config, W: Map<string, Float32Array>, ids: number[], geluF16 = false): Float64Array[] {
   const tanhGelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
   const h16 = (x: number) => f16BitsToF32(f32ToF16Bits(x));
   // llama.cpp's CPU GELU is a table lookup: f16(gelu(f16(x))) for |x| < 10 (GGML_GELU_FP16).
@@ -557,7 +569,7 @@ test('a random-weight gemma3 GGUF loads in llama.cpp and matches an independent 
   const tokDir = findTokenizerDir();
   const tokenizerJson = JSON.parse(readFileSync(join(tokDir, 'tokenizer.json'), 'utf8'));
   const tokenizerConfig = JSON.parse(readFileSync(join(tokDir, 'tokenizer_config.json'), 'utf8'));
-  const cfg = resolveGemmaConfig(TINY);
+  const cfg = resolveGemma3(TINY);
   assert.deepEqual(gemma3LlamaCppDifferences(cfg), [], 'the fixture must sit where llama.cpp and HF agree');
   const weights = randomWeights(cfg, 3);
   const dir = tmp();
@@ -565,8 +577,8 @@ test('a random-weight gemma3 GGUF loads in llama.cpp and matches an independent 
     const out = join(dir, 'tiny-f32.gguf');
     const loaded: string[] = [];
     const progress: Array<[number, number]> = [];
-    await exportGemma3Gguf({
-      out, cfg, tokenizerJson, tokenizerConfig, name: 'lutra-tiny', type: 'f32',
+    await exportModelGguf({
+      out, arch: gemma3, cfg, tokenizerJson, tokenizerConfig, name: 'lutra-tiny', type: 'f32',
       tensors: [...weights.entries()].map(([hfName, data]) => ({
         hfName, shape: gemma3ExpectedShape(hfName, cfg), load: () => { loaded.push(hfName); return data; },
       })),
@@ -678,8 +690,8 @@ test('a random-weight gemma3 GGUF loads in llama.cpp and matches an independent 
       ['q8_0', (w: Float32Array) => decodeQ8_0(encodeQ8_0(w)), 5e-2],
     ] as const) {
       const outQ = join(dir, `tiny-${type}.gguf`);
-      await exportGemma3Gguf({
-        out: outQ, cfg, tokenizerJson, tokenizerConfig, name: `lutra-tiny-${type}`, type,
+      await exportModelGguf({
+        out: outQ, arch: gemma3, cfg, tokenizerJson, tokenizerConfig, name: `lutra-tiny-${type}`, type,
         tensors: [...weights.entries()].map(([hfName, data]) => ({ hfName, shape: gemma3ExpectedShape(hfName, cfg), load: () => data })),
       });
       const fq = readGguf(outQ);
@@ -708,7 +720,7 @@ test('a random-weight gemma3 GGUF loads in llama.cpp and matches an independent 
 });
 
 test('exporter refuses inconsistent input', async () => {
-  const cfg = resolveGemmaConfig({ ...TINY, num_hidden_layers: 1, vocab_size: 512 });
+  const cfg = resolveGemma3({ ...TINY, num_hidden_layers: 1, vocab_size: 512 });
   const tj = { model: { type: 'BPE', unk_token: '<unk>', vocab: { '<pad>': 0, '<unk>': 1, a: 2 } }, added_tokens: [] };
   const base = () => [...randomWeights(cfg, 1).entries()].map(([hfName, d]) => ({ hfName, shape: gemma3ExpectedShape(hfName, cfg), load: () => d }));
   const dir = tmp();
@@ -716,15 +728,15 @@ test('exporter refuses inconsistent input', async () => {
     const out = join(dir, 'x.gguf');
     const wrongShape = base();
     wrongShape[3] = { ...wrongShape[3]!, shape: [1, 2] };
-    await assert.rejects(exportGemma3Gguf({ out, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: wrongShape }),
+    await assert.rejects(exportModelGguf({ out, arch: gemma3, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: wrongShape }),
       (e: unknown) => e instanceof LutraError && e.message.includes(wrongShape[3]!.hfName));
-    await assert.rejects(exportGemma3Gguf({ out, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base().slice(1) }),
+    await assert.rejects(exportModelGguf({ out, arch: gemma3, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base().slice(1) }),
       /missing 1 tensor\(s\), e\.g\. "model\.embed_tokens\.weight"/);
     const dup = { model: { type: 'BPE', vocab: { a: 0, b: 1 } }, added_tokens: [{ id: 2, content: 'a', special: true }] };
-    await assert.rejects(exportGemma3Gguf({ out, cfg, tokenizerJson: dup, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base() }),
+    await assert.rejects(exportModelGguf({ out, arch: gemma3, cfg, tokenizerJson: dup, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base() }),
       /token "a" appears with ids 0 and 2/);
     // A short tokenizer is padded with unused [PAD{id}] entries up to vocab_size.
-    await exportGemma3Gguf({ out, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base() });
+    await exportModelGguf({ out, arch: gemma3, cfg, tokenizerJson: tj, tokenizerConfig: {}, name: 'x', type: 'f16', tensors: base() });
     const f = readGguf(out);
     const toks = f.metadata.get('tokenizer.ggml.tokens') as string[];
     assert.equal(toks.length, 512);

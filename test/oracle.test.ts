@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Checkpoint } from '../src/io/checkpoint.js';
-import { gemma3LlamaCppDifferences } from '../src/io/gguf-gemma3.js';
+import { gemma3LlamaCppDifferences } from '../src/arch/gemma3/gguf.js';
+import type { Gemma3Config } from '../src/arch/config-types.js';
 import { exportGguf } from '../src/io/gguf-export.js';
 import { loadModel } from '../src/runtime/load.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
@@ -20,7 +21,7 @@ const fx = await tinyFixture(0);
 
 test('lutra (reference and wasm backends, prefill and decode) matches llama.cpp over 10 sliding windows', async (t) => {
   const src = Checkpoint.open(fx.dir);
-  assert.deepEqual(gemma3LlamaCppDifferences(src.config), [], 'the fixture must sit where llama.cpp and HF agree');
+  assert.deepEqual(gemma3LlamaCppDifferences(src.config as Gemma3Config), [], 'the fixture must sit where llama.cpp and HF agree');
   src.close();
   const gguf = join(fx.root, 'tiny-f32.gguf');
   await exportGguf({ model: fx.dir, out: gguf, type: 'f32' });

@@ -4,9 +4,13 @@ import { readFileSync, writeFileSync, truncateSync, statSync, readdirSync, cpSyn
 import { join } from 'node:path';
 import { convert, encodeTensor } from '../src/quant/convert.js';
 import { buildPlan, formatFor } from '../src/quant/plan.js';
+import { architectureOf } from '../src/arch/registry.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { PackageSource, storedBytes } from '../src/io/package.js';
-import { Gemma3Model, type WeightSource } from '../src/model/gemma3.js';
+import { type WeightSource } from '../src/model/forward.js';
+import { Gemma3Model } from '../src/arch/gemma3/model.js';
+import type { CausalLM } from '../src/model/forward.js';
+import type { Gemma3Config } from '../src/arch/config-types.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { Session } from '../src/runtime/session.js';
 import { loadModel } from '../src/runtime/load.js';
@@ -15,18 +19,19 @@ import { tinyFixture, maxAbsDiff, tokenSequence } from './helpers.js';
 
 const fx = await tinyFixture(5);
 const ids = tokenSequence(24, 3);
-const logits = (model: Gemma3Model) => new Session(model, { contextLength: 64 }).prefill(ids, { all: true });
+const logits = (model: CausalLM) => new Session(model, { contextLength: 64 }).prefill(ids, { all: true });
 const reference = logits(loadModel(fx.dir, new ReferenceBackend(), { tokenizer: false }).model);
 
 /** The same conversion without touching disk: the checkpoint's tensors encoded on load. */
 function inMemory(quant: string[]): WeightSource {
   const ck = Checkpoint.open(fx.dir);
   const plan = buildPlan({ quant, weightThreshold: 0 });
-  const embedFmt = formatFor(plan, 'model.embed_tokens.weight', ck.shape('model.embed_tokens.weight'));
-  const headFmt = formatFor(plan, 'lm_head.weight', ck.shape('model.embed_tokens.weight'));
+  const embedFmt = formatFor(plan, 'embed', ck.shape('model.embed_tokens.weight'));
+  const headFmt = formatFor(plan, 'lmhead', ck.shape('model.embed_tokens.weight'));
+  const parts = new Map(architectureOf(ck.config).tensors(ck.config, ck).map((t) => [t.name, t.part]));
   const enc = (name: string, from = name): WeightTensor => {
     const w = { ...ck.load(from), name };
-    const f = (name === 'lm_head.weight' ? headFmt : formatFor(plan, name, w.shape)) ?? w.format;
+    const f = (name === 'lm_head.weight' ? headFmt : formatFor(plan, parts.get(name) ?? null, w.shape)) ?? w.format;
     const s = encodeTensor(w, f);
     return { ...w, format: f, data: s.data, scales: s.scales, table: s.table };
   };
@@ -53,7 +58,7 @@ for (const quant of configs) {
     const out = join(fx.root, quant.join('_').replace(/[^\w]/g, '-'));
     const meta = await convert({ src: fx.dir, out, plan: buildPlan({ quant, weightThreshold: 0 }), command: 'test' });
     const pkg = loadModel(out, new ReferenceBackend(), { tokenizer: false }).model;
-    const mem = new Gemma3Model(pkg.cfg, new ReferenceBackend(), inMemory(quant));
+    const mem = new Gemma3Model(pkg.cfg as Gemma3Config, new ReferenceBackend(), inMemory(quant));
     const a = logits(pkg);
     assert.equal(maxAbsDiff(a, logits(mem)), 0);
     // Size on disk is what the formats imply (headers and tokenizer files aside).

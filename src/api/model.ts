@@ -2,7 +2,7 @@
 // over it. Requests run in sessions from a pool (weights held once, a KV cache per session);
 // a conversation that continues an earlier request reuses that request's cached prefix.
 import { loadModel as loadWeights, makeBackend } from '../runtime/load.js';
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import type { ChatMessage, GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { generate, type GenerateOptions, type GenerationChunk, type GenerationResult } from '../runtime/generate.js';
 import { Session } from '../runtime/session.js';
@@ -152,7 +152,7 @@ export class LutraModel {
   /** @internal use loadModel(). */
   constructor(
     path: string,
-    readonly engine: Gemma3Model,
+    readonly engine: CausalLM,
     readonly tokenizer: GemmaTokenizer,
     loadSeconds: number,
     numerics: string,
@@ -183,7 +183,7 @@ export class LutraModel {
       numLayers: cfg.numLayers,
       maxPositions: cfg.maxPositions,
       contextLength,
-      kvCacheBytes: KVCache.bytesFor(cfg, contextLength, SESSION_SLACK),
+      kvCacheBytes: KVCache.bytesFor(engine.cacheLayout, contextLength, SESSION_SLACK),
       slidingWindow: cfg.slidingWindow,
       backend: backend.name,
       threads: backend.threads ?? 1,

@@ -4,7 +4,7 @@
 // waits in a bounded FIFO queue when all are busy, and gives the session back when done.
 // Forward passes never overlap: each is synchronous; sessions take turns between tokens, and
 // their decode steps share one pass when the pool has a batcher.
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import { Session } from '../runtime/session.js';
 import { LutraError } from '../util/errors.js';
 import type { OnOverflow } from '../fp16/overflow.js';
@@ -46,7 +46,7 @@ export class SessionPool {
   private busy = 0;
   private closed = false;
 
-  constructor(private readonly model: Gemma3Model, readonly opts: SessionPoolOptions) {
+  constructor(private readonly model: CausalLM, readonly opts: SessionPoolOptions) {
     if (!Number.isInteger(opts.parallel) || opts.parallel < 1) throw new LutraError(`parallel ${opts.parallel}: expected a positive integer`);
     if (!Number.isInteger(opts.queueLimit) && opts.queueLimit !== Infinity) throw new LutraError(`queueLimit ${opts.queueLimit}: expected an integer ≥ 0`);
     if (opts.queueLimit < 0) throw new LutraError(`queueLimit ${opts.queueLimit}: expected an integer ≥ 0`);

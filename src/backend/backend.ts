@@ -1,5 +1,5 @@
-// The Backend interface: every numeric kernel the model needs. The model file (src/model/gemma3.ts)
-// is written once against it; the reference backend is the oracle, faster backends (WASM SIMD on
+// The Backend interface: every numeric kernel the models need. Each architecture's forward pass
+// (src/arch/*/model.ts) is written once against it; the reference backend is the oracle, faster backends (WASM SIMD on
 // worker threads) and quantized weight formats slot in behind it.
 //
 // Activations are Float32Array, row-major [rows, cols], allocated by the backend (a WASM backend
@@ -99,11 +99,16 @@ export interface Backend {
   dispose?(): void;
 }
 
-export function makeRopeTable(theta: number, headDim: number, linearFactor: number): RopeTable {
-  // HF computes inv_freq in float32: 1 / theta^(2j/D), then divides by the linear factor.
+/**
+ * HF's inverse frequencies in float32: 1 / theta^(2j/D), divided by the linear factor. With a
+ * rotary fraction below 1 (Gemma 4's proportional RoPE) only the first floor(fraction·D/2) pairs
+ * turn; the others get frequency 0 (cos 1, sin 0), and the exponent keeps the whole head D.
+ */
+export function makeRopeTable(theta: number, headDim: number, linearFactor: number, rotaryFraction = 1): RopeTable {
   const half = headDim / 2;
   const invFreq = new Float32Array(half);
-  for (let j = 0; j < half; j++) {
+  const turning = Math.floor((rotaryFraction * headDim) / 2);
+  for (let j = 0; j < turning; j++) {
     const exponent = Math.fround((2 * j) / headDim);
     invFreq[j] = Math.fround(Math.fround(1 / Math.fround(theta ** exponent)) / linearFactor);
   }

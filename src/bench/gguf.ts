@@ -8,7 +8,7 @@ import { exportGguf } from '../io/gguf-export.js';
 import { openWeightSource } from '../io/source.js';
 import { formatName } from '../model/weight.js';
 import { isGgufPath } from '../io/gguf-source.js';
-import type { Gemma3GgufType } from '../io/gguf-gemma3.js';
+import type { GgufExportType } from '../io/gguf-model.js';
 import { LutraError } from '../util/errors.js';
 
 /** Format name of every matrix in the model's files (all of them are exported, a stored lm_head too), from the headers only. */
@@ -22,10 +22,10 @@ export function matrixFormats(model: string): Map<string, string> {
 }
 
 /** lutra format → the ggml type holding the same values. */
-const SAME_WEIGHTS: Record<string, Gemma3GgufType> = { 'int8:32': 'q8_0', 'int4:32': 'q4_0', f16: 'f16', f32: 'f32' };
+const SAME_WEIGHTS: Record<string, GgufExportType> = { 'int8:32': 'q8_0', 'int4:32': 'q4_0', f16: 'f16', f32: 'f32' };
 
 /** The export type for these matrix formats, or a LutraError saying which weights cannot go. */
-export function exportTypeFor(formats: Map<string, string>): Gemma3GgufType {
+export function exportTypeFor(formats: Map<string, string>): GgufExportType {
   const byFormat = new Map<string, string[]>();
   for (const [name, f] of formats) byFormat.set(f, [...(byFormat.get(f) ?? []), name]);
   const bad = [...byFormat].filter(([f]) => !(f in SAME_WEIGHTS));

@@ -1,7 +1,7 @@
 // Prefill and decode timing of a lutra model: the numbers `lutra bench` and `lutra sweep` report.
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { Session } from '../runtime/session.js';
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 import { weightBytes } from './weights.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
@@ -90,7 +90,7 @@ function runOnce(session: Session, ids: number[], decode: number): [number, numb
   return [t1 - t0, performance.now() - t1];
 }
 
-export function checkLengths(model: Gemma3Model, prefill: number, decode: number): void {
+export function checkLengths(model: CausalLM, prefill: number, decode: number): void {
   if (!Number.isInteger(prefill) || prefill < 1) throw new LutraError(`--prefill ${prefill}: expected an integer ≥ 1`);
   if (!Number.isInteger(decode) || decode < 1) throw new LutraError(`--decode ${decode}: expected an integer ≥ 1`);
   if (prefill + decode > model.cfg.maxPositions) {
@@ -99,7 +99,7 @@ export function checkLengths(model: Gemma3Model, prefill: number, decode: number
 }
 
 /** Time an already loaded model; `dir` is where it came from (for its weight formats). */
-export async function timeModel(model: Gemma3Model, dir: string, opts: TimeLutraOptions, loadSeconds = 0): Promise<LutraTiming> {
+export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOptions, loadSeconds = 0): Promise<LutraTiming> {
   const { prefill, decode } = opts;
   checkLengths(model, prefill, decode);
   const wb = weightBytes(dir, model);

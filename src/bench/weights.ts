@@ -1,7 +1,8 @@
 // Weight bytes a decode step reads, from the formats of the weights the model actually loaded
 // (not the file size: a file may hold extra tensors, and packages store scales differently).
 import { openWeightSource } from '../io/source.js';
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
+import { architectureOf } from '../arch/registry.js';
 import { formatName, rowBytes, scaleCount, type WeightFormat } from '../model/weight.js';
 
 /** Bytes of one [rows, cols] matrix as the backends hold it: codes plus f32 scales or tables. */
@@ -17,42 +18,45 @@ export interface WeightBytes {
   perToken: number;
   /** Every weight held in memory (adds the embedding when the LM head is separate). */
   resident: number;
+  /** Tables read row by row from disk and never held (Gemma 4's per-layer embeddings). */
+  onDisk: number;
   /** Matrix bytes by format name, e.g. { 'int4:32': ..., f16: ... } (embedding/LM head included). */
   byFormat: Record<string, number>;
   /** Matrix name → format name, for export decisions. */
   formats: Map<string, string>;
 }
 
-const LAYER_MATRICES = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
-const LAYER_NORMS = ['input_layernorm', 'self_attn.q_norm', 'self_attn.k_norm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm'];
-
 /** `dir` is the folder/file `model` was loaded from (its formats are read from the header only). */
-export function weightBytes(dir: string, model: Gemma3Model): WeightBytes {
+export function weightBytes(dir: string, model: CausalLM): WeightBytes {
   const src = openWeightSource(dir);
   try {
     const byFormat: Record<string, number> = {};
     const formats = new Map<string, string>();
-    const mat = (name: string): number => {
-      const [rows, cols] = src.shape(name);
-      const f = src.format(name);
+    let perToken = 0;
+    let resident = 0;
+    let onDisk = 0;
+    for (const t of architectureOf(model.cfg).tensors(model.cfg, src)) {
+      if (t.shape.length === 1) {
+        // Gains and scalars are expanded to f32 at load.
+        perToken += 4 * t.shape[0];
+        resident += 4 * t.shape[0];
+        continue;
+      }
+      const [rows, cols] = t.shape;
+      const f = src.format(t.name);
       const b = matrixBytes(f, rows, cols);
       const fname = formatName(f);
       byFormat[fname] = (byFormat[fname] ?? 0) + b;
-      formats.set(name, fname);
-      return b;
-    };
-    const norm = (name: string) => 4 * src.shape(name)[0]; // gains are expanded to f32 at load
-    const embed = mat('model.embed_tokens.weight');
-    const separateHead = model.lmHead !== model.embed;
-    const head = separateHead ? mat('lm_head.weight') : embed;
-    let layers = 0;
-    for (let l = 0; l < model.layers.length; l++) {
-      const p = `model.layers.${l}.`;
-      for (const m of LAYER_MATRICES) layers += mat(`${p}${m}.weight`);
-      for (const n of LAYER_NORMS) layers += norm(`${p}${n}.weight`);
+      formats.set(t.name, fname);
+      if (t.part === 'ple') {
+        onDisk += b;
+        continue;
+      }
+      resident += b;
+      // A tied embedding is read once per token, as the LM head; a separate one only for the token's row.
+      if (t.part !== 'embed' || !model.separateHead) perToken += b;
     }
-    layers += norm('model.norm.weight');
-    return { perToken: head + layers, resident: layers + embed + (separateHead ? head : 0), byFormat, formats };
+    return { perToken, resident, onDisk, byFormat, formats };
   } finally {
     src.close();
   }

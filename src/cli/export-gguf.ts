@@ -1,6 +1,7 @@
 import type { Command } from './common.js';
 import { exportGguf } from '../io/gguf-export.js';
-import { gemma3LlamaCppDifferences, type Gemma3GgufType } from '../io/gguf-gemma3.js';
+import type { GgufExportType } from '../io/gguf-model.js';
+import { architectureOf } from '../arch/registry.js';
 import { byteProgress } from './progress.js';
 import { LutraError } from '../util/errors.js';
 
@@ -8,7 +9,7 @@ const TYPES = ['f32', 'f16', 'q8_0', 'q4_0'];
 
 export const exportGgufCommand: Command = {
   name: 'export-gguf',
-  summary: 'write a GGUF (gemma3 architecture) that llama.cpp loads',
+  summary: 'write a GGUF (the model\'s architecture: gemma3 or gemma4) that llama.cpp loads',
   usage: 'lutra export-gguf [--model SRC] --out FILE.gguf [--force] [--type f32|f16|q8_0|q4_0] [--tokenizer DIR]',
   options: {
     model: { type: 'string', short: 'm', arg: 'SRC', help: 'a Hugging Face checkpoint folder, a lutra package or a GGUF file', default: 'models/demo' },
@@ -34,10 +35,10 @@ export const exportGgufCommand: Command = {
       model,
       out,
       force: flags.bool('force'),
-      type: type as Gemma3GgufType,
+      type: type as GgufExportType,
       tokenizer: flags.optionalString('tokenizer'),
       onOpen: (src) => {
-        for (const d of gemma3LlamaCppDifferences(src.config)) process.stderr.write(`warning: ${d}\n`);
+        for (const d of architectureOf(src.config).gguf.differences(src.config)) process.stderr.write(`warning: ${d}\n`);
       },
       onProgress: (done, total) => {
         bar ??= byteProgress('export-gguf', total);

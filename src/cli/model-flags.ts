@@ -5,7 +5,7 @@ import type { Backend } from '../backend/backend.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { Session } from '../runtime/session.js';
 import { Sampler } from '../runtime/sampler.js';
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, type Numerics } from '../fp16/numerics.js';
@@ -47,13 +47,13 @@ export interface OpenOptions {
 }
 
 /** --model on --backend with --threads, --activations, --simd and --numerics, without the tokenizer (bench, a .gguf). */
-export function openModelWeights(flags: Flags, opts: OpenOptions = {}): { model: Gemma3Model; dir: string; loadSeconds: number; numerics: Numerics } {
+export function openModelWeights(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; dir: string; loadSeconds: number; numerics: Numerics } {
   const { model, dir, loadSeconds, numerics } = load(flags, false, opts);
   return { model, dir, loadSeconds, numerics };
 }
 
 /** Open --model on --backend with its tokenizer. */
-export function openModel(flags: Flags, opts: OpenOptions = {}): { model: Gemma3Model; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
+export function openModel(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
   const loaded = load(flags, true, opts);
   return { ...loaded, tokenizer: loaded.tokenizer! };
 }
@@ -98,7 +98,7 @@ function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
   }
 }
 
-export function openSession(flags: Flags, model: Gemma3Model, rollbackSlack = 0): Session {
+export function openSession(flags: Flags, model: CausalLM, rollbackSlack = 0): Session {
   const maxCtx = model.cfg.maxPositions;
   return new Session(model, {
     contextLength: flags.number('context', Math.min(maxCtx, 4096), { integer: true, min: 1, max: maxCtx }),

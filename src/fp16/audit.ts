@@ -1,6 +1,6 @@
 // FP16 overflow audit: one f32 pass that records, per layer, the peak |value| at every point
 // where an fp16 accelerator would hold an activation, and recommends the residual scale α.
-import type { Gemma3Model, ActivationPoint, Observer } from '../model/gemma3.js';
+import type { CausalLM, ActivationPoint, Observer } from '../model/forward.js';
 import { top2 } from '../verify/metrics.js';
 import { Session } from '../runtime/session.js';
 
@@ -54,7 +54,7 @@ function peakOf(data: Float32Array, n: number): number {
  * Run every prompt (token ids) through a fresh session, then `generate` greedy steps after it
  * (decode positions peak too), and gather the peaks.
  */
-export function auditFp16(model: Gemma3Model, prompts: number[][], opts: { generate?: number } = {}): AuditResult {
+export function auditFp16(model: CausalLM, prompts: number[][], opts: { generate?: number } = {}): AuditResult {
   const L = model.cfg.numLayers;
   const layers: LayerPeaks[] = Array.from({ length: L }, (_, layer) => ({ layer, peaks: Object.fromEntries(AUDIT_POINTS.map((p) => [p, 0])) }));
   let embedPeak = 0;

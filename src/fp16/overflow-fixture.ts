@@ -2,6 +2,7 @@
 // above fp16's range, the way real Gemma 3 does (through large post-norm gains). One layer's
 // post_feedforward_layernorm gain is raised until the residual after that layer reaches the peak
 // on the calibration prompt.
+import { Gemma3Model } from '../arch/gemma3/model.js';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { writeFixture } from '../model/fixture.js';
@@ -55,6 +56,7 @@ export async function writeOverflowFixture(out: string, shape: string, seed: num
         if (point === 'ffn_post') f = data.slice(0, rows * H);
       },
     });
+    if (!(model instanceof Gemma3Model)) throw new LutraError(`${base}: the overflow fixture is built from a Gemma 3 model`);
     const gains = model.layers[L].postFfnNorm; // 1 + w, as the model uses them
     for (let i = 0; i < f.length; i++) f[i] = (f[i] / gains[i % H]) * channelShape(i % H);
     const peakAt = (g: number) => h.reduce((m, v, i) => Math.max(m, Math.abs(v + g * f[i])), 0);

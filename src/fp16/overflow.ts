@@ -1,6 +1,6 @@
 // Overflow detection for fp16 numerics: an observer that looks at every op's output and names the
 // first non-finite value by layer, op and position, instead of letting NaN logits or garbage out.
-import { ACTIVATION_POINTS, type ActivationPoint, type Observer } from '../model/gemma3.js';
+import { ACTIVATION_POINTS, type ActivationPoint, type Observer } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from './backend.js';
 import { firstNonFinite, FP16_MAX } from './round.js';

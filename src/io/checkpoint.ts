@@ -4,7 +4,8 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LutraError } from '../util/errors.js';
-import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
+import { resolveModelConfig } from '../arch/registry.js';
+import type { ModelConfig } from '../arch/config-types.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { SafetensorsFile, type SafetensorsEntry } from './safetensors.js';
 
@@ -39,7 +40,7 @@ export function readJsonFile(path: string, what: string): Record<string, unknown
 export class Checkpoint {
   private files: SafetensorsFile[] = [];
   private index = new Map<string, { file: SafetensorsFile; entry: SafetensorsEntry }>();
-  readonly config: GemmaConfig;
+  readonly config: ModelConfig;
   readonly rawConfig: Record<string, unknown>;
 
   private constructor(readonly dir: string) {
@@ -49,7 +50,7 @@ export class Checkpoint {
     const configPath = join(dir, 'config.json');
     if (!existsSync(configPath)) throw new LutraError(`${configPath}: missing; a checkpoint folder needs config.json`);
     this.rawConfig = readJsonFile(configPath, 'the model config');
-    this.config = resolveGemmaConfig(this.rawConfig, configPath);
+    this.config = resolveModelConfig(this.rawConfig, configPath);
     for (const f of this.shardFiles()) {
       const st = SafetensorsFile.open(f);
       this.files.push(st);

@@ -1,4 +1,5 @@
-// Export any model source (checkpoint, lutra package, GGUF) to a llama.cpp-loadable gemma3 GGUF.
+// Export any model source (checkpoint, lutra package, GGUF) to a llama.cpp-loadable GGUF of its
+// architecture.
 // A package's int8:32 / int4:32 tensors go out as Q8_0 / Q4_0 blocks byte for byte when the
 // export type is q8_0 / q4_0 (the values are the same; see gguf-blocks.ts); everything else is
 // dequantized and encoded in the export type.
@@ -7,7 +8,8 @@ import { basename, join } from 'node:path';
 import { LutraError } from '../util/errors.js';
 import { readJsonFile } from './checkpoint.js';
 import { openWeightSource, type OpenedSource } from './source.js';
-import { exportGemma3Gguf, type Gemma3GgufType } from './gguf-gemma3.js';
+import { exportModelGguf, type GgufExportType } from './gguf-model.js';
+import { architectureOf } from '../arch/registry.js';
 import { GgufType } from './gguf.js';
 import { int4ToQ4_0, int8ToQ8_0 } from './gguf-blocks.js';
 import { dequantizeInPieces } from '../quant/pieces.js';
@@ -16,7 +18,7 @@ import type { WeightFormat, WeightTensor } from '../model/weight.js';
 export interface ExportGgufOptions {
   model: string;
   out: string;
-  type: Gemma3GgufType;
+  type: GgufExportType;
   /** Folder with tokenizer.json / tokenizer_config.json (default: the model folder). */
   tokenizer?: string;
   /** Called with the opened source before writing (warnings about llama.cpp differences). */
@@ -57,8 +59,9 @@ export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
       load: () => dequantizeInPieces(src.load(hfName)),
       exact: (type: GgufType) => (mapsExactly(src.format(hfName), type) ? exactGgmlBytes(src.load(hfName), type) : undefined),
     }));
-    await exportGemma3Gguf({
+    await exportModelGguf({
       out: opts.out,
+      arch: architectureOf(src.config),
       cfg: src.config,
       tokenizerJson,
       tokenizerConfig,

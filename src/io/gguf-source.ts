@@ -1,15 +1,17 @@
-// A gemma3 GGUF file read as a WeightSource, so `lutra convert` (and anything else that opens
-// sources) accepts it like a checkpoint. The config is rebuilt from the gemma3.* metadata as an
-// HF-style config.json; names go back to HF's; norms go back from GGUF's 1 + w to HF's w.
+// A GGUF file (gemma3 or gemma4 architecture) read as a WeightSource, so `lutra convert` (and
+// anything else that opens sources) accepts it like a checkpoint. The architecture module rebuilds
+// an HF-style config.json from the metadata and maps names back to HF's; Gemma 3 norms go back
+// from GGUF's 1 + w to HF's w.
 // Q8_0 and Q4_0 tensors come back as int8:32 and int4:32 codes and scales, never dequantized, so
 // package → GGUF → package is bit-exact (docs/FORMAT.md).
 import { basename } from 'node:path';
 import { LutraError } from '../util/errors.js';
-import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
-import type { WeightSource } from '../model/gemma3.js';
+import { architectureForGguf, ARCHITECTURES } from '../arch/registry.js';
+import type { Architecture } from '../arch/architecture.js';
+import type { ModelConfig } from '../arch/config-types.js';
+import type { WeightSource } from '../model/forward.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { decodeTensor, ggufNumber, ggufString, ggufTypeName, GgufType, readGguf, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf.js';
-import { gemma3HfTensorName } from './gguf-gemma3.js';
 import { q4_0ToInt4, q8_0ToInt8 } from './gguf-blocks.js';
 
 const PLAIN: Record<number, WeightFormat> = {
@@ -26,93 +28,39 @@ export function isGgufPath(path: string): boolean {
   return path.toLowerCase().endsWith('.gguf');
 }
 
-/**
- * GGUF stores float hparams as f32: 1e-6 comes back as 9.99999997e-7. The shortest decimal that
- * rounds to the same f32 is what the original config.json said (and what HF computes with).
- */
-function shortestF32(x: number): number {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === Math.fround(x)) return d;
-  }
-  return x;
-}
-
-/** An HF-style config.json (gemma3_text) from the gemma3.* metadata, for resolveGemmaConfig. */
-export function gemma3ConfigFromGguf(f: GgufFile, vocabSize: number, hasOutput: boolean): Record<string, unknown> {
-  const arch = ggufString(f, 'general.architecture', true);
-  if (arch !== 'gemma3') throw new LutraError(`${f.path}: general.architecture is "${arch}"; lutra reads gemma3 GGUF files`);
-  const A = 'gemma3';
-  const n = (key: string) => shortestF32(ggufNumber(f, `${A}.${key}`, true));
-  const opt = (key: string) => {
-    const v = ggufNumber(f, `${A}.${key}`);
-    return v === undefined ? undefined : shortestF32(v);
-  };
-  const hidden = n('embedding_length');
-  const heads = n('attention.head_count');
-  const layers = n('block_count');
-  const headDim = opt('attention.key_length') ?? hidden / heads;
-  const cfg: Record<string, unknown> = {
-    architectures: ['Gemma3ForCausalLM'],
-    model_type: 'gemma3_text',
-    vocab_size: vocabSize,
-    hidden_size: hidden,
-    intermediate_size: n('feed_forward_length'),
-    num_hidden_layers: layers,
-    num_attention_heads: heads,
-    num_key_value_heads: opt('attention.head_count_kv') ?? heads,
-    head_dim: headDim,
-    // GGUF has no query_pre_attn_scalar; this is what llama.cpp's gemma3 graph uses (27B: hidden/heads).
-    query_pre_attn_scalar: layers === 62 ? hidden / heads : headDim,
-    max_position_embeddings: n('context_length'),
-    rms_norm_eps: opt('attention.layer_norm_rms_epsilon') ?? 1e-6,
-    rope_theta: opt('rope.freq_base') ?? 1_000_000,
-    rope_local_base_freq: opt('rope.freq_base_swa') ?? 10_000,
-    hidden_activation: 'gelu_pytorch_tanh',
-    tie_word_embeddings: !hasOutput,
-  };
-  const window = opt('attention.sliding_window');
-  if (window !== undefined) cfg.sliding_window = window;
-  // Sliding pattern: a per-layer bool array (true = sliding) or llama.cpp's older period number.
-  const pattern = f.metadata.get(`${A}.attention.sliding_window_pattern`);
-  if (Array.isArray(pattern)) cfg.layer_types = pattern.map((s) => (s ? 'sliding_attention' : 'full_attention'));
-  else if (typeof pattern === 'number') cfg.sliding_window_pattern = pattern;
-  if (ggufString(f, `${A}.rope.scaling.type`) === 'linear') cfg.rope_scaling = { rope_type: 'linear', factor: n('rope.scaling.factor') };
-  const softcap = opt('final_logit_softcapping');
-  if (softcap !== undefined) cfg.final_logit_softcapping = softcap;
-  for (const [key, field] of [['bos', 'bos_token_id'], ['eos', 'eos_token_id'], ['padding', 'pad_token_id']] as const) {
-    const id = ggufNumber(f, `tokenizer.ggml.${key}_token_id`);
-    if (id !== undefined) cfg[field] = id;
-  }
-  return cfg;
-}
-
 export class GgufSource implements WeightSource {
   readonly kind = 'gguf' as const;
   readonly file: GgufFile;
-  readonly config: GemmaConfig;
+  readonly config: ModelConfig;
   readonly rawConfig: Record<string, unknown>;
   /** llama.cpp scales embeddings by sqrt(hidden) in f32, whatever the storage type. */
   readonly embedScale: number;
   /** output.weight, when present, is the head to use. */
   readonly separateLmHead = true;
+  readonly arch: Architecture;
   private byHf = new Map<string, GgufTensorInfo>();
 
   constructor(readonly dir: string) {
     this.file = readGguf(dir);
     // The architecture first: another model's tensors would otherwise be reported one by one.
     const arch = ggufString(this.file, 'general.architecture');
-    if (arch !== 'gemma3') throw new LutraError(`${dir}: general.architecture is ${JSON.stringify(arch ?? null)}; lutra reads gemma3 GGUF files`);
+    const a = architectureForGguf(arch);
+    if (!a) {
+      const known = ARCHITECTURES.map((x) => x.gguf.arch).join(', ');
+      throw new LutraError(`${dir}: general.architecture is ${JSON.stringify(arch ?? null)}; lutra reads ${known} GGUF files`);
+    }
+    this.arch = a;
     for (const t of this.file.tensors) {
-      const hf = gemma3HfTensorName(t.name);
-      if (hf === null) throw new LutraError(`${dir}: tensor "${t.name}" is not a Gemma 3 text tensor lutra knows`);
+      if (a.gguf.ignored?.(t.name)) continue;
+      const hf = a.gguf.hfName(t.name);
+      if (hf === null) throw new LutraError(`${dir}: tensor "${t.name}" is not a ${a.name} text tensor lutra knows`);
       this.checkType(t, hf);
       this.byHf.set(hf, t);
     }
     const embed = this.byHf.get('model.embed_tokens.weight');
     if (!embed) throw new LutraError(`${dir}: no token_embd.weight tensor`);
-    this.rawConfig = gemma3ConfigFromGguf(this.file, embed.shape[0], this.byHf.has('lm_head.weight'));
-    this.config = resolveGemmaConfig(this.rawConfig, `${dir} (gemma3.* metadata)`);
+    this.rawConfig = a.gguf.configFromGguf(this.file, embed.shape[0], this.byHf.has('lm_head.weight'));
+    this.config = a.resolveConfig(this.rawConfig, `${dir} (${a.gguf.arch}.* metadata)`);
     this.embedScale = Math.fround(Math.sqrt(this.config.hiddenSize));
   }
 
@@ -166,7 +114,7 @@ export class GgufSource implements WeightSource {
     if (t.shape.length === 1) {
       // GGUF stores Gemma norms as 1 + w; HF's w is recovered in f32 (exact for 1 + w in [0.5, 2]).
       const v = decodeTensor(this.file, t);
-      if (name.endsWith('norm.weight')) for (let i = 0; i < v.length; i++) v[i] = Math.fround(v[i] - 1);
+      if (this.arch.gguf.normsStoredPlusOne && name.endsWith('norm.weight')) for (let i = 0; i < v.length; i++) v[i] = Math.fround(v[i] - 1);
       return { ...base, data: new Uint8Array(v.buffer) };
     }
     const [rows, cols] = t.shape;

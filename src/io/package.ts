@@ -6,9 +6,10 @@ import { basename, join } from 'node:path';
 import YAML from 'yaml';
 import { LutraError } from '../util/errors.js';
 import { writeOutput } from '../util/atomic-output.js';
-import { resolveGemmaConfig, type GemmaConfig } from '../model/config.js';
+import { resolveModelConfig } from '../arch/registry.js';
+import type { ModelConfig } from '../arch/config-types.js';
 import { formatName, numel, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
-import type { WeightSource } from '../model/gemma3.js';
+import type { WeightSource } from '../model/forward.js';
 import { parseFormat } from '../quant/plan.js';
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
 import { readJsonFile } from './checkpoint.js';
@@ -169,7 +170,7 @@ export function isPackage(dir: string): boolean {
 
 /** A package opened for reading: a WeightSource like a checkpoint. */
 export class PackageSource implements WeightSource {
-  readonly config: GemmaConfig;
+  readonly config: ModelConfig;
   readonly rawConfig: Record<string, unknown>;
   readonly meta: PackageMeta;
   readonly embedScale: number | undefined;
@@ -196,7 +197,7 @@ export class PackageSource implements WeightSource {
     this.numerics = typeof meta.numerics === 'string' ? meta.numerics : undefined;
     const configPath = join(dir, 'config.json');
     this.rawConfig = readJsonFile(configPath, 'the model config');
-    this.config = resolveGemmaConfig(this.rawConfig, configPath);
+    this.config = resolveModelConfig(this.rawConfig, configPath);
     const indexPath = join(dir, 'model.safetensors.index.json');
     const index = readJsonFile(indexPath, 'the shard index');
     const map = index.weight_map as Record<string, string>;

@@ -1,7 +1,7 @@
 // Open whatever a --model or convert source names: a Hugging Face checkpoint folder, a lutra
 // package folder, or a gemma3 GGUF file.
 import { existsSync, statSync } from 'node:fs';
-import type { WeightSource } from '../model/gemma3.js';
+import type { WeightSource } from '../model/forward.js';
 import { Checkpoint } from './checkpoint.js';
 import { isPackage, PackageSource } from './package.js';
 import { GgufSource, isGgufPath } from './gguf-source.js';

@@ -1,58 +1,17 @@
 // Checks a model's weights must pass before anything is computed from them: every tensor the
 // config implies is there with the shape the config implies (header only, before any weight is
 // read or allocated), and every value a weight holds is finite.
-import type { GemmaConfig } from './config.js';
-import type { WeightSource } from './gemma3.js';
+import type { TensorSpec } from '../arch/architecture.js';
+import type { WeightSource } from './forward.js';
 import type { WeightTensor } from './weight.js';
 import { LutraError } from '../util/errors.js';
-
-export interface ExpectedTensor {
-  name: string;
-  shape: number[];
-  /** The config fields the shape follows from, e.g. "num_attention_heads × head_dim = 64, hidden_size = 64". */
-  from: string;
-}
-
-/** Every tensor the model reads, in load order, with the shape config.json implies. */
-export function* expectedTensors(cfg: GemmaConfig, src: Pick<WeightSource, 'has' | 'separateLmHead'>): Generator<ExpectedTensor> {
-  const { vocabSize: V, hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D } = cfg;
-  const hidden = `hidden_size = ${H}`;
-  const vocab = `vocab_size = ${V}`;
-  const inter = `intermediate_size = ${I}`;
-  const qDim = `num_attention_heads × head_dim = ${nH} × ${D}`;
-  const kvDim = `num_key_value_heads × head_dim = ${nKV} × ${D}`;
-  yield { name: 'model.embed_tokens.weight', shape: [V, H], from: `${vocab}, ${hidden}` };
-  if (src.has('lm_head.weight') && (!cfg.tieWordEmbeddings || src.separateLmHead === true)) {
-    yield { name: 'lm_head.weight', shape: [V, H], from: `${vocab}, ${hidden}` };
-  }
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    const layer = `num_hidden_layers = ${cfg.numLayers}`;
-    const norm = (name: string, dim: number, field: string) => ({ name: p + name, shape: [dim], from: `${layer}, ${field}` });
-    const mat = (name: string, rows: number, cols: number, from: string) => ({ name: p + name, shape: [rows, cols], from: `${layer}, ${from}` });
-    yield norm('input_layernorm.weight', H, hidden);
-    yield mat('self_attn.q_proj.weight', nH * D, H, `${qDim}, ${hidden}`);
-    yield mat('self_attn.k_proj.weight', nKV * D, H, `${kvDim}, ${hidden}`);
-    yield mat('self_attn.v_proj.weight', nKV * D, H, `${kvDim}, ${hidden}`);
-    yield mat('self_attn.o_proj.weight', H, nH * D, `${hidden}, ${qDim}`);
-    yield norm('self_attn.q_norm.weight', D, `head_dim = ${D}`);
-    yield norm('self_attn.k_norm.weight', D, `head_dim = ${D}`);
-    yield norm('post_attention_layernorm.weight', H, hidden);
-    yield norm('pre_feedforward_layernorm.weight', H, hidden);
-    yield mat('mlp.gate_proj.weight', I, H, `${inter}, ${hidden}`);
-    yield mat('mlp.up_proj.weight', I, H, `${inter}, ${hidden}`);
-    yield mat('mlp.down_proj.weight', H, I, `${hidden}, ${inter}`);
-    yield norm('post_feedforward_layernorm.weight', H, hidden);
-  }
-  yield { name: 'model.norm.weight', shape: [H], from: hidden };
-}
 
 /**
  * Compare every expected tensor's shape with the source's header, failing on the first missing
  * tensor or mismatch with the config fields that imply it. Reads no weight.
  */
-export function checkTensorShapes(cfg: GemmaConfig, src: WeightSource): void {
-  for (const t of expectedTensors(cfg, src)) {
+export function checkTensorShapes(manifest: readonly TensorSpec[], src: WeightSource): void {
+  for (const t of manifest) {
     const where = src.where?.(t.name) ?? src.dir;
     if (!src.has(t.name)) {
       throw new LutraError(`${where}: tensor "${t.name}" is missing; config.json implies it (${t.from})`);

@@ -7,11 +7,12 @@ import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePla
 import { formatName, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { dequantize } from '../backend/reference/index.js';
 import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
+import { architectureOf } from '../arch/registry.js';
 import { assertFinite, checkTensorShapes } from '../model/checks.js';
 import { quantizeLinear } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
-import { embedScaleFor } from '../model/gemma3.js';
+import { embedScaleFor } from '../model/forward.js';
 import { SCALED_NORM, scalePostNorm } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 import { yieldToEvents } from '../util/atomic-output.js';
@@ -130,25 +131,29 @@ async function sha256Files(files: string[]): Promise<string> {
  * NaN/Inf as they are read.
  */
 function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
-  checkTensorShapes(src.config, src);
+  const manifest = architectureOf(src.config).tensors(src.config, src);
+  checkTensorShapes(manifest, src);
+  const partOf = new Map(manifest.map((t) => [t.name, t.part]));
+  partOf.set('lm_head.weight', 'lmhead');
   const load = (name: string) => assertFinite(src.load(name));
   const entries: PackagePlanEntry[] = [];
-  for (const name of src.names()) {
+  // What the model reads (a checkpoint may hold more, e.g. K/V projections of layers that share another layer's cache).
+  for (const name of src.names().filter((n) => partOf.has(n))) {
     const shape = src.shape(name);
     if (alpha !== 1 && SCALED_NORM.test(name)) {
       entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensorAsync(scalePostNorm(load(name), alpha), { kind: 'f32' }) });
       continue;
     }
-    const planned = formatFor(plan, name, shape);
-    if (planned) checkFormatFits(plan, name, shape, planned, src.dir);
+    const planned = formatFor(plan, partOf.get(name)!, shape);
+    if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
     const format = planned ?? src.format(name);
     entries.push({ name, shape, format, make: () => encodeTensorAsync(load(name), format) });
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {
     const embed = entries.find((e) => e.name === 'model.embed_tokens.weight')!;
-    const planned = formatFor(plan, 'lm_head.weight', embed.shape);
-    if (planned) checkFormatFits(plan, 'lm_head.weight', embed.shape, planned, `${src.dir} (the tied embedding)`);
+    const planned = formatFor(plan, 'lmhead', embed.shape);
+    if (planned) checkFormatFits(plan, 'lm_head.weight', 'lmhead', embed.shape, planned, `${src.dir} (the tied embedding)`);
     const head = planned ?? src.format('model.embed_tokens.weight');
     if (formatName(head) !== formatName(embed.format)) {
       entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });

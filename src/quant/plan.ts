@@ -1,10 +1,9 @@
 // Which format each tensor gets: --quant PART=FORMAT specs (and ANEMLL's --lut1/2/3 shorthand)
-// resolved against tensor names, with 1-D tensors and small tensors left as they are.
+// resolved against the parts the architecture's manifest gives each tensor, with 1-D tensors and
+// small tensors left as they are.
 import { LutraError } from '../util/errors.js';
 import { formatName, type WeightFormat } from '../model/weight.js';
-
-export type Part = 'embed' | 'attn' | 'ffn' | 'lmhead';
-export const PARTS: Part[] = ['embed', 'attn', 'ffn', 'lmhead'];
+import { PARTS, type Part } from '../arch/architecture.js';
 
 /** Parse `f32 f16 bf16 int8:G int4:G lut<b>:G` (G a number, or c/t for int formats). */
 export function parseFormat(text: string, where: string): WeightFormat {
@@ -21,14 +20,6 @@ export function parseFormat(text: string, where: string): WeightFormat {
   throw new LutraError(`${where}: unknown format "${text}"; expected f32, f16, bf16, int8:G, int4:G (G a number, c or t) or lut<b>:G (b 1..8)`);
 }
 
-export function partOf(name: string): Part | null {
-  if (name === 'model.embed_tokens.weight') return 'embed';
-  if (name === 'lm_head.weight') return 'lmhead';
-  if (/\.self_attn\.[qkvo]_proj\.weight$/.test(name)) return 'attn';
-  if (/\.mlp\.(gate|up|down)_proj\.weight$/.test(name)) return 'ffn';
-  return null;
-}
-
 export interface QuantPlan {
   parts: Partial<Record<Part, WeightFormat>>;
   /** The command-line flag that set each part's format (for messages), e.g. `--quant ffn=int4:48`. */
@@ -41,7 +32,7 @@ export interface QuantPlan {
 export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string; lut3?: string; weightThreshold: number }): QuantPlan {
   const parts: QuantPlan['parts'] = {};
   const flags: NonNullable<QuantPlan['flags']> = {};
-  const set = (ps: Part[], f: WeightFormat, flag: string) => {
+  const set = (ps: readonly Part[], f: WeightFormat, flag: string) => {
     for (const p of ps) {
       parts[p] = f;
       flags[p] = flag;
@@ -59,7 +50,7 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
     const format = parseFormat(q.slice(eq + 1), `--quant ${q}`);
     if (part === 'all') set(PARTS, format, `--quant ${q}`);
     else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`);
-    else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected embed, attn, ffn, lmhead or all`);
+    else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected ${PARTS.join(', ')} or all`);
   }
   if (opts.lut1 !== undefined) set(['embed'], lut('--lut1', opts.lut1), `--lut1 ${opts.lut1}`);
   if (opts.lut2 !== undefined) set(['attn', 'ffn'], lut('--lut2', opts.lut2), `--lut2 ${opts.lut2}`);
@@ -67,10 +58,9 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
   return { parts, flags, weightThreshold: opts.weightThreshold };
 }
 
-/** The format for one tensor, or null to keep the source's. */
-export function formatFor(plan: QuantPlan, name: string, shape: number[]): WeightFormat | null {
+/** The format for one tensor of the given part (from the architecture's manifest), or null to keep the source's. */
+export function formatFor(plan: QuantPlan, part: Part | null, shape: number[]): WeightFormat | null {
   if (shape.length !== 2) return null;
-  const part = partOf(name);
   if (!part) return null;
   const f = plan.parts[part];
   if (!f) return null;
@@ -83,7 +73,7 @@ export function formatFor(plan: QuantPlan, name: string, shape: number[]): Weigh
  * divide the columns, a LUT group the rows. The message names the tensor, its shape, the format
  * and the flag that chose it.
  */
-export function checkFormatFits(plan: QuantPlan, name: string, shape: number[], f: WeightFormat, where: string): void {
+export function checkFormatFits(plan: QuantPlan, name: string, part: Part | null, shape: number[], f: WeightFormat, where: string): void {
   const [rows, cols] = shape;
   let problem: string | null = null;
   if ((f.kind === 'int8' || f.kind === 'int4') && typeof f.group === 'number' && cols % f.group !== 0) {
@@ -92,7 +82,6 @@ export function checkFormatFits(plan: QuantPlan, name: string, shape: number[], 
     problem = `its ${rows} rows are not a multiple of the group size ${f.group}`;
   }
   if (problem === null) return;
-  const part = partOf(name);
   const flag = (part && plan.flags?.[part]) ?? '--quant';
   throw new LutraError(`${flag}: ${formatName(f)} does not fit tensor "${name}" [${shape}] of ${where}: ${problem}`);
 }
@@ -100,7 +89,7 @@ export function checkFormatFits(plan: QuantPlan, name: string, shape: number[], 
 /** The plan in ANEMLL's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */
 export function planFields(plan: QuantPlan): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const seedName: Record<Part, string> = { embed: 'embeddings', attn: 'attn', ffn: 'ffn', lmhead: 'lmhead' };
+  const seedName: Record<Part, string> = { embed: 'embeddings', ple: 'ple', attn: 'attn', ffn: 'ffn', lmhead: 'lmhead' };
   for (const p of PARTS) {
     const f = plan.parts[p];
     out[`quant_${p}`] = f ? formatName(f) : 'none';

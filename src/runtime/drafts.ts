@@ -3,7 +3,7 @@
 // of the last few tokens; suffix decoding follows the most frequent continuation in the earlier
 // outputs of the same loaded model; a draft model samples from a smaller model that shares the
 // tokenizer.
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import { Session } from './session.js';
 import { Sampler, type SamplerOptions, type TokenDistribution } from './sampler.js';
 import { LutraError } from '../util/errors.js';
@@ -98,10 +98,10 @@ export class SuffixIndex {
   }
 }
 
-const suffixIndexes = new WeakMap<Gemma3Model, SuffixIndex>();
+const suffixIndexes = new WeakMap<CausalLM, SuffixIndex>();
 
 /** The suffix index of a loaded model (created on first use). */
-export function suffixIndexFor(model: Gemma3Model): SuffixIndex {
+export function suffixIndexFor(model: CausalLM): SuffixIndex {
   let index = suffixIndexes.get(model);
   if (!index) {
     index = new SuffixIndex();
@@ -146,7 +146,7 @@ export class SuffixDraft implements DraftSource {
 
 /** What a draft model must offer: a loaded engine (a LutraModel has one). */
 export interface DraftModel {
-  readonly engine: Gemma3Model;
+  readonly engine: CausalLM;
 }
 
 /**

@@ -1,43 +1,56 @@
-// Per-layer KV cache: a ring of W slots for sliding layers (a query sees at most W keys, its own
-// included) and the full history for global layers.
+// Per-layer KV cache, laid out as the architecture says (CacheLayerSpec): a ring of W slots for
+// sliding layers (a query sees at most W keys, its own included), the full history for global
+// layers, and no storage at all for layers that read another layer's cache (Gemma 4's KV sharing:
+// their entry is the source layer's cache object).
 import type { Backend, LayerCache } from '../backend/backend.js';
-import { isSliding, type GemmaConfig } from '../model/config.js';
+import type { CacheLayerSpec } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 
+/** Slots one layer's cache holds. */
+function capacityOf(spec: CacheLayerSpec, contextLength: number, rollbackSlack: number): { capacity: number; ring: boolean } {
+  const ringSlots = spec.window + rollbackSlack;
+  const ring = spec.window > 0 && ringSlots < contextLength;
+  return { capacity: ring ? ringSlots : contextLength, ring };
+}
+
 export class KVCache {
+  /** Per layer; a layer that shares another's K/V holds the very same object as its source. */
   readonly layers: LayerCache[];
   /** Tokens stored so far (= position of the next token). */
   length = 0;
-  private readonly kvDim: number;
+  private readonly kvDims: number[];
 
   /**
    * `rollbackSlack` extra ring slots let truncate() step back that many tokens (chat edits,
    * rejected speculative drafts); with 0 a ring holds exactly W slots.
    */
-  constructor(backend: Backend, cfg: GemmaConfig, readonly contextLength: number, readonly rollbackSlack = 0) {
-    this.kvDim = cfg.numKvHeads * cfg.headDim;
-    this.layers = cfg.layerTypes.map((_, l) => {
-      const ringSlots = cfg.slidingWindow + rollbackSlack;
-      const ring = isSliding(cfg, l) && ringSlots < contextLength;
-      const capacity = ring ? ringSlots : contextLength;
-      return { k: backend.alloc(capacity * this.kvDim), v: backend.alloc(capacity * this.kvDim), capacity, ring };
+  constructor(backend: Backend, layout: readonly CacheLayerSpec[], readonly contextLength: number, readonly rollbackSlack = 0) {
+    this.kvDims = layout.map((s) => s.kvDim);
+    this.layers = [];
+    layout.forEach((spec, l) => {
+      if (spec.source !== l) {
+        if (!(spec.source < l)) throw new Error(`KV cache layout: layer ${l} reads layer ${spec.source}, which is not an earlier layer`);
+        this.layers.push(this.layers[spec.source]);
+        return;
+      }
+      const { capacity, ring } = capacityOf(spec, contextLength, rollbackSlack);
+      this.layers.push({ k: backend.alloc(capacity * spec.kvDim), v: backend.alloc(capacity * spec.kvDim), capacity, ring });
     });
   }
 
   /** Bytes the keys and values of a cache with these settings take (f32). */
-  static bytesFor(cfg: GemmaConfig, contextLength: number, rollbackSlack = 0): number {
-    let slots = 0;
-    for (let l = 0; l < cfg.numLayers; l++) {
-      const ringSlots = cfg.slidingWindow + rollbackSlack;
-      slots += isSliding(cfg, l) && ringSlots < contextLength ? ringSlots : contextLength;
-    }
-    return slots * cfg.numKvHeads * cfg.headDim * 2 * 4;
+  static bytesFor(layout: readonly CacheLayerSpec[], contextLength: number, rollbackSlack = 0): number {
+    let values = 0;
+    layout.forEach((spec, l) => {
+      if (spec.source === l) values += capacityOf(spec, contextLength, rollbackSlack).capacity * spec.kvDim;
+    });
+    return values * 2 * 4;
   }
 
   /** Store keys/values of positions pos0..pos0+T-1 (for a ring, only the last `capacity` of them matter). */
   write(layer: number, k: Float32Array, v: Float32Array, pos0: number, T: number): void {
     const c = this.layers[layer];
-    const d = this.kvDim;
+    const d = this.kvDims[layer];
     if (!c.ring && pos0 + T > c.capacity) {
       throw new LutraError(`context full: ${pos0 + T} tokens exceed the context length ${c.capacity}`);
     }
@@ -55,7 +68,7 @@ export class KVCache {
 
   /** Give the cache's memory back to the backend; the cache must not be used after. */
   dispose(backend: Backend): void {
-    if (backend.free) for (const c of this.layers) {
+    if (backend.free) for (const c of new Set(this.layers)) {
       backend.free(c.k);
       backend.free(c.v);
     }

@@ -1,6 +1,7 @@
 // Open a model folder: weights, config and tokenizer, on the chosen backend.
 import { openWeightSource } from '../io/source.js';
-import { Gemma3Model } from '../model/gemma3.js';
+import { architectureOf } from '../arch/registry.js';
+import type { CausalLM } from '../model/forward.js';
 import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { loadGgufTokenizer } from '../tokenizer/gguf-tokenizer.js';
 import { GgufSource } from '../io/gguf-source.js';
@@ -13,7 +14,7 @@ import { Fp16Backend } from '../fp16/backend.js';
 import { F32_NUMERICS, parseNumerics, type Numerics } from '../fp16/numerics.js';
 
 export interface LoadedModel {
-  model: Gemma3Model;
+  model: CausalLM;
   tokenizer: GemmaTokenizer;
   dir: string;
   loadSeconds: number;
@@ -38,7 +39,7 @@ export function loadModel(
   dir: string,
   backend: Backend,
   opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string; onOpened?: () => void; checkWeights?: boolean } = {},
-): { model: Gemma3Model; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
+): { model: CausalLM; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
@@ -56,7 +57,7 @@ export function loadModel(
     // The tokenizer first: a model without one fails before its weights are read. The folder,
     // config, headers and tokenizer are checked: the slow part (reading weights) starts.
     opts.onOpened?.();
-    const model = new Gemma3Model(src.config, run, src, undefined, { weights: opts.checkWeights });
+    const model = architectureOf(src.config).load(src.config, run, src, { weights: opts.checkWeights });
     return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
   } finally {
     src.close();

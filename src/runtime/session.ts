@@ -1,6 +1,6 @@
 // A Session is one conversation over a loaded model: its own KV cache and position. Prefill runs
 // in batches of B tokens (each with Q-chunked attention); decode runs one token at a time.
-import type { Gemma3Model, Observer } from '../model/gemma3.js';
+import type { CausalLM, Observer } from '../model/forward.js';
 import { KVCache } from './kv-cache.js';
 import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from '../fp16/backend.js';
@@ -36,7 +36,7 @@ export class Session {
   private ids: number[] = [];
   private disposed = false;
 
-  constructor(readonly model: Gemma3Model, opts: SessionOptions = {}) {
+  constructor(readonly model: CausalLM, opts: SessionOptions = {}) {
     this.contextLength = opts.contextLength ?? Math.min(model.cfg.maxPositions, 4096);
     this.prefillBatch = opts.prefillBatch ?? 64;
     this.qChunk = opts.qChunk ?? 32;
@@ -46,7 +46,7 @@ export class Session {
     if (this.contextLength > model.cfg.maxPositions) {
       throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
     }
-    this.cache = new KVCache(model.backend, model.cfg, this.contextLength, opts.rollbackSlack ?? 0);
+    this.cache = new KVCache(model.backend, model.cacheLayout, this.contextLength, opts.rollbackSlack ?? 0);
     const B = model.backend;
     this.overflowWatch = B instanceof Fp16Backend ? new OverflowWatch(B, opts.onOverflow ?? 'error') : null;
     this.batcher = opts.batcher ?? null;

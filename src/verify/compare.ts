@@ -20,15 +20,15 @@
 //    logits during generation, and a batched pass is what the oracle measures elsewhere.
 //
 // Metrics (float64, full vocabulary, temperature 1), see stepMetrics().
-import type { Observer } from '../model/gemma3.js';
-import type { GemmaConfig } from '../model/config.js';
+import type { Observer } from '../model/forward.js';
+import type { ModelConfig } from '../arch/config-types.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { Session } from '../runtime/session.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { LlamaCppOracle, LOG_PROB_FLOOR } from './llama-cpp.js';
 import { cosine, entropy, klDivergence, logSoftmax, pearson, top2 } from './metrics.js';
 import { LutraError } from '../util/errors.js';
-import type { Gemma3Model } from '../model/gemma3.js';
+import type { CausalLM } from '../model/forward.js';
 import type { Numerics } from '../fp16/numerics.js';
 import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 
@@ -73,7 +73,7 @@ export interface Runner {
   readonly rowsAreLogProbs: boolean;
   readonly tokenizer: GemmaTokenizer | null;
   /** The architecture, when the runner can report hidden states (lutra only). */
-  readonly config: GemmaConfig | null;
+  readonly config: ModelConfig | null;
   readonly loadSeconds: number;
   /**
    * Greedy generation of up to maxTokens ids after `prompt`. Returns the ids and the rows of every
@@ -102,7 +102,7 @@ export class LutraRunner implements Runner {
   readonly description: string;
   constructor(
     readonly spec: string,
-    readonly model: Gemma3Model,
+    readonly model: CausalLM,
     readonly tokenizer: GemmaTokenizer | null,
     readonly loadSeconds: number,
     private readonly prefillBatch = 64,
@@ -123,7 +123,7 @@ export class LutraRunner implements Runner {
     return this.model.vocabSize;
   }
 
-  get config(): GemmaConfig {
+  get config(): ModelConfig {
     return this.model.cfg;
   }
 

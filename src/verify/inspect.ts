@@ -9,7 +9,7 @@ import { GgufSource } from '../io/gguf-source.js';
 import { ggufTypeName } from '../io/gguf.js';
 import { rowDecoder } from '../backend/reference/index.js';
 import { formatName, type WeightTensor } from '../model/weight.js';
-import type { GemmaConfig } from '../model/config.js';
+import type { ModelConfig } from '../arch/config-types.js';
 
 export interface TensorReport {
   name: string;
@@ -46,7 +46,7 @@ export interface InspectReport {
   };
 }
 
-function configSummary(c: GemmaConfig): Record<string, unknown> {
+function configSummary(c: ModelConfig): Record<string, unknown> {
   return {
     model_type: c.modelType,
     vocab_size: c.vocabSize,

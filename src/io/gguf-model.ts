@@ -1,92 +1,14 @@
-// Gemma 3 (text) -> GGUF exporter core, in the layout llama.cpp's `gemma3` architecture reads
-// (llama.cpp's gemma3 loader): its tensor names and hparams, a SentencePiece-style
-// ("llama") vocabulary rebuilt from tokenizer.json, and norm weights stored as 1 + w.
-import type { GemmaConfig } from '../model/config.js';
+// Model -> GGUF exporter core, in the layout llama.cpp reads for the model's architecture: tensor
+// names, shapes and hparams from the architecture module (src/arch/), a SentencePiece-style
+// ("llama") vocabulary rebuilt from tokenizer.json, and norm weights as the architecture stores them.
+import type { ModelConfig } from '../arch/config-types.js';
+import type { Architecture } from '../arch/architecture.js';
 import { LutraError } from '../util/errors.js';
-import { f32ToBf16Bits, f32ToF16Bits } from '../util/half.js';
+import { f32ToF16Bits } from '../util/half.js';
 import { encodeQ4_0, encodeQ8_0, ggufTensorBytes, GgufType, kv, writeGguf } from './gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from './gguf.js';
 import { yieldToEvents } from '../util/atomic-output.js';
 import { pieceRows, PIECE_WEIGHTS } from '../quant/pieces.js';
-
-// ---------------------------------------------------------------------------------------------
-// Tensor names
-
-const LAYER_SUFFIX: Record<string, string> = {
-  'input_layernorm.weight': 'attn_norm.weight',
-  'self_attn.q_proj.weight': 'attn_q.weight',
-  'self_attn.k_proj.weight': 'attn_k.weight',
-  'self_attn.v_proj.weight': 'attn_v.weight',
-  'self_attn.o_proj.weight': 'attn_output.weight',
-  'self_attn.q_norm.weight': 'attn_q_norm.weight',
-  'self_attn.k_norm.weight': 'attn_k_norm.weight',
-  'post_attention_layernorm.weight': 'post_attention_norm.weight',
-  'pre_feedforward_layernorm.weight': 'ffn_norm.weight',
-  'mlp.gate_proj.weight': 'ffn_gate.weight',
-  'mlp.up_proj.weight': 'ffn_up.weight',
-  'mlp.down_proj.weight': 'ffn_down.weight',
-  'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
-};
-
-const GLOBAL_NAMES: Record<string, string> = {
-  'model.embed_tokens.weight': 'token_embd.weight',
-  'model.norm.weight': 'output_norm.weight',
-  'lm_head.weight': 'output.weight',
-};
-
-/** Maps a normalised HF tensor name (`model.layers.3.self_attn.q_proj.weight`) to its GGUF name. */
-export function gemma3GgufTensorName(hfName: string): string {
-  const g = GLOBAL_NAMES[hfName];
-  if (g) return g;
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
-  if (m) {
-    const suffix = LAYER_SUFFIX[m[2]!];
-    if (suffix) return `blk.${Number(m[1])}.${suffix}`;
-  }
-  throw new LutraError(`tensor "${hfName}": not a Gemma 3 text tensor that the GGUF exporter knows`);
-}
-
-/** Shape (PyTorch order) that a Gemma 3 tensor must have under `cfg`. */
-export function gemma3ExpectedShape(hfName: string, cfg: GemmaConfig): number[] {
-  const H = cfg.hiddenSize;
-  const D = cfg.headDim;
-  const q = cfg.numHeads * D;
-  const kvd = cfg.numKvHeads * D;
-  const I = cfg.intermediateSize;
-  if (hfName === 'model.embed_tokens.weight' || hfName === 'lm_head.weight') return [cfg.vocabSize, H];
-  if (hfName === 'model.norm.weight') return [H];
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
-  if (!m || !LAYER_SUFFIX[m[2]!]) throw new LutraError(`tensor "${hfName}": not a Gemma 3 text tensor that the GGUF exporter knows`);
-  const layer = Number(m[1]);
-  if (layer >= cfg.numLayers) throw new LutraError(`tensor "${hfName}": layer ${layer} but the config has ${cfg.numLayers} layers`);
-  switch (m[2]) {
-    case 'self_attn.q_proj.weight': return [q, H];
-    case 'self_attn.k_proj.weight':
-    case 'self_attn.v_proj.weight': return [kvd, H];
-    case 'self_attn.o_proj.weight': return [H, q];
-    case 'self_attn.q_norm.weight':
-    case 'self_attn.k_norm.weight': return [D];
-    case 'mlp.gate_proj.weight':
-    case 'mlp.up_proj.weight': return [I, H];
-    case 'mlp.down_proj.weight': return [H, I];
-    default: return [H]; // the four per-layer norms
-  }
-}
-
-/** The inverse of gemma3GgufTensorName: a GGUF tensor name back to its normalised HF name, or null. */
-export function gemma3HfTensorName(ggufName: string): string | null {
-  for (const [hf, g] of Object.entries(GLOBAL_NAMES)) if (g === ggufName) return hf;
-  const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
-  if (!m) return null;
-  const suffix = Object.keys(LAYER_SUFFIX).find((k) => LAYER_SUFFIX[k] === m[2]);
-  return suffix ? `model.layers.${Number(m[1])}.${suffix}` : null;
-}
-
-function requiredHfNames(cfg: GemmaConfig): string[] {
-  const names = ['model.embed_tokens.weight', 'model.norm.weight'];
-  for (let i = 0; i < cfg.numLayers; i++) for (const s of Object.keys(LAYER_SUFFIX)) names.push(`model.layers.${i}.${s}`);
-  return names;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -119,7 +41,7 @@ const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
  * Types: 6 byte for `<0xXX>` pieces, 3 control for added tokens with special=true, 4 user-defined
  * for added tokens with special=false, 2 unknown for model.unk_token, 1 normal otherwise.
  */
-export function gemma3GgufVocab(tokenizerJson: any, vocabSize: number): GgufVocab {
+export function ggufVocab(tokenizerJson: any, vocabSize: number): GgufVocab {
   const model = tokenizerJson?.model;
   if (!model || typeof model !== 'object') throw new LutraError('tokenizer.json: missing "model" object');
   const tokens: (string | undefined)[] = new Array(vocabSize);
@@ -202,63 +124,23 @@ function chatTemplate(tokenizerConfig: any): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Metadata
 
-export type Gemma3GgufType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
+export type GgufExportType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
 
 /** llama_ftype values for general.file_type. */
-const FILE_TYPE: Record<Gemma3GgufType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2 };
+export const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2 };
 
 /** The ggml type of the 2-D weights for an export type. */
-const MATRIX_TYPE: Record<Gemma3GgufType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
+const MATRIX_TYPE: Record<GgufExportType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
 
 /**
- * GGUF metadata for a Gemma 3 text model: general.*, gemma3.* hparams and the tokenizer.
- *
- * Besides the keys convert_hf_to_gguf.py writes, two keys make llama.cpp follow the config
- * instead of its gemma3 hard-coding (read by the llama.cpp in node-llama-cpp 3.22.1, ignored by
- * older builds): `gemma3.rope.freq_base_swa` (local θ) and `gemma3.attention.sliding_window_pattern`
- * (per-layer bool, true = sliding), taken from cfg.layerTypes.
- *
- * Special ids follow convert_hf_to_gguf's SpecialVocab: tokenizer_config.json's bos/eos/unk/pad
- * token strings resolved to ids first, then config.json ids (cfg) as fallback.
+ * Tokenizer keys: tokenizer.json's vocabulary as a SentencePiece-style ("llama") vocabulary, which
+ * llama.cpp reads for both gemma3 and gemma4. Special ids follow convert_hf_to_gguf's
+ * SpecialVocab: tokenizer_config.json's bos/eos/unk/pad token strings resolved to ids first, then
+ * config.json ids (cfg) as fallback.
  */
-export function gemma3GgufMetadata(
-  cfg: GemmaConfig,
-  tokenizerJson: any,
-  tokenizerConfig: any,
-  name: string,
-  opts: { fileType?: Gemma3GgufType } = {},
-): GgufMetadataEntry[] {
-  const A = 'gemma3';
-  const sliding = cfg.layerTypes.map((t) => t === 'sliding_attention');
-  const m: GgufMetadataEntry[] = [
-    kv.str('general.architecture', A),
-    kv.str('general.name', name),
-    kv.u32('general.file_type', FILE_TYPE[opts.fileType ?? 'f32']),
-    kv.u32('general.quantization_version', 2),
-    kv.u32(`${A}.context_length`, cfg.maxPositions),
-    kv.u32(`${A}.embedding_length`, cfg.hiddenSize),
-    kv.u32(`${A}.block_count`, cfg.numLayers),
-    kv.u32(`${A}.feed_forward_length`, cfg.intermediateSize),
-    kv.u32(`${A}.attention.head_count`, cfg.numHeads),
-    kv.u32(`${A}.attention.head_count_kv`, cfg.numKvHeads),
-    kv.u32(`${A}.attention.key_length`, cfg.headDim),
-    kv.u32(`${A}.attention.value_length`, cfg.headDim),
-    kv.f32(`${A}.attention.layer_norm_rms_epsilon`, cfg.rmsNormEps),
-    kv.f32(`${A}.rope.freq_base`, cfg.ropeGlobal.theta),
-  ];
-  if (sliding.some((s) => s)) {
-    m.push(
-      kv.u32(`${A}.attention.sliding_window`, cfg.slidingWindow),
-      kv.arr.bool(`${A}.attention.sliding_window_pattern`, sliding),
-      kv.f32(`${A}.rope.freq_base_swa`, cfg.ropeLocal.theta),
-    );
-  }
-  if (cfg.ropeGlobal.linearFactor !== 1) {
-    m.push(kv.str(`${A}.rope.scaling.type`, 'linear'), kv.f32(`${A}.rope.scaling.factor`, cfg.ropeGlobal.linearFactor));
-  }
-  if (cfg.finalLogitSoftcapping !== null) m.push(kv.f32(`${A}.final_logit_softcapping`, cfg.finalLogitSoftcapping));
-
-  const vocab = gemma3GgufVocab(tokenizerJson, cfg.vocabSize);
+export function tokenizerGgufMetadata(cfg: ModelConfig, tokenizerJson: any, tokenizerConfig: any): GgufMetadataEntry[] {
+  const m: GgufMetadataEntry[] = [];
+  const vocab = ggufVocab(tokenizerJson, cfg.vocabSize);
   const idOf = (field: string, fallback: number | undefined): number | undefined => {
     const text = specialTokenText(tokenizerConfig, field);
     const id = text !== undefined ? vocab.ids.get(text) : undefined;
@@ -297,36 +179,10 @@ export function gemma3GgufMetadata(
   return m;
 }
 
-/**
- * Where llama.cpp's gemma3 graph will not follow `cfg` (it hard-codes these), so an oracle
- * comparison against lutra must avoid them. Empty when llama.cpp and HF agree.
- */
-export function gemma3LlamaCppDifferences(cfg: GemmaConfig): string[] {
-  const out: string[] = [];
-  const sq = Math.fround(Math.sqrt(cfg.hiddenSize));
-  f32Probe[0] = sq;
-  if (f32ToBf16Bits(sq) << 16 !== (u32Probe[0]! | 0)) {
-    out.push(`embedding scale: llama.cpp multiplies by sqrt(${cfg.hiddenSize}) exactly, HF bf16 models by it rounded to bf16`);
-  }
-  const is27b = cfg.numLayers === 62; // llama.cpp picks the model type from block_count
-  const llamaScale = is27b ? 1 / Math.sqrt(Math.floor(cfg.hiddenSize / cfg.numHeads)) : 1 / Math.sqrt(cfg.headDim);
-  const hfScale = 1 / Math.sqrt(cfg.queryPreAttnScalar);
-  if (Math.fround(llamaScale) !== Math.fround(hfScale)) {
-    out.push(
-      `attention scale: llama.cpp uses 1/sqrt(${is27b ? 'hidden/heads' : 'head_dim'}) = ${llamaScale}, the config query_pre_attn_scalar gives ${hfScale}`,
-    );
-  }
-  if (cfg.ropeLocal.linearFactor !== 1) out.push('local RoPE scaling: llama.cpp never scales sliding-layer RoPE');
-  if (cfg.hiddenActivation !== 'gelu_pytorch_tanh') out.push(`activation: llama.cpp uses tanh-GELU, the config says ${cfg.hiddenActivation}`);
-  return out;
-}
-const f32Probe = new Float32Array(1);
-const u32Probe = new Uint32Array(f32Probe.buffer);
-
 // ---------------------------------------------------------------------------------------------
 // Exporter
 
-export interface Gemma3ExportTensor {
+export interface ExportTensor {
   /** Normalised HF name, e.g. `model.layers.0.self_attn.q_proj.weight`. */
   hfName: string;
   shape: number[];
@@ -339,20 +195,21 @@ export interface Gemma3ExportTensor {
   exact?: (type: GgufType) => Uint8Array | undefined;
 }
 
-export interface Gemma3ExportOptions {
+export interface ModelExportOptions {
   out: string;
-  cfg: GemmaConfig;
+  arch: Architecture;
+  cfg: ModelConfig;
   tokenizerJson: any;
   tokenizerConfig: any;
   name: string;
-  /** Type of the 2-D weights; 1-D norm weights are always F32. */
-  type: Gemma3GgufType;
+  /** Type of the 2-D weights; 1-D tensors are always F32. */
+  type: GgufExportType;
   /**
    * Write lm_head.weight (as output.weight) even though the config ties it to the embedding: a
    * package stores a separate head when its format differs from the embedding's.
    */
   separateLmHead?: boolean;
-  tensors: Gemma3ExportTensor[];
+  tensors: ExportTensor[];
   /** Bytes of tensor data written so far / in total. */
   onProgress?: (done: number, total: number) => void;
   /** Replace an existing `out` (the default); false refuses one, naming `flag`. */
@@ -361,35 +218,48 @@ export interface Gemma3ExportOptions {
 }
 
 /**
- * Writes a llama.cpp-loadable gemma3 GGUF. Norm weights (HF names ending in `norm.weight`) are
- * stored as 1 + w computed in float32 (as HF applies them); lm_head is omitted when the
- * embeddings are tied (llama.cpp then reuses token_embd) unless opts.separateLmHead.
+ * Writes a llama.cpp-loadable GGUF of the architecture's manifest: every tensor it lists, under its
+ * GGUF name, checked against the shape the config implies. Norm gains (1-D tensors named
+ * `*norm.weight`) are stored as 1 + w computed in float32 when the architecture keeps them that
+ * way in GGUF (Gemma 3); lm_head is written only when the model reads one.
  */
-export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void> {
-  const { cfg } = opts;
+export async function exportModelGguf(opts: ModelExportOptions): Promise<void> {
+  const { cfg, arch } = opts;
   if (!Object.hasOwn(FILE_TYPE, opts.type)) throw new LutraError(`GGUF export: unsupported type "${String(opts.type)}" (use f32, f16, q8_0 or q4_0)`);
-  const seen = new Set<string>();
-  const specs: GgufTensorSpec[] = [];
+  const given = new Map<string, ExportTensor>();
   for (const t of opts.tensors) {
-    if (seen.has(t.hfName)) throw new LutraError(`tensor "${t.hfName}": given twice`);
-    seen.add(t.hfName);
-    if (t.hfName === 'lm_head.weight' && cfg.tieWordEmbeddings && !opts.separateLmHead) continue;
-    const ggufName = gemma3GgufTensorName(t.hfName);
-    const expected = gemma3ExpectedShape(t.hfName, cfg);
-    if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
-      throw new LutraError(`tensor "${t.hfName}": shape [${t.shape.join(', ')}] but the config implies [${expected.join(', ')}]`);
+    if (given.has(t.hfName)) throw new LutraError(`tensor "${t.hfName}": given twice`);
+    given.set(t.hfName, t);
+  }
+  if (!cfg.tieWordEmbeddings && !given.has('lm_head.weight')) {
+    throw new LutraError('GGUF export: tie_word_embeddings is false but there is no lm_head.weight');
+  }
+  const manifest = arch.tensors(cfg, { has: (n) => given.has(n), separateLmHead: opts.separateLmHead });
+  const missing = manifest.filter((m) => !given.has(m.name)).map((m) => m.name);
+  if (missing.length > 0) {
+    throw new LutraError(`GGUF export: missing ${missing.length} tensor(s), e.g. "${missing.slice(0, 3).join('", "')}"`);
+  }
+  const known = new Set(manifest.map((m) => m.name));
+  for (const name of given.keys()) {
+    if (!known.has(name) && name !== 'lm_head.weight') throw new LutraError(`tensor "${name}": not a ${arch.name} tensor that the GGUF exporter knows`);
+  }
+  const specs: GgufTensorSpec[] = [];
+  for (const m of manifest) {
+    const t = given.get(m.name)!;
+    if (t.shape.length !== m.shape.length || t.shape.some((d, i) => d !== m.shape[i])) {
+      throw new LutraError(`tensor "${t.hfName}": shape [${t.shape.join(', ')}] but the config implies [${m.shape.join(', ')}] (${m.from})`);
     }
-    const isNorm = t.hfName.endsWith('norm.weight');
+    const plusOne = arch.gguf.normsStoredPlusOne && t.shape.length === 1 && t.hfName.endsWith('norm.weight');
     const type = t.shape.length === 1 ? GgufType.F32 : MATRIX_TYPE[opts.type];
     const nbytes = ggufTensorBytes(type, t.shape, `tensor "${t.hfName}"`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
     specs.push({
-      name: ggufName,
+      name: m.gguf,
       shape: t.shape,
       type,
       nbytes,
       data: async () => {
-        const exact = isNorm ? undefined : t.exact?.(type);
+        const exact = t.shape.length === 1 ? undefined : t.exact?.(type);
         if (exact) {
           if (exact.byteLength !== nbytes) throw new LutraError(`tensor "${t.hfName}": ${exact.byteLength} encoded bytes, expected ${nbytes}`);
           return exact;
@@ -397,7 +267,7 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
         const src = await t.load();
         if (src.length !== numel) throw new LutraError(`tensor "${t.hfName}": loaded ${src.length} values, expected ${numel}`);
         let f = src;
-        if (isNorm) {
+        if (plusOne) {
           f = new Float32Array(src.length);
           for (let i = 0; i < src.length; i++) f[i] = src[i]! + 1; // rounded to f32 on store
         }
@@ -405,14 +275,10 @@ export async function exportGemma3Gguf(opts: Gemma3ExportOptions): Promise<void>
       },
     });
   }
-  const missing = requiredHfNames(cfg).filter((n) => !seen.has(n));
-  if (missing.length > 0) {
-    throw new LutraError(`GGUF export: missing ${missing.length} tensor(s), e.g. "${missing.slice(0, 3).join('", "')}"`);
+  for (const x of arch.gguf.extraTensors?.(cfg) ?? []) {
+    specs.push({ name: x.gguf, shape: [x.data.length], type: GgufType.F32, nbytes: x.data.byteLength, data: async () => new Uint8Array(x.data.buffer, x.data.byteOffset, x.data.byteLength) });
   }
-  if (!cfg.tieWordEmbeddings && !seen.has('lm_head.weight')) {
-    throw new LutraError('GGUF export: tie_word_embeddings is false but there is no lm_head.weight');
-  }
-  const metadata = gemma3GgufMetadata(cfg, opts.tokenizerJson, opts.tokenizerConfig, opts.name, { fileType: opts.type });
+  const metadata = [...arch.gguf.metadata(cfg, opts.name, FILE_TYPE[opts.type]), ...tokenizerGgufMetadata(cfg, opts.tokenizerJson, opts.tokenizerConfig)];
   await writeGguf(opts.out, metadata, specs, { onProgress: opts.onProgress, force: opts.force, flag: opts.flag });
 }
 

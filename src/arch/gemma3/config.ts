@@ -1,38 +1,10 @@
 // Gemma 3 text config resolution: mirrors Gemma3TextConfig's class defaults and its RoPE
 // normalisation, because Hub configs of 4B+ are sparse.
-import { LutraError } from '../util/errors.js';
+import { LutraError } from '../../util/errors.js';
 
-export type LayerType = 'sliding_attention' | 'full_attention';
-
-export interface RopeParams {
-  theta: number;
-  /** Linear scaling factor (positions divided by it); 1 when unscaled. */
-  linearFactor: number;
-}
-
-export interface GemmaConfig {
-  modelType: 'gemma3_text';
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  queryPreAttnScalar: number;
-  slidingWindow: number;
-  maxPositions: number;
-  rmsNormEps: number;
-  layerTypes: LayerType[];
-  ropeGlobal: RopeParams;
-  ropeLocal: RopeParams;
-  tieWordEmbeddings: boolean;
-  finalLogitSoftcapping: number | null;
-  bosTokenId: number;
-  eosTokenIds: number[];
-  padTokenId: number;
-  hiddenActivation: string;
-}
+export type { Gemma3Config } from '../config-types.js';
+import type { Gemma3Config, LayerType, RopeParams } from '../config-types.js';
+import { checkInt, checkPositive, num, tokenIds, type Json } from '../config-fields.js';
 
 const DEFAULTS = {
   vocab_size: 262208,
@@ -56,24 +28,6 @@ const DEFAULTS = {
   sliding_window_pattern: 6,
 };
 
-type Json = Record<string, unknown>;
-
-function num(src: Json, key: string, fallback: number, file: string): number {
-  const v = src[key];
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new LutraError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function ids(v: unknown, fallback: number[], file: string): number[] {
-  if (v === undefined || v === null) return fallback;
-  if (typeof v === 'number') return [v];
-  if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number')) return v as number[];
-  throw new LutraError(`${file}: field "eos_token_id" is ${JSON.stringify(v)}; expected a token id or a non-empty array of token ids`);
-}
-
 /**
  * Upper bounds far above any Gemma 3 (27B: 62 layers, hidden 5376, vocab 262 208), low enough that
  * a damaged config is refused before it sizes an allocation.
@@ -90,17 +44,6 @@ const LIMITS = {
   max_position_embeddings: 2 ** 24,
 };
 
-function checkInt(file: string, key: string, v: number, min: number, max: number): void {
-  if (!Number.isInteger(v) || v < min || v > max) {
-    const range = max === Infinity ? `an integer ≥ ${min}` : `an integer in [${min}, ${max}]`;
-    throw new LutraError(`${file}: ${key} is ${v}; expected ${range}`);
-  }
-}
-
-function checkPositive(file: string, key: string, v: number): void {
-  if (!(v > 0) || !Number.isFinite(v)) throw new LutraError(`${file}: ${key} is ${v}; expected a finite number > 0`);
-}
-
 /** Reads the rope type/factor from a legacy `rope_scaling` or a `rope_parameters` entry. */
 function linearFactor(scaling: unknown, file: string, where: string): number {
   if (scaling === undefined || scaling === null) return 1;
@@ -116,10 +59,10 @@ function linearFactor(scaling: unknown, file: string, where: string): number {
 }
 
 /**
- * Resolve a parsed config.json into a complete GemmaConfig.
+ * Resolve a parsed config.json into a complete Gemma3Config.
  * `file` names the config in error messages.
  */
-export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig {
+export function resolveGemma3Config(raw: Json, file = 'config.json'): Gemma3Config {
   const top = raw;
   let text: Json = raw;
   const topType = top.model_type;
@@ -166,18 +109,18 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
   if (rp && typeof rp === 'object' && ('full_attention' in rp || 'sliding_attention' in rp)) {
     const full = (rp.full_attention ?? {}) as Json;
     const slide = (rp.sliding_attention ?? {}) as Json;
-    ropeGlobal = { theta: num(full, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(full, file, 'rope_parameters.full_attention') };
-    ropeLocal = { theta: num(slide, 'rope_theta', D.rope_local_base_freq, file), linearFactor: linearFactor(slide, file, 'rope_parameters.sliding_attention') };
+    ropeGlobal = { theta: num(full, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(full, file, 'rope_parameters.full_attention'), rotaryFraction: 1 };
+    ropeLocal = { theta: num(slide, 'rope_theta', D.rope_local_base_freq, file), linearFactor: linearFactor(slide, file, 'rope_parameters.sliding_attention'), rotaryFraction: 1 };
   } else {
-    ropeGlobal = { theta: num(text, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(text.rope_scaling, file, 'rope_scaling') };
-    ropeLocal = { theta: num(text, 'rope_local_base_freq', D.rope_local_base_freq, file), linearFactor: 1 };
+    ropeGlobal = { theta: num(text, 'rope_theta', D.rope_theta, file), linearFactor: linearFactor(text.rope_scaling, file, 'rope_scaling'), rotaryFraction: 1 };
+    ropeLocal = { theta: num(text, 'rope_local_base_freq', D.rope_local_base_freq, file), linearFactor: 1, rotaryFraction: 1 };
   }
 
   const softcap = text.final_logit_softcapping;
   if (softcap !== undefined && softcap !== null && (typeof softcap !== 'number' || !(softcap > 0) || !Number.isFinite(softcap))) {
     throw new LutraError(`${file}: final_logit_softcapping is ${JSON.stringify(softcap)}; expected null or a number > 0`);
   }
-  const cfg: GemmaConfig = {
+  const cfg: Gemma3Config = {
     modelType: 'gemma3_text',
     vocabSize: num(text, 'vocab_size', D.vocab_size, file),
     hiddenSize: num(text, 'hidden_size', D.hidden_size, file),
@@ -197,7 +140,7 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
     finalLogitSoftcapping: typeof softcap === 'number' ? softcap : null,
     // Token ids of multimodal checkpoints live at the top level.
     bosTokenId: num(top, 'bos_token_id', num(text, 'bos_token_id', D.bos_token_id, file), file),
-    eosTokenIds: ids(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id], file),
+    eosTokenIds: tokenIds(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id], file),
     padTokenId: num(top, 'pad_token_id', num(text, 'pad_token_id', D.pad_token_id, file), file),
     hiddenActivation: typeof text.hidden_activation === 'string' ? text.hidden_activation : D.hidden_activation,
   };
@@ -206,7 +149,7 @@ export function resolveGemmaConfig(raw: Json, file = 'config.json'): GemmaConfig
 }
 
 /** Key names as config.json spells them, for messages. */
-const KEYS: Record<keyof typeof LIMITS, keyof GemmaConfig> = {
+const KEYS: Record<keyof typeof LIMITS, keyof Gemma3Config> = {
   vocab_size: 'vocabSize',
   hidden_size: 'hiddenSize',
   intermediate_size: 'intermediateSize',
@@ -218,8 +161,8 @@ const KEYS: Record<keyof typeof LIMITS, keyof GemmaConfig> = {
   max_position_embeddings: 'maxPositions',
 };
 
-function validate(c: GemmaConfig, file: string): void {
-  for (const [key, field] of Object.entries(KEYS) as [keyof typeof LIMITS, keyof GemmaConfig][]) {
+function validate(c: Gemma3Config, file: string): void {
+  for (const [key, field] of Object.entries(KEYS) as [keyof typeof LIMITS, keyof Gemma3Config][]) {
     checkInt(file, key, c[field] as number, 1, LIMITS[key]);
   }
   if (c.numHeads % c.numKvHeads !== 0) {
@@ -242,6 +185,6 @@ function validate(c: GemmaConfig, file: string): void {
   }
 }
 
-export function isSliding(c: GemmaConfig, layer: number): boolean {
+export function isSliding(c: { layerTypes: LayerType[] }, layer: number): boolean {
   return c.layerTypes[layer] === 'sliding_attention';
 }

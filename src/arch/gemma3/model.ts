@@ -1,34 +1,16 @@
 // Gemma 3 text decoder, written once against the Backend
 // interface. Read top to bottom: embedding, then per layer the sandwich-normed attention and
 // GeGLU blocks, then the final norm and the tied LM head.
-import type { Backend, Matrix, RopeTable } from '../backend/backend.js';
-import { makeRopeTable } from '../backend/backend.js';
-import { isSliding, type GemmaConfig } from './config.js';
-import type { WeightFormat, WeightTensor } from './weight.js';
-import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
-import type { KVCache } from '../runtime/kv-cache.js';
-import { assertFinite, checkTensorShapes } from './checks.js';
-
-/** Where tensors come from: a checkpoint or a lutra package. */
-export interface WeightSource {
-  readonly dir: string;
-  readonly config: GemmaConfig;
-  has(name: string): boolean;
-  readonly rawConfig: Record<string, unknown>;
-  names(): string[];
-  shape(name: string): number[];
-  format(name: string): WeightFormat;
-  load(name: string, expectedShape?: number[]): WeightTensor;
-  /** Embedding scale recorded by a package (e.g. with an fp16 α folded in); undefined for checkpoints. */
-  embedScale?: number;
-  /** The numerics a package was built for (meta.yaml), e.g. "fp16"; undefined for checkpoints. */
-  numerics?: string;
-  /** A package stores lm_head.weight only when its format differs from the embedding's: then use it. */
-  separateLmHead?: boolean;
-  /** The file that holds (or would hold) a tensor, for error messages; the folder when not given. */
-  where?(name: string): string;
-  close(): void;
-}
+import type { Backend, Matrix, RopeTable } from '../../backend/backend.js';
+import { makeRopeTable } from '../../backend/backend.js';
+import { isSliding, type Gemma3Config } from './config.js';
+import type { KVCache } from '../../runtime/kv-cache.js';
+import { assertFinite, checkTensorShapes } from '../../model/checks.js';
+import {
+  embedScaleFor, gatherSegments,
+  type ActivationPoint, type CacheLayerSpec, type CausalLM, type ForwardOptions, type Segment, type WeightSource,
+} from '../../model/forward.js';
+import { gemma3Tensors, ownsLmHead } from './tensors.js';
 
 interface Layer {
   sliding: boolean;
@@ -47,64 +29,12 @@ interface Layer {
   postFfnNorm: Float32Array;
 }
 
-/**
- * Activation points an observer can watch, one after every op of the forward pass (per-layer
- * cosine, the fp16 audit, fp16 overflow detection). ACTIVATION_POINTS describes each.
- */
-export const ACTIVATION_POINTS = {
-  embed: 'embedding lookup × scale (the residual stream entering layer 0)',
-  attn_norm: 'input_layernorm output',
-  q_proj: 'q_proj matmul',
-  k_proj: 'k_proj matmul',
-  v_proj: 'v_proj matmul',
-  q_rope: 'query after q_norm and RoPE',
-  k_rope: 'key after k_norm and RoPE',
-  attn: 'attention (softmax(q·kᵀ)·v) output',
-  attn_out: 'o_proj matmul (attention block output before its post-norm)',
-  attn_post: 'post_attention_layernorm output',
-  residual_mid: 'residual add after attention',
-  ffn_norm: 'pre_feedforward_layernorm output',
-  gate: 'gate_proj matmul',
-  up: 'up_proj matmul',
-  mlp_act: 'gelu(gate) · up (the MLP intermediate)',
-  ffn_out: 'down_proj matmul (feed-forward output before its post-norm)',
-  ffn_post: 'post_feedforward_layernorm output',
-  residual: 'residual add after feed-forward (the stream leaving the layer)',
-  final_norm: 'final norm output',
-  logits: 'LM head matmul (logits)',
-} as const;
-
-export type ActivationPoint = keyof typeof ACTIVATION_POINTS;
-
-/**
- * Called after each op with its output: `rows` rows of `cols` values, row i at position pos0 + i.
- * `data` is live engine memory, valid only during the call.
- */
-export type Observer = (layer: number, point: ActivationPoint, data: Float32Array, rows: number, cols: number, pos0: number) => void;
-
-/** Tokens of one sequence in a forward pass: positions pos0..pos0+ids.length-1 against its own cache. */
-export interface Segment {
-  ids: ArrayLike<number>;
-  pos0: number;
-  cache: KVCache;
+/** Per layer: one cache of numKvHeads × headDim per position, a ring of W slots on sliding layers. */
+export function gemma3CacheLayout(cfg: Gemma3Config): CacheLayerSpec[] {
+  return cfg.layerTypes.map((_, l) => ({ kvDim: cfg.numKvHeads * cfg.headDim, window: isSliding(cfg, l) ? cfg.slidingWindow : 0, source: l }));
 }
 
-export interface ForwardOptions {
-  /** Which positions get logits: none, the last one, or every one. */
-  logits: 'none' | 'last' | 'all';
-  qChunk: number;
-  observer?: Observer;
-}
-
-/** sqrt(H) cast to the embedding's storage dtype, as HF does. */
-export function embedScaleFor(hidden: number, kind: string): number {
-  const s = Math.sqrt(hidden);
-  if (kind === 'bf16') return bf16BitsToF32(f32ToBf16Bits(s));
-  if (kind === 'f16') return f16BitsToF32(f32ToF16Bits(s));
-  return Math.fround(s);
-}
-
-export class Gemma3Model {
+export class Gemma3Model implements CausalLM {
   readonly layers: Layer[] = [];
   readonly embed: Matrix;
   readonly lmHead: Matrix;
@@ -112,6 +42,8 @@ export class Gemma3Model {
   readonly embedScale: number;
   readonly vocabSize: number;
   readonly attnScale: number;
+  readonly numLayers: number;
+  readonly cacheLayout: CacheLayerSpec[];
   private ropeLocal: RopeTable;
   private ropeGlobal: RopeTable;
 
@@ -120,36 +52,33 @@ export class Gemma3Model {
    * scanned for NaN/Inf as it is read unless `checks.weights` is false.
    */
   constructor(
-    readonly cfg: GemmaConfig,
+    readonly cfg: Gemma3Config,
     readonly backend: Backend,
     src: WeightSource,
-    onTensor?: (name: string) => void,
     checks: { weights?: boolean } = {},
   ) {
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D } = cfg;
-    checkTensorShapes(cfg, src);
+    checkTensorShapes(gemma3Tensors(cfg, src), src);
+    this.numLayers = cfg.numLayers;
+    this.cacheLayout = gemma3CacheLayout(cfg);
     const scan = checks.weights !== false;
     const load = (name: string, shape: number[]) => (scan ? assertFinite(src.load(name, shape)) : src.load(name, shape));
     const norm = (name: string, dim: number) => {
-      onTensor?.(name);
       const w = backend.vector(load(name, [dim]));
       // Gemma 3 stores norm weights as offsets from 1; the gain is computed in f32.
       for (let i = 0; i < dim; i++) w[i] = Math.fround(1 + w[i]);
       return w;
     };
     const mat = (name: string, rows: number, cols: number) => {
-      onTensor?.(name);
       return backend.prepare(load(name, [rows, cols]));
     };
 
     const embedName = 'model.embed_tokens.weight';
-    onTensor?.(embedName);
     const embedW = load(embedName, [cfg.vocabSize, H]);
     this.embedScale = src.embedScale ?? embedScaleFor(H, embedW.format.kind);
     this.embed = backend.prepare(embedW);
     this.vocabSize = this.embed.rows;
-    const ownHead = src.has('lm_head.weight') && (!cfg.tieWordEmbeddings || src.separateLmHead === true);
-    this.lmHead = ownHead ? mat('lm_head.weight', cfg.vocabSize, H) : this.embed;
+    this.lmHead = ownsLmHead(cfg, src) ? mat('lm_head.weight', cfg.vocabSize, H) : this.embed;
 
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}.`;
@@ -176,35 +105,24 @@ export class Gemma3Model {
     this.ropeGlobal = makeRopeTable(cfg.ropeGlobal.theta, D, cfg.ropeGlobal.linearFactor);
   }
 
-  /**
-   * Run T tokens at positions pos0..pos0+T-1 against `cache` (which holds positions < pos0),
-   * append their keys/values, and return logits [rows, vocab] for the requested positions.
-   * The logits live in backend scratch memory: valid until the next forward call.
-   */
+  get separateHead(): boolean {
+    return this.lmHead !== this.embed;
+  }
+
   forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
     return this.forwardSegments([{ ids, pos0, cache }], opts);
   }
 
   /**
-   * One pass over the rows of several segments (e.g. one decode token of each of several
-   * sessions): matmuls, norms, GeGLU and adds run over all rows at once, so every weight is read
-   * once for the lot; RoPE, attention and the cache write run per segment, against its own cache
-   * and positions. Logits come in segment order: the last row of each segment ('last', one row
-   * per segment) or every row ('all'). An observer needs exactly one segment.
+   * Matmuls, norms, GeGLU and adds run over the rows of all segments at once; RoPE, attention and
+   * the cache write run per segment, against its own cache and positions. An observer needs
+   * exactly one segment.
    */
   forwardSegments(segments: readonly Segment[], opts: ForwardOptions): Float32Array | null {
     const { cfg, backend: B } = this;
     const { hiddenSize: H, intermediateSize: I, numHeads: nH, numKvHeads: nKV, headDim: D, rmsNormEps: eps } = cfg;
     const watch = opts.observer;
-    if (segments.length === 0) throw new Error('forwardSegments: no segments');
-    if (watch && segments.length > 1) throw new Error('forwardSegments: an observer watches one segment at a time');
-    const ids: number[] = [];
-    const rowOf: number[] = []; // first row of each segment
-    for (const s of segments) {
-      if (s.ids.length === 0) throw new Error('forwardSegments: a segment has no tokens');
-      rowOf.push(ids.length);
-      for (let i = 0; i < s.ids.length; i++) ids.push(s.ids[i]);
-    }
+    const { ids, rowOf } = gatherSegments(segments, watch);
     const T = ids.length; // rows of the pass, over all segments
     const pos0 = segments[0].pos0; // what an observer reports (one segment)
 

@@ -1,0 +1,34 @@
+// Reading and checking config.json fields, shared by every architecture's config resolution.
+import { LutraError } from '../util/errors.js';
+
+export type Json = Record<string, unknown>;
+
+/** A numeric field, or `fallback` when absent or null. */
+export function num(src: Json, key: string, fallback: number, file: string): number {
+  const v = src[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new LutraError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** eos_token_id: one id or a non-empty array of ids. */
+export function tokenIds(v: unknown, fallback: number[], file: string): number[] {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v === 'number') return [v];
+  if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number')) return v as number[];
+  throw new LutraError(`${file}: field "eos_token_id" is ${JSON.stringify(v)}; expected a token id or a non-empty array of token ids`);
+}
+
+export function checkInt(file: string, key: string, v: number, min: number, max: number): void {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    const range = max === Infinity ? `an integer ≥ ${min}` : `an integer in [${min}, ${max}]`;
+    throw new LutraError(`${file}: ${key} is ${v}; expected ${range}`);
+  }
+}
+
+export function checkPositive(file: string, key: string, v: number): void {
+  if (!(v > 0) || !Number.isFinite(v)) throw new LutraError(`${file}: ${key} is ${v}; expected a finite number > 0`);
+}
+
