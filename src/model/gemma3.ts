@@ -27,6 +27,8 @@ export interface WeightSource {
   separateLmHead?: boolean;
   /** The file that holds (or would hold) a tensor, for error messages; the folder when not given. */
   where?(name: string): string;
+  /** Reads chosen rows of a 2-D tensor from its file on demand; the reader outlives the source. */
+  rowReader?(name: string): import('../io/row-reader.js').RowReader;
   close(): void;
 }
 
