@@ -13,6 +13,7 @@ import type { WeightSource } from '../model/forward.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { decodeTensor, ggufNumber, ggufString, ggufTypeName, GgufType, readGguf, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { q4_0ToInt4, q8_0ToInt8 } from './gguf-blocks.js';
+import { openRowReader, type RowLayout, type RowReader } from './row-reader.js';
 
 const PLAIN: Record<number, WeightFormat> = {
   [GgufType.F32]: { kind: 'f32' },
@@ -129,6 +130,23 @@ export class GgufSource implements WeightSource {
     }
     if (PLAIN[t.type]) return { ...base, data: readTensorBytes(this.file, t) };
     return { ...base, data: new Uint8Array(decodeTensor(this.file, t).buffer) };
+  }
+
+  /**
+   * Rows of a 2-D tensor read from the file on demand (ggml's ne = [cols, rows]: a row is
+   * contiguous, cols/32 blocks for Q8_0 / Q4_0). The reader has its own descriptor.
+   */
+  rowReader(name: string): RowReader {
+    const t = this.info(name);
+    if (t.shape.length !== 2) throw new LutraError(`${this.dir}: tensor "${t.name}" (${name}) has shape [${t.shape}]; reading rows needs a 2-D matrix`);
+    this.checkType(t, name);
+    const [rows, cols] = t.shape;
+    const data = { path: this.dir, offset: t.offset, nbytes: t.nbytes };
+    const layout: RowLayout =
+      t.type === GgufType.Q8_0 ? { kind: 'ggml', type: 'q8_0', data }
+      : t.type === GgufType.Q4_0 ? { kind: 'ggml', type: 'q4_0', data }
+      : { kind: 'plain', dtype: t.type === GgufType.F16 ? 'f16' : t.type === GgufType.BF16 ? 'bf16' : 'f32', data };
+    return openRowReader({ name, rows, cols, format: this.format(name), layout });
   }
 
   weightFiles(): string[] {

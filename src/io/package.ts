@@ -14,6 +14,7 @@ import { parseFormat } from '../quant/plan.js';
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
 import { readJsonFile } from './checkpoint.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../util/half.js';
+import { openRowReader, type FileSpan, type RowReader } from './row-reader.js';
 
 export const PACKAGE_FORMAT_VERSION = 1;
 export const MAX_SHARD_BYTES = 2 ** 30;
@@ -289,6 +290,36 @@ export class PackageSource implements WeightSource {
     if (f.kind === 'lut') w.table = this.floats(`${name}.table`);
     else w.scales = this.floats(`${name}.scales`);
     return w;
+  }
+
+  /** Where a stored part is: its shard, byte span and dtype. */
+  private span(part: string): FileSpan & { dtype: StDtype } {
+    const f = this.shardOf.get(part)!;
+    const e = f.entries.get(part)!;
+    return { path: f.path, offset: e.offset, nbytes: e.nbytes, dtype: e.dtype };
+  }
+
+  /**
+   * Rows of a 2-D tensor read from its shard on demand: per row its codes and only its scales
+   * (int formats) or its table row (lut). The reader has its own descriptors and outlives close().
+   */
+  rowReader(name: string): RowReader {
+    const t = this.formats.get(name);
+    if (!t) throw new LutraError(`${join(this.dir, 'meta.yaml')}: package has no tensor "${name}"; cannot read its rows`);
+    if (t.shape.length !== 2) throw new LutraError(`${join(this.dir, 'meta.yaml')}: tensor "${name}" has shape [${t.shape}]; reading rows needs a 2-D matrix`);
+    const [rows, cols] = t.shape;
+    const f = t.parsed;
+    if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') {
+      const data = this.span(name);
+      if (data.dtype !== f.kind) throw new LutraError(`${data.path}: tensor "${name}" is stored as ${data.dtype} but meta.yaml says ${f.kind}`);
+      return openRowReader({ name, rows, cols, format: f, layout: { kind: 'plain', dtype: f.kind, data } });
+    }
+    const codes = this.span(`${name}.codes`);
+    const aux = this.span(`${name}.${f.kind === 'lut' ? 'table' : 'scales'}`);
+    if (aux.dtype !== 'f16' && aux.dtype !== 'f32') throw new LutraError(`${aux.path}: "${name}.${f.kind === 'lut' ? 'table' : 'scales'}" is ${aux.dtype}, expected F16 or F32`);
+    const stored = { ...aux, dtype: aux.dtype };
+    const layout = f.kind === 'lut' ? ({ kind: 'lut', codes, table: stored } as const) : ({ kind: 'int', codes, scales: stored } as const);
+    return openRowReader({ name, rows, cols, format: f, layout });
   }
 
   weightFiles(): string[] {

@@ -4,6 +4,7 @@ import type { Backend } from '../backend/backend.js';
 import type { ModelConfig } from '../arch/config-types.js';
 import type { WeightFormat, WeightTensor } from './weight.js';
 import type { KVCache } from '../runtime/kv-cache.js';
+import type { RowReader } from '../io/row-reader.js';
 import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
 
 /** Where tensors come from: a checkpoint, a lutra package or a GGUF file. */
@@ -24,6 +25,8 @@ export interface WeightSource {
   separateLmHead?: boolean;
   /** The file that holds (or would hold) a tensor, for error messages; the folder when not given. */
   where?(name: string): string;
+  /** Reads chosen rows of a 2-D tensor from its file on demand; the reader outlives the source. */
+  rowReader?(name: string): RowReader;
   close(): void;
 }
 
