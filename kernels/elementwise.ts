@@ -137,6 +137,20 @@ export function add(acc: usize, x: usize, n: i32): void {
   }
 }
 
+/** x *= s over n (one f32 rounding per element). */
+export function scale(x: usize, n: i32, s: f32): void {
+  const v = f32x4.splat(s);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(x + o, f32x4.mul(v128.load(x + o), v));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(x + o, load<f32>(x + o) * s);
+  }
+}
+
 /** out = row `id` of the table × scale (one f32 rounding, as the reference). */
 export function embedRow(d: usize, id: i32, scale: f32, out: usize): void {
   decodeRow(d, id, out);

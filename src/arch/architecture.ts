@@ -48,6 +48,8 @@ export interface GgufMapping<C extends ModelConfig> {
   extraTensors?(cfg: C): { gguf: string; data: Float32Array }[];
   /** Why llama.cpp would compute this config differently from the HF semantics (empty when it agrees). */
   differences(cfg: C): string[];
+  /** Why llama.cpp cannot run this config at all (the exporter refuses it), or null. */
+  exportProblem?(cfg: C): string | null;
 }
 
 export interface Architecture<C extends ModelConfig = ModelConfig> {

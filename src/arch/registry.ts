@@ -3,9 +3,10 @@
 import type { Architecture } from './architecture.js';
 import type { ModelConfig } from './config-types.js';
 import { gemma3 } from './gemma3/index.js';
+import { gemma4 } from './gemma4/index.js';
 import { LutraError } from '../util/errors.js';
 
-export const ARCHITECTURES: readonly Architecture[] = [gemma3 as unknown as Architecture];
+export const ARCHITECTURES: readonly Architecture[] = [gemma3 as unknown as Architecture, gemma4 as unknown as Architecture];
 
 function supported(): string {
   return ARCHITECTURES.map((a) => a.modelTypes.map((t) => `"${t}"`).join(', ')).join(', ');

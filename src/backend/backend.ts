@@ -89,6 +89,8 @@ export interface Backend {
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void;
   /** acc += x over n. */
   add(acc: Float32Array, x: Float32Array, n: number): void;
+  /** x *= s over n, s taken as f32 (Gemma 4's layer scalar and per-layer-input scales). */
+  scale(x: Float32Array, n: number, s: number): void;
   /**
    * Optional fast path for fp16 numerics (src/fp16/backend.ts): round x[0..n) to the nearest fp16
    * value in place, returning the index of the first non-finite result or -1. Must be

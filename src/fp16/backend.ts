@@ -161,6 +161,11 @@ export class Fp16Backend implements Backend {
     this.round(acc, n);
   }
 
+  scale(x: Float32Array, n: number, s: number): void {
+    this.inner.scale(x, n, s);
+    this.round(x, n);
+  }
+
   dispose(): void {
     this.inner.dispose?.();
   }

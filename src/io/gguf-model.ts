@@ -226,6 +226,8 @@ export interface ModelExportOptions {
 export async function exportModelGguf(opts: ModelExportOptions): Promise<void> {
   const { cfg, arch } = opts;
   if (!Object.hasOwn(FILE_TYPE, opts.type)) throw new LutraError(`GGUF export: unsupported type "${String(opts.type)}" (use f32, f16, q8_0 or q4_0)`);
+  const problem = arch.gguf.exportProblem?.(cfg);
+  if (problem) throw new LutraError(`GGUF export: llama.cpp's ${arch.gguf.arch} cannot run this model: ${problem}`);
   const given = new Map<string, ExportTensor>();
   for (const t of opts.tensors) {
     if (given.has(t.hfName)) throw new LutraError(`tensor "${t.hfName}": given twice`);

@@ -9,6 +9,7 @@ import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { f32ToBf16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
 import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
+import { architectureOf, resolveModelConfig } from '../arch/registry.js';
 
 export interface FixtureShape {
   hidden: number;
@@ -115,32 +116,28 @@ export function fixtureConfig(s: FixtureShape): Record<string, unknown> {
   };
 }
 
-export function fixtureTensors(s: FixtureShape, seed: number): TensorToWrite[] {
-  const { hidden: H, intermediate: I, heads: nH, kvHeads: nKV, headDim: D } = s;
-  const t: TensorToWrite[] = [bf16Tensor('model.embed_tokens.weight', [s.vocab, H], seed, 0, s.embedStd)];
-  const lin = (name: string, out: number, inp: number) => bf16Tensor(name, [out, inp], seed, 0, 1 / Math.sqrt(inp));
-  // Norm offsets: pre-norms near 0 (gain ≈ 1), post-norms with a spread, like trained Gemma.
-  const norm = (name: string, dim: number, mean: number, std: number) => bf16Tensor(name, [dim], seed, mean, std);
-  for (let l = 0; l < s.layers; l++) {
-    const p = `model.layers.${l}.`;
-    t.push(
-      norm(p + 'input_layernorm.weight', H, 0, 0.2),
-      lin(p + 'self_attn.q_proj.weight', nH * D, H),
-      lin(p + 'self_attn.k_proj.weight', nKV * D, H),
-      lin(p + 'self_attn.v_proj.weight', nKV * D, H),
-      lin(p + 'self_attn.o_proj.weight', H, nH * D),
-      norm(p + 'self_attn.q_norm.weight', D, 0, 0.3),
-      norm(p + 'self_attn.k_norm.weight', D, 0, 0.3),
-      norm(p + 'post_attention_layernorm.weight', H, 1.5, 0.5),
-      norm(p + 'pre_feedforward_layernorm.weight', H, 0, 0.2),
-      lin(p + 'mlp.gate_proj.weight', I, H),
-      lin(p + 'mlp.up_proj.weight', I, H),
-      lin(p + 'mlp.down_proj.weight', H, I),
-      norm(p + 'post_feedforward_layernorm.weight', H, 1.5, 0.5),
-    );
-  }
-  t.push(norm('model.norm.weight', H, 0.5, 0.3));
-  return t;
+/**
+ * Random weights for every tensor of a config's manifest (architecture module), bf16: embeddings
+ * with std `embedStd`, matrices with std 1/sqrt(inputs), norm gains spread like a trained Gemma's
+ * (pre-norms near 1, post-norms larger), layer scalars around 1. Gemma 3 stores gains as offsets
+ * from 1, so its norms are drawn one lower.
+ */
+export function fixtureTensors(rawConfig: Record<string, unknown>, seed: number, embedStd: number): TensorToWrite[] {
+  const cfg = resolveModelConfig(rawConfig, 'fixture config');
+  const arch = architectureOf(cfg);
+  const offset = arch.gguf.normsStoredPlusOne ? 0 : 1;
+  return arch.tensors(cfg, { has: () => false }).map((t) => {
+    if (t.shape.length === 2) return bf16Tensor(t.name, t.shape, seed, 0, t.part === 'embed' || t.name.endsWith('embed_tokens_per_layer.weight') ? embedStd : 1 / Math.sqrt(t.shape[1]));
+    if (t.name.endsWith('layer_scalar')) return bf16Tensor(t.name, t.shape, seed, 1, 0.25);
+    const [mean, std] = /post_(attention|feedforward)_layernorm/.test(t.name)
+      ? [1.5, 0.5]
+      : /\.(q|k)_norm\./.test(t.name)
+        ? [0, 0.3]
+        : t.name === 'model.norm.weight'
+          ? [0.5, 0.3]
+          : [0, 0.2];
+    return bf16Tensor(t.name, t.shape, seed, mean + offset, std);
+  });
 }
 
 export function gemmaTokenizerFiles(): { tokenizer: string; config: string } {
@@ -170,6 +167,6 @@ export async function writeFixture(out: string, shapeName: string, seed: number)
     const tok = gemmaTokenizerFiles();
     copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
     copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
-    await writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(shape, seed), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
+    await writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(fixtureConfig(shape), seed, shape.embedStd), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
   });
 }

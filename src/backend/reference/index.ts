@@ -282,6 +282,11 @@ export class ReferenceBackend implements Backend {
   add(acc: Float32Array, x: Float32Array, n: number): void {
     for (let i = 0; i < n; i++) acc[i] += x[i];
   }
+
+  scale(x: Float32Array, n: number, s: number): void {
+    const f = Math.fround(s);
+    for (let i = 0; i < n; i++) x[i] *= f;
+  }
 }
 
 /**

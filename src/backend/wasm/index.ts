@@ -262,6 +262,10 @@ export class WasmBackend implements Backend {
     this.k.add(this.addr(acc, n, 'add accumulator'), this.addr(x, n, 'add input'), n);
   }
 
+  scale(x: Float32Array, n: number, s: number): void {
+    this.k.scale(this.addr(x, n, 'scale input'), n, s);
+  }
+
   roundToF16(x: Float32Array, n: number): number {
     return this.k.roundF16(this.addr(x, n, 'fp16 rounding input'), n);
   }

@@ -20,6 +20,7 @@ export interface Kernels {
   ropeTrig(invFreq: number, half: number, p0: number, p1: number, table: number): void;
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
   add(acc: number, x: number, n: number): void;
+  scale(x: number, n: number, s: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;
   decodeRow(d: number, r: number, dst: number): void;
   roundF16(p: number, n: number): number;
