@@ -4,15 +4,27 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveGemma4Config } from '../src/arch/gemma4/config.js';
-import {
-  GEMMA4_ROPE_FREQS_TENSOR, gemma4ConfigFromGguf, gemma4ExpectedShape, gemma4GgufMetadata, gemma4GgufTensorName, gemma4HfTensorName,
-  gemma4HfTensorNames, gemma4RopeFreqs,
-} from '../src/arch/gemma4/gguf.js';
+import { GEMMA4_ROPE_FREQS_TENSOR, gemma4ConfigFromGguf, gemma4GgufMetadata, gemma4RopeFreqs } from '../src/arch/gemma4/gguf.js';
+import { gemma4GgufTensorName, gemma4HfTensorName, gemma4Tensors } from '../src/arch/gemma4/tensors.js';
 import type { Gemma4Config } from '../src/arch/config-types.js';
 import { GgufType, kv, readGguf, writeGguf } from '../src/io/gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from '../src/io/gguf.js';
 import { LutraError } from '../src/util/errors.js';
 import { LlamaCppOracle } from '../src/verify/llama-cpp.js';
+
+/** Names of every tensor the manifest lists for a checkpoint of cfg (tied head unless untied). */
+function gemma4HfTensorNames(cfg: Gemma4Config): string[] {
+  return gemma4Tensors(cfg, { has: (n) => n === 'lm_head.weight' && !cfg.tieWordEmbeddings }).map((t) => t.name);
+}
+
+/** The manifest's shape for one tensor; a layer past the config is an error. */
+function gemma4ExpectedShape(name: string, cfg: Gemma4Config): number[] {
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  if (m && Number(m[1]) >= cfg.numLayers) throw new LutraError(`tensor "${name}": layer ${m[1]} but the config has ${cfg.numLayers} layers`);
+  const t = gemma4Tensors(cfg, { has: () => true }).find((x) => x.name === name);
+  if (!t) throw new LutraError(`tensor "${name}": not in the Gemma 4 manifest`);
+  return t.shape;
+}
 
 const S = 'sliding_attention';
 const F = 'full_attention';

@@ -32,3 +32,15 @@ export function checkPositive(file: string, key: string, v: number): void {
   if (!(v > 0) || !Number.isFinite(v)) throw new LutraError(`${file}: ${key} is ${v}; expected a finite number > 0`);
 }
 
+
+/**
+ * GGUF stores float hparams as f32: 1e-6 comes back as 9.99999997e-7. The shortest decimal that
+ * rounds to the same f32 is what the original config.json said (and what HF computes with).
+ */
+export function shortestF32(x: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(x.toPrecision(p));
+    if (Math.fround(d) === Math.fround(x)) return d;
+  }
+  return x;
+}

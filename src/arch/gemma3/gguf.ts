@@ -4,6 +4,7 @@ import type { Gemma3Config } from '../config-types.js';
 import { LutraError } from '../../util/errors.js';
 import { f32ToBf16Bits } from '../../util/half.js';
 import { ggufNumber, ggufString, kv, type GgufFile, type GgufMetadataEntry } from '../../io/gguf.js';
+import { shortestF32 } from '../config-fields.js';
 
 /**
  * GGUF metadata for a Gemma 3 text model: general.* and the gemma3.* hparams (the exporter adds
@@ -74,17 +75,6 @@ export function gemma3LlamaCppDifferences(cfg: Gemma3Config): string[] {
 const f32Probe = new Float32Array(1);
 const u32Probe = new Uint32Array(f32Probe.buffer);
 
-/**
- * GGUF stores float hparams as f32: 1e-6 comes back as 9.99999997e-7. The shortest decimal that
- * rounds to the same f32 is what the original config.json said (and what HF computes with).
- */
-export function shortestF32(x: number): number {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === Math.fround(x)) return d;
-  }
-  return x;
-}
 
 /** An HF-style config.json (gemma3_text) from the gemma3.* metadata. */
 export function gemma3ConfigFromGguf(f: GgufFile, vocabSize: number, hasOutput: boolean): Record<string, unknown> {

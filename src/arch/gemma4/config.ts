@@ -3,8 +3,8 @@
 // parameters, and derives each layer's shape (head size, KV heads, K = V, MLP width, KV source).
 import { LutraError } from '../../util/errors.js';
 import type { Gemma4Config, Gemma4Layer, LayerType, RopeParams } from '../config-types.js';
+import { checkInt, checkPositive, num, tokenIds, type Json } from '../config-fields.js';
 
-type Json = Record<string, unknown>;
 
 const DEFAULTS = {
   vocab_size: 262144,
@@ -59,14 +59,6 @@ const LIMITS = {
   moe_intermediate_size: 2 ** 18,
 };
 
-function num(src: Json, key: string, fallback: number, file: string): number {
-  const v = src[key];
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new LutraError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
 
 /** A number field that may be null (absent and null both give null). */
 function numOrNull(src: Json, key: string, file: string): number | null {
@@ -82,23 +74,8 @@ function bool(src: Json, key: string, fallback: boolean, file: string): boolean 
   return v;
 }
 
-function ids(v: unknown, fallback: number[], file: string): number[] {
-  if (v === undefined || v === null) return fallback;
-  if (typeof v === 'number') return [v];
-  if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number')) return v as number[];
-  throw new LutraError(`${file}: field "eos_token_id" is ${JSON.stringify(v)}; expected a token id or a non-empty array of token ids`);
-}
 
-function checkInt(file: string, key: string, v: number, min: number, max: number): void {
-  if (!Number.isInteger(v) || v < min || v > max) {
-    const range = max === Infinity ? `an integer ≥ ${min}` : `an integer in [${min}, ${max}]`;
-    throw new LutraError(`${file}: ${key} is ${v}; expected ${range}`);
-  }
-}
 
-function checkPositive(file: string, key: string, v: number): void {
-  if (!(v > 0) || !Number.isFinite(v)) throw new LutraError(`${file}: ${key} is ${v}; expected a finite number > 0`);
-}
 
 /**
  * One layer type's RoPE entry. Supported: "default" (every pair rotates), "proportional" (the
@@ -234,7 +211,7 @@ export function resolveGemma4Config(raw: Json, file = 'config.json'): Gemma4Conf
     finalLogitSoftcapping: typeof softcap === 'number' ? softcap : null,
     // Token ids of multimodal checkpoints may live at the top level.
     bosTokenId: num(top, 'bos_token_id', num(text, 'bos_token_id', D.bos_token_id, file), file),
-    eosTokenIds: ids(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id], file),
+    eosTokenIds: tokenIds(top.eos_token_id ?? text.eos_token_id, [D.eos_token_id], file),
     padTokenId: num(top, 'pad_token_id', num(text, 'pad_token_id', D.pad_token_id, file), file),
     hiddenActivation,
     intermediateSize: num(text, 'intermediate_size', D.intermediate_size, file),

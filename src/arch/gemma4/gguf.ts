@@ -15,158 +15,11 @@
 import { LutraError } from '../../util/errors.js';
 import type { Gemma4Config, LayerType } from '../config-types.js';
 import { decodeTensor, ggufNumber, ggufString, kv } from '../../io/gguf.js';
+import { shortestF32 } from '../config-fields.js';
 import type { GgufFile, GgufMetadataEntry, GgufValue } from '../../io/gguf.js';
-
-// ---------------------------------------------------------------------------------------------
-// Tensor names
-
-const GLOBAL_NAMES: Record<string, string> = {
-  'model.embed_tokens.weight': 'token_embd.weight',
-  'lm_head.weight': 'output.weight',
-  'model.norm.weight': 'output_norm.weight',
-  'model.embed_tokens_per_layer.weight': 'per_layer_token_embd.weight',
-  'model.per_layer_model_projection.weight': 'per_layer_model_proj.weight',
-  'model.per_layer_projection_norm.weight': 'per_layer_proj_norm.weight',
-};
-
-const LAYER_SUFFIX: Record<string, string> = {
-  'input_layernorm.weight': 'attn_norm.weight',
-  'self_attn.q_proj.weight': 'attn_q.weight',
-  'self_attn.k_proj.weight': 'attn_k.weight',
-  'self_attn.v_proj.weight': 'attn_v.weight',
-  'self_attn.o_proj.weight': 'attn_output.weight',
-  'self_attn.q_norm.weight': 'attn_q_norm.weight',
-  'self_attn.k_norm.weight': 'attn_k_norm.weight',
-  'post_attention_layernorm.weight': 'post_attention_norm.weight',
-  'pre_feedforward_layernorm.weight': 'ffn_norm.weight',
-  'mlp.gate_proj.weight': 'ffn_gate.weight',
-  'mlp.up_proj.weight': 'ffn_up.weight',
-  'mlp.down_proj.weight': 'ffn_down.weight',
-  'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
-  layer_scalar: 'layer_output_scale.weight',
-  // Per-layer embeddings
-  'per_layer_input_gate.weight': 'inp_gate.weight',
-  'per_layer_projection.weight': 'proj.weight',
-  'post_per_layer_input_norm.weight': 'post_norm.weight',
-  // Mixture of experts
-  'router.proj.weight': 'ffn_gate_inp.weight',
-  'router.scale': 'ffn_gate_inp.scale',
-  'router.per_expert_scale': 'ffn_down_exps.scale',
-  'pre_feedforward_layernorm_2.weight': 'pre_ffw_norm_2.weight',
-  'post_feedforward_layernorm_1.weight': 'post_ffw_norm_1.weight',
-  'post_feedforward_layernorm_2.weight': 'post_ffw_norm_2.weight',
-  'experts.gate_up_proj': 'ffn_gate_up_exps.weight',
-  'experts.down_proj': 'ffn_down_exps.weight',
-};
-
-const GGUF_GLOBAL = new Map(Object.entries(GLOBAL_NAMES).map(([hf, g]) => [g, hf]));
-const GGUF_LAYER = new Map(Object.entries(LAYER_SUFFIX).map(([hf, g]) => [g, hf]));
 
 /** The model-level RoPE factor tensor, generated from the config (no HF tensor of its own). */
 export const GEMMA4_ROPE_FREQS_TENSOR = 'rope_freqs.weight';
-
-/**
- * Maps a normalised HF tensor name (`model.` prefix, e.g. `model.layers.3.self_attn.q_proj.weight`,
- * `model.layers.3.layer_scalar`) to its llama.cpp gemma4 GGUF name.
- */
-export function gemma4GgufTensorName(hfName: string): string {
-  const g = GLOBAL_NAMES[hfName];
-  if (g) return g;
-  const m = /^model\.layers\.(0|[1-9]\d*)\.(.+)$/.exec(hfName);
-  if (m) {
-    const suffix = LAYER_SUFFIX[m[2]!];
-    if (suffix) return `blk.${m[1]}.${suffix}`;
-  }
-  throw new LutraError(`tensor "${hfName}": not a Gemma 4 text tensor that the GGUF mapping knows`);
-}
-
-/**
- * The inverse of gemma4GgufTensorName, or null for a name it does not produce. Null also for GGUF
- * tensors without a single HF counterpart: rope_freqs.weight (generated) and the split expert
- * halves ffn_gate_exps / ffn_up_exps (halves of experts.gate_up_proj).
- */
-export function gemma4HfTensorName(gguf: string): string | null {
-  const g = GGUF_GLOBAL.get(gguf);
-  if (g) return g;
-  const m = /^blk\.(0|[1-9]\d*)\.(.+)$/.exec(gguf);
-  if (!m) return null;
-  const suffix = GGUF_LAYER.get(m[2]!);
-  return suffix ? `model.layers.${m[1]}.${suffix}` : null;
-}
-
-/**
- * The normalised HF names of every tensor a checkpoint of `cfg` needs: v_proj is absent on K = V
- * full layers, k_proj/v_proj/k_norm on KV-shared layers (HF ignores them there), lm_head when the
- * embeddings are tied.
- */
-export function gemma4HfTensorNames(cfg: Gemma4Config): string[] {
-  const names = ['model.embed_tokens.weight', 'model.norm.weight'];
-  if (!cfg.tieWordEmbeddings) names.push('lm_head.weight');
-  const ple = cfg.hiddenSizePerLayerInput > 0;
-  if (ple) names.push('model.embed_tokens_per_layer.weight', 'model.per_layer_model_projection.weight', 'model.per_layer_projection_norm.weight');
-  const ownKv = new Set(['self_attn.k_proj.weight', 'self_attn.v_proj.weight', 'self_attn.k_norm.weight']);
-  const pleNames = new Set(['per_layer_input_gate.weight', 'per_layer_projection.weight', 'post_per_layer_input_norm.weight']);
-  const moeNames = new Set([
-    'router.proj.weight', 'router.scale', 'router.per_expert_scale', 'pre_feedforward_layernorm_2.weight',
-    'post_feedforward_layernorm_1.weight', 'post_feedforward_layernorm_2.weight', 'experts.gate_up_proj', 'experts.down_proj',
-  ]);
-  cfg.layers.forEach((layer, i) => {
-    for (const s of Object.keys(LAYER_SUFFIX)) {
-      if (ownKv.has(s) && layer.kvSource !== i) continue;
-      if (s === 'self_attn.v_proj.weight' && layer.kEqV) continue;
-      if (pleNames.has(s) && !ple) continue;
-      if (moeNames.has(s) && !cfg.enableMoeBlock) continue;
-      names.push(`model.layers.${i}.${s}`);
-    }
-  });
-  return names;
-}
-
-/** The PyTorch-order shape a Gemma 4 tensor must have under `cfg`. */
-export function gemma4ExpectedShape(hfName: string, cfg: Gemma4Config): number[] {
-  const H = cfg.hiddenSize;
-  const L = cfg.numLayers;
-  const P = cfg.hiddenSizePerLayerInput;
-  switch (hfName) {
-    case 'model.embed_tokens.weight':
-    case 'lm_head.weight': return [cfg.vocabSize, H];
-    case 'model.norm.weight': return [H];
-    case 'model.embed_tokens_per_layer.weight': return [cfg.vocabSizePerLayerInput, L * P];
-    case 'model.per_layer_model_projection.weight': return [L * P, H];
-    case 'model.per_layer_projection_norm.weight': return [P];
-  }
-  const m = /^model\.layers\.(0|[1-9]\d*)\.(.+)$/.exec(hfName);
-  if (!m || !LAYER_SUFFIX[m[2]!]) throw new LutraError(`tensor "${hfName}": not a Gemma 4 text tensor that the GGUF mapping knows`);
-  const i = Number(m[1]);
-  const layer = cfg.layers[i];
-  if (!layer) throw new LutraError(`tensor "${hfName}": layer ${i} but the config has ${L} layers`);
-  const Dl = layer.headDim;
-  const q = cfg.numHeads * Dl;
-  const kvd = layer.numKvHeads * Dl;
-  const I = layer.intermediateSize;
-  const E = cfg.numExperts ?? 0;
-  const Ie = cfg.moeIntermediateSize ?? 0;
-  switch (m[2]) {
-    case 'self_attn.q_proj.weight': return [q, H];
-    case 'self_attn.k_proj.weight':
-    case 'self_attn.v_proj.weight': return [kvd, H];
-    case 'self_attn.o_proj.weight': return [H, q];
-    case 'self_attn.q_norm.weight':
-    case 'self_attn.k_norm.weight': return [Dl];
-    case 'mlp.gate_proj.weight':
-    case 'mlp.up_proj.weight': return [I, H];
-    case 'mlp.down_proj.weight': return [H, I];
-    case 'layer_scalar': return [1];
-    case 'per_layer_input_gate.weight': return [P, H];
-    case 'per_layer_projection.weight': return [H, P];
-    case 'router.proj.weight': return [E, H];
-    case 'router.scale': return [H];
-    case 'router.per_expert_scale': return [E];
-    case 'experts.gate_up_proj': return [E, 2 * Ie, H];
-    case 'experts.down_proj': return [E, H, Ie];
-    default: return [H]; // the per-layer norms over the hidden state
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Metadata
@@ -250,13 +103,6 @@ export function gemma4RopeFreqs(cfg: Gemma4Config): Float32Array {
  * GGUF stores float hparams as f32: 1e-6 comes back as 9.99999997e-7. The shortest decimal that
  * rounds to the same f32 is what the original config.json said (and what HF computes with).
  */
-function shortestF32(x: number): number {
-  for (let p = 1; p <= 9; p++) {
-    const d = Number(x.toPrecision(p));
-    if (Math.fround(d) === Math.fround(x)) return d;
-  }
-  return x;
-}
 
 type PerLayer = { values: number[]; isArray: boolean };
 

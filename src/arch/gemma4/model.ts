@@ -20,6 +20,7 @@ import type { RowReader } from '../../io/row-reader.js';
 import { dequantize } from '../../backend/reference/index.js';
 import { gemma4Tensors, PLE_TABLE } from './tensors.js';
 import { ownsLmHead } from '../gemma3/tensors.js';
+import { LutraError } from '../../util/errors.js';
 
 interface Layer extends Gemma4Layer {
   inputNorm: Float32Array;
@@ -91,6 +92,9 @@ export class Gemma4Model implements CausalLM {
     checks: { weights?: boolean } = {},
   ) {
     const { hiddenSize: H, numHeads: nH, hiddenSizePerLayerInput: P } = cfg;
+    if (cfg.enableMoeBlock) {
+      throw new LutraError(`${src.dir}: enable_moe_block is true; lutra runs the dense Gemma 4 models, not yet the mixture-of-experts one`);
+    }
     checkTensorShapes(gemma4Tensors(cfg, src), src);
     this.numLayers = cfg.numLayers;
     this.cacheLayout = gemma4CacheLayout(cfg);

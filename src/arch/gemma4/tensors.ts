@@ -1,6 +1,7 @@
-// Gemma 4's tensor manifest: every tensor the dense text model reads, with the shape its config
+// Gemma 4's tensor manifest: every tensor a text checkpoint holds, with the shape its config
 // implies per layer (two head sizes, K=V full layers, KV-shared layers without K/V, double-wide
-// MLPs, per-layer embeddings), its quantization part and its llama.cpp name.
+// MLPs, per-layer embeddings, the mixture-of-experts block), its quantization part and its
+// llama.cpp name (merged expert layout).
 import type { Gemma4Config } from '../config-types.js';
 import type { TensorSpec } from '../architecture.js';
 import type { WeightSource } from '../../model/forward.js';
@@ -22,16 +23,26 @@ export const GEMMA4_LAYER_GGUF: Record<string, string> = {
   'mlp.up_proj.weight': 'ffn_up.weight',
   'mlp.down_proj.weight': 'ffn_down.weight',
   'post_feedforward_layernorm.weight': 'post_ffw_norm.weight',
+  layer_scalar: 'layer_output_scale.weight',
+  // Per-layer embeddings
   'per_layer_input_gate.weight': 'inp_gate.weight',
   'per_layer_projection.weight': 'proj.weight',
   'post_per_layer_input_norm.weight': 'post_norm.weight',
-  layer_scalar: 'layer_output_scale.weight',
+  // Mixture of experts
+  'router.proj.weight': 'ffn_gate_inp.weight',
+  'router.scale': 'ffn_gate_inp.scale',
+  'router.per_expert_scale': 'ffn_down_exps.scale',
+  'pre_feedforward_layernorm_2.weight': 'pre_ffw_norm_2.weight',
+  'post_feedforward_layernorm_1.weight': 'post_ffw_norm_1.weight',
+  'post_feedforward_layernorm_2.weight': 'post_ffw_norm_2.weight',
+  'experts.gate_up_proj': 'ffn_gate_up_exps.weight',
+  'experts.down_proj': 'ffn_down_exps.weight',
 };
 
 export const GEMMA4_MODEL_GGUF: Record<string, string> = {
   'model.embed_tokens.weight': 'token_embd.weight',
-  'model.norm.weight': 'output_norm.weight',
   'lm_head.weight': 'output.weight',
+  'model.norm.weight': 'output_norm.weight',
   'model.embed_tokens_per_layer.weight': 'per_layer_token_embd.weight',
   'model.per_layer_model_projection.weight': 'per_layer_model_proj.weight',
   'model.per_layer_projection_norm.weight': 'per_layer_proj_norm.weight',
@@ -78,6 +89,19 @@ export function gemma4Tensors(cfg: Gemma4Config, src: Pick<WeightSource, 'has' |
     t('mlp.up_proj.weight', [layer.intermediateSize, H], `${inter}, ${hidden}`, 'ffn');
     t('mlp.down_proj.weight', [H, layer.intermediateSize], `${hidden}, ${inter}`, 'ffn');
     t('post_feedforward_layernorm.weight', [H], hidden, null);
+    if (cfg.enableMoeBlock) {
+      const E = cfg.numExperts!;
+      const Ie = cfg.moeIntermediateSize!;
+      const experts = `num_experts = ${E}, moe_intermediate_size = ${Ie}, ${hidden}`;
+      t('router.proj.weight', [E, H], `num_experts = ${E}, ${hidden}`, 'ffn');
+      t('router.scale', [H], hidden, null);
+      t('router.per_expert_scale', [E], `num_experts = ${E}`, null);
+      t('pre_feedforward_layernorm_2.weight', [H], hidden, null);
+      t('post_feedforward_layernorm_1.weight', [H], hidden, null);
+      t('post_feedforward_layernorm_2.weight', [H], hidden, null);
+      t('experts.gate_up_proj', [E, 2 * Ie, H], experts, 'ffn');
+      t('experts.down_proj', [E, H, Ie], experts, 'ffn');
+    }
     if (P > 0) {
       t('per_layer_input_gate.weight', [P, H], `hidden_size_per_layer_input = ${P}, ${hidden}`, 'ple');
       t('per_layer_projection.weight', [H, P], `${hidden}, hidden_size_per_layer_input = ${P}`, 'ple');
@@ -89,21 +113,35 @@ export function gemma4Tensors(cfg: Gemma4Config, src: Pick<WeightSource, 'has' |
   return out;
 }
 
-/** A GGUF tensor name back to its normalised HF name, or null when Gemma 4 has no such tensor. */
-export function gemma4HfTensorName(ggufName: string): string | null {
-  for (const [hf, g] of Object.entries(GEMMA4_MODEL_GGUF)) if (g === ggufName) return hf;
-  const m = /^blk\.(\d+)\.(.+)$/.exec(ggufName);
-  if (!m) return null;
-  const suffix = Object.keys(GEMMA4_LAYER_GGUF).find((k) => GEMMA4_LAYER_GGUF[k] === m[2]);
-  return suffix ? `model.layers.${Number(m[1])}.${suffix}` : null;
-}
+const GGUF_GLOBAL = new Map(Object.entries(GEMMA4_MODEL_GGUF).map(([hf, g]) => [g, hf]));
+const GGUF_LAYER = new Map(Object.entries(GEMMA4_LAYER_GGUF).map(([hf, g]) => [g, hf]));
 
-/** A normalised HF name to its GGUF name. */
+/**
+ * Maps a normalised HF tensor name (`model.` prefix, e.g. `model.layers.3.self_attn.q_proj.weight`,
+ * `model.layers.3.layer_scalar`) to its llama.cpp gemma4 GGUF name.
+ */
 export function gemma4GgufTensorName(hfName: string): string {
   const g = GEMMA4_MODEL_GGUF[hfName];
   if (g) return g;
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
-  const suffix = m ? GEMMA4_LAYER_GGUF[m[2]!] : undefined;
-  if (!m || !suffix) throw new LutraError(`tensor "${hfName}": not a Gemma 4 text tensor that the GGUF exporter knows`);
-  return `blk.${Number(m[1])}.${suffix}`;
+  const m = /^model\.layers\.(0|[1-9]\d*)\.(.+)$/.exec(hfName);
+  if (m) {
+    const suffix = GEMMA4_LAYER_GGUF[m[2]!];
+    if (suffix) return `blk.${m[1]}.${suffix}`;
+  }
+  throw new LutraError(`tensor "${hfName}": not a Gemma 4 text tensor that the GGUF mapping knows`);
 }
+
+/**
+ * The inverse of gemma4GgufTensorName, or null for a name it does not produce. Null also for GGUF
+ * tensors without a single HF counterpart: rope_freqs.weight (generated) and the split expert
+ * halves ffn_gate_exps / ffn_up_exps (halves of experts.gate_up_proj).
+ */
+export function gemma4HfTensorName(gguf: string): string | null {
+  const g = GGUF_GLOBAL.get(gguf);
+  if (g) return g;
+  const m = /^blk\.(0|[1-9]\d*)\.(.+)$/.exec(gguf);
+  if (!m) return null;
+  const suffix = GGUF_LAYER.get(m[2]!);
+  return suffix ? `model.layers.${m[1]}.${suffix}` : null;
+}
+
