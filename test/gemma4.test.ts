@@ -1,0 +1,143 @@
+// Gemma 4 (dense) on the tiny fixture, which exercises per-layer embeddings, KV sharing, double-wide
+// MLPs, K=V full layers, two head sizes, proportional RoPE, softcapping and layer scalars ≠ 1:
+// lutra against an independent float64 reference of the HF semantics, decode against batched
+// prefill past the sliding window, per-layer embeddings read from disk against the in-memory
+// lookup, and both backends.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeFixture } from '../src/model/fixture.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { loadModel } from '../src/runtime/load.js';
+import { ReferenceBackend, dequantize } from '../src/backend/reference/index.js';
+import { WasmBackend } from '../src/backend/wasm/index.js';
+import type { Backend } from '../src/backend/backend.js';
+import { Session } from '../src/runtime/session.js';
+import { Gemma4Model } from '../src/arch/gemma4/model.js';
+import type { Gemma4Config } from '../src/arch/config-types.js';
+import type { WeightSource } from '../src/model/forward.js';
+import { logSoftmax } from '../src/verify/metrics.js';
+import { gemma4ReferenceLogProbs } from './gemma4-reference.js';
+import { maxAbsDiff, tokenSequence } from './helpers.js';
+
+const root = mkdtempSync(join(tmpdir(), 'lutra-gemma4-'));
+const dir = join(root, 'tiny-gemma4');
+await writeFixture(dir, 'tiny-gemma4', 7);
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+
+const ck = Checkpoint.open(dir);
+const cfg = ck.config as Gemma4Config;
+ck.close();
+const W = cfg.slidingWindow;
+const ids = tokenSequence(5 * W, 41); // 40 positions: the sliding rings wrap five times
+
+test('the tiny Gemma 4 fixture has every feature of the dense model', () => {
+  assert.equal(cfg.modelType, 'gemma4_text');
+  assert.ok(cfg.hiddenSizePerLayerInput > 0, 'per-layer embeddings');
+  const shared = cfg.layers.filter((l, i) => l.kvSource !== i);
+  assert.ok(shared.some((l) => l.sliding) && shared.some((l) => !l.sliding), 'sliding and full KV-shared layers');
+  assert.ok(shared.every((l) => l.intermediateSize === 2 * cfg.intermediateSize), 'double-wide MLP on shared layers');
+  assert.ok(cfg.layers.some((l, i) => l.kEqV && l.kvSource === i), 'a K=V full layer with its own cache');
+  assert.notEqual(cfg.headDim, cfg.globalHeadDim, 'two head sizes');
+  assert.ok(cfg.ropeGlobal.rotaryFraction < 1, 'proportional RoPE');
+  assert.equal(cfg.finalLogitSoftcapping, 30);
+});
+
+/** The checkpoint's weights as f32, by name (bf16 widened exactly). */
+function weights(): (name: string) => Float32Array {
+  const src = Checkpoint.open(dir);
+  const cache = new Map<string, Float32Array>();
+  return (name) => {
+    let w = cache.get(name);
+    if (!w) cache.set(name, (w = dequantize(src.load(name))));
+    return w;
+  };
+}
+
+function lutraLogProbs(backend: Backend, opts: { decode?: boolean; prefillBatch?: number } = {}): Float64Array[] {
+  const { model } = loadModel(dir, backend, { tokenizer: false });
+  try {
+    const s = new Session(model, { contextLength: 64, prefillBatch: opts.prefillBatch ?? 16, qChunk: 8 });
+    if (opts.decode) return ids.map((id) => logSoftmax(s.step(id)));
+    const all = s.prefill(ids, { all: true });
+    const V = model.vocabSize;
+    return ids.map((_, t) => logSoftmax(all.subarray(t * V, (t + 1) * V)));
+  } finally {
+    model.close?.();
+  }
+}
+
+function maxRowDiff(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
+  let m = 0;
+  a.forEach((row, t) => {
+    for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i] - b[t][i]));
+  });
+  return m;
+}
+
+const reference = gemma4ReferenceLogProbs(cfg, weights(), ids);
+
+test('reference backend matches the independent float64 Gemma 4 reference (prefill and decode)', (t) => {
+  const prefill = lutraLogProbs(new ReferenceBackend({ activations: 'f32' }));
+  const decode = lutraLogProbs(new ReferenceBackend({ activations: 'f32' }), { decode: true });
+  const dp = maxRowDiff(prefill, reference);
+  const dd = maxRowDiff(decode, reference);
+  t.diagnostic(`max |Δ log p| vs float64 reference: prefill ${dp.toExponential(2)}, decode ${dd.toExponential(2)}`);
+  assert.ok(dp < 2e-4, `prefill ${dp}`);
+  assert.ok(dd < 2e-4, `decode ${dd}`);
+});
+
+test('decode equals batched prefill past the window on both backends (≤ 1e-4 in logits), batches larger than the ring', () => {
+  const wasm = new WasmBackend({ threads: 2, minParallelWork: 1 });
+  try {
+    for (const B of [new ReferenceBackend(), wasm] as Backend[]) {
+      const { model } = loadModel(dir, B, { tokenizer: false });
+      const V = model.vocabSize;
+      const batched = new Session(model, { contextLength: 64, prefillBatch: 24, qChunk: 8 }).prefill(ids, { all: true }).slice();
+      const stepper = new Session(model, { contextLength: 64 });
+      let worst = 0;
+      ids.forEach((id, t) => {
+        worst = Math.max(worst, maxAbsDiff(stepper.step(id), batched.subarray(t * V, (t + 1) * V)));
+      });
+      assert.ok(worst <= 1e-4, `${B.name}: max |Δ logit| decode vs prefill ${worst}`);
+      model.close?.();
+    }
+  } finally {
+    wasm.dispose();
+  }
+});
+
+test('per-layer embedding rows read from disk equal the in-memory lookup, and the table is never loaded', () => {
+  const src = Checkpoint.open(dir);
+  const loaded: string[] = [];
+  const inMemory: WeightSource = {
+    dir: src.dir, config: src.config, rawConfig: src.rawConfig,
+    has: (n) => src.has(n), names: () => src.names(), shape: (n) => src.shape(n), format: (n) => src.format(n),
+    load: (n, s) => src.load(n, s), close: () => {},
+  };
+  const onDisk: WeightSource = { ...inMemory, rowReader: (n) => src.rowReader(n), load: (n, s) => (loaded.push(n), src.load(n, s)) };
+  const run = (ws: WeightSource) => {
+    const m = new Gemma4Model(cfg, new ReferenceBackend(), ws);
+    const out = new Session(m, { contextLength: 64, prefillBatch: 16 }).prefill(ids, { all: true }).slice();
+    m.close();
+    return out;
+  };
+  const a = run(inMemory);
+  const b = run(onDisk);
+  src.close();
+  assert.equal(maxAbsDiff(a, b), 0);
+  assert.ok(!loaded.includes('model.embed_tokens_per_layer.weight'), 'the per-layer table was loaded whole');
+});
+
+test('wasm backend agrees with the reference backend', () => {
+  const wasm = new WasmBackend({ threads: 2, minParallelWork: 1 });
+  try {
+    const a = lutraLogProbs(wasm);
+    const d = maxRowDiff(a, reference);
+    assert.ok(d < 2e-3, `wasm vs float64 reference: ${d}`);
+  } finally {
+    wasm.dispose();
+  }
+});
