@@ -12,7 +12,7 @@ export const chatCommand: Command = {
   usage: 'lutra chat [-m PATH] [--system TEXT] [-n N] [sampling flags] [--speculative lookup|suffix|draft:MODEL]',
   options: {
     ...MODEL_OPTIONS,
-    system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma folds them into the first user turn)' },
+    system: { type: 'string', arg: 'TEXT', help: 'system instructions (Gemma 3 folds them into the first user turn; Gemma 4 gives them a turn of their own)' },
     'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'tokens per answer at most', default: '512' },
     ...SAMPLING_OPTIONS,
     ...SPECULATIVE_OPTION,

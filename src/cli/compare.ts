@@ -65,7 +65,7 @@ export const compareCommand: Command = {
     'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'steps per prompt (exactly N unless --stop-at-eos)', default: '100' },
     driver: { type: 'string', arg: 'WHO', help: 'which model generates greedily: candidate or reference; the other is teacher-forced', default: 'candidate' },
     'no-template': { type: 'boolean', help: 'tokenize prompts as plain text after <bos>, without the chat template' },
-    'stop-at-eos': { type: 'boolean', help: "stop a prompt at the driver's <eos>/<end_of_turn> (kept as the last step)" },
+    'stop-at-eos': { type: 'boolean', help: "stop a prompt at the driver's <eos> or end-of-turn token (kept as the last step)" },
     'out-dir': { type: 'string', arg: 'DIR', help: 'write results.jsonl, summary.json, report.md and report.html here' },
     gate: { type: 'string', arg: 'SPEC', help: 'thresholds on the summary, e.g. "kl<0.01,corr>0.99,match>0.98"; exit status 1 if one fails' },
     layers: { type: 'boolean', help: 'cosine of the residual stream after every layer at every position (two lutra models, same architecture)' },

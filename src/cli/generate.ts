@@ -22,7 +22,7 @@ export const generateCommand: Command = {
   },
   notes:
     'Sampling defaults to greedy (temperature 0). With --temperature > 0 the defaults are top-k 64, top-p 0.95.\n' +
-    'Generation stops at <eos> or <end_of_turn>, a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
+    'Generation stops at <eos> or the end of the turn (<end_of_turn>, <turn|>), a --stop text, or after --max-tokens; Ctrl-C stops it early.\n' +
     'Statistics go to stderr.\n' +
     SPECULATIVE_NOTES,
   async run(flags) {

@@ -1,9 +1,11 @@
-// The tokenizer of a GGUF file, rebuilt from its tokenizer.ggml.* metadata (a SentencePiece-style
-// "llama" vocabulary: tokens, scores, token types, special ids) and tokenizer.chat_template.
+// The tokenizer of a GGUF file, rebuilt from its tokenizer.ggml.* metadata (tokens, token types,
+// special ids, and scores or merges) and tokenizer.chat_template.
 //
 // It is handed to @huggingface/tokenizers as the tokenizer.json Gemma ships: BPE with byte
 // fallback, normalizer " " → "▁", no pre-tokenizer, decoder ▁ → " " + byte fallback + fuse.
-// SentencePiece-BPE merges are not stored in a GGUF; they follow from the scores exactly as
+// Two vocabulary types hold such a tokenizer. Gemma 4 GGUFs ("gemma4") store the BPE merges
+// (tokenizer.ggml.merges, each pair joined by a space, in rank order). Gemma 3 GGUFs
+// (SentencePiece-style "llama") store no merges; they follow from the scores exactly as
 // transformers' SentencePiece converter derives them: every split of a piece into two vocabulary
 // pieces is a merge, ranked by the piece's score (higher first), then longer left part, longer
 // right part, piece id, left id, right id. Control, unknown and user-defined tokens become added
@@ -94,9 +96,32 @@ export interface GgufTokenizerParts {
 }
 
 /**
+ * BPE merges stored in a GGUF (tokenizer.ggml.merges): each entry two pieces joined by one space.
+ * A piece may itself contain spaces, so the split is the one space whose two sides are both
+ * pieces of the vocabulary (exactly one must be).
+ */
+function storedMerges(path: string, raw: GgufValue | undefined, ids: ReadonlyMap<string, number>): [string, string][] {
+  if (raw === undefined) throw new LutraError(`${path}: metadata "tokenizer.ggml.merges" is missing; a "gemma4" (BPE) tokenizer needs its merges`);
+  if (!Array.isArray(raw) || raw.some((m) => typeof m !== 'string')) throw new LutraError(`${path}: tokenizer.ggml.merges is not an array of strings`);
+  return (raw as string[]).map((m, i) => {
+    let found: [string, string] | null = null;
+    for (let at = m.indexOf(' '); at >= 0; at = m.indexOf(' ', at + 1)) {
+      const l = m.slice(0, at);
+      const r = m.slice(at + 1);
+      if (!ids.has(l) || !ids.has(r)) continue;
+      if (found) throw new LutraError(`${path}: tokenizer.ggml.merges[${i}] ${JSON.stringify(m)} splits into two pieces in more than one way`);
+      found = [l, r];
+    }
+    if (!found) throw new LutraError(`${path}: tokenizer.ggml.merges[${i}] is ${JSON.stringify(m)}; expected two pieces of tokenizer.ggml.tokens joined by a space`);
+    return found;
+  });
+}
+
+/**
  * The HF tokenizer.json and tokenizer config equivalent to a GGUF file's tokenizer.ggml.* metadata.
  * `vocabSize` (the embedding's rows) bounds the token ids. LutraError naming the file and key for
- * a GGUF without a tokenizer, a non-"llama" tokenizer model or inconsistent arrays.
+ * a GGUF without a tokenizer, a tokenizer model other than "llama" or "gemma4", or inconsistent
+ * arrays.
  */
 export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufTokenizerParts {
   const path = file.path;
@@ -106,9 +131,9 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
     throw new LutraError(`${path}: no tokenizer in the GGUF (metadata "tokenizer.ggml.tokens" is missing); ${supplyHint(path)}`);
   }
   const model = meta.get('tokenizer.ggml.model');
-  if (model !== 'llama') {
+  if (model !== 'llama' && model !== 'gemma4') {
     const shown = model === undefined ? 'missing' : JSON.stringify(typeof model === 'string' ? model : String(model));
-    throw new LutraError(`${path}: tokenizer.ggml.model is ${shown}; lutra rebuilds only SentencePiece-style ("llama") GGUF tokenizers, as Gemma's; ${supplyHint(path)}`);
+    throw new LutraError(`${path}: tokenizer.ggml.model is ${shown}; lutra rebuilds only SentencePiece-style ("llama") and Gemma 4 BPE ("gemma4") GGUF tokenizers, as Gemma's; ${supplyHint(path)}`);
   }
   if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) throw new LutraError(`${path}: tokenizer.ggml.tokens is not an array of strings`);
   const pieces = tokens as string[];
@@ -117,13 +142,16 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
   if (vocabSize !== undefined && n > vocabSize) {
     throw new LutraError(`${path}: tokenizer.ggml.tokens has ${n} tokens but token_embd.weight has only ${vocabSize} rows`);
   }
+  // Scores rank a "llama" vocabulary's merges; a "gemma4" one stores its merges instead.
   const scores = meta.get('tokenizer.ggml.scores');
-  if (scores === undefined) throw new LutraError(`${path}: metadata "tokenizer.ggml.scores" is missing; a SentencePiece ("llama") tokenizer needs a score per token to rank its merges`);
-  if (!isNumberArray(scores) || scores.length !== n) {
-    throw new LutraError(`${path}: tokenizer.ggml.scores must be ${n} numbers (one per token of tokenizer.ggml.tokens)`);
+  if (model === 'llama') {
+    if (scores === undefined) throw new LutraError(`${path}: metadata "tokenizer.ggml.scores" is missing; a SentencePiece ("llama") tokenizer needs a score per token to rank its merges`);
+    if (!isNumberArray(scores) || scores.length !== n) {
+      throw new LutraError(`${path}: tokenizer.ggml.scores must be ${n} numbers (one per token of tokenizer.ggml.tokens)`);
+    }
+    const badScore = scores.findIndex((x: number) => !Number.isFinite(x));
+    if (badScore >= 0) throw new LutraError(`${path}: tokenizer.ggml.scores[${badScore}] is ${scores[badScore]}; expected a finite number`);
   }
-  const badScore = scores.findIndex((x: number) => !Number.isFinite(x));
-  if (badScore >= 0) throw new LutraError(`${path}: tokenizer.ggml.scores[${badScore}] is ${scores[badScore]}; expected a finite number`);
   const rawTypes = meta.get('tokenizer.ggml.token_type');
   if (rawTypes !== undefined && (!isNumberArray(rawTypes) || rawTypes.length !== n)) {
     throw new LutraError(`${path}: tokenizer.ggml.token_type must be ${n} integers (one per token of tokenizer.ggml.tokens)`);
@@ -193,7 +221,7 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
       byte_fallback: true,
       ignore_merges: false,
       vocab,
-      merges: mergesFromScores(pieces, scores, ids),
+      merges: model === 'gemma4' ? storedMerges(path, meta.get('tokenizer.ggml.merges'), ids) : mergesFromScores(pieces, scores as ArrayLike<number>, ids),
     },
   };
   const tokenizerConfig: Record<string, unknown> = {
@@ -211,8 +239,8 @@ export function ggufTokenizerParts(file: GgufFile, vocabSize?: number): GgufToke
 }
 
 /**
- * The GemmaTokenizer of a GGUF file. Stop ids: the GGUF's eos (and eot) id, <eos> and
- * <end_of_turn> when present, and `extraStops` (the config's eos ids).
+ * The GemmaTokenizer of a GGUF file. Stop ids: the GGUF's eos (and eot) id, `extraStops` (the
+ * config's eos ids), and what GemmaTokenizer adds (<eos>, the chat template's turn-closing token).
  */
 export function loadGgufTokenizer(file: GgufFile, extraStops: number[] = [], vocabSize?: number): GemmaTokenizer {
   const parts = ggufTokenizerParts(file, vocabSize);

@@ -1,5 +1,9 @@
 // The checkpoint's own tokenizer.json and chat template, through @huggingface/tokenizers and
 // @huggingface/jinja. Guarantees exactly one <bos> and knows the stop tokens.
+//
+// Stop tokens come from the files: the ids the model config lists as eos (given by the caller),
+// the tokenizer config's eos_token, <eos>, and the token that closes a turn in the chat template
+// (Gemma 3's <end_of_turn>, Gemma 4's <turn|>), found by rendering a one-message conversation.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
@@ -12,27 +16,79 @@ export interface ChatMessage {
   content: string;
 }
 
+/**
+ * Turn-closing tokens of the Gemma families (3: <end_of_turn>, 4: <turn|>), stops of a tokenizer
+ * whose chat template does not show its own (no template, or one that does not render a plain
+ * user message).
+ */
+const TURN_END_FALLBACK = ['<end_of_turn>', '<turn|>'];
+
+/** Text of the probe message: no special-token syntax, unchanged by a template's trim. */
+const PROBE_TEXT = 'lutra probe 7f3a';
+
+/** A special-token setting of tokenizer_config.json: a string, or an object with "content". */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as Record<string, unknown>).content === 'string') return (v as Record<string, string>).content;
+  return undefined;
+}
+
 export class GemmaTokenizer {
   readonly bosId: number;
   readonly stopIds: Set<number>;
+  /** The token that closes a turn (<end_of_turn>, <turn|>), or null when there is none. */
+  readonly turnEndId: number | null;
   private template: Template | null;
   private bosToken: string;
 
   private constructor(private hf: HfTokenizer, config: Record<string, unknown>, templateSource: string | null, extraStops: number[], readonly dir: string) {
-    this.bosToken = typeof config.bos_token === 'string' ? config.bos_token : '<bos>';
+    this.bosToken = tokenText(config.bos_token) ?? '<bos>';
     const bos = hf.token_to_id(this.bosToken);
     if (bos === undefined) throw new LutraError(`${dir}: tokenizer has no ${this.bosToken} token`);
     this.bosId = bos;
-    this.stopIds = new Set(extraStops);
-    for (const t of ['<eos>', '<end_of_turn>']) {
-      const id = hf.token_to_id(t);
-      if (id !== undefined) this.stopIds.add(id);
-    }
     try {
       this.template = templateSource ? new Template(templateSource) : null;
     } catch (e) {
       throw new LutraError(`${dir}: chat template does not parse (${(e as Error).message})`);
     }
+    this.stopIds = new Set(extraStops);
+    const eosToken = tokenText(config.eos_token);
+    for (const t of eosToken !== undefined ? [eosToken, '<eos>'] : ['<eos>']) {
+      const id = hf.token_to_id(t);
+      if (id !== undefined) this.stopIds.add(id);
+    }
+    this.turnEndId = this.templateTurnEnd() ?? this.fallbackTurnEnd();
+    if (this.turnEndId !== null) this.stopIds.add(this.turnEndId);
+  }
+
+  /**
+   * The special token the chat template writes right after a user message's text (and any
+   * whitespace), or null (no template, it fails on a plain user message, or what follows the text
+   * is not a special token).
+   */
+  private templateTurnEnd(): number | null {
+    if (!this.template) return null;
+    let text: string;
+    try {
+      text = this.template.render({ messages: [{ role: 'user', content: PROBE_TEXT }], bos_token: this.bosToken, add_generation_prompt: false });
+    } catch {
+      return null;
+    }
+    const at = text.lastIndexOf(PROBE_TEXT);
+    if (at < 0) return null;
+    // Whitespace a template puts before the closing token (e.g. "\n<|im_end|>") is skipped.
+    const first = this.hf.encode(text.slice(at + PROBE_TEXT.length).trimStart(), { add_special_tokens: false }).ids[0];
+    if (first === undefined || first === this.bosId) return null;
+    // A special token decodes to nothing when special tokens are skipped.
+    return this.hf.decode([first], { skip_special_tokens: true }) === '' ? first : null;
+  }
+
+  private fallbackTurnEnd(): number | null {
+    for (const t of TURN_END_FALLBACK) {
+      const id = this.hf.token_to_id(t);
+      if (id !== undefined) return id;
+    }
+    return null;
   }
 
   /** Load tokenizer.json, tokenizer_config.json and chat_template.jinja (preferred) from a model folder. */
@@ -82,7 +138,7 @@ export class GemmaTokenizer {
     return [this.bosId, ...ids.slice(start)];
   }
 
-  /** Render the chat template (system text folded into the first turn by Gemma's template). */
+  /** Render the chat template (Gemma 3's folds a system message into the first user turn; Gemma 4's gives it a turn). */
   renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
     if (!this.template) throw new LutraError(`${this.dir}: the tokenizer has no chat template; use --raw`);
     try {
