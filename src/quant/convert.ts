@@ -131,6 +131,9 @@ async function sha256Files(files: string[]): Promise<string> {
  * NaN/Inf as they are read.
  */
 function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
+  if (alpha !== 1 && src.config.modelType !== 'gemma3_text') {
+    throw new LutraError(`--fp16-scale: the residual-scaling transform is implemented for Gemma 3 only; ${src.dir} is ${src.config.modelType} (convert without --fp16-scale)`);
+  }
   const manifest = architectureOf(src.config).tensors(src.config, src);
   checkTensorShapes(manifest, src);
   const partOf = new Map(manifest.map((t) => [t.name, t.part]));
