@@ -1,22 +1,26 @@
 import type { Command } from './common.js';
-import { SHAPES, writeFixture } from '../model/fixture.js';
+import { fixtureShapeNames, fixtureSpec, writeFixture } from '../model/fixture.js';
 import { writeOverflowFixture } from '../fp16/overflow-fixture.js';
 import { LutraError } from '../util/errors.js';
 
 export const fixtureCommand: Command = {
   name: 'fixture',
-  summary: 'write a deterministic random-weight Gemma 3 checkpoint in Hugging Face layout',
-  usage: 'lutra fixture --out DIR [--shape tiny|gemma-3-270m|gemma-3-1b] [--seed N] [--residual-peak 2e5 [--peak-layer L]]',
+  summary: 'write a deterministic random-weight Gemma 3 or Gemma 4 checkpoint in Hugging Face layout',
+  usage: 'lutra fixture --out DIR [--shape NAME] [--layers N] [--seed N] [--residual-peak 2e5 [--peak-layer L]]',
   options: {
     out: { type: 'string', arg: 'DIR', help: 'output folder (must not exist)' },
-    shape: { type: 'string', arg: 'NAME', help: `one of ${Object.keys(SHAPES).join(', ')}`, default: 'tiny' },
+    shape: { type: 'string', arg: 'NAME', help: `one of ${fixtureShapeNames().join(', ')}`, default: 'tiny' },
+    layers: { type: 'string', arg: 'N', help: 'Gemma 4 shapes: keep only the first N layers (to fit the machine; KV sharing moves with the cut)' },
     seed: { type: 'string', short: 's', arg: 'N', help: 'random seed', default: '0' },
     'residual-peak': { type: 'string', arg: 'X', help: "an fp16 overflow fixture: raise one layer's post-feedforward norm gain until the f32 residual stream peaks at X on the calibration prompt" },
     'peak-layer': { type: 'string', arg: 'L', help: 'the layer whose gain is raised', default: 'num_layers/2 − 1' },
   },
   notes:
     'The checkpoint has config.json, bf16 model.safetensors and the real Gemma 3 tokenizer files.\n' +
-    '`tiny` (8 layers, hidden 64, window 16) is shaped so that llama.cpp and Hugging Face agree on it.',
+    '`tiny` (8 layers, hidden 64, window 16) is shaped so that llama.cpp and Hugging Face agree on it.\n' +
+    '`tiny-gemma4` (10 layers, hidden 64, window 8) has every dense Gemma 4 feature: per-layer embeddings,\n' +
+    'KV sharing, double-wide MLPs, K=V full layers, two head sizes, proportional RoPE, softcapping, layer\n' +
+    'scalars; its tokenizer is the Gemma 3 one with Gemma 4\'s turn markers and chat template.',
   async run(flags) {
     const out = flags.string('out');
     const shape = flags.string('shape', 'tiny');
@@ -25,8 +29,10 @@ export const fixtureCommand: Command = {
     const seconds = () => ((performance.now() - t0) / 1000).toFixed(1);
     if (!flags.has('residual-peak')) {
       if (flags.has('peak-layer')) throw new LutraError('--peak-layer needs --residual-peak');
-      await writeFixture(out, shape, seed);
-      process.stderr.write(`wrote ${shape} fixture (seed ${seed}) to ${out} in ${seconds()} s\n`);
+      const layers = flags.has('layers') ? flags.number('layers', 0, { integer: true, min: 1 }) : undefined;
+      const note = fixtureSpec(shape, layers).note;
+      await writeFixture(out, shape, seed, { layers });
+      process.stderr.write(`wrote ${shape} fixture (seed ${seed}${note ? `, ${note}` : ''}) to ${out} in ${seconds()} s\n`);
       return;
     }
     const peak = flags.number('residual-peak', 0, { min: Number.MIN_VALUE });
