@@ -321,7 +321,7 @@ const CASES: Case[] = [
       ]);
       return gen(path);
     },
-    error: /llama\.gguf: general\.architecture is "llama"; lutra reads gemma3 GGUF files/,
+    error: /llama\.gguf: general\.architecture is "llama"; lutra reads gemma3 and gemma4 GGUF files/,
   },
   {
     what: 'a K-quant GGUF',

@@ -44,3 +44,19 @@ export function shortestF32(x: number): number {
   }
   return x;
 }
+
+/**
+ * Upper bounds far above any Gemma 3 or 4 (27B / 31B: 60–62 layers, hidden 5376, MLP 21 504,
+ * vocab 262 208), low enough that a damaged config is refused before it sizes an allocation.
+ */
+export const SIZE_LIMITS = {
+  vocab_size: 2 ** 22,
+  hidden_size: 2 ** 16,
+  intermediate_size: 2 ** 18,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 2 ** 12,
+  sliding_window: 2 ** 24,
+  max_position_embeddings: 2 ** 24,
+};

@@ -47,7 +47,7 @@ export class GgufSource implements WeightSource {
     const arch = ggufString(this.file, 'general.architecture');
     const a = architectureForGguf(arch);
     if (!a) {
-      const known = ARCHITECTURES.map((x) => x.gguf.arch).join(', ');
+      const known = ARCHITECTURES.map((x) => x.gguf.arch).join(' and ');
       throw new LutraError(`${dir}: general.architecture is ${JSON.stringify(arch ?? null)}; lutra reads ${known} GGUF files`);
     }
     this.arch = a;

@@ -1,6 +1,6 @@
 // What every architecture's forward pass shares: where weights come from, the activation points
 // an observer can watch, the segments of a pass, and the loaded model's interface.
-import type { Backend } from '../backend/backend.js';
+import type { Backend, Matrix } from '../backend/backend.js';
 import type { ModelConfig } from '../arch/config-types.js';
 import type { WeightFormat, WeightTensor } from './weight.js';
 import type { KVCache } from '../runtime/kv-cache.js';
@@ -142,4 +142,45 @@ export function gatherSegments(segments: readonly Segment[], observer: Observer 
     for (let i = 0; i < s.ids.length; i++) ids.push(s.ids[i]);
   }
   return { ids, rowOf };
+}
+
+/** What the logits step needs from a model: its final norm, LM head and config. */
+export interface HeadWeights {
+  backend: Backend;
+  finalNorm: Float32Array;
+  lmHead: Matrix;
+  vocabSize: number;
+  cfg: { hiddenSize: number; rmsNormEps: number; finalLogitSoftcapping: number | null; numLayers: number };
+}
+
+/**
+ * The end of every forward pass: the rows that get logits (every row, or the last row of each
+ * segment, gathered when several), the final norm, the LM head and the logit softcap. `h` is the
+ * residual stream [T, H]; the observer sees the final norm and the logits as the top layer's.
+ */
+export function headLogits(m: HeadWeights, h: Float32Array, segments: readonly Segment[], rowOf: number[], opts: ForwardOptions): Float32Array | null {
+  if (opts.logits === 'none') return null;
+  const B = m.backend;
+  const { hiddenSize: H, rmsNormEps: eps, finalLogitSoftcapping: cap, numLayers } = m.cfg;
+  const T = h.length / H;
+  let n = T;
+  let last = h;
+  if (opts.logits === 'last') {
+    n = segments.length;
+    if (n === 1) last = h.subarray((T - 1) * H, T * H);
+    else {
+      last = B.scratch(n * H);
+      segments.forEach((s, i) => last.set(h.subarray((rowOf[i] + s.ids.length - 1) * H, (rowOf[i] + s.ids.length) * H), i * H));
+    }
+  }
+  const firstPos = segments[0].pos0 + T - n;
+  const normed = B.scratch(n * H);
+  const top = numLayers - 1;
+  B.rmsNorm(last, n, H, m.finalNorm, eps, normed);
+  opts.observer?.(top, 'final_norm', normed, n, H, firstPos);
+  const logits = B.scratch(n * m.vocabSize);
+  B.matmul(normed, n, m.lmHead, logits);
+  if (cap) for (let i = 0; i < logits.length; i++) logits[i] = cap * Math.tanh(logits[i] / cap);
+  opts.observer?.(top, 'logits', logits, n, m.vocabSize, firstPos);
+  return logits;
 }

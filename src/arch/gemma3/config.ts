@@ -4,7 +4,7 @@ import { LutraError } from '../../util/errors.js';
 
 export type { Gemma3Config } from '../config-types.js';
 import type { Gemma3Config, LayerType, RopeParams } from '../config-types.js';
-import { checkInt, checkPositive, num, tokenIds, type Json } from '../config-fields.js';
+import { checkInt, checkPositive, num, SIZE_LIMITS, tokenIds, type Json } from '../config-fields.js';
 
 const DEFAULTS = {
   vocab_size: 262208,
@@ -28,21 +28,7 @@ const DEFAULTS = {
   sliding_window_pattern: 6,
 };
 
-/**
- * Upper bounds far above any Gemma 3 (27B: 62 layers, hidden 5376, vocab 262 208), low enough that
- * a damaged config is refused before it sizes an allocation.
- */
-const LIMITS = {
-  vocab_size: 2 ** 22,
-  hidden_size: 2 ** 16,
-  intermediate_size: 2 ** 18,
-  num_hidden_layers: 1024,
-  num_attention_heads: 1024,
-  num_key_value_heads: 1024,
-  head_dim: 2 ** 12,
-  sliding_window: 2 ** 24,
-  max_position_embeddings: 2 ** 24,
-};
+const LIMITS = SIZE_LIMITS;
 
 /** Reads the rope type/factor from a legacy `rope_scaling` or a `rope_parameters` entry. */
 function linearFactor(scaling: unknown, file: string, where: string): number {

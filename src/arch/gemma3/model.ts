@@ -7,7 +7,7 @@ import { isSliding, type Gemma3Config } from './config.js';
 import type { KVCache } from '../../runtime/kv-cache.js';
 import { assertFinite, checkTensorShapes } from '../../model/checks.js';
 import {
-  embedScaleFor, gatherSegments,
+  embedScaleFor, gatherSegments, headLogits,
   type ActivationPoint, type CacheLayerSpec, type CausalLM, type ForwardOptions, type Segment, type WeightSource,
 } from '../../model/forward.js';
 import { gemma3Tensors, ownsLmHead } from './tensors.js';
@@ -195,31 +195,6 @@ export class Gemma3Model implements CausalLM {
       seen?.('residual', h, H);
     }
     for (const s of segments) s.cache.length = s.pos0 + s.ids.length;
-
-    if (opts.logits === 'none') return null;
-    // The rows that get logits: every row, or the last row of each segment (gathered when several).
-    let n = T;
-    let last = h;
-    if (opts.logits === 'last') {
-      n = segments.length;
-      if (n === 1) last = h.subarray((T - 1) * H, T * H);
-      else {
-        last = B.scratch(n * H);
-        segments.forEach((s, i) => last.set(h.subarray((rowOf[i] + s.ids.length - 1) * H, (rowOf[i] + s.ids.length) * H), i * H));
-      }
-    }
-    const firstPos = pos0 + T - n;
-    const normed = B.scratch(n * H);
-    const top = this.layers.length - 1;
-    B.rmsNorm(last, n, H, this.finalNorm, eps, normed);
-    watch?.(top, 'final_norm', normed, n, H, firstPos);
-    const logits = B.scratch(n * this.vocabSize);
-    B.matmul(normed, n, this.lmHead, logits);
-    if (cfg.finalLogitSoftcapping) {
-      const c = cfg.finalLogitSoftcapping;
-      for (let i = 0; i < logits.length; i++) logits[i] = c * Math.tanh(logits[i] / c);
-    }
-    watch?.(top, 'logits', logits, n, this.vocabSize, firstPos);
-    return logits;
+    return headLogits(this, h, segments, rowOf, opts);
   }
 }

@@ -3,7 +3,7 @@
 // parameters, and derives each layer's shape (head size, KV heads, K = V, MLP width, KV source).
 import { LutraError } from '../../util/errors.js';
 import type { Gemma4Config, Gemma4Layer, LayerType, RopeParams } from '../config-types.js';
-import { checkInt, checkPositive, num, tokenIds, type Json } from '../config-fields.js';
+import { checkInt, checkPositive, num, SIZE_LIMITS, tokenIds, type Json } from '../config-fields.js';
 
 
 const DEFAULTS = {
@@ -45,15 +45,7 @@ const DEFAULT_ROPE: Record<LayerType, Json> = {
  * experts), low enough that a damaged config is refused before it sizes an allocation.
  */
 const LIMITS = {
-  vocab_size: 2 ** 22,
-  hidden_size: 2 ** 16,
-  intermediate_size: 2 ** 18,
-  num_hidden_layers: 1024,
-  num_attention_heads: 1024,
-  num_key_value_heads: 1024,
-  head_dim: 2 ** 12,
-  sliding_window: 2 ** 24,
-  max_position_embeddings: 2 ** 24,
+  ...SIZE_LIMITS,
   hidden_size_per_layer_input: 2 ** 14,
   num_experts: 2 ** 12,
   moe_intermediate_size: 2 ** 18,

@@ -13,7 +13,7 @@ import type { Gemma4Config, Gemma4Layer } from '../config-types.js';
 import type { KVCache } from '../../runtime/kv-cache.js';
 import { assertFinite, checkTensorShapes } from '../../model/checks.js';
 import {
-  embedScaleFor, gatherSegments,
+  embedScaleFor, gatherSegments, headLogits,
   type ActivationPoint, type CacheLayerSpec, type CausalLM, type ForwardOptions, type Segment, type WeightSource,
 } from '../../model/forward.js';
 import type { RowReader } from '../../io/row-reader.js';
@@ -286,31 +286,7 @@ export class Gemma4Model implements CausalLM {
     }
     for (const l of this.sharedSources) this.writeCache(segments, rowOf, l, kvOf.get(l)!.k, kvOf.get(l)!.v);
     for (const s of segments) s.cache.length = s.pos0 + s.ids.length;
-
-    if (opts.logits === 'none') return null;
-    let n = T;
-    let last = h;
-    if (opts.logits === 'last') {
-      n = segments.length;
-      if (n === 1) last = h.subarray((T - 1) * H, T * H);
-      else {
-        last = B.scratch(n * H);
-        segments.forEach((s, i) => last.set(h.subarray((rowOf[i] + s.ids.length - 1) * H, (rowOf[i] + s.ids.length) * H), i * H));
-      }
-    }
-    const firstPos = pos0 + T - n;
-    const normed = B.scratch(n * H);
-    const top = L - 1;
-    B.rmsNorm(last, n, H, this.finalNorm, eps, normed);
-    watch?.(top, 'final_norm', normed, n, H, firstPos);
-    const logits = B.scratch(n * this.vocabSize);
-    B.matmul(normed, n, this.lmHead, logits);
-    if (cfg.finalLogitSoftcapping) {
-      const c = cfg.finalLogitSoftcapping;
-      for (let i = 0; i < logits.length; i++) logits[i] = c * Math.tanh(logits[i] / c);
-    }
-    watch?.(top, 'logits', logits, n, this.vocabSize, firstPos);
-    return logits;
+    return headLogits(this, h, segments, rowOf, opts);
   }
 
   /** Store layer l's keys and values of this pass in each segment's cache. */
