@@ -5,7 +5,7 @@
 // lookup, and both backends.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFixture } from '../src/model/fixture.js';
@@ -21,6 +21,8 @@ import type { WeightSource } from '../src/model/forward.js';
 import { logSoftmax } from '../src/verify/metrics.js';
 import { gemma4ReferenceLogProbs } from './gemma4-reference.js';
 import { maxAbsDiff, tokenSequence } from './helpers.js';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { LutraError } from '../src/util/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lutra-gemma4-'));
 const dir = join(root, 'tiny-gemma4');
@@ -140,4 +142,40 @@ test('wasm backend agrees with the reference backend', () => {
   } finally {
     wasm.dispose();
   }
+});
+
+/** A copy of the fixture whose safetensors file is rewritten by `edit` (tensors dropped or replaced). */
+async function damagedCopy(name: string, edit: (t: { name: string; shape: number[]; data: Uint8Array }) => { shape: number[]; data: Uint8Array } | null): Promise<string> {
+  const out = join(root, name);
+  mkdirSync(out);
+  for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(dir, f), join(out, f));
+  const src = Checkpoint.open(dir);
+  const tensors = src.names().flatMap((n) => {
+    const w = src.load(n);
+    const e = edit({ name: n, shape: w.shape, data: w.data });
+    return e ? [{ name: n, dtype: 'bf16' as const, shape: e.shape, bytes: () => e.data }] : [];
+  });
+  await writeSafetensors(join(out, 'model.safetensors'), tensors);
+  src.close();
+  return out;
+}
+
+test('a Gemma 4 checkpoint without a layer_scalar, or with a per-layer table of the wrong width, is a one-line error naming the tensor', async () => {
+  const noScalar = await damagedCopy('no-scalar', (t) => (t.name === 'model.layers.3.layer_scalar' ? null : t));
+  assert.throws(() => loadModel(noScalar, new ReferenceBackend(), { tokenizer: false }), (e: unknown) =>
+    e instanceof LutraError && !e.message.includes('\n') && /tensor "model\.layers\.3\.layer_scalar" is missing/.test(e.message));
+  const P = cfg.hiddenSizePerLayerInput;
+  const L = cfg.numLayers;
+  const narrow = await damagedCopy('narrow-ple', (t) => {
+    if (t.name !== 'model.embed_tokens_per_layer.weight') return t;
+    const rows = t.shape[0];
+    const cols = L * P - 8;
+    const data = new Uint8Array(rows * cols * 2);
+    for (let r = 0; r < rows; r++) data.set(t.data.subarray(r * L * P * 2, r * L * P * 2 + cols * 2), r * cols * 2);
+    return { shape: [rows, cols], data };
+  });
+  assert.throws(() => loadModel(narrow, new ReferenceBackend(), { tokenizer: false }), (e: unknown) =>
+    e instanceof LutraError && !e.message.includes('\n') &&
+    e.message.includes(`"model.embed_tokens_per_layer.weight" has shape [${cfg.vocabSizePerLayerInput},${L * P - 8}], expected [${cfg.vocabSizePerLayerInput},${L * P}]`) &&
+    /hidden_size_per_layer_input/.test(e.message));
 });
