@@ -23,6 +23,10 @@ import { gemma4ReferenceLogProbs } from './gemma4-reference.js';
 import { maxAbsDiff, tokenSequence } from './helpers.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { LutraError } from '../src/util/errors.js';
+import { convert } from '../src/quant/convert.js';
+import { buildPlan } from '../src/quant/plan.js';
+import { F32_NUMERICS } from '../src/fp16/numerics.js';
+import { auditFp16 } from '../src/fp16/audit.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lutra-gemma4-'));
 const dir = join(root, 'tiny-gemma4');
@@ -178,4 +182,25 @@ test('a Gemma 4 checkpoint without a layer_scalar, or with a per-layer table of 
     e instanceof LutraError && !e.message.includes('\n') &&
     e.message.includes(`"model.embed_tokens_per_layer.weight" has shape [${cfg.vocabSizePerLayerInput},${L * P - 8}], expected [${cfg.vocabSizePerLayerInput},${L * P}]`) &&
     /hidden_size_per_layer_input/.test(e.message));
+});
+
+test('Gemma 4 α-scaling (convert --fp16-scale) is exact in f32: same logits, residual stream scaled by α', async () => {
+  const out = join(root, 'scaled');
+  const meta = await convert({ src: dir, out, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test', fp16Scale: { alpha: 0.25, chosenBy: 'test' } });
+  assert.equal(meta.embed_scale, 2); // 0.25 × sqrt(64)
+  const load = (d: string) => loadModel(d, new ReferenceBackend(), { tokenizer: false, numerics: F32_NUMERICS }).model;
+  const a = load(dir);
+  const b = load(out);
+  const la = new Session(a, { contextLength: 64 }).prefill(ids, { all: true }).slice();
+  const lb = new Session(b, { contextLength: 64 }).prefill(ids, { all: true });
+  const d = maxAbsDiff(la, lb);
+  assert.ok(d <= 1e-4, `max |Δlogit| ${d}`);
+  const pa = auditFp16(a, [ids]);
+  const pb = auditFp16(b, [ids]);
+  for (let l = 0; l < pa.layers.length; l++) {
+    const ratio = pb.layers[l].peaks.residual / pa.layers[l].peaks.residual;
+    assert.ok(Math.abs(ratio - 0.25) < 1e-4, `layer ${l}: residual peak ratio ${ratio}`);
+  }
+  a.close?.();
+  b.close?.();
 });

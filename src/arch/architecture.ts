@@ -6,6 +6,7 @@ import type { Backend } from '../backend/backend.js';
 import type { GgufFile, GgufMetadataEntry } from '../io/gguf.js';
 import type { ModelConfig } from './config-types.js';
 import type { CacheLayerSpec, CausalLM, WeightSource } from '../model/forward.js';
+import type { Fp16ScaleRule } from '../fp16/scale.js';
 
 /** The parts `--quant PART=FORMAT` addresses. */
 export type Part = 'embed' | 'ple' | 'attn' | 'ffn' | 'lmhead';
@@ -61,6 +62,8 @@ export interface Architecture<C extends ModelConfig = ModelConfig> {
   /** Every tensor the model reads, in load order. `src` says whether optional ones are present. */
   tensors(cfg: C, src: Pick<WeightSource, 'has' | 'separateLmHead'>): TensorSpec[];
   cacheLayout(cfg: C): CacheLayerSpec[];
+  /** How a tensor changes when the residual stream is scaled by α (convert --fp16-scale), or null when it does not. */
+  fp16ScaleRule(name: string): Fp16ScaleRule | null;
   /** Build the model on `backend`, reading every tensor from `src` (checked against the manifest first). */
   load(cfg: C, backend: Backend, src: WeightSource, checks?: LoadChecks): CausalLM;
   readonly gguf: GgufMapping<C>;

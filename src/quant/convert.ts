@@ -13,7 +13,7 @@ import { quantizeLinear } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/forward.js';
-import { SCALED_NORM, scalePostNorm } from '../fp16/scale.js';
+import { scaleForFp16 } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 import { yieldToEvents } from '../util/atomic-output.js';
 import { dequantizeInPieces, pieceRows, PIECE_WEIGHTS } from './pieces.js';
@@ -131,10 +131,8 @@ async function sha256Files(files: string[]): Promise<string> {
  * NaN/Inf as they are read.
  */
 function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
-  if (alpha !== 1 && src.config.modelType !== 'gemma3_text') {
-    throw new LutraError(`--fp16-scale: the residual-scaling transform is implemented for Gemma 3 only; ${src.dir} is ${src.config.modelType} (convert without --fp16-scale)`);
-  }
-  const manifest = architectureOf(src.config).tensors(src.config, src);
+  const arch = architectureOf(src.config);
+  const manifest = arch.tensors(src.config, src);
   checkTensorShapes(manifest, src);
   const partOf = new Map(manifest.map((t) => [t.name, t.part]));
   partOf.set('lm_head.weight', 'lmhead');
@@ -143,14 +141,12 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
   // What the model reads (a checkpoint may hold more, e.g. K/V projections of layers that share another layer's cache).
   for (const name of src.names().filter((n) => partOf.has(n))) {
     const shape = src.shape(name);
-    if (alpha !== 1 && SCALED_NORM.test(name)) {
-      entries.push({ name, shape, format: { kind: 'f32' }, make: () => encodeTensorAsync(scalePostNorm(load(name), alpha), { kind: 'f32' }) });
-      continue;
-    }
+    const rule = alpha !== 1 ? arch.fp16ScaleRule(name) : null;
     const planned = formatFor(plan, partOf.get(name)!, shape);
     if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
-    const format = planned ?? src.format(name);
-    entries.push({ name, shape, format, make: () => encodeTensorAsync(load(name), format) });
+    // A scaled gain is kept in f32 (exact); a scaled matrix keeps its planned format.
+    const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
+    entries.push({ name, shape, format, make: () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format) });
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {

@@ -12,6 +12,8 @@ export const gemma3: Architecture<Gemma3Config> = {
   resolveConfig: resolveGemma3Config,
   tensors: gemma3Tensors,
   cacheLayout: gemma3CacheLayout,
+  // Norm gains stored as offsets from 1; the post-norms' outputs are added to the stream.
+  fp16ScaleRule: (name) => (/\.(post_attention_layernorm|post_feedforward_layernorm)\.weight$/.test(name) ? 'offsetGain' : null),
   load: (cfg, backend, src, checks) => new Gemma3Model(cfg, backend, src, checks),
   gguf: {
     arch: 'gemma3',

@@ -27,6 +27,17 @@ export const gemma4: Architecture<Gemma4Config> = {
   resolveConfig: resolveGemma4Config,
   tensors: gemma4Tensors,
   cacheLayout: gemma4CacheLayout,
+  // Plain gains on the three norms whose output is added to the stream. The per-layer input gate
+  // reads the stream without a norm, so it divides α out (its GELU then sees the same values); the
+  // per-layer projection of the embedding does too, so its per-slice norm (whose ε would otherwise
+  // weigh α⁻² more on these small values) sees the same inputs. The layer scalar multiplies the
+  // scaled stream as it is.
+  fp16ScaleRule: (name) =>
+    /\.(post_attention_layernorm|post_feedforward_layernorm|post_per_layer_input_norm)\.weight$/.test(name)
+      ? 'gain'
+      : name.endsWith('.per_layer_input_gate.weight') || name === 'model.per_layer_model_projection.weight'
+        ? 'inverse'
+        : null,
   load: (cfg, backend, src, checks) => new Gemma4Model(cfg, backend, src, checks),
   gguf: {
     arch: 'gemma4',
