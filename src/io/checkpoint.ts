@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { LutraError } from '../util/errors.js';
 import { resolveModelConfig } from '../arch/registry.js';
 import type { ModelConfig } from '../arch/config-types.js';
-import type { PlainDtype, WeightFormat, WeightTensor } from '../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { SafetensorsFile, type SafetensorsEntry } from './safetensors.js';
 import { openRowReader, type RowReader } from './row-reader.js';
 
@@ -134,9 +134,8 @@ export class Checkpoint {
     if (!hit) throw new LutraError(`${this.where(name)}: tensor "${name}" is missing; cannot read its rows`);
     const { file, entry } = hit;
     if (entry.shape.length !== 2) throw new LutraError(`${file.path}: tensor "${entry.name}" has shape [${entry.shape}]; reading rows needs a 2-D matrix`);
-    const format = this.format(name) as { kind: PlainDtype }; // format() refuses I8 / U8 entries
     const [rows, cols] = entry.shape;
-    return openRowReader({ name, rows, cols, format, layout: { kind: 'plain', dtype: format.kind, data: { path: file.path, offset: entry.offset, nbytes: entry.nbytes } } });
+    return openRowReader({ name, rows, cols, format: this.format(name), layout: { kind: 'lutra', data: { path: file.path, offset: entry.offset, nbytes: entry.nbytes } } });
   }
 
   weightFiles(): string[] {

@@ -11,18 +11,12 @@ import type { Architecture } from '../arch/architecture.js';
 import type { ModelConfig } from '../arch/config-types.js';
 import type { WeightSource } from '../model/forward.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
+import { formatOfGgml, isPlain } from '../model/formats.js';
 import { decodeTensor, ggufNumber, ggufString, ggufTypeName, GgufType, readGguf, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { q4_0ToInt4, q8_0ToInt8 } from './gguf-blocks.js';
 import { openRowReader, type RowLayout, type RowReader } from './row-reader.js';
 
-const PLAIN: Record<number, WeightFormat> = {
-  [GgufType.F32]: { kind: 'f32' },
-  [GgufType.F16]: { kind: 'f16' },
-  [GgufType.BF16]: { kind: 'bf16' },
-  [GgufType.Q8_0]: { kind: 'int8', group: 32 },
-  [GgufType.Q4_0]: { kind: 'int4', group: 32 },
-};
-/** Types decodeTensor can read (dequantized when not listed in PLAIN). */
+/** Types decodeTensor can read (dequantized when no lutra format holds them as they are). */
 const DECODABLE = new Set<number>([GgufType.F32, GgufType.F16, GgufType.BF16, GgufType.Q8_0, GgufType.Q4_0]);
 
 export function isGgufPath(path: string): boolean {
@@ -93,7 +87,7 @@ export class GgufSource implements WeightSource {
     const t = this.info(name);
     this.checkType(t, name);
     if (t.shape.length === 1) return { kind: 'f32' };
-    return PLAIN[t.type] ?? { kind: 'f32' };
+    return formatOfGgml(ggufTypeName(t.type)) ?? { kind: 'f32' };
   }
 
   private checkType(t: GgufTensorInfo, name: string): void {
@@ -128,7 +122,7 @@ export class GgufSource implements WeightSource {
       const q = q4_0ToInt4(readTensorBytes(this.file, t), rows, cols, what);
       return { ...base, data: q.codes, scales: q.scales };
     }
-    if (PLAIN[t.type]) return { ...base, data: readTensorBytes(this.file, t) };
+    if (formatOfGgml(ggufTypeName(t.type))) return { ...base, data: readTensorBytes(this.file, t) };
     return { ...base, data: new Uint8Array(decodeTensor(this.file, t).buffer) };
   }
 
@@ -142,11 +136,9 @@ export class GgufSource implements WeightSource {
     this.checkType(t, name);
     const [rows, cols] = t.shape;
     const data = { path: this.dir, offset: t.offset, nbytes: t.nbytes };
-    const layout: RowLayout =
-      t.type === GgufType.Q8_0 ? { kind: 'ggml', type: 'q8_0', data }
-      : t.type === GgufType.Q4_0 ? { kind: 'ggml', type: 'q4_0', data }
-      : { kind: 'plain', dtype: t.type === GgufType.F16 ? 'f16' : t.type === GgufType.BF16 ? 'bf16' : 'f32', data };
-    return openRowReader({ name, rows, cols, format: this.format(name), layout });
+    const format = this.format(name);
+    const layout: RowLayout = isPlain(format) ? { kind: 'lutra', data } : { kind: 'ggml', type: ggufTypeName(t.type) as 'Q8_0' | 'Q4_0', data };
+    return openRowReader({ name, rows, cols, format, layout });
   }
 
   weightFiles(): string[] {

@@ -8,9 +8,9 @@ import { LutraError } from '../util/errors.js';
 import { writeOutput } from '../util/atomic-output.js';
 import { resolveModelConfig } from '../arch/registry.js';
 import type { ModelConfig } from '../arch/config-types.js';
-import { formatName, numel, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import { numel, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import { auxCount, auxLayout, formatName, formatTraits, isPlain, misfit, parseFormat, rowBytes } from '../model/formats.js';
 import type { WeightSource } from '../model/forward.js';
-import { parseFormat } from '../quant/plan.js';
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
 import { readJsonFile } from './checkpoint.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../util/half.js';
@@ -47,37 +47,28 @@ export interface PackageMeta {
 /** One tensor ready to store: a WeightTensor without its source file. */
 export type StoredTensor = Omit<WeightTensor, 'source'>;
 
-/** Bytes a tensor takes in a package, from its shape and format alone. */
+/** Bytes a tensor takes in a package, from its shape and format alone (scales and tables in f16). */
 export function storedBytes(shape: number[], format: WeightFormat): number {
   const [rows, cols] = shape.length === 1 ? [1, shape[0]] : shape;
-  switch (format.kind) {
-    case 'f32':
-    case 'f16':
-    case 'bf16':
-      return rows * rowBytes(format, cols);
-    case 'int8':
-    case 'int4':
-      return rows * rowBytes(format, cols) + 2 * scaleCount(format, rows, cols);
-    case 'lut': {
-      const groups = format.group === 0 ? 1 : rows / format.group;
-      return rows * rowBytes(format, cols) + groups * (1 << format.bits) * 2;
-    }
-  }
+  return rows * rowBytes(format, cols) + 2 * auxCount(format, rows, cols);
 }
 
-/** The stored parts of a tensor: the plain tensor, or codes (flat) plus scales (flat) or table [groups, 2^b]. */
+/** The stored parts of a tensor: the plain tensor, or X.codes (flat) plus X.scales (flat) or X.table [groups, 2^b]. */
 function partSpecs(name: string, shape: number[], f: WeightFormat): { name: string; dtype: StDtype; shape: number[] }[] {
-  if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') return [{ name, dtype: f.kind, shape }];
+  const { dtype } = formatTraits(f);
   const [rows, cols] = shape;
-  const codes = { name: `${name}.codes`, dtype: (f.kind === 'int8' ? 'i8' : 'u8') as StDtype, shape: [rows * rowBytes(f, cols)] };
-  if (f.kind === 'lut') return [codes, { name: `${name}.table`, dtype: 'f16', shape: [f.group === 0 ? 1 : rows / f.group, 1 << f.bits] }];
-  return [codes, { name: `${name}.scales`, dtype: 'f16', shape: [scaleCount(f, rows, cols)] }];
+  const aux = auxLayout(f, rows, cols);
+  if (!aux) return [{ name, dtype, shape }];
+  return [
+    { name: `${name}.codes`, dtype, shape: [rows * rowBytes(f, cols)] },
+    { name: `${name}.${aux.name}`, dtype: 'f16', shape: aux.shape },
+  ];
 }
 
 /** Bytes of part i of a made tensor, in the order partSpecs lists them. */
 function partBytes(t: StoredTensor, i: number): Uint8Array {
   if (i === 0) return t.data;
-  const v = (t.format.kind === 'lut' ? t.table : t.scales)!;
+  const v = t[formatTraits(t.format).aux!.name]!;
   return new Uint8Array(f32ArrayToF16(v).buffer);
 }
 
@@ -158,11 +149,9 @@ export async function writePackage(
 
 /** A quantized format must fit its tensor's shape (a 2-D matrix whose columns / rows its groups divide). */
 function checkFormatShape(metaPath: string, name: string, shape: number[], f: WeightFormat): void {
-  const [rows, cols] = shape;
-  const fits =
-    shape.length === 2 &&
-    (f.kind === 'lut' ? f.group === 0 || rows % f.group === 0 : f.kind === 'int8' || f.kind === 'int4' ? typeof f.group !== 'number' || cols % f.group === 0 : true);
-  if (!fits) throw new LutraError(`${metaPath}: tensor "${name}" is ${formatName(f)} with shape [${shape}], which that format cannot hold`);
+  if (shape.length !== 2 || misfit(f, shape[0], shape[1]) !== null) {
+    throw new LutraError(`${metaPath}: tensor "${name}" is ${formatName(f)} with shape [${shape}], which that format cannot hold`);
+  }
 }
 
 export function isPackage(dir: string): boolean {
@@ -216,7 +205,7 @@ export class PackageSource implements WeightSource {
         throw new LutraError(`${metaPath}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}; expected [n] or [rows, cols] of positive integers`);
       }
       const parsed = parseFormat(String(t.format), `${metaPath}: tensor "${t.name}"`);
-      if (parsed.kind !== 'f32' && parsed.kind !== 'f16' && parsed.kind !== 'bf16') checkFormatShape(metaPath, t.name, t.shape, parsed);
+      if (!isPlain(parsed)) checkFormatShape(metaPath, t.name, t.shape, parsed);
       // Every stored part must have the size its format and shape imply (header only).
       for (const spec of partSpecs(t.name, t.shape, parsed)) {
         const f = this.shardOf.get(spec.name);
@@ -276,7 +265,7 @@ export class PackageSource implements WeightSource {
       throw new LutraError(`${join(this.dir, 'meta.yaml')}: tensor "${name}" has shape [${t.shape}], expected [${expected}] from config.json`);
     }
     const f = t.parsed;
-    if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') {
+    if (isPlain(f)) {
       const { data, dtype, path } = this.read(name);
       if (dtype !== f.kind) throw new LutraError(`${path}: tensor "${name}" is stored as ${dtype} but meta.yaml says ${f.kind}`);
       return { name, shape: t.shape, format: f, data, source: path };
@@ -286,10 +275,8 @@ export class PackageSource implements WeightSource {
     if (codes.data.byteLength !== rows * rowBytes(f, cols)) {
       throw new LutraError(`${codes.path}: "${name}.codes" has ${codes.data.byteLength} bytes; ${formatName(f)} of [${t.shape}] needs ${rows * rowBytes(f, cols)}`);
     }
-    const w: WeightTensor = { name, shape: t.shape, format: f, data: codes.data, source: codes.path };
-    if (f.kind === 'lut') w.table = this.floats(`${name}.table`);
-    else w.scales = this.floats(`${name}.scales`);
-    return w;
+    const aux = formatTraits(f).aux!.name;
+    return { name, shape: t.shape, format: f, data: codes.data, source: codes.path, [aux]: this.floats(`${name}.${aux}`) };
   }
 
   /** Where a stored part is: its shard, byte span and dtype. */
@@ -309,17 +296,16 @@ export class PackageSource implements WeightSource {
     if (t.shape.length !== 2) throw new LutraError(`${join(this.dir, 'meta.yaml')}: tensor "${name}" has shape [${t.shape}]; reading rows needs a 2-D matrix`);
     const [rows, cols] = t.shape;
     const f = t.parsed;
-    if (f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16') {
+    if (isPlain(f)) {
       const data = this.span(name);
       if (data.dtype !== f.kind) throw new LutraError(`${data.path}: tensor "${name}" is stored as ${data.dtype} but meta.yaml says ${f.kind}`);
-      return openRowReader({ name, rows, cols, format: f, layout: { kind: 'plain', dtype: f.kind, data } });
+      return openRowReader({ name, rows, cols, format: f, layout: { kind: 'lutra', data } });
     }
     const codes = this.span(`${name}.codes`);
-    const aux = this.span(`${name}.${f.kind === 'lut' ? 'table' : 'scales'}`);
-    if (aux.dtype !== 'f16' && aux.dtype !== 'f32') throw new LutraError(`${aux.path}: "${name}.${f.kind === 'lut' ? 'table' : 'scales'}" is ${aux.dtype}, expected F16 or F32`);
-    const stored = { ...aux, dtype: aux.dtype };
-    const layout = f.kind === 'lut' ? ({ kind: 'lut', codes, table: stored } as const) : ({ kind: 'int', codes, scales: stored } as const);
-    return openRowReader({ name, rows, cols, format: f, layout });
+    const part = `${name}.${formatTraits(f).aux!.name}`;
+    const aux = this.span(part);
+    if (aux.dtype !== 'f16' && aux.dtype !== 'f32') throw new LutraError(`${aux.path}: "${part}" is ${aux.dtype}, expected F16 or F32`);
+    return openRowReader({ name, rows, cols, format: f, layout: { kind: 'lutra', data: codes, aux: { ...aux, dtype: aux.dtype } } });
   }
 
   weightFiles(): string[] {

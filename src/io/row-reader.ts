@@ -6,7 +6,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { LutraError } from '../util/errors.js';
 import { f16Table32 } from '../util/half.js';
-import { formatName, rowBytes, scalesPerRow, type PlainDtype, type WeightFormat } from '../model/weight.js';
+import type { WeightFormat } from '../model/weight.js';
+import { auxLayout, formatName, formatOfGgml, misfit, rowBytes, rowDecode, sameFormat, unitOf, type AuxLayout, type RowDecode } from '../model/formats.js';
 
 export interface RowReader {
   readonly name: string;
@@ -29,19 +30,14 @@ export interface FileSpan {
 
 /**
  * Where a matrix's bytes are, by storage layout:
- * - plain: rows × cols values of `dtype`, row-major.
- * - int: `codes` as in WeightTensor.data (rowBytes per row); `scales` flat, scalesPerRow per row
- *   (one for the whole tensor with group 't').
- * - lut: `codes` as in WeightTensor.data; `table` [groups, 2^bits], row r uses table row floor(r / G)
- *   (row 0 for G = 0).
+ * - lutra: `data` as in WeightTensor.data (rowBytes per row); for a format with scales or a table,
+ *   `aux` holds them in units as formats.ts lays them out (a row's scales, a group's table).
  * - ggml: Q8_0 (34-byte blocks: f16 scale, 32 int8) or Q4_0 (18-byte blocks: f16 scale, 16 bytes whose
  *   low nibbles are elements 0..15 and high nibbles 16..31); a row is cols/32 blocks.
  */
 export type RowLayout =
-  | { kind: 'plain'; dtype: PlainDtype; data: FileSpan }
-  | { kind: 'int'; codes: FileSpan; scales: FileSpan & { dtype: 'f16' | 'f32' } }
-  | { kind: 'lut'; codes: FileSpan; table: FileSpan & { dtype: 'f16' | 'f32' } }
-  | { kind: 'ggml'; type: 'q8_0' | 'q4_0'; data: FileSpan };
+  | { kind: 'lutra'; data: FileSpan; aux?: FileSpan & { dtype: 'f16' | 'f32' } }
+  | { kind: 'ggml'; type: 'Q8_0' | 'Q4_0'; data: FileSpan };
 
 export interface RowReaderSpec {
   name: string;
@@ -76,16 +72,14 @@ class FileRowReader implements RowReader {
   private readonly where: string;
   private readonly fds = new Map<string, number>();
   private main!: Region;
-  /** Scales (int) or table rows (lut); absent for plain and ggml layouts. */
-  private aux?: Region & { dtype: 'f16' | 'f32'; values: number };
-  /** Unit index of the aux region that row r uses. */
-  private readonly auxOf: (r: number) => number = () => 0;
+  /** Scales (int) or table rows (lut); absent for plain formats and ggml layouts. */
+  private aux?: Region & { dtype: 'f16' | 'f32'; layout: AuxLayout };
   /** When every row uses the same aux unit (int group 't', lut group 0): it, read once. */
   private fixedAux?: Float32Array;
   private buf = new Uint8Array(0);
   private auxBuf = new Uint8Array(0);
   private auxF32 = new Float32Array(0);
-  private readonly decode: (bytes: Uint8Array, at: number, aux: Float32Array, auxAt: number, dst: Float32Array) => void;
+  private readonly decode: RowDecode;
   private closed = false;
 
   constructor(spec: RowReaderSpec) {
@@ -94,30 +88,25 @@ class FileRowReader implements RowReader {
     this.rows = rows;
     this.cols = cols;
     this.format = format;
-    const mainSpan = layout.kind === 'plain' || layout.kind === 'ggml' ? layout.data : layout.codes;
-    this.where = `${mainSpan.path}: tensor "${name}"`;
+    this.where = `${layout.data.path}: tensor "${name}"`;
     if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 0 || cols < 0) {
       throw new LutraError(`${this.where}: shape [${rows}, ${cols}] is not a matrix of non-negative integers`);
     }
     const unit = this.unitBytes(layout);
-    this.expectBytes(mainSpan, rows * unit, `${formatName(format)} [${rows}, ${cols}]`);
+    this.expectBytes(layout.data, rows * unit, `${formatName(format)} [${rows}, ${cols}]`);
     try {
-      this.main = { fd: this.fd(mainSpan.path), path: mainSpan.path, offset: mainSpan.offset, unit };
-      if (layout.kind === 'int') {
-        if (format.kind !== 'int8' && format.kind !== 'int4') throw this.mismatch(layout.kind);
-        const whole = format.group === 't';
-        this.setAux(layout.scales, whole ? 1 : scalesPerRow(format, cols), whole ? 1 : rows, 'scales');
-        if (whole) this.fixedAux = this.readAux(0, 1).slice();
-        else this.auxOf = (r) => r;
-      } else if (layout.kind === 'lut') {
-        if (format.kind !== 'lut') throw this.mismatch(layout.kind);
-        const g = format.group;
-        if (g !== 0 && rows % g !== 0) throw new LutraError(`${this.where}: ${formatName(format)} needs a row count divisible by ${g}, got ${rows}`);
-        this.setAux(layout.table, 1 << format.bits, g === 0 ? 1 : rows / g, 'table');
-        if (g === 0) this.fixedAux = this.readAux(0, 1).slice();
-        else this.auxOf = (r) => Math.floor(r / g);
+      this.main = { fd: this.fd(layout.data.path), path: layout.data.path, offset: layout.data.offset, unit };
+      if (layout.kind === 'lutra') {
+        const problem = misfit(format, rows, cols);
+        if (problem) throw new LutraError(`${this.where}: ${formatName(format)} cannot hold [${rows}, ${cols}]: ${problem}`);
+        const aux = auxLayout(format, rows, cols);
+        if (!aux !== !layout.aux) throw this.mismatch(`lutra layout ${layout.aux ? 'with' : 'without'} scales or table`);
+        if (aux && layout.aux) {
+          this.setAux(layout.aux, aux);
+          if (aux.rowsPerUnit === 0) this.fixedAux = this.readAux(0, 1).slice();
+        }
       }
-      this.decode = this.decoder(layout);
+      this.decode = layout.kind === 'ggml' ? ggmlDecoder(layout.type, cols) : rowDecode(format, cols);
     } catch (e) {
       this.close();
       throw e;
@@ -125,18 +114,16 @@ class FileRowReader implements RowReader {
   }
 
   private mismatch(kind: string): LutraError {
-    return new LutraError(`${this.where}: a ${kind} layout cannot hold ${formatName(this.format)}`);
+    return new LutraError(`${this.where}: a ${kind} cannot hold ${formatName(this.format)}`);
   }
 
   private unitBytes(layout: RowLayout): number {
     const { format, cols } = this;
     if (layout.kind === 'ggml') {
-      const want = layout.type === 'q8_0' ? 'int8' : 'int4';
-      if (format.kind !== want || format.group !== 32) throw this.mismatch(`ggml ${layout.type}`);
+      if (!sameFormat(format, formatOfGgml(layout.type)!)) throw this.mismatch(`ggml ${layout.type.toLowerCase()} layout`);
       if (cols % 32 !== 0) throw new LutraError(`${this.where}: ${cols} columns are not a multiple of the ggml block size 32`);
-      return (cols / 32) * (layout.type === 'q8_0' ? 34 : 18);
+      return (cols / 32) * (layout.type === 'Q8_0' ? 34 : 18);
     }
-    if (layout.kind === 'plain' && format.kind !== layout.dtype) throw this.mismatch(`${layout.dtype} plain`);
     return rowBytes(format, cols);
   }
 
@@ -144,10 +131,10 @@ class FileRowReader implements RowReader {
     if (span.nbytes !== nbytes) throw new LutraError(`${span.path}: tensor "${this.name}": ${span.nbytes} bytes stored; ${what} needs ${nbytes}`);
   }
 
-  private setAux(span: FileSpan & { dtype: 'f16' | 'f32' }, values: number, units: number, what: string): void {
+  private setAux(span: FileSpan & { dtype: 'f16' | 'f32' }, layout: AuxLayout): void {
     const size = span.dtype === 'f16' ? 2 : 4;
-    this.expectBytes(span, units * values * size, `${formatName(this.format)} [${this.rows}, ${this.cols}] (${what})`);
-    this.aux = { fd: this.fd(span.path), path: span.path, offset: span.offset, unit: values * size, dtype: span.dtype, values };
+    this.expectBytes(span, layout.count * size, `${formatName(this.format)} [${this.rows}, ${this.cols}] (${layout.name})`);
+    this.aux = { fd: this.fd(span.path), path: span.path, offset: span.offset, unit: layout.values * size, dtype: span.dtype, layout };
   }
 
   private fd(path: string): number {
@@ -178,7 +165,7 @@ class FileRowReader implements RowReader {
     const bytes = n * aux.unit;
     if (this.auxBuf.byteLength < bytes) this.auxBuf = new Uint8Array(bytes);
     this.pread(aux, this.auxBuf, bytes, aux.offset + u0 * aux.unit);
-    const count = n * aux.values;
+    const count = n * aux.layout.values;
     if (this.auxF32.length < count) this.auxF32 = new Float32Array(count);
     if (aux.dtype === 'f32') {
       new Uint8Array(this.auxF32.buffer, 0, bytes).set(this.auxBuf.subarray(0, bytes));
@@ -222,13 +209,13 @@ class FileRowReader implements RowReader {
       // One spare byte: the lut decoder may look one byte past a row's last code.
       if (this.buf.byteLength < bytes + 1) this.buf = new Uint8Array(Math.max(bytes + 1, 2 * this.buf.byteLength));
       this.pread(this.main, this.buf, bytes, this.main.offset + r0 * unit);
+      const layout = this.aux?.layout;
       let aux = this.fixedAux ?? this.auxF32;
       let a0 = 0;
-      if (this.aux && !this.fixedAux) {
-        a0 = this.auxOf(r0);
-        aux = this.readAux(a0, this.auxOf(r1) - a0 + 1);
+      if (layout && !this.fixedAux) {
+        a0 = unitOf(layout, r0);
+        aux = this.readAux(a0, unitOf(layout, r1) - a0 + 1);
       }
-      const values = this.aux?.values ?? 0;
       let prev = -1;
       let first = 0;
       for (let j = k; j < end; j++) {
@@ -237,7 +224,8 @@ class FileRowReader implements RowReader {
         if (r !== prev) {
           first = pos;
           prev = r;
-          this.decode(this.buf, (r - r0) * unit, aux, this.fixedAux ? 0 : (this.auxOf(r) - a0) * values, out.subarray(pos * cols, (pos + 1) * cols));
+          const auxAt = layout ? (unitOf(layout, r) - a0) * layout.values : 0;
+          this.decode(this.buf, (r - r0) * unit, aux, auxAt, out.subarray(pos * cols, (pos + 1) * cols));
         } else {
           out.copyWithin(pos * cols, first * cols, (first + 1) * cols);
         }
@@ -246,88 +234,35 @@ class FileRowReader implements RowReader {
     }
   }
 
-  /** Decode one row from bytes[at..] (and its scales / table at aux[auxAt..]) into dst. */
-  private decoder(layout: RowLayout): (bytes: Uint8Array, at: number, aux: Float32Array, auxAt: number, dst: Float32Array) => void {
-    const { cols, format } = this;
-    if (layout.kind === 'plain') {
-      switch (layout.dtype) {
-        case 'f32':
-          return (bytes, at, _aux, _a, dst) => new Uint8Array(dst.buffer, dst.byteOffset, cols * 4).set(bytes.subarray(at, at + cols * 4));
-        case 'f16': {
-          const t = f16Table32();
-          return (bytes, at, _aux, _a, dst) => {
-            for (let i = 0; i < cols; i++) dst[i] = t[bytes[at + 2 * i] | (bytes[at + 2 * i + 1] << 8)];
-          };
-        }
-        case 'bf16':
-          return (bytes, at, _aux, _a, dst) => {
-            const u = new Uint32Array(dst.buffer, dst.byteOffset, cols);
-            for (let i = 0; i < cols; i++) u[i] = (bytes[at + 2 * i] | (bytes[at + 2 * i + 1] << 8)) << 16;
-          };
-      }
-    }
-    if (layout.kind === 'ggml') {
-      const t = f16Table32();
-      const blocks = cols / 32;
-      if (layout.type === 'q8_0') {
-        return (bytes, at, _aux, _a, dst) => {
-          for (let b = 0; b < blocks; b++) {
-            const o = at + b * 34;
-            const d = t[bytes[o] | (bytes[o + 1] << 8)];
-            for (let j = 0; j < 32; j++) dst[b * 32 + j] = ((bytes[o + 2 + j] << 24) >> 24) * d;
-          }
-        };
-      }
-      return (bytes, at, _aux, _a, dst) => {
-        for (let b = 0; b < blocks; b++) {
-          const o = at + b * 18;
-          const d = t[bytes[o] | (bytes[o + 1] << 8)];
-          for (let j = 0; j < 16; j++) {
-            const v = bytes[o + 2 + j];
-            dst[b * 32 + j] = ((v & 15) - 8) * d;
-            dst[b * 32 + 16 + j] = ((v >> 4) - 8) * d;
-          }
-        }
-      };
-    }
-    if (format.kind === 'int8' || format.kind === 'int4') {
-      const block = typeof format.group === 'number' ? format.group : cols;
-      if (format.kind === 'int8') {
-        return (bytes, at, aux, a, dst) => {
-          for (let i0 = 0, b = a; i0 < cols; i0 += block, b++) {
-            const scale = aux[b];
-            const end = Math.min(cols, i0 + block);
-            for (let i = i0; i < end; i++) dst[i] = ((bytes[at + i] << 24) >> 24) * scale;
-          }
-        };
-      }
-      return (bytes, at, aux, a, dst) => {
-        for (let i0 = 0, b = a; i0 < cols; i0 += block, b++) {
-          const scale = aux[b];
-          const end = Math.min(cols, i0 + block);
-          for (let i = i0; i < end; i++) {
-            const byte = bytes[at + (i >> 1)];
-            dst[i] = (((i & 1) === 0 ? byte & 15 : byte >> 4) - 8) * scale;
-          }
-        }
-      };
-    }
-    if (format.kind !== 'lut') throw this.mismatch(layout.kind);
-    const bits = format.bits;
-    const mask = (1 << bits) - 1;
-    return (bytes, at, aux, a, dst) => {
-      // b-bit codes, LSB-first from the row's first byte; a code spans at most two bytes (b ≤ 8).
-      let bit = at * 8;
-      for (let i = 0; i < cols; i++, bit += bits) {
-        const pair = bytes[bit >> 3] | (bytes[(bit >> 3) + 1] << 8);
-        dst[i] = aux[a + ((pair >> (bit & 7)) & mask)];
-      }
-    };
-  }
-
   close(): void {
     this.closed = true;
     for (const fd of this.fds.values()) closeSync(fd);
     this.fds.clear();
   }
+}
+
+/** A row of ggml Q8_0 or Q4_0 blocks (described at RowLayout) decoded to f32. */
+function ggmlDecoder(type: 'Q8_0' | 'Q4_0', cols: number): RowDecode {
+  const t = f16Table32();
+  const blocks = cols / 32;
+  if (type === 'Q8_0') {
+    return (bytes, at, _aux, _a, dst) => {
+      for (let b = 0; b < blocks; b++) {
+        const o = at + b * 34;
+        const d = t[bytes[o] | (bytes[o + 1] << 8)];
+        for (let j = 0; j < 32; j++) dst[b * 32 + j] = ((bytes[o + 2 + j] << 24) >> 24) * d;
+      }
+    };
+  }
+  return (bytes, at, _aux, _a, dst) => {
+    for (let b = 0; b < blocks; b++) {
+      const o = at + b * 18;
+      const d = t[bytes[o] | (bytes[o + 1] << 8)];
+      for (let j = 0; j < 16; j++) {
+        const v = bytes[o + 2 + j];
+        dst[b * 32 + j] = ((v & 15) - 8) * d;
+        dst[b * 32 + 16 + j] = ((v >> 4) - 8) * d;
+      }
+    }
+  };
 }
