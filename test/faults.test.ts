@@ -11,7 +11,7 @@ import { tinyFixture } from './helpers.js';
 import { PendingOutput, sweepStale, liveTemps } from '../src/util/atomic-output.js';
 import { LutraError } from '../src/util/errors.js';
 import { encodeTensor, encodeTensorAsync } from '../src/quant/convert.js';
-import { parseFormat } from '../src/quant/plan.js';
+import { parseFormat } from '../src/model/formats.js';
 import { PackageSource } from '../src/io/package.js';
 import { readGguf, readTensorBytes, encodeQ4_0 } from '../src/io/gguf.js';
 import { Checkpoint } from '../src/io/checkpoint.js';

@@ -5,7 +5,8 @@ import { quantizeLut, closeLutWorkers } from '../src/quant/lut.js';
 import { distinctPoints, kmeansApprox, kmeansExact, kmeansLloyd, clusteringCost } from '../src/quant/kmeans1d.js';
 import { encodeQ8_0, encodeQ4_0, decodeQ8_0, decodeQ4_0 } from '../src/io/gguf.js';
 import { dequantize } from '../src/backend/reference/index.js';
-import { parseFormat, buildPlan, formatFor } from '../src/quant/plan.js';
+import { buildPlan, formatFor } from '../src/quant/plan.js';
+import { parseFormat, type IntFormat } from '../src/model/formats.js';
 import type { WeightFormat, WeightTensor } from '../src/model/weight.js';
 import { f32ToF16Bits, f32ToBf16Bits, bf16BitsToF32 } from '../src/util/half.js';
 
@@ -26,7 +27,7 @@ function roundTrip(x: Float32Array, rows: number, cols: number, format: WeightFo
     const q = quantizeLut(x, rows, cols, format.bits, format.group, 't');
     Object.assign(w, { data: q.codes, table: q.table });
   } else {
-    const q = quantizeLinear(x, rows, cols, format, 't');
+    const q = quantizeLinear(x, rows, cols, format as IntFormat, 't');
     Object.assign(w, { data: q.codes, scales: q.scales });
   }
   return dequantize(w);

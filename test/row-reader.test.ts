@@ -12,10 +12,10 @@ import { PackageSource, PACKAGE_FORMAT_VERSION, writePackage, type PackageMeta }
 import { GgufSource } from '../src/io/gguf-source.js';
 import { encodeQ4_0, encodeQ8_0, GgufType, ggufTensorBytes, kv, writeGguf, type GgufTensorSpec } from '../src/io/gguf.js';
 import { encodeTensor } from '../src/quant/convert.js';
-import { parseFormat } from '../src/quant/plan.js';
 import { dequantize } from '../src/backend/reference/index.js';
 import { fixtureConfig, SHAPES } from '../src/model/fixture.js';
-import { formatName, numel, rowBytes, scalesPerRow } from '../src/model/weight.js';
+import { numel } from '../src/model/weight.js';
+import { auxLayout, formatName, parseFormat, rowBytes } from '../src/model/formats.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../src/util/half.js';
 import type { WeightSource } from '../src/model/forward.js';
 import type { RowReader } from '../src/io/row-reader.js';
@@ -222,7 +222,7 @@ test('package: rows of every format equal the dequantized tensor; a row reads on
     };
     const spans = [
       keep('codes', rowBytes(f, cols), r),
-      f.kind === 'lut' ? keep('table', 2 * (1 << f.bits), f.group === 0 ? 0 : Math.floor(r / f.group)) : keep('scales', 2 * scalesPerRow(f, cols), r),
+      f.kind === 'lut' ? keep('table', 2 * (1 << f.bits), f.group === 0 ? 0 : Math.floor(r / f.group)) : keep('scales', 2 * auxLayout(f, reader.rows, cols)!.values, r),
     ];
     st.close();
     const fd = openSync(shard, 'r+');

@@ -4,7 +4,8 @@ import { existsSync, openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
-import { formatName, rowBytes, scaleCount, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../model/weight.js';
+import { auxLayout, rowBytes, sameFormat, type FormatKind, type FormatOf, type IntFormat } from '../model/formats.js';
 import { dequantize } from '../backend/reference/index.js';
 import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
 import { architectureOf } from '../arch/registry.js';
@@ -38,74 +39,66 @@ export interface ConvertOptions {
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
 
+/** Codes (or values) and scales or table of one format: a StoredTensor without its name and shape. */
+type Encoded = Pick<StoredTensor, 'data' | 'scales' | 'table'>;
+/** Encodes f32 values [rows, cols] in f (`tensor` names it in messages). */
+type Encoder<F extends WeightFormat> = (x: Float32Array, rows: number, cols: number, f: F, tensor: string) => Encoded;
+
+/** The encoder of each kind: plain values converted, int8/int4 quantized linearly, lut palettized. */
+const ENCODERS: { [K in FormatKind]: Encoder<FormatOf<K>> } = {
+  f32: (x) => ({ data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength) }),
+  f16: (x) => ({ data: new Uint8Array(f32ArrayToF16(x).buffer) }),
+  bf16: (x) => ({ data: new Uint8Array(f32ArrayToBf16(x).buffer) }),
+  int8: linear,
+  int4: linear,
+  lut: (x, rows, cols, f, tensor) => {
+    const q = quantizeLut(x, rows, cols, f.bits, f.group, tensor);
+    return { data: q.codes, table: q.table };
+  },
+};
+
+function linear(x: Float32Array, rows: number, cols: number, f: IntFormat, tensor: string): Encoded {
+  const q = quantizeLinear(x, rows, cols, f, tensor);
+  return { data: q.codes, scales: q.scales };
+}
+
+const encodeValues: Encoder<WeightFormat> = (x, rows, cols, f, tensor) => (ENCODERS[f.kind] as Encoder<WeightFormat>)(x, rows, cols, f, tensor);
+
 /** Encode a tensor in `target` (a no-op when it already is). */
 export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTensor {
   const base = { name: w.name, shape: w.shape, format: target };
-  if (formatName(w.format) === formatName(target)) return { ...base, data: w.data, scales: w.scales, table: w.table };
-  const x = dequantize(w);
+  if (sameFormat(w.format, target)) return { ...base, data: w.data, scales: w.scales, table: w.table };
   const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
-  switch (target.kind) {
-    case 'f32':
-      return { ...base, data: new Uint8Array(x.buffer) };
-    case 'f16':
-      return { ...base, data: new Uint8Array(f32ArrayToF16(x).buffer) };
-    case 'bf16':
-      return { ...base, data: new Uint8Array(f32ArrayToBf16(x).buffer) };
-    case 'int8':
-    case 'int4': {
-      const q = quantizeLinear(x, rows, cols, target, w.name);
-      return { ...base, data: q.codes, scales: q.scales };
-    }
-    case 'lut': {
-      const q = quantizeLut(x, rows, cols, target.bits, target.group, w.name);
-      return { ...base, data: q.codes, table: q.table };
-    }
-  }
+  return { ...base, ...encodeValues(dequantize(w), rows, cols, target, w.name) };
 }
 
 /**
  * encodeTensor, yielding to the event loop during long work so a signal is handled: a large
- * tensor is decoded a piece of rows at a time, and a large lut<b>:G tensor (G > 0) palettized a few
- * whole groups at a time. Rows and groups are independent, so the bytes are those of encodeTensor.
+ * tensor is decoded a piece of rows at a time, and one whose scales or tables belong to single rows
+ * or groups of rows (int8/int4 except per tensor, lut<b>:G with G > 0) is encoded a few whole units
+ * at a time. Units are independent, so the bytes are those of encodeTensor.
  */
 export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): Promise<StoredTensor> {
   const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
-  if (rows * cols <= PIECE_WEIGHTS || formatName(w.format) === formatName(target)) return encodeTensor(w, target);
-  // A large tensor: decoded a piece at a time, then encoded (in pieces of whole groups for lut<b>:G).
+  if (rows * cols <= PIECE_WEIGHTS || sameFormat(w.format, target)) return encodeTensor(w, target);
+  // A large tensor: decoded a piece at a time, then encoded (in pieces of whole units where it can be).
   const x = await dequantizeInPieces(w);
   await yieldToEvents();
   const f32: WeightTensor = { ...w, format: { kind: 'f32' }, data: new Uint8Array(x.buffer), scales: undefined, table: undefined };
-  if ((target.kind === 'int8' || target.kind === 'int4') && target.group !== 't') {
-    // Rows are independent (per-tensor scales are not): quantized a piece of rows at a time.
-    const stride = rowBytes(target, cols);
-    const codes = new Uint8Array(rows * stride);
-    const scales = new Float32Array(scaleCount(target, rows, cols));
-    const perRow = scales.length / rows;
-    const step = pieceRows(cols);
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const n = Math.min(step, rows - r0);
-      const q = quantizeLinear(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target, w.name);
-      codes.set(q.codes, r0 * stride);
-      scales.set(q.scales, r0 * perRow);
-      await yieldToEvents();
-    }
-    return { name: w.name, shape: w.shape, format: target, data: codes, scales };
-  }
-  if (target.kind !== 'lut' || target.group === 0 || rows % target.group !== 0) return encodeTensor(f32, target);
-  const G = target.group;
+  const aux = auxLayout(target, rows, cols);
+  if (!aux || aux.rowsPerUnit === 0 || rows % aux.rowsPerUnit !== 0) return encodeTensor(f32, target);
   const stride = rowBytes(target, cols);
-  const k = 1 << target.bits;
   const codes = new Uint8Array(rows * stride);
-  const table = new Float32Array((rows / G) * k);
-  const step = pieceRows(cols, G);
+  const values = new Float32Array(aux.count);
+  const step = pieceRows(cols, aux.rowsPerUnit);
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
-    const q = quantizeLut(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target.bits, G, w.name);
-    codes.set(q.codes, r0 * stride);
-    table.set(q.table, (r0 / G) * k);
+    const q = encodeValues(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target, w.name);
+    codes.set(q.data, r0 * stride);
+    values.set(q[aux.name]!, (r0 / aux.rowsPerUnit) * aux.values);
     await yieldToEvents();
   }
-  return { name: w.name, shape: w.shape, format: target, data: codes, table };
+  return { name: w.name, shape: w.shape, format: target, data: codes, [aux.name]: values };
 }
 
 async function sha256Files(files: string[]): Promise<string> {
@@ -154,7 +147,7 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
     const planned = formatFor(plan, 'lmhead', embed.shape);
     if (planned) checkFormatFits(plan, 'lm_head.weight', 'lmhead', embed.shape, planned, `${src.dir} (the tied embedding)`);
     const head = planned ?? src.format('model.embed_tokens.weight');
-    if (formatName(head) !== formatName(embed.format)) {
+    if (!sameFormat(head, embed.format)) {
       entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
     }
   }

@@ -4,7 +4,7 @@
 // codes use its exact inverse, and the stored scale is rounded to f16.
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
 import { LutraError } from '../util/errors.js';
-import { rowBytes, scalesPerRow, type WeightFormat } from '../model/weight.js';
+import { auxCount, intBlock, rowBytes, type IntFormat } from '../model/formats.js';
 
 const fr = Math.fround;
 const f16round = (x: number) => f16BitsToF32(f32ToF16Bits(x));
@@ -16,20 +16,14 @@ export interface LinearQuantized {
   scales: Float32Array;
 }
 
-/** Blocks of one row: [start, end) column ranges sharing a scale (per-tensor handled by the caller). */
-function blockSize(group: number | 'c' | 't', cols: number): number {
-  return typeof group === 'number' ? group : cols;
-}
-
-export function quantizeLinear(x: Float32Array, rows: number, cols: number, format: WeightFormat, tensor: string): LinearQuantized {
-  if (format.kind !== 'int8' && format.kind !== 'int4') throw new Error(`internal: ${format.kind} is not linear`);
+export function quantizeLinear(x: Float32Array, rows: number, cols: number, format: IntFormat, tensor: string): LinearQuantized {
   const { group } = format;
   if (typeof group === 'number' && (group <= 0 || cols % group !== 0)) {
     throw new LutraError(`tensor "${tensor}": ${cols} input columns are not a multiple of the ${format.kind} block size ${group}`);
   }
-  const bs = blockSize(group, cols);
-  const perRow = scalesPerRow(format, cols);
-  const scales = new Float32Array(group === 't' ? 1 : rows * perRow);
+  const bs = intBlock(format, cols);
+  const perRow = cols / bs;
+  const scales = new Float32Array(auxCount(format, rows, cols));
   const stride = rowBytes(format, cols);
   const codes = new Uint8Array(rows * stride);
   const int8 = format.kind === 'int8';

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { LutraError } from '../util/errors.js';
-import { rowBytes } from '../model/weight.js';
+import { rowBytes } from '../model/formats.js';
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
 import { distinctPoints, kmeansApprox, kmeansExact } from './kmeans1d.js';
 

@@ -2,23 +2,9 @@
 // resolved against the parts the architecture's manifest gives each tensor, with 1-D tensors and
 // small tensors left as they are.
 import { LutraError } from '../util/errors.js';
-import { formatName, type WeightFormat } from '../model/weight.js';
+import type { WeightFormat } from '../model/weight.js';
+import { formatName, misfit, parseFormat } from '../model/formats.js';
 import { PARTS, type Part } from '../arch/architecture.js';
-
-/** Parse `f32 f16 bf16 int8:G int4:G lut<b>:G` (G a number, or c/t for int formats). */
-export function parseFormat(text: string, where: string): WeightFormat {
-  const t = text.trim().toLowerCase();
-  if (t === 'f32' || t === 'f16' || t === 'bf16') return { kind: t };
-  let m = /^(int8|int4):(\d+|c|t)$/.exec(t);
-  if (m) {
-    const group = m[2] === 'c' || m[2] === 't' ? m[2] : Number(m[2]);
-    if (group === 0) throw new LutraError(`${where}: "${text}": the block size must be positive (use :c per channel or :t per tensor)`);
-    return { kind: m[1] as 'int8' | 'int4', group };
-  }
-  m = /^lut([1-8]):(\d+)$/.exec(t);
-  if (m) return { kind: 'lut', bits: Number(m[1]), group: Number(m[2]) };
-  throw new LutraError(`${where}: unknown format "${text}"; expected f32, f16, bf16, int8:G, int4:G (G a number, c or t) or lut<b>:G (b 1..8)`);
-}
 
 export interface QuantPlan {
   parts: Partial<Record<Part, WeightFormat>>;
@@ -74,13 +60,7 @@ export function formatFor(plan: QuantPlan, part: Part | null, shape: number[]): 
  * and the flag that chose it.
  */
 export function checkFormatFits(plan: QuantPlan, name: string, part: Part | null, shape: number[], f: WeightFormat, where: string): void {
-  const [rows, cols] = shape;
-  let problem: string | null = null;
-  if ((f.kind === 'int8' || f.kind === 'int4') && typeof f.group === 'number' && cols % f.group !== 0) {
-    problem = `its ${cols} columns are not a multiple of the block size ${f.group}`;
-  } else if (f.kind === 'lut' && f.group !== 0 && rows % f.group !== 0) {
-    problem = `its ${rows} rows are not a multiple of the group size ${f.group}`;
-  }
+  const problem = misfit(f, shape[0], shape[1]);
   if (problem === null) return;
   const flag = (part && plan.flags?.[part]) ?? '--quant';
   throw new LutraError(`${flag}: ${formatName(f)} does not fit tensor "${name}" [${shape}] of ${where}: ${problem}`);
