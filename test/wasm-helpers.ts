@@ -1,7 +1,8 @@
 // Shared by the wasm backend tests: seeded random weights in every format, random activations,
 // and the matmul tolerance check (|Δ| ≤ 1e-5 · Σ|x·w| per output).
 import assert from 'node:assert/strict';
-import { rowBytes, formatName, type WeightFormat, type WeightTensor } from '../src/model/weight.js';
+import type { WeightFormat, WeightTensor } from '../src/model/weight.js';
+import { auxCount, formatName, rowBytes } from '../src/model/formats.js';
 import { f32ToBf16Bits, f32ToF16Bits } from '../src/util/half.js';
 
 /** Seeded uniform [0, 1). */
@@ -35,15 +36,13 @@ export function randomWeight(format: WeightFormat, rows: number, cols: number, s
       const data = new Uint8Array(rows * rowBytes(format, cols));
       for (let i = 0; i < data.length; i++) data[i] = Math.floor(u() * 256);
       if (format.kind === 'int8') for (let i = 0; i < data.length; i++) if (data[i] === 128) data[i] = 129; // codes in [-127, 127]
-      const count = format.group === 't' ? 1 : format.group === 'c' ? rows : (rows * cols) / format.group;
-      const scales = Float32Array.from({ length: count }, () => (u() + 0.1) * 0.01 * (u() < 0.1 ? -1 : 1));
+      const scales = Float32Array.from({ length: auxCount(format, rows, cols) }, () => (u() + 0.1) * 0.01 * (u() < 0.1 ? -1 : 1));
       return { ...base, data, scales };
     }
     case 'lut': {
       const data = new Uint8Array(rows * rowBytes(format, cols));
       for (let i = 0; i < data.length; i++) data[i] = Math.floor(u() * 256);
-      const tables = format.group === 0 ? 1 : Math.ceil(rows / format.group);
-      const table = Float32Array.from({ length: tables << format.bits }, () => u() * 2 - 1);
+      const table = Float32Array.from({ length: auxCount(format, rows, cols) }, () => u() * 2 - 1);
       return { ...base, data, table };
     }
   }

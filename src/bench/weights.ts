@@ -3,14 +3,12 @@
 import { openWeightSource } from '../io/source.js';
 import type { CausalLM } from '../model/forward.js';
 import { architectureOf } from '../arch/registry.js';
-import { formatName, rowBytes, scaleCount, type WeightFormat } from '../model/weight.js';
+import type { WeightFormat } from '../model/weight.js';
+import { auxCount, formatName, rowBytes } from '../model/formats.js';
 
 /** Bytes of one [rows, cols] matrix as the backends hold it: codes plus f32 scales or tables. */
 export function matrixBytes(format: WeightFormat, rows: number, cols: number): number {
-  let bytes = rows * rowBytes(format, cols);
-  bytes += 4 * scaleCount(format, rows, cols);
-  if (format.kind === 'lut') bytes += 4 * (format.group === 0 ? 1 : Math.ceil(rows / format.group)) * 2 ** format.bits;
-  return bytes;
+  return rows * rowBytes(format, cols) + 4 * auxCount(format, rows, cols);
 }
 
 export interface WeightBytes {

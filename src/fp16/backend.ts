@@ -4,6 +4,7 @@
 // through the observer points that follow every op.
 import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend/backend.js';
 import type { WeightTensor } from '../model/weight.js';
+import { formatTraits, rowBytes } from '../model/formats.js';
 import { rowDecoder } from '../backend/reference/index.js';
 import { f32ToF16Bits } from '../util/half.js';
 import { FP16_MAX, roundToF16 } from './round.js';
@@ -17,30 +18,28 @@ import type { Numerics } from './numerics.js';
  * bf16 kernels (about twice as fast as the f16 ones) still apply.
  */
 export function weightAtF16(w: WeightTensor): WeightTensor {
-  const kind = w.format.kind;
-  if (kind === 'f32' || kind === 'bf16') {
-    const n = w.data.byteLength / (kind === 'f32' ? 4 : 2);
-    const values = new Float32Array(n);
-    rowDecoder({ ...w, shape: [1, n] })(0, values);
-    const bits = new Uint16Array(n);
-    if (kind === 'bf16') {
-      roundToF16(values);
-      const u = new Uint32Array(values.buffer);
-      for (let i = 0; i < n; i++) bits[i] = u[i] >>> 16; // exact: the low 16 bits are zero
-      return { ...w, data: new Uint8Array(bits.buffer) };
-    }
-    for (let i = 0; i < n; i++) bits[i] = f32ToF16Bits(values[i]);
-    return { ...w, format: { kind: 'f16' }, data: new Uint8Array(bits.buffer) };
-  }
-  const rounded = (a: Float32Array | undefined) => {
-    if (!a) return a;
-    const c = a.slice();
+  const aux = formatTraits(w.format).aux?.name;
+  if (aux) {
+    const values = w[aux];
+    if (!values) return w;
+    const c = values.slice();
     roundToF16(c);
-    return c;
-  };
-  if (kind === 'int8' || kind === 'int4') return { ...w, scales: rounded(w.scales) };
-  if (kind === 'lut') return { ...w, table: rounded(w.table) };
-  return w;
+    return { ...w, [aux]: c };
+  }
+  const kind = w.format.kind;
+  if (kind === 'f16') return w;
+  const n = w.data.byteLength / rowBytes(w.format, 1);
+  const values = new Float32Array(n);
+  rowDecoder({ ...w, shape: [1, n] })(0, values);
+  const bits = new Uint16Array(n);
+  if (kind === 'bf16') {
+    roundToF16(values);
+    const u = new Uint32Array(values.buffer);
+    for (let i = 0; i < n; i++) bits[i] = u[i] >>> 16; // exact: the low 16 bits are zero
+    return { ...w, data: new Uint8Array(bits.buffer) };
+  }
+  for (let i = 0; i < n; i++) bits[i] = f32ToF16Bits(values[i]);
+  return { ...w, format: { kind: 'f16' }, data: new Uint8Array(bits.buffer) };
 }
 
 export class Fp16Backend implements Backend {

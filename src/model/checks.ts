@@ -4,6 +4,7 @@
 import type { TensorSpec } from '../arch/architecture.js';
 import type { WeightSource } from './forward.js';
 import type { WeightTensor } from './weight.js';
+import { formatTraits } from './formats.js';
 import { LutraError } from '../util/errors.js';
 
 /**
@@ -43,7 +44,7 @@ export function countNonFinite(w: WeightTensor): { nan: number; inf: number } {
 export function assertFinite(w: WeightTensor): WeightTensor {
   const { nan, inf } = countNonFinite(w);
   if (nan + inf > 0) {
-    const what = w.format.kind === 'f32' || w.format.kind === 'f16' || w.format.kind === 'bf16' ? 'values' : w.scales ? 'scales' : 'table entries';
+    const what = formatTraits(w.format).aux?.what ?? 'values';
     throw new LutraError(`${w.source}: tensor "${w.name}" holds ${nan} NaN and ${inf} infinite ${what}; the weights are corrupt`);
   }
   return w;

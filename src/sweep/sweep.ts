@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildPlan, type QuantPlan } from '../quant/plan.js';
+import { formatTraits } from '../model/formats.js';
 import { convert } from '../quant/convert.js';
 import { checkAlpha } from '../fp16/scale.js';
 import { auditFp16, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
@@ -210,8 +211,8 @@ async function runConfig(
     // An fp16 overflow stops the prompt with an error naming layer and op: the row reports it.
     const { model, loadSeconds } = loadModel(pkg, makeBackend(opts.backend), { tokenizer: false, numerics: parseNumerics(cfg.numerics) });
     candidate = new LutraRunner(pkg, model, null, loadSeconds, opts.prefillBatch);
-    // Activation precision only changes int8/int4 matmuls.
-    if (Object.values(plan.parts).some((f) => f.kind === 'int8' || f.kind === 'int4')) row.activations = activationsOf(candidate.model.backend);
+    // Activation precision only changes the matmuls of formats with a q8 activation path (int8/int4).
+    if (Object.values(plan.parts).some((f) => formatTraits(f).q8)) row.activations = activationsOf(candidate.model.backend);
     const runs: PromptRun[] = [];
     for (const [k, p] of prompts.entries()) {
       await yieldToEvents();

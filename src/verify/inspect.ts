@@ -8,7 +8,8 @@ import { PackageSource, storedBytes } from '../io/package.js';
 import { GgufSource } from '../io/gguf-source.js';
 import { ggufTypeName } from '../io/gguf.js';
 import { rowDecoder } from '../backend/reference/index.js';
-import { formatName, type WeightTensor } from '../model/weight.js';
+import type { WeightTensor } from '../model/weight.js';
+import { formatName } from '../model/formats.js';
 import type { ModelConfig } from '../arch/config-types.js';
 
 export interface TensorReport {

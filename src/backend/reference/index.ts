@@ -2,8 +2,8 @@
 // the Hugging Face Gemma 3 math. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
 import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
-import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
-import { f16Table32 } from '../../util/half.js';
+import type { WeightTensor } from '../../model/weight.js';
+import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type IntFormat } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 import { checkActivations, quantizeQ8, usesQ8, type Activations } from './q8.js';
 
@@ -21,13 +21,11 @@ export interface ReferenceBackendOptions {
 
 /** Integer codes and scales of an int8/int4 weight (the q8 matmul's view of it). */
 function intView(w: WeightTensor): NonNullable<RefMatrix['q8']> {
-  const f = w.format;
-  if (f.kind !== 'int8' && f.kind !== 'int4') throw new Error(`intView: ${formatName(f)}`);
-  const cols = w.shape[1];
-  const scales = w.scales;
-  if (!scales) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no scales`);
-  const perRow = scalesPerRow(f, cols);
-  const block = typeof f.group === 'number' ? f.group : cols;
+  const f = w.format as IntFormat; // usesQ8
+  const [rows, cols] = w.shape;
+  const scales = auxOf(w);
+  const aux = auxLayout(f, rows, cols)!;
+  const block = intBlock(f, cols);
   const stride = rowBytes(f, cols);
   const buf = w.data.buffer, off = w.data.byteOffset;
   const i8 = new Int8Array(buf, off, w.data.byteLength);
@@ -44,75 +42,30 @@ function intView(w: WeightTensor): NonNullable<RefMatrix['q8']> {
               dst[i] = ((i & 1) === 0 ? byte & 15 : byte >> 4) - 8;
             }
           },
-    scale: (r, i) => (f.group === 't' ? scales[0] : scales[r * perRow + Math.floor(i / block)]),
+    scale: (r, i) => scales[unitOf(aux, r) * aux.values + Math.floor(i / block)],
   };
 }
 
+/** The scales or table of a quantized weight; a LutraError naming the tensor when it has none. */
+function auxOf(w: WeightTensor): Float32Array {
+  const name = formatTraits(w.format).aux!.name;
+  const v = w[name];
+  if (!v) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(w.format)}) has no ${name}`);
+  return v;
+}
+
+const NO_AUX = new Float32Array(0);
+
 /** A function that decodes row r of any weight format into f32 (the oracle's dequantizer). */
 export function rowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => void {
-  const cols = w.shape[1];
-  const buf = w.data.buffer;
-  const off = w.data.byteOffset;
-  switch (w.format.kind) {
-    case 'f32': {
-      const v = new Float32Array(buf, off, w.data.byteLength / 4);
-      return (r, dst) => dst.set(v.subarray(r * cols, (r + 1) * cols));
-    }
-    case 'bf16': {
-      const v = new Uint16Array(buf, off, w.data.byteLength / 2);
-      return (r, dst) => {
-        const u = new Uint32Array(dst.buffer, dst.byteOffset, cols);
-        const base = r * cols;
-        for (let i = 0; i < cols; i++) u[i] = v[base + i] << 16;
-      };
-    }
-    case 'f16': {
-      const v = new Uint16Array(buf, off, w.data.byteLength / 2);
-      const table = f16Table32();
-      return (r, dst) => {
-        const base = r * cols;
-        for (let i = 0; i < cols; i++) dst[i] = table[v[base + i]];
-      };
-    }
-    case 'int8':
-    case 'int4': {
-      const f = w.format;
-      const scales = w.scales;
-      const perRow = scalesPerRow(f, cols);
-      if (!scales) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no scales`);
-      const block = typeof f.group === 'number' ? f.group : cols;
-      const stride = rowBytes(f, cols);
-      const codes = f.kind === 'int8' ? new Int8Array(buf, off, w.data.byteLength) : new Uint8Array(buf, off, w.data.byteLength);
-      const scaleAt = (r: number, i: number) => (f.group === 't' ? scales[0] : scales[r * perRow + Math.floor(i / block)]);
-      return f.kind === 'int8'
-        ? (r, dst) => {
-            for (let i = 0; i < cols; i++) dst[i] = codes[r * stride + i] * scaleAt(r, i);
-          }
-        : (r, dst) => {
-            for (let i = 0; i < cols; i++) {
-              const byte = codes[r * stride + (i >> 1)];
-              dst[i] = (((i & 1) === 0 ? byte & 15 : byte >> 4) - 8) * scaleAt(r, i);
-            }
-          };
-    }
-    case 'lut': {
-      const f = w.format;
-      const table = w.table;
-      if (!table) throw new LutraError(`${w.source}: tensor "${w.name}" (${formatName(f)}) has no table`);
-      const stride = rowBytes(f, cols);
-      const entries = 1 << f.bits;
-      const codes = new Uint8Array(buf, off, w.data.byteLength);
-      return (r, dst) => {
-        const t = (f.group === 0 ? 0 : Math.floor(r / f.group)) * entries;
-        let bit = r * stride * 8;
-        for (let i = 0; i < cols; i++, bit += f.bits) {
-          // Read b bits LSB-first; a code spans at most two bytes since b ≤ 8.
-          const pair = codes[bit >> 3] | ((codes[(bit >> 3) + 1] ?? 0) << 8);
-          dst[i] = table[t + ((pair >> (bit & 7)) & (entries - 1))];
-        }
-      };
-    }
-  }
+  const [rows, cols] = w.shape;
+  const decode = rowDecode(w.format, cols);
+  const stride = rowBytes(w.format, cols);
+  const data = w.data;
+  const aux = auxLayout(w.format, rows, cols);
+  if (!aux) return (r, dst) => decode(data, r * stride, NO_AUX, 0, dst);
+  const values = auxOf(w);
+  return (r, dst) => decode(data, r * stride, values, unitOf(aux, r) * aux.values, dst);
 }
 
 /** A whole weight as f32 (conversion and diagnostics only; the runtime never expands weights). */

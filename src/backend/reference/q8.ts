@@ -2,14 +2,14 @@
 // code = nearest(x · (1/d)) with ties to even, clamped to ±127, every step rounded to f32 exactly
 // as the wasm kernel does (f32 ÷ and × computed in f64 then rounded are correctly rounded).
 import type { WeightFormat } from '../../model/weight.js';
+import { formatTraits } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 
 export type Activations = 'q8' | 'f32';
 
-/** int8/int4 with scale blocks that hold whole activation blocks of 32 (or one scale per row). */
+/** int8/int4 with scale blocks that hold whole activation blocks of 32 (or one scale per row): formats.ts says which. */
 export function usesQ8(f: WeightFormat): boolean {
-  if (f.kind !== 'int8' && f.kind !== 'int4') return false;
-  return typeof f.group !== 'number' || f.group % 32 === 0;
+  return formatTraits(f).q8?.(f) ?? false;
 }
 
 export function checkActivations(a: unknown): Activations {

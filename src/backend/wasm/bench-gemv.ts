@@ -4,33 +4,25 @@
 // (a small matrix measures the kernel out of cache; T > 1 times the prefill GEMM, reported in GMAC/s)
 import { WasmBackend } from './index.js';
 import type { WasmMatrix } from './matrix.js';
-import { rowBytes, type WeightFormat, type WeightTensor } from '../../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../../model/weight.js';
+import { auxLayout, parseFormat, rowBytes } from '../../model/formats.js';
 
 const [fmtArg = 'bf16,f32,int8:32,int4:32', thrArg = '1,2', repArg = '30', rowArg = '262144', colArg = '640', tArg = '1'] = process.argv.slice(2);
 const rows = Number(rowArg), cols = Number(colArg), T = Number(tArg);
-
-function parse(s: string): WeightFormat {
-  if (s === 'f32' || s === 'f16' || s === 'bf16') return { kind: s };
-  const m = /^(int8|int4):(\d+|c|t)$/.exec(s);
-  if (m) return { kind: m[1] as 'int8' | 'int4', group: /\d/.test(m[2]) ? Number(m[2]) : (m[2] as 'c' | 't') };
-  const l = /^lut(\d):(\d+)$/.exec(s);
-  if (l) return { kind: 'lut', bits: Number(l[1]), group: Number(l[2]) };
-  throw new Error(`unknown format ${s}`);
-}
 
 function weight(f: WeightFormat): WeightTensor {
   const data = new Uint8Array(rows * rowBytes(f, cols));
   for (let i = 0; i < data.length; i += 4096) data[i] = i & 0x3f; // touch the pages; values do not matter
   const w: WeightTensor = { name: 'lm_head', shape: [rows, cols], format: f, data, source: 'bench' };
-  if (f.kind === 'int8' || f.kind === 'int4') w.scales = new Float32Array(f.group === 't' ? 1 : f.group === 'c' ? rows : (rows * cols) / f.group).fill(0.01);
-  if (f.kind === 'lut') w.table = new Float32Array((f.group === 0 ? 1 : Math.ceil(rows / f.group)) << f.bits).fill(0.5);
+  const aux = auxLayout(f, rows, cols);
+  if (aux) w[aux.name] = new Float32Array(aux.count).fill(aux.name === 'scales' ? 0.01 : 0.5);
   return w;
 }
 
 for (const threads of thrArg.split(',').map(Number)) {
   const B = new WasmBackend({ threads });
   for (const name of fmtArg.split(',')) {
-    const m = B.prepare(weight(parse(name))) as WasmMatrix;
+    const m = B.prepare(weight(parseFormat(name, 'formats'))) as WasmMatrix;
     B.resetScratch();
     const x = B.scratch(T * cols);
     for (let i = 0; i < x.length; i++) x[i] = Math.sin(i);

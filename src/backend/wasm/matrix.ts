@@ -1,7 +1,8 @@
 // prepare(): copy a weight's bytes (and scales or table) into the arena once, and write the
 // 48-byte descriptor the kernels read (kernels/matrix.ts has the same layout).
 import type { Matrix } from '../backend.js';
-import { formatName, rowBytes, scalesPerRow, type WeightTensor } from '../../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../../model/weight.js';
+import { auxLayout, formatName, intBlock, rowBytes } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 import type { Arena } from './arena.js';
 import { usesQ8 } from '../reference/q8.js';
@@ -28,37 +29,35 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMa
   if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
 
   let aux = 0;
-  let perRow = 0;
-  let block = cols;
-  let bits = 0;
-  let tableGroup = 0;
   let auxBytes = 0;
-  if (f.kind === 'int8' || f.kind === 'int4') {
-    if (!w.scales) throw new LutraError(`${where} has no scales`);
-    perRow = f.group === 't' ? 0 : scalesPerRow(f, cols);
-    block = typeof f.group === 'number' ? f.group : cols;
-    if (typeof f.group === 'number' && cols % f.group !== 0) throw new LutraError(`${where}: ${cols} columns are not a multiple of the group ${f.group}`);
-    const want = f.group === 't' ? 1 : rows * perRow;
-    if (w.scales.length !== want) throw new LutraError(`${where} has ${w.scales.length} scales, expected ${want}`);
-    aux = arena.copyIn(bytesOf(w.scales));
-    auxBytes = w.scales.byteLength;
-  } else if (f.kind === 'lut') {
-    if (!w.table) throw new LutraError(`${where} has no table`);
-    if (!(f.bits >= 1 && f.bits <= 8)) throw new LutraError(`${where}: lut bits must be 1..8`);
-    bits = f.bits;
-    tableGroup = f.group;
-    const want = (f.group === 0 ? 1 : Math.ceil(rows / f.group)) << f.bits;
-    if (w.table.length < want) throw new LutraError(`${where} has ${w.table.length} table entries, expected ${want}`);
-    aux = arena.copyIn(bytesOf(w.table));
-    auxBytes = w.table.byteLength;
+  const layout = auxLayout(f, rows, cols);
+  if (layout) {
+    const values = w[layout.name];
+    if (!values) throw new LutraError(`${where} has no ${layout.name}`);
+    if (values.length !== layout.count) throw new LutraError(`${where} has ${values.length} ${layout.what}, expected ${layout.count}`);
+    aux = arena.copyIn(bytesOf(values));
+    auxBytes = values.byteLength;
   }
   const data = arena.copyIn(w.data);
 
   const desc = arena.bytes(DESC_BYTES);
   const d = new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4);
   const useQ8 = q8 && usesQ8(f);
-  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, perRow, block, bits, tableGroup, stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
+  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, ...kernelFields(f, cols), stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
   return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8 };
+}
+
+/** The descriptor's per-kind fields: scales per row (0: one for the tensor) and block (int), bits and table group (lut). */
+function kernelFields(f: WeightFormat, cols: number): [perRow: number, block: number, bits: number, tableGroup: number] {
+  switch (f.kind) {
+    case 'int8':
+    case 'int4':
+      return [f.group === 't' ? 0 : cols / intBlock(f, cols), intBlock(f, cols), 0, 0];
+    case 'lut':
+      return [0, cols, f.bits, f.group];
+    default:
+      return [0, cols, 0, 0];
+  }
 }
 
 /** No f16 Inf/NaN (exponent 31) in the data: the kernels may use their 4-op conversion. */
