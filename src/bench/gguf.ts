@@ -4,9 +4,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportGguf } from '../io/gguf-export.js';
+import { EXACT_EXPORTS, exportGguf, sameValuesExportType } from '../io/gguf-export.js';
 import { openWeightSource } from '../io/source.js';
-import { formatName } from '../model/weight.js';
+import { formatName, parseFormat } from '../model/formats.js';
 import { isGgufPath } from '../io/gguf-source.js';
 import type { GgufExportType } from '../io/gguf-model.js';
 import { LutraError } from '../util/errors.js';
@@ -21,15 +21,12 @@ export function matrixFormats(model: string): Map<string, string> {
   }
 }
 
-/** lutra format → the ggml type holding the same values. */
-const SAME_WEIGHTS: Record<string, GgufExportType> = { 'int8:32': 'q8_0', 'int4:32': 'q4_0', f16: 'f16', f32: 'f32' };
-
 /** The export type for these matrix formats, or a LutraError saying which weights cannot go. */
 export function exportTypeFor(formats: Map<string, string>): GgufExportType {
   const byFormat = new Map<string, string[]>();
   for (const [name, f] of formats) byFormat.set(f, [...(byFormat.get(f) ?? []), name]);
-  const bad = [...byFormat].filter(([f]) => !(f in SAME_WEIGHTS));
-  const pairs = Object.entries(SAME_WEIGHTS).map(([f, t]) => `${f}→${t.toUpperCase()}`).join(', ');
+  const bad = [...byFormat].filter(([f]) => exportTypeOf(f) === null);
+  const pairs = EXACT_EXPORTS.map((e) => `${formatName(e.format)}→${e.type.toUpperCase()}`).join(', ');
   const list = (names: string[]) => (names.length > 2 ? `${names.slice(0, 2).join(', ')} and ${names.length - 2} more` : names.join(', '));
   if (bad.length > 0) {
     const what = bad.map(([f, names]) => `${f} (${list(names)})`).join('; ');
@@ -39,7 +36,12 @@ export function exportTypeFor(formats: Map<string, string>): GgufExportType {
     const what = [...byFormat].map(([f, names]) => `${names.length} × ${f} (e.g. ${names[0]})`).join(', ');
     throw new LutraError(`--vs-llama-cpp: mixed formats cannot be exported as one GGUF type: ${what}; convert with a single --quant all=FORMAT`);
   }
-  return SAME_WEIGHTS[[...byFormat.keys()][0]];
+  return exportTypeOf([...byFormat.keys()][0])!;
+}
+
+/** The GGUF export type holding a format's values as they are (by the format's name), or null. */
+function exportTypeOf(name: string): GgufExportType | null {
+  return sameValuesExportType(parseFormat(name, 'bench'));
 }
 
 export interface BenchGguf {

@@ -1,11 +1,10 @@
 import type { Command } from './common.js';
 import { exportGguf } from '../io/gguf-export.js';
-import type { GgufExportType } from '../io/gguf-model.js';
+import { EXPORT_TYPES, type GgufExportType } from '../io/gguf-model.js';
 import { architectureOf } from '../arch/registry.js';
 import { byteProgress } from './progress.js';
 import { LutraError } from '../util/errors.js';
 
-const TYPES = ['f32', 'f16', 'q8_0', 'q4_0'];
 
 export const exportGgufCommand: Command = {
   name: 'export-gguf',
@@ -28,7 +27,7 @@ export const exportGgufCommand: Command = {
     const model = flags.model();
     const out = flags.string('out');
     const type = flags.string('type', 'f32');
-    if (!TYPES.includes(type)) throw new LutraError(`--type ${type}: expected ${TYPES.join(', ')}`);
+    if (!(EXPORT_TYPES as string[]).includes(type)) throw new LutraError(`--type ${type}: expected ${EXPORT_TYPES.join(', ')}`);
     let bar: ReturnType<typeof byteProgress> | null = null;
     const t0 = performance.now();
     await exportGguf({

@@ -8,7 +8,8 @@
 //   lutra int4:32: per row ceil(cols/2) bytes; byte k = element 2k (low) | element 2k+1 (high).
 import { LutraError } from '../util/errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
-import { formatName, type WeightTensor } from '../model/weight.js';
+import type { WeightTensor } from '../model/weight.js';
+import { formatName, formatOfGgml, sameFormat } from '../model/formats.js';
 
 const QK = 32;
 
@@ -21,15 +22,16 @@ function rowsCols(shape: number[]): [number, number] {
   return shape.length === 1 ? [1, shape[0]] : [shape[0], shape[1]];
 }
 
-function expect(w: WeightTensor, kind: 'int8' | 'int4'): void {
-  if (w.format.kind !== kind || w.format.group !== QK || !w.scales) {
-    throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}; only ${kind}:32 maps exactly onto ${kind === 'int8' ? 'Q8_0' : 'Q4_0'}`);
+function expect(w: WeightTensor, type: 'Q8_0' | 'Q4_0'): void {
+  const f = formatOfGgml(type)!;
+  if (!sameFormat(w.format, f) || !w.scales) {
+    throw new LutraError(`${w.source}: tensor "${w.name}" is ${formatName(w.format)}; only ${formatName(f)} maps exactly onto ${type}`);
   }
 }
 
 /** int8:32 → Q8_0 bytes. */
 export function int8ToQ8_0(w: WeightTensor): Uint8Array {
-  expect(w, 'int8');
+  expect(w, 'Q8_0');
   const [rows, cols] = rowsCols(w.shape);
   const nb = blocksOf(rows, cols, `tensor "${w.name}"`);
   const out = new Uint8Array(nb * 34);
@@ -57,7 +59,7 @@ export function q8_0ToInt8(bytes: Uint8Array, rows: number, cols: number, what: 
 
 /** int4:32 → Q4_0 bytes. Rows hold whole blocks (cols % 32 == 0), so row padding never occurs. */
 export function int4ToQ4_0(w: WeightTensor): Uint8Array {
-  expect(w, 'int4');
+  expect(w, 'Q4_0');
   const [rows, cols] = rowsCols(w.shape);
   const nb = blocksOf(rows, cols, `tensor "${w.name}"`);
   const out = new Uint8Array(nb * 18);

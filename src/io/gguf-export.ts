@@ -8,12 +8,13 @@ import { basename, join } from 'node:path';
 import { LutraError } from '../util/errors.js';
 import { readJsonFile } from './checkpoint.js';
 import { openWeightSource, type OpenedSource } from './source.js';
-import { exportModelGguf, type GgufExportType } from './gguf-model.js';
+import { EXPORT_TYPES, exportModelGguf, MATRIX_TYPE, type GgufExportType } from './gguf-model.js';
 import { architectureOf } from '../arch/registry.js';
-import { GgufType } from './gguf.js';
+import { GgufType, ggufTypeName } from './gguf.js';
 import { int4ToQ4_0, int8ToQ8_0 } from './gguf-blocks.js';
 import { dequantizeInPieces } from '../quant/pieces.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
+import { formatOfGgml, ggmlTypeOf, sameFormat } from '../model/formats.js';
 
 export interface ExportGgufOptions {
   model: string;
@@ -30,12 +31,15 @@ export interface ExportGgufOptions {
 
 /** Whether a tensor in `f` can be written as ggml `type` without re-encoding. */
 export function mapsExactly(f: WeightFormat, type: number): boolean {
-  return (
-    (type === GgufType.Q8_0 && f.kind === 'int8' && f.group === 32) ||
-    (type === GgufType.Q4_0 && f.kind === 'int4' && f.group === 32) ||
-    (type === GgufType.F16 && f.kind === 'f16') ||
-    (type === GgufType.F32 && f.kind === 'f32')
-  );
+  return ggmlTypeOf(f) === ggufTypeName(type);
+}
+
+/** Per export type, the lutra format whose values it holds as they are (f32, f16, int8:32, int4:32). */
+export const EXACT_EXPORTS = EXPORT_TYPES.map((type) => ({ type, format: formatOfGgml(ggufTypeName(MATRIX_TYPE[type]))! }));
+
+/** The export type that writes `f`'s values as they are, or null (bf16: lutra writes no BF16; int8:c, lut…: no ggml type). */
+export function sameValuesExportType(f: WeightFormat): GgufExportType | null {
+  return EXACT_EXPORTS.find((e) => sameFormat(e.format, f))?.type ?? null;
 }
 
 /** The tensor's bytes as ggml `type`, for a format that mapsExactly onto it. */

@@ -130,7 +130,8 @@ export type GgufExportType = 'f32' | 'f16' | 'q8_0' | 'q4_0';
 export const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2 };
 
 /** The ggml type of the 2-D weights for an export type. */
-const MATRIX_TYPE: Record<GgufExportType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
+export const MATRIX_TYPE: Record<GgufExportType, GgufType> = { f32: GgufType.F32, f16: GgufType.F16, q8_0: GgufType.Q8_0, q4_0: GgufType.Q4_0 };
+export const EXPORT_TYPES = Object.keys(MATRIX_TYPE) as GgufExportType[];
 
 /**
  * Tokenizer keys: tokenizer.json's vocabulary as a SentencePiece-style ("llama") vocabulary, which
