@@ -1,6 +1,7 @@
 // The weight descriptor every backend understands. Matrices are [out, in], row-major.
-// Plain formats hold values; quantized formats (issue: convert and quantize) hold codes plus
-// scales or tables, and backends dequantize on the fly: nothing is expanded to f32 at load.
+// Plain formats hold values; quantized formats hold codes plus scales or tables, and backends
+// dequantize on the fly: nothing is expanded to f32 at load. What each format implies (name,
+// sizes, stored parts, shape rule, GGUF type, row decoder) is in one table: src/model/formats.ts.
 
 export type PlainDtype = 'f32' | 'f16' | 'bf16';
 
@@ -36,50 +37,6 @@ export interface WeightTensor {
   source: string;
 }
 
-/** Bytes per row of `data` for a matrix with `cols` columns. */
-export function rowBytes(format: WeightFormat, cols: number): number {
-  switch (format.kind) {
-    case 'f32':
-      return cols * 4;
-    case 'f16':
-    case 'bf16':
-      return cols * 2;
-    case 'int8':
-      return cols;
-    case 'int4':
-      return Math.ceil(cols / 2);
-    case 'lut':
-      return Math.ceil((cols * format.bits) / 8);
-  }
-}
-
-/** Number of scales per row (int formats) for a matrix with `cols` columns: the block count, or 1. */
-export function scalesPerRow(format: WeightFormat, cols: number): number {
-  if (format.kind !== 'int8' && format.kind !== 'int4') return 0;
-  return typeof format.group === 'number' ? cols / format.group : 1;
-}
-
-export const BYTES_PER_ELEMENT: Record<PlainDtype, number> = { f32: 4, f16: 2, bf16: 2 };
-
-export function formatName(f: WeightFormat): string {
-  switch (f.kind) {
-    case 'int8':
-    case 'int4':
-      return `${f.kind}:${f.group}`;
-    case 'lut':
-      return `lut${f.bits}:${f.group}`;
-    default:
-      return f.kind;
-  }
-}
-
 export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
-}
-
-
-/** Total scales of an int8/int4 matrix: one per block, per row ('c') or one ('t'). */
-export function scaleCount(format: WeightFormat, rows: number, cols: number): number {
-  if (format.kind !== 'int8' && format.kind !== 'int4') return 0;
-  return format.group === 't' ? 1 : rows * scalesPerRow(format, cols);
 }
