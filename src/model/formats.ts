@@ -59,8 +59,9 @@ export interface FormatTraits<F extends WeightFormat = WeightFormat> {
   misfit(f: F, rows: number, cols: number): string | null;
   /** The ggml type holding exactly the values of one format of this kind: GGUF export writes that format as it, import reads it as that format. */
   ggml: { type: GgmlName; format: F } | null;
-  /** Kinds the backends can run with q8 activations: whether f's scale blocks allow it (whole blocks of 32, or one scale per row). */
+  /** Present for kinds the backends can run with q8 activations: whether f's scale blocks allow it (whole blocks of 32, or one scale per row). */
   q8?(f: F): boolean;
+  /** Decodes one row of `cols` values of f (row-decode.ts). */
   decoder(f: F, cols: number): RowDecode;
 }
 
