@@ -34,6 +34,8 @@ export interface ConvertOptions {
   numerics?: string;
   /** Replace an existing `out` (atomically, once the new package is complete). */
   force?: boolean;
+  /** Tensors with more weights are made a piece of rows at a time (default STREAM_WEIGHTS; tests lower it). */
+  streamWeights?: number;
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -108,6 +110,45 @@ export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): 
   return { name: w.name, shape: w.shape, format: target, data: codes, table };
 }
 
+/** Tensors with more weights than this are converted a piece of rows at a time, never held whole. */
+export const STREAM_WEIGHTS = 1 << 28;
+
+/** Whether `target` encodes each row (or each group of rows) on its own, so a tensor can be made in pieces of rows. */
+const isPlain = (f: WeightFormat) => f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16';
+
+function rowsIndependent(target: WeightFormat): boolean {
+  if (target.kind === 'int8' || target.kind === 'int4') return target.group !== 't';
+  if (target.kind === 'lut') return target.group > 0;
+  return true;
+}
+
+/**
+ * A large tensor in `target`, a piece of rows at a time: rows are read from the file as f32 (any
+ * source format), scanned for NaN/Inf and encoded, so neither the source nor the output is ever one
+ * array (a table over 4 GiB cannot be).
+ */
+async function* encodeRowsFromDisk(src: OpenedSource, name: string, shape: number[], target: WeightFormat): AsyncIterable<StoredTensor> {
+  const reader = src.rowReader!(name);
+  try {
+    const [rows, cols] = shape;
+    const step = pieceRows(cols, target.kind === 'lut' ? target.group : 1);
+    const x = new Float32Array(step * cols);
+    for (let r0 = 0; r0 < rows; r0 += step) {
+      const n = Math.min(step, rows - r0);
+      const piece = x.subarray(0, n * cols);
+      reader.read(Array.from({ length: n }, (_, i) => r0 + i), piece);
+      const f32: WeightTensor = { name, shape: [n, cols], format: { kind: 'f32' }, data: new Uint8Array(piece.buffer, 0, n * cols * 4), source: src.dir };
+      assertFinite(f32);
+      const enc = encodeTensor(f32, target);
+      // Plain outputs view the reused buffer: copy before the next piece overwrites it.
+      yield { ...enc, shape: [n, cols], data: enc.data.buffer === x.buffer ? enc.data.slice() : enc.data };
+      await yieldToEvents();
+    }
+  } finally {
+    reader.close();
+  }
+}
+
 async function sha256Files(files: string[]): Promise<string> {
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(1 << 24);
@@ -130,7 +171,7 @@ async function sha256Files(files: string[]): Promise<string> {
  * against the config, and each planned format against its tensor's shape. Weights are scanned for
  * NaN/Inf as they are read.
  */
-function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
+function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWeights = STREAM_WEIGHTS): PackagePlanEntry[] {
   const arch = architectureOf(src.config);
   const manifest = arch.tensors(src.config, src);
   checkTensorShapes(manifest, src);
@@ -146,7 +187,14 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
     if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
     // A scaled gain is kept in f32 (exact); a scaled matrix keeps its planned format.
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
-    entries.push({ name, shape, format, make: () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format) });
+    const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format);
+    // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
+    const copy = formatName(src.format(name)) === formatName(format) && !isPlain(format);
+    if (shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format)) {
+      entries.push({ name, shape, format, make, pieces: () => encodeRowsFromDisk(src, name, shape, format) });
+    } else {
+      entries.push({ name, shape, format, make });
+    }
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {
@@ -182,7 +230,7 @@ export async function convert(opts: ConvertOptions): Promise<PackageMeta> {
   try {
     const cfg = src.config;
     const alpha = opts.fp16Scale?.alpha ?? 1;
-    const entries = planEntries(src, opts.plan, alpha);
+    const entries = planEntries(src, opts.plan, alpha, opts.streamWeights);
     const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
       format_version: PACKAGE_FORMAT_VERSION,
       model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },
