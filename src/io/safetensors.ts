@@ -24,6 +24,9 @@ function isCount(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
 
+/** Bytes all at once or in consecutive pieces. */
+export type Bytes = Uint8Array | AsyncIterable<Uint8Array>;
+
 export interface SafetensorsEntry {
   name: string;
   dtype: StDtype;
@@ -153,7 +156,7 @@ export interface TensorToWrite {
    * Produces the raw little-endian bytes, called once when the tensor is written: all at once, or
    * in consecutive pieces (a tensor over 4 GiB cannot be one typed array).
    */
-  bytes: () => Uint8Array | Promise<Uint8Array> | AsyncIterable<Uint8Array>;
+  bytes: () => Bytes | Promise<Bytes>;
 }
 
 /** Bytes per write call: the writer yields to the event loop between chunks, so a signal is handled. */

@@ -16,7 +16,7 @@ import { embedScaleFor } from '../model/forward.js';
 import { scaleForFp16 } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 import { yieldToEvents } from '../util/atomic-output.js';
-import { dequantizeInPieces, pieceRows, PIECE_WEIGHTS } from './pieces.js';
+import { dequantizeInPieces, pieceRows, rowPieces, PIECE_WEIGHTS, STREAM_WEIGHTS } from './pieces.js';
 
 export interface ConvertOptions {
   src: string;
@@ -110,10 +110,6 @@ export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): 
   return { name: w.name, shape: w.shape, format: target, data: codes, table };
 }
 
-/** Tensors with more weights than this are converted a piece of rows at a time, never held whole. */
-export const STREAM_WEIGHTS = 1 << 28;
-
-/** Whether `target` encodes each row (or each group of rows) on its own, so a tensor can be made in pieces of rows. */
 const isPlain = (f: WeightFormat) => f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16';
 
 function rowsIndependent(target: WeightFormat): boolean {
@@ -127,25 +123,13 @@ function rowsIndependent(target: WeightFormat): boolean {
  * source format), scanned for NaN/Inf and encoded, so neither the source nor the output is ever one
  * array (a table over 4 GiB cannot be).
  */
-async function* encodeRowsFromDisk(src: OpenedSource, name: string, shape: number[], target: WeightFormat): AsyncIterable<StoredTensor> {
-  const reader = src.rowReader!(name);
-  try {
-    const [rows, cols] = shape;
-    const step = pieceRows(cols, target.kind === 'lut' ? target.group : 1);
-    const x = new Float32Array(step * cols);
-    for (let r0 = 0; r0 < rows; r0 += step) {
-      const n = Math.min(step, rows - r0);
-      const piece = x.subarray(0, n * cols);
-      reader.read(Array.from({ length: n }, (_, i) => r0 + i), piece);
-      const f32: WeightTensor = { name, shape: [n, cols], format: { kind: 'f32' }, data: new Uint8Array(piece.buffer, 0, n * cols * 4), source: src.dir };
-      assertFinite(f32);
-      const enc = encodeTensor(f32, target);
-      // Plain outputs view the reused buffer: copy before the next piece overwrites it.
-      yield { ...enc, shape: [n, cols], data: enc.data.buffer === x.buffer ? enc.data.slice() : enc.data };
-      await yieldToEvents();
-    }
-  } finally {
-    reader.close();
+async function* encodeRowsFromDisk(src: OpenedSource, name: string, target: WeightFormat): AsyncIterable<StoredTensor> {
+  for await (const { n, x } of rowPieces(src.rowReader!(name), target.kind === 'lut' ? target.group : 1)) {
+    const cols = x.length / n;
+    const f32: WeightTensor = { name, shape: [n, cols], format: { kind: 'f32' }, data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), source: src.dir };
+    const enc = encodeTensor(assertFinite(f32), target);
+    // Plain outputs may view the reused buffer: copy before the next piece overwrites it.
+    yield { ...enc, shape: [n, cols], data: enc.data.buffer === x.buffer ? enc.data.slice() : enc.data };
   }
 }
 
@@ -191,7 +175,7 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
     const copy = formatName(src.format(name)) === formatName(format) && !isPlain(format);
     if (shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format)) {
-      entries.push({ name, shape, format, make, pieces: () => encodeRowsFromDisk(src, name, shape, format) });
+      entries.push({ name, shape, format, make, pieces: () => encodeRowsFromDisk(src, name, format) });
     } else {
       entries.push({ name, shape, format, make });
     }
