@@ -111,7 +111,11 @@ function piecewiseParts(e: PackagePlanEntry, started: () => void): TensorToWrite
   };
   const rest = () => {
     const all = new Float32Array(aux.reduce((n, a) => n + a.length, 0));
-    aux.reduce((at, a) => (all.set(a, at), at + a.length), 0);
+    let at = 0;
+    for (const a of aux) {
+      all.set(a, at);
+      at += a.length;
+    }
     aux.length = 0;
     return new Uint8Array(f32ArrayToF16(all).buffer);
   };

@@ -174,11 +174,8 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format);
     // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
     const copy = formatName(src.format(name)) === formatName(format) && !isPlain(format);
-    if (shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format)) {
-      entries.push({ name, shape, format, make, pieces: () => encodeRowsFromDisk(src, name, format) });
-    } else {
-      entries.push({ name, shape, format, make });
-    }
+    const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format);
+    entries.push({ name, shape, format, make, pieces: stream ? () => encodeRowsFromDisk(src, name, format) : undefined });
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {
