@@ -140,6 +140,16 @@ async function againstLlama(gguf: string, ids: number[], ours: Float32Array) {
   return { klMean: klSum / ids.length, klMax, flips };
 }
 
+test('a tensor exported a piece of rows at a time (as a table over 4 GiB must be) is written byte for byte as one exported whole', async () => {
+  const pkg = join(fx.root, 'a-q8_0'); // int8:32: re-encoded for f16 and q4_0, copied for q8_0
+  for (const [model, type] of [[fx.dir, 'f32'], [fx.dir, 'q8_0'], [pkg, 'f16'], [pkg, 'q4_0'], [pkg, 'q8_0']] as const) {
+    const [whole, pieces] = ['whole', 'pieces'].map((k) => join(fx.root, `stream-${k}-${model === pkg ? 'pkg' : 'ck'}-${type}.gguf`));
+    await exportGguf({ model, out: whole, type });
+    await exportGguf({ model, out: pieces, type, streamWeights: 1 });
+    assert.ok(readFileSync(whole).equals(readFileSync(pieces)), `${model === pkg ? 'package' : 'checkpoint'} → ${type}`);
+  }
+});
+
 test('the Q8_0 GGUF runs in llama.cpp and predicts like lutra on the int8:32 package', async (t) => {
   const a = join(fx.root, 'a-q8_0');
   const ids = tokenSequence(40, 77);

@@ -37,6 +37,8 @@ export interface LutraTiming {
   weight_bytes: number;
   /** All weight bytes held in memory. */
   resident_weight_bytes: number;
+  /** Tables read row by row from disk and never held (Gemma 4's per-layer embeddings); 0 when none. */
+  on_disk_weight_bytes: number;
   /** weight_bytes × decode_tok_s, in GB/s (1e9). */
   effective_gbs: number;
   /** Matrix bytes by format name. */
@@ -131,6 +133,7 @@ export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOpt
     prefill_ms: bestPrefill,
     weight_bytes: wb.perToken,
     resident_weight_bytes: wb.resident,
+    on_disk_weight_bytes: wb.onDisk,
     effective_gbs: (wb.perToken * decodeTokS) / 1e9,
     formats: wb.byFormat,
     backend: model.backend.name,

@@ -12,7 +12,8 @@ import { EXPORT_TYPES, exportModelGguf, MATRIX_TYPE, type GgufExportType } from 
 import { architectureOf } from '../arch/registry.js';
 import { GgufType, ggufTypeName } from './gguf.js';
 import { int4ToQ4_0, int8ToQ8_0 } from './gguf-blocks.js';
-import { dequantizeInPieces } from '../quant/pieces.js';
+import { dequantizeInPieces, rowPieces } from '../quant/pieces.js';
+import type { RowReader } from './row-reader.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { formatOfGgml, ggmlTypeOf, sameFormat } from '../model/formats.js';
 
@@ -27,6 +28,12 @@ export interface ExportGgufOptions {
   onProgress?: (done: number, total: number) => void;
   /** Replace an existing `out` once the new file is complete; without it an existing `out` is refused. */
   force?: boolean;
+  /** Tensors with more weights are read and written a piece of rows at a time (tests lower it). */
+  streamWeights?: number;
+}
+
+async function* f32Pieces(reader: RowReader): AsyncIterable<Float32Array> {
+  for await (const { x } of rowPieces(reader)) yield x;
 }
 
 /** Whether a tensor in `f` can be written as ggml `type` without re-encoding. */
@@ -62,6 +69,7 @@ export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
       shape: src.shape(hfName),
       load: () => dequantizeInPieces(src.load(hfName)),
       exact: (type: GgufType) => (mapsExactly(src.format(hfName), type) ? exactGgmlBytes(src.load(hfName), type) : undefined),
+      pieces: src.rowReader && src.shape(hfName).length === 2 ? () => f32Pieces(src.rowReader!(hfName)) : undefined,
     }));
     await exportModelGguf({
       out: opts.out,
@@ -76,6 +84,7 @@ export async function exportGguf(opts: ExportGgufOptions): Promise<void> {
       onProgress: opts.onProgress,
       force: opts.force ?? false,
       flag: '--out',
+      streamWeights: opts.streamWeights,
     });
   } finally {
     src.close();

@@ -8,7 +8,7 @@ import { f32ToF16Bits } from '../util/half.js';
 import { encodeQ4_0, encodeQ8_0, ggufTensorBytes, GgufType, kv, writeGguf } from './gguf.js';
 import type { GgufMetadataEntry, GgufTensorSpec } from './gguf.js';
 import { yieldToEvents } from '../util/atomic-output.js';
-import { pieceRows, PIECE_WEIGHTS } from '../quant/pieces.js';
+import { pieceRows, PIECE_WEIGHTS, STREAM_WEIGHTS } from '../quant/pieces.js';
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -194,6 +194,8 @@ export interface ExportTensor {
    * int8:32 for Q8_0, int4:32 for Q4_0): written as is, bit-exact. Undefined: load() and encode.
    */
   exact?: (type: GgufType) => Uint8Array | undefined;
+  /** The rows as f32, a piece of whole rows at a time: used instead of load() for a tensor too large to hold whole. */
+  pieces?: () => AsyncIterable<Float32Array>;
 }
 
 export interface ModelExportOptions {
@@ -216,6 +218,8 @@ export interface ModelExportOptions {
   /** Replace an existing `out` (the default); false refuses one, naming `flag`. */
   force?: boolean;
   flag?: string;
+  /** Tensors with more weights are written a piece of rows at a time when they can be (default STREAM_WEIGHTS; tests lower it). */
+  streamWeights?: number;
 }
 
 /**
@@ -226,6 +230,7 @@ export interface ModelExportOptions {
  */
 export async function exportModelGguf(opts: ModelExportOptions): Promise<void> {
   const { cfg, arch } = opts;
+  const streamWeights = opts.streamWeights ?? STREAM_WEIGHTS;
   if (!Object.hasOwn(FILE_TYPE, opts.type)) throw new LutraError(`GGUF export: unsupported type "${String(opts.type)}" (use f32, f16, q8_0 or q4_0)`);
   const problem = arch.gguf.exportProblem?.(cfg);
   if (problem) throw new LutraError(`GGUF export: llama.cpp's ${arch.gguf.arch} cannot run this model: ${problem}`);
@@ -267,6 +272,7 @@ export async function exportModelGguf(opts: ModelExportOptions): Promise<void> {
           if (exact.byteLength !== nbytes) throw new LutraError(`tensor "${t.hfName}": ${exact.byteLength} encoded bytes, expected ${nbytes}`);
           return exact;
         }
+        if (t.pieces && numel > streamWeights) return encodePieces(t.pieces(), type, t.hfName);
         const src = await t.load();
         if (src.length !== numel) throw new LutraError(`tensor "${t.hfName}": loaded ${src.length} values, expected ${numel}`);
         let f = src;
@@ -299,6 +305,15 @@ async function encodeInPieces(f: Float32Array, shape: number[], type: number, nb
     await yieldToEvents();
   }
   return out;
+}
+
+/** Each piece of rows encoded as it comes (rows encode independently). */
+async function* encodePieces(pieces: AsyncIterable<Float32Array>, type: number, hfName: string): AsyncIterable<Uint8Array> {
+  let at = 0;
+  for await (const f of pieces) {
+    yield encode(f, type, hfName, at);
+    at += f.length;
+  }
 }
 
 /** `at`: index of f[0] in the whole tensor, for error messages. */

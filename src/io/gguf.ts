@@ -14,6 +14,7 @@ import { LutraError } from '../util/errors.js';
 import { writeOutput, yieldToEvents } from '../util/atomic-output.js';
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
 import { decodeQ4_0, decodeQ8_0 } from './ggml-quants.js';
+import type { Bytes } from './safetensors.js';
 export { QK8_0, QK4_0, encodeQ8_0, decodeQ8_0, encodeQ4_0, decodeQ4_0 } from './ggml-quants.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -236,8 +237,8 @@ export interface GgufTensorSpec {
   shape: number[];
   type: GgufType;
   nbytes: number;
-  /** Called once, when the tensor is written. */
-  data: () => Uint8Array | Promise<Uint8Array>;
+  /** Called once, when the tensor is written: all bytes at once, or in consecutive pieces (a tensor over 4 GiB cannot be one array). */
+  data: () => Bytes | Promise<Bytes>;
 }
 
 export interface GgufWriteOptions {
@@ -414,12 +415,17 @@ export async function writeGguf(
       for (let i = 0; i < tensors.length; i++) {
         const t = tensors[i]!;
         await yieldToEvents();
-        const data = await t.data();
-        if (!(data instanceof Uint8Array) || data.length !== t.nbytes) {
-          throw new LutraError(`GGUF tensor "${t.name}": data() returned ${data?.length ?? 'no'} bytes, expected ${t.nbytes}`);
-        }
+        const made = await t.data();
         const pos = dataStart + offsets[i]!;
-        await writeAll(fh, data, pos);
+        let written = 0;
+        for await (const piece of made instanceof Uint8Array ? [made] : made) {
+          if (written + piece.length > t.nbytes) break;
+          await writeAll(fh, piece, pos + written);
+          written += piece.length;
+        }
+        if (written !== t.nbytes) {
+          throw new LutraError(`GGUF tensor "${t.name}": data() gave ${written === 0 ? 'no' : `${written} or more`} bytes, expected ${t.nbytes}`);
+        }
         const pad = alignUp(t.nbytes, alignment) - t.nbytes;
         if (pad > 0) await writeAll(fh, zeros.subarray(0, pad), pos + t.nbytes);
         done += t.nbytes;

@@ -78,6 +78,39 @@ export interface PackagePlanEntry {
   format: WeightFormat;
   /** Produces the tensor when its shard is written (tensors are made one at a time). */
   make: () => StoredTensor | Promise<StoredTensor>;
+  /**
+   * Instead of `make`, for a tensor too large to hold whole: its rows in consecutive pieces, each a
+   * StoredTensor of some rows in `format` (codes are written as they come; scales or tables are
+   * gathered and written after them).
+   */
+  pieces?: () => AsyncIterable<StoredTensor>;
+}
+
+/**
+ * The part writers of a tensor made piece by piece, in partSpecs order: the codes (or plain values)
+ * as they are made, then the scales or table gathered from the pieces.
+ */
+function piecewiseParts(e: PackagePlanEntry, started: () => void): TensorToWrite['bytes'][] {
+  const aux: Float32Array[] = [];
+  const codes = async function* () {
+    started();
+    for await (const p of e.pieces!()) {
+      const extra = e.format.kind === 'lut' ? p.table : p.scales;
+      if (extra) aux.push(extra);
+      yield p.data;
+    }
+  };
+  const rest = () => {
+    const all = new Float32Array(aux.reduce((n, a) => n + a.length, 0));
+    let at = 0;
+    for (const a of aux) {
+      all.set(a, at);
+      at += a.length;
+    }
+    aux.length = 0;
+    return new Uint8Array(f32ArrayToF16(all).buffer);
+  };
+  return [codes, rest];
 }
 
 /**
@@ -119,15 +152,19 @@ export async function writePackage(
         // Each entry is made lazily when its first part is written, and dropped after its last.
         let made: StoredTensor | null = null;
         const specs = partSpecs(e.name, e.shape, e.format);
+        const started = () => {
+          onTensor?.(e.name, done++, entries.length);
+          tensors.push({ name: e.name, format: formatName(e.format), shape: e.shape, bytes: storedBytes(e.shape, e.format) });
+        };
+        const piecewise = e.pieces ? piecewiseParts(e, started) : null;
         specs.forEach((spec, i) => {
           weightMap[spec.name] = file;
           parts.push({
             ...spec,
-            bytes: async () => {
+            bytes: piecewise ? piecewise[i] : async () => {
               if (!made) {
-                onTensor?.(e.name, done++, entries.length);
+                started();
                 made = await e.make();
-                tensors.push({ name: e.name, format: formatName(e.format), shape: e.shape, bytes: storedBytes(e.shape, e.format) });
               }
               const b = partBytes(made, i);
               if (i === specs.length - 1) made = null;

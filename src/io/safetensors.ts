@@ -24,6 +24,9 @@ function isCount(x: unknown): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 }
 
+/** Bytes all at once or in consecutive pieces. */
+export type Bytes = Uint8Array | AsyncIterable<Uint8Array>;
+
 export interface SafetensorsEntry {
   name: string;
   dtype: StDtype;
@@ -149,8 +152,11 @@ export interface TensorToWrite {
   name: string;
   dtype: StDtype;
   shape: number[];
-  /** Produces the raw little-endian bytes; called once, when the tensor is written. */
-  bytes: () => Uint8Array | Promise<Uint8Array>;
+  /**
+   * Produces the raw little-endian bytes, called once when the tensor is written: all at once, or
+   * in consecutive pieces (a tensor over 4 GiB cannot be one typed array).
+   */
+  bytes: () => Bytes | Promise<Bytes>;
 }
 
 /** Bytes per write call: the writer yields to the event loop between chunks, so a signal is handled. */
@@ -180,13 +186,18 @@ export async function writeSafetensors(path: string, tensors: TensorToWrite[], m
       writeSync(fd, Buffer.from(json, 'utf8'));
       for (const t of tensors) {
         await yieldToEvents();
-        const b = await t.bytes();
-        const expected = numel(t.shape) * BYTES[t.dtype];
-        if (b.byteLength !== expected) throw new Error(`internal: tensor ${t.name} produced ${b.byteLength} bytes, expected ${expected}`);
-        for (let done = 0; done < b.byteLength; ) {
-          if (done > 0) await yieldToEvents();
-          done += writeSync(fd, b, done, Math.min(WRITE_CHUNK, b.byteLength - done));
+        const made = await t.bytes();
+        const pieces = made instanceof Uint8Array ? [made] : made;
+        let total = 0;
+        for await (const b of pieces) {
+          for (let done = 0; done < b.byteLength; ) {
+            if (done > 0) await yieldToEvents();
+            done += writeSync(fd, b, done, Math.min(WRITE_CHUNK, b.byteLength - done));
+          }
+          total += b.byteLength;
         }
+        const expected = numel(t.shape) * BYTES[t.dtype];
+        if (total !== expected) throw new Error(`internal: tensor ${t.name} produced ${total} bytes, expected ${expected}`);
       }
     } finally {
       closeSync(fd);

@@ -72,17 +72,17 @@ function bf16Tensor(name: string, shape: number[], seed: number, mean: number, s
     name,
     dtype: 'bf16',
     shape,
-    bytes: async () => {
+    // In pieces with the event loop let in between, so a signal is handled during a large tensor
+    // (and a table over 4 GiB, like Gemma 4 E2B's per-layer embeddings, is never one array).
+    bytes: async function* () {
       const n = shape.reduce((a, b) => a * b, 1);
       const g = gaussian(tensorSeed(seed, name));
-      const out = new Uint16Array(n);
-      // In pieces with the event loop let in between, so a signal is handled during a large tensor.
       for (let start = 0; start < n; start += FILL_PIECE) {
         if (start > 0) await yieldToEvents();
-        const end = Math.min(n, start + FILL_PIECE);
-        for (let i = start; i < end; i++) out[i] = f32ToBf16Bits(mean + std * g());
+        const out = new Uint16Array(Math.min(n, start + FILL_PIECE) - start);
+        for (let i = 0; i < out.length; i++) out[i] = f32ToBf16Bits(mean + std * g());
+        yield new Uint8Array(out.buffer);
       }
-      return new Uint8Array(out.buffer);
     },
   };
 }

@@ -17,7 +17,7 @@ import { embedScaleFor } from '../model/forward.js';
 import { scaleForFp16 } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 import { yieldToEvents } from '../util/atomic-output.js';
-import { dequantizeInPieces, pieceRows, PIECE_WEIGHTS } from './pieces.js';
+import { dequantizeInPieces, pieceRows, rowPieces, PIECE_WEIGHTS, STREAM_WEIGHTS } from './pieces.js';
 
 export interface ConvertOptions {
   src: string;
@@ -35,6 +35,8 @@ export interface ConvertOptions {
   numerics?: string;
   /** Replace an existing `out` (atomically, once the new package is complete). */
   force?: boolean;
+  /** Tensors with more weights are made a piece of rows at a time (default STREAM_WEIGHTS; tests lower it). */
+  streamWeights?: number;
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -101,6 +103,29 @@ export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): 
   return { name: w.name, shape: w.shape, format: target, data: codes, [aux.name]: values };
 }
 
+const isPlain = (f: WeightFormat) => f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16';
+
+function rowsIndependent(target: WeightFormat): boolean {
+  if (target.kind === 'int8' || target.kind === 'int4') return target.group !== 't';
+  if (target.kind === 'lut') return target.group > 0;
+  return true;
+}
+
+/**
+ * A large tensor in `target`, a piece of rows at a time: rows are read from the file as f32 (any
+ * source format), scanned for NaN/Inf and encoded, so neither the source nor the output is ever one
+ * array (a table over 4 GiB cannot be).
+ */
+async function* encodeRowsFromDisk(src: OpenedSource, name: string, target: WeightFormat): AsyncIterable<StoredTensor> {
+  for await (const { n, x } of rowPieces(src.rowReader!(name), target.kind === 'lut' ? target.group : 1)) {
+    const cols = x.length / n;
+    const f32: WeightTensor = { name, shape: [n, cols], format: { kind: 'f32' }, data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), source: src.dir };
+    const enc = encodeTensor(assertFinite(f32), target);
+    // Plain outputs may view the reused buffer: copy before the next piece overwrites it.
+    yield { ...enc, shape: [n, cols], data: enc.data.buffer === x.buffer ? enc.data.slice() : enc.data };
+  }
+}
+
 async function sha256Files(files: string[]): Promise<string> {
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(1 << 24);
@@ -123,7 +148,7 @@ async function sha256Files(files: string[]): Promise<string> {
  * against the config, and each planned format against its tensor's shape. Weights are scanned for
  * NaN/Inf as they are read.
  */
-function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): PackagePlanEntry[] {
+function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWeights = STREAM_WEIGHTS): PackagePlanEntry[] {
   const arch = architectureOf(src.config);
   const manifest = arch.tensors(src.config, src);
   checkTensorShapes(manifest, src);
@@ -139,7 +164,11 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number): Package
     if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
     // A scaled gain is kept in f32 (exact); a scaled matrix keeps its planned format.
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
-    entries.push({ name, shape, format, make: () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format) });
+    const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format);
+    // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
+    const copy = formatName(src.format(name)) === formatName(format) && !isPlain(format);
+    const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format);
+    entries.push({ name, shape, format, make, pieces: stream ? () => encodeRowsFromDisk(src, name, format) : undefined });
   }
   // A tied head in a format other than the embedding's is stored on its own.
   if (!src.has('lm_head.weight')) {
@@ -175,7 +204,7 @@ export async function convert(opts: ConvertOptions): Promise<PackageMeta> {
   try {
     const cfg = src.config;
     const alpha = opts.fp16Scale?.alpha ?? 1;
-    const entries = planEntries(src, opts.plan, alpha);
+    const entries = planEntries(src, opts.plan, alpha, opts.streamWeights);
     const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
       format_version: PACKAGE_FORMAT_VERSION,
       model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },

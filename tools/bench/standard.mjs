@@ -4,7 +4,10 @@
 // (the hand-written sections after them are kept). Fixtures and conversions are cached under the
 // work folder and reused: the 1b shape takes minutes to write and convert.
 //
-// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b] [--formats f16,int8:32,int4:32]
+// A run that measures only some shapes or formats keeps the other rows of the previous run's
+// results.json, each with the date it was measured.
+//
+// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b,gemma-4-e2b] [--formats f16,int8:32,int4:32]
 //        [--work DIR (or $LUTRA_BENCH_WORK; default /tmp/lutra-bench)] [--prefill 256] [--decode 64]
 //        [--threads N] [--out docs/BENCHMARKS.md] [--render-only]
 import { spawnSync } from 'node:child_process';
@@ -21,8 +24,9 @@ const END = '<!-- end of standard table -->';
 
 const { values: o } = parseArgs({
   options: {
-    shapes: { type: 'string', default: 'gemma-3-270m,gemma-3-1b' },
-    formats: { type: 'string', default: 'f16,int8:32,int4:32' },
+    shapes: { type: 'string', default: 'gemma-3-270m,gemma-3-1b,gemma-4-e2b' },
+    // Default: f16, int8:32 and int4:32, except the Gemma 4 E2B shape (10 GB in f16): int8:32 and int4:32.
+    formats: { type: 'string' },
     work: { type: 'string', default: process.env.LUTRA_BENCH_WORK ?? '/tmp/lutra-bench' },
     prefill: { type: 'string', default: '256' },
     decode: { type: 'string', default: '64' },
@@ -39,7 +43,8 @@ const fail = (msg) => {
 };
 if (!existsSync(CLI)) fail(`${CLI} is missing: run \`npm run build\` first`);
 const shapes = o.shapes.split(',').filter(Boolean);
-const formats = o.formats.split(',').filter(Boolean);
+const DEFAULT_FORMATS = { 'gemma-4-e2b': ['int8:32', 'int4:32'] };
+const formatsFor = (shape) => (o.formats ? o.formats.split(',').filter(Boolean) : DEFAULT_FORMATS[shape] ?? ['f16', 'int8:32', 'int4:32']);
 mkdirSync(o.work, { recursive: true });
 
 /** Run lutra; stderr (progress) goes straight through, stdout is returned. */
@@ -57,13 +62,13 @@ function measure() {
     const hf = join(o.work, shape, 'hf');
     if (!existsSync(hf)) lutra(['fixture', '--shape', shape, '--out', hf]);
     else process.stderr.write(`bench: reusing ${hf}\n`);
-    for (const format of formats) {
+    for (const format of formatsFor(shape)) {
       const pkg = join(o.work, shape, format.replace(/[^a-z0-9]+/gi, '-'));
       if (!existsSync(pkg)) lutra(['convert', '--model', hf, '--out', pkg, '--quant', `all=${format}`]);
       else process.stderr.write(`bench: reusing ${pkg}\n`);
       const args = ['bench', '--model', pkg, '--prefill', o.prefill, '--decode', o.decode, '--vs-llama-cpp', '--json'];
       if (o.threads) args.push('--threads', o.threads);
-      rows.push({ shape, format, ...JSON.parse(lutra(args)) });
+      rows.push({ shape, format, date: new Date().toISOString(), loadavg: loadavg()[0], ...JSON.parse(lutra(args)) });
     }
   }
   return rows;
@@ -76,7 +81,15 @@ if (o['render-only']) {
   run = JSON.parse(readFileSync(RESULTS, 'utf8'));
 } else {
   const command = ['npm run bench --', ...process.argv.slice(2)].join(' ').replace(/ --$/, '');
-  run = { date: new Date().toISOString(), machine: machineNow(), loadavg: loadavg()[0], command, work: o.work, prefill: o.prefill, decode: o.decode, rows: measure() };
+  const measured = measure();
+  // Rows of the previous run that this one did not measure stay, with their own dates.
+  const previous = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) : null;
+  const key = (r) => `${r.shape} ${r.format}`;
+  const fresh = new Set(measured.map(key));
+  const kept = (previous?.rows ?? []).filter((r) => !fresh.has(key(r))).map((r) => ({ date: previous.date, loadavg: previous.loadavg, ...r }));
+  const order = (r) => [...shapes, ...new Set(kept.map((k) => k.shape))].indexOf(r.shape);
+  const rows = [...kept, ...measured].sort((a, b) => order(a) - order(b) || ['f16', 'int8:32', 'int4:32'].indexOf(a.format) - ['f16', 'int8:32', 'int4:32'].indexOf(b.format));
+  run = { date: new Date().toISOString(), machine: machineNow(), loadavg: loadavg()[0], command, work: o.work, prefill: o.prefill, decode: o.decode, rows };
   writeAtomic(RESULTS, JSON.stringify(run, null, 2) + '\n');
 }
 const { rows } = run;
@@ -96,26 +109,30 @@ const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed
 const mb = (b) => f(b / 1e6, 0);
 const bws = rows.map((r) => r.bandwidth_gbs);
 const bwText = Math.min(...bws).toFixed(1) === Math.max(...bws).toFixed(1) ? f(bws[0], 1) : `${f(Math.min(...bws), 1)}–${f(Math.max(...bws), 1)}`;
+const dates = [...new Set(rows.map((r) => (r.date ?? run.date).slice(0, 10)))].sort();
 const table = [
   BEGIN,
   '',
-  `## Standard table, ${run.date.slice(0, 10)}`,
+  `## Standard table, ${dates.length > 1 ? `rows measured ${dates.join(', ')}` : dates[0] ?? run.date.slice(0, 10)}`,
   '',
-  `Machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}, load average ${run.loadavg !== undefined ? f(run.loadavg, 1) : 'not recorded'} at the start, read bandwidth measured by each run: ` +
+  `Machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; read bandwidth measured by each run: ` +
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
     `Random-weight fixtures (speed does not depend on values); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
-    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU, F16 KV cache) on a GGUF export with the same weights, best of 1 and 2 threads. ' +
-    'Weight MB = bytes read per decoded token (every matrix once, norms included); effective GB/s = that × decode tok/s.',
+    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU, F16 KV cache) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra. ' +
+    'Weight MB = bytes read per decoded token (every matrix once, norms included); effective GB/s = that × decode tok/s. ' +
+    "On-disk MB = Gemma 4's per-layer embedding table, read a row per token from the file and never resident: it counts neither in weight MB nor in the RSS limit. " +
+    'Load = the 1-minute load average when the row started (2 cores; above ~1 another job shared them).',
   '',
   `Command: \`${run.command}\` (work folder ${run.work}).`,
   '',
-  '| shape | format | weight MB | lutra prefill tok/s | lutra decode tok/s | ms/token | llama.cpp prefill tok/s (threads) | llama.cpp decode tok/s (threads) | prefill ratio | decode ratio | effective GB/s | % of bandwidth | peak RSS MB | RSS ≤ 1.3 × weights + 300 MB |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| shape | format | measured (load) | weight MB | on-disk MB | lutra prefill tok/s | lutra decode tok/s | ms/token | llama.cpp prefill tok/s (threads) | llama.cpp decode tok/s (threads) | prefill ratio | decode ratio | effective GB/s | % of bandwidth | peak RSS MB | RSS ≤ 1.3 × weights + 300 MB |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map((r) => {
     const l = r.llama_cpp ?? {};
-    // Issue #3 sets the RSS budget for the 1b shape at int4:32; other rows show it for information.
-    const check = `${r.rss_ok ? 'ok' : 'over'} (limit ${mb(r.rss_limit_bytes)})${r.shape === 'gemma-3-1b' && r.format === 'int4:32' ? ' **issue #3 check**' : ''}`;
-    return `| ${r.shape} | ${r.format} | ${mb(r.weight_bytes)} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
+    const check = `${r.rss_ok ? 'ok' : 'over'} (limit ${mb(r.rss_limit_bytes)})`;
+    const when = `${(r.date ?? run.date).slice(0, 10)} (${r.loadavg !== undefined ? f(r.loadavg, 1) : '—'})`;
+    const disk = r.on_disk_weight_bytes ? mb(r.on_disk_weight_bytes) : '—';
+    return `| ${r.shape} | ${r.format} | ${when} | ${mb(r.weight_bytes)} | ${disk} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
   }),
   '',
   `Threads: lutra ${rows[0]?.threads ?? '—'}; kernels: ${[...new Set(rows.map((r) => r.simd ?? 'baseline'))].join(', ')} SIMD build (\`--simd\`). Peak RSS is the whole \`lutra bench\` process up to the end of decoding (loading included; the tokenizer is not loaded), before llama.cpp runs.`,
