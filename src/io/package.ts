@@ -92,10 +92,11 @@ export interface PackagePlanEntry {
  */
 function piecewiseParts(e: PackagePlanEntry, started: () => void): TensorToWrite['bytes'][] {
   const aux: Float32Array[] = [];
+  const auxName = formatTraits(e.format).aux?.name;
   const codes = async function* () {
     started();
     for await (const p of e.pieces!()) {
-      const extra = e.format.kind === 'lut' ? p.table : p.scales;
+      const extra = auxName && p[auxName];
       if (extra) aux.push(extra);
       yield p.data;
     }

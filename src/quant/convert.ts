@@ -5,7 +5,7 @@ import { basename, join } from 'node:path';
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
 import type { WeightFormat, WeightTensor } from '../model/weight.js';
-import { auxLayout, rowBytes, sameFormat, type FormatKind, type FormatOf, type IntFormat } from '../model/formats.js';
+import { auxLayout, isPlain, rowBytes, sameFormat, type FormatKind, type FormatOf, type IntFormat } from '../model/formats.js';
 import { dequantize } from '../backend/reference/index.js';
 import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
 import { architectureOf } from '../arch/registry.js';
@@ -103,12 +103,9 @@ export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): 
   return { name: w.name, shape: w.shape, format: target, data: codes, [aux.name]: values };
 }
 
-const isPlain = (f: WeightFormat) => f.kind === 'f32' || f.kind === 'f16' || f.kind === 'bf16';
-
+/** Whether rows can be encoded a piece at a time: no scale or table shared by the whole tensor. */
 function rowsIndependent(target: WeightFormat): boolean {
-  if (target.kind === 'int8' || target.kind === 'int4') return target.group !== 't';
-  if (target.kind === 'lut') return target.group > 0;
-  return true;
+  return (auxLayout(target, 1, 1)?.rowsPerUnit ?? 1) !== 0;
 }
 
 /**
@@ -117,7 +114,7 @@ function rowsIndependent(target: WeightFormat): boolean {
  * array (a table over 4 GiB cannot be).
  */
 async function* encodeRowsFromDisk(src: OpenedSource, name: string, target: WeightFormat): AsyncIterable<StoredTensor> {
-  for await (const { n, x } of rowPieces(src.rowReader!(name), target.kind === 'lut' ? target.group : 1)) {
+  for await (const { n, x } of rowPieces(src.rowReader!(name), Math.max(1, auxLayout(target, 1, 1)?.rowsPerUnit ?? 1))) {
     const cols = x.length / n;
     const f32: WeightTensor = { name, shape: [n, cols], format: { kind: 'f32' }, data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), source: src.dir };
     const enc = encodeTensor(assertFinite(f32), target);
@@ -166,7 +163,7 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
     const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format);
     // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
-    const copy = formatName(src.format(name)) === formatName(format) && !isPlain(format);
+    const copy = sameFormat(src.format(name), format) && !isPlain(format);
     const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format);
     entries.push({ name, shape, format, make, pieces: stream ? () => encodeRowsFromDisk(src, name, format) : undefined });
   }
