@@ -125,6 +125,38 @@ export function geluMul(gate: usize, up: usize, i0: i32, i1: i32, out: usize): v
   return f64x2.mul(p, bits);
 }
 
+/**
+ * x = cap·tanh(x/cap) for elements i0..i1 (Gemma's final logit softcap), in f64 two lanes at a
+ * time like the reference's Math.tanh: tanh y = (E − 1)/(E + 1) with E = exp(2y), and its series
+ * y − y³/3 + 2y⁵/15 for |y| < 2^-9, where E − 1 would cancel.
+ */
+export function softcap(x: usize, i0: i32, i1: i32, cap: f64): void {
+  const vc = f64x2.splat(cap);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const o = x + (<usize>i << 2);
+    const v = v128.load(o);
+    const lo = f32x4.demote_f64x2_zero(f64x2.mul(vc, tanh2(f64x2.div(f64x2.promote_low_f32x4(v), vc))));
+    const hi = f32x4.demote_f64x2_zero(f64x2.mul(vc, tanh2(f64x2.div(f64x2.promote_low_f32x4(v128.shuffle<i32>(v, v, 2, 3, 0, 1)), vc))));
+    v128.store(o, v128.shuffle<i64>(lo, hi, 0, 2));
+  }
+  for (; i < i1; i++) {
+    const o = x + (<usize>i << 2);
+    store<f32>(o, <f32>f64x2.extract_lane(f64x2.mul(vc, tanh2(f64x2.splat(<f64>load<f32>(o) / cap))), 0));
+  }
+}
+
+/** tanh for two f64 lanes (relative error ~1e-11, below an f32 rounding). */
+@inline function tanh2(y: v128): v128 {
+  // 2y clamped: E/(E+1) is exactly 1 above 80 and exp stays normal above −700.
+  const e = exp2x(f64x2.max(f64x2.splat(-700), f64x2.min(f64x2.splat(80), f64x2.add(y, y))));
+  const one = f64x2.splat(1);
+  const t = f64x2.div(f64x2.sub(e, one), f64x2.add(e, one));
+  const y2 = f64x2.mul(y, y);
+  const series = f64x2.mul(y, f64x2.add(one, f64x2.mul(y2, f64x2.add(f64x2.splat(-1.0 / 3), f64x2.mul(y2, f64x2.splat(2.0 / 15))))));
+  return v128.bitselect(series, t, f64x2.lt(f64x2.abs(y), f64x2.splat(0.001953125)));
+}
+
 export function add(acc: usize, x: usize, n: i32): void {
   let i = 0;
   for (; i + 4 <= n; i += 4) {

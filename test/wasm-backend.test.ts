@@ -119,7 +119,7 @@ function relClose(label: string, got: Float32Array, want: Float32Array, rel: num
   }
 }
 
-test('rmsNorm, rope, geluMul and add match the reference', () => {
+test('rmsNorm, rope, geluMul, softcap and add match the reference', () => {
   for (const [label, B] of backends) {
     B.resetScratch();
     // rmsNorm over 3 rows of 53, in place and out of place.
@@ -149,6 +149,20 @@ test('rmsNorm, rope, geluMul and add match the reference', () => {
       ref.geluMul(gate, up, n, g);
       B.geluMul(gate, up, n, gate);
       relClose(`geluMul ${n} ${label}`, gate, g, 1e-6);
+    }
+
+    // softcap: small (calling thread) and large (pool), against the reference's Math.tanh loop;
+    // magnitudes from 1e-9 (the series branch) through ±cap to far beyond it (tanh → ±1).
+    for (const n of [1001, 9001]) {
+      const x = fillRandom(B.scratch(n), 8);
+      for (let i = 0; i < n; i++) x[i] *= 10 ** ((i % 23) - 9) * 3;
+      x[0] = 0;
+      const want = Float32Array.from(x, (v) => 30 * Math.tanh(v / 30));
+      B.softcap!(x, n, 30);
+      relClose(`softcap ${n} ${label}`, x, want, 1e-6);
+      let same = 0;
+      for (let i = 0; i < n; i++) if (x[i] === want[i]) same++;
+      assert.ok(same >= 0.99 * n, `softcap ${n} ${label}: only ${same} of ${n} bit-identical to the reference`);
     }
 
     const acc = fillRandom(B.scratch(77), 6);

@@ -89,6 +89,11 @@ export interface Backend {
   geluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array): void;
   /** acc += x over n. */
   add(acc: Float32Array, x: Float32Array, n: number): void;
+  /**
+   * Optional fast path for the final logit softcap: x = cap·tanh(x/cap) over n, as the reference
+   * computes it (f64, one f32 rounding). Without it the caller runs that loop itself.
+   */
+  softcap?(x: Float32Array, n: number, cap: number): void;
   /** x *= s over n, s taken as f32 (Gemma 4's layer scalar and per-layer-input scales). */
   scale(x: Float32Array, n: number, s: number): void;
   /**

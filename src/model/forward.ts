@@ -180,7 +180,8 @@ export function headLogits(m: HeadWeights, h: Float32Array, segments: readonly S
   opts.observer?.(top, 'final_norm', normed, n, H, firstPos);
   const logits = B.scratch(n * m.vocabSize);
   B.matmul(normed, n, m.lmHead, logits);
-  if (cap) for (let i = 0; i < logits.length; i++) logits[i] = cap * Math.tanh(logits[i] / cap);
+  if (cap && B.softcap) B.softcap(logits, logits.length, cap);
+  else if (cap) for (let i = 0; i < logits.length; i++) logits[i] = cap * Math.tanh(logits[i] / cap);
   opts.observer?.(top, 'logits', logits, n, m.vocabSize, firstPos);
   return logits;
 }

@@ -11,7 +11,7 @@ import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } 
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
-import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, setF64 } from './protocol.js';
+import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, OP_SOFTCAP, setF64 } from './protocol.js';
 
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
@@ -256,6 +256,14 @@ export class WasmBackend implements Backend {
     c[A_JOB + 2] = this.addr(out, n, 'geluMul output');
     c[A_JOB + 3] = n;
     this.pool.run(OP_GELU, this.threadScratch, this.threadStride, n < 4096 ? 1 : undefined);
+  }
+
+  softcap(x: Float32Array, n: number, cap: number): void {
+    const c = this.pool.ctl;
+    c[A_JOB] = this.addr(x, n, 'softcap input');
+    c[A_JOB + 1] = n;
+    setF64(c, A_JOB + 2, cap);
+    this.pool.run(OP_SOFTCAP, this.threadScratch, this.threadStride, n < 4096 ? 1 : undefined);
   }
 
   add(acc: Float32Array, x: Float32Array, n: number): void {

@@ -19,6 +19,7 @@ export interface Kernels {
   rope(x: number, T: number, heads: number, headDim: number, pos0: number, table: number): void;
   ropeTrig(invFreq: number, half: number, p0: number, p1: number, table: number): void;
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
+  softcap(x: number, i0: number, i1: number, cap: number): void;
   add(acc: number, x: number, n: number): void;
   scale(x: number, n: number, s: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;

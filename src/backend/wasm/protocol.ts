@@ -18,6 +18,7 @@ export const OP_GELU = 3;
 export const OP_QUANTIZE = 4;
 export const OP_RMSNORM = 5;
 export const OP_ROPE = 6;
+export const OP_SOFTCAP = 7;
 export const OP_EXIT = 99;
 
 /** Argument slots that follow ARGS, per job. */
@@ -84,6 +85,12 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
       // x, T, heads, headDim, pos0, trig table: tokens split over the participants.
       const [t0, t1] = share(ctl[a + 1], parts, i, 1);
       if (t1 > t0) k.rope(ctl[a] + t0 * ctl[a + 2] * ctl[a + 3] * 4, t1 - t0, ctl[a + 2], ctl[a + 3], ctl[a + 4] + t0, ctl[a + 5]);
+      break;
+    }
+    case OP_SOFTCAP: {
+      // x, n, cap (f64 in two slots)
+      const [i0, i1] = share(ctl[a + 1], parts, i, 4);
+      if (i1 > i0) k.softcap(ctl[a], i0, i1, getF64(ctl, a + 2));
       break;
     }
     default:
