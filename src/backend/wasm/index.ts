@@ -16,9 +16,9 @@ import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZ
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
   threads?: number;
-  /** Polls before a waiting thread sleeps (see pool.ts). */
+  /** Polls of the control word before a waiting thread sleeps (default 2 000, or $LUTRA_SPIN; see pool.ts). */
   spin?: number;
-  /** Jobs below this many multiply-adds run on the calling thread alone (default 2^22). */
+  /** Jobs below this many multiply-adds run on the calling thread alone (default 2^18). */
   minParallelWork?: number;
   /** 'q8' (default): int8/int4 matmuls quantize activations per block of 32 and use integer dot products. */
   activations?: Activations;
@@ -32,6 +32,22 @@ export interface WasmBackendOptions {
  * (+20% decode, EXPERIMENTS W24); with the cores shared 2^22 was better (W19). minParallelWork sets it.
  */
 const MIN_PARALLEL_WORK = 1 << 18;
+
+/**
+ * Polls before a waiting thread sleeps (about 5–40 µs). On a quiet 2-vCPU VM 200 000 polls decoded
+ * Gemma 4 E2B int4 20% faster in one sitting but not in the next, and under load long spins cost
+ * dearly (EXPERIMENTS W2, W45): LUTRA_SPIN or the `spin` option sets it.
+ */
+const DEFAULT_SPIN = 2000;
+
+/** LUTRA_SPIN, if set: the poll count for backends not given `spin`. */
+function spinFromEnv(): number | undefined {
+  const v = process.env.LUTRA_SPIN;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new LutraError(`LUTRA_SPIN=${v}: expected a whole number of polls ≥ 0 (e.g. 2000 on a machine shared with other jobs)`);
+  return n;
+}
 
 /** rmsNorm and rope over fewer elements than this run on the calling thread (a decode step's always do). */
 const ELEMENTWISE_PARALLEL = 1 << 15;
@@ -66,7 +82,7 @@ export class WasmBackend implements Backend {
     this.arena = new Arena(probe.heapBase());
     this.k = instantiate(module, this.arena.memory);
     const control = this.arena.bytes(CONTROL_INTS * 4);
-    this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? 2000 });
+    this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? spinFromEnv() ?? DEFAULT_SPIN });
     this.scratchStack = new ScratchStack(this.arena);
     this.codes = new GrowingBuffer(this.arena);
     this.partials = new GrowingBuffer(this.arena);

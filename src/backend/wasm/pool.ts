@@ -1,8 +1,8 @@
 // The worker pool: threads − 1 workers plus the calling thread, one kernels instance each over
 // the shared memory. A job is written into the control block, GEN is bumped and notified, every
 // participant runs its share (the caller takes share 0), and the caller waits for DONE to reach
-// the worker count. Waiting spins briefly before Atomics.wait: a futex wake costs tens of µs
-// and a decode step issues ~150 jobs.
+// the worker count. Waiting spins (2 000 polls by default) before Atomics.wait: waking a sleeping
+// thread costs tens of µs on bare metal and far more on a VM, and a decode step issues 150–400 jobs.
 import { Worker } from 'node:worker_threads';
 import { A_SCRATCH, A_SCRATCH_STRIDE, A_THREADS, CONTROL_INTS, DONE, ERROR, GEN, OP, OP_EXIT, READY, runShare } from './protocol.js';
 import type { Kernels } from './kernels.js';
