@@ -148,7 +148,7 @@ export function softcap(x: usize, i0: i32, i1: i32, cap: f64): void {
 
 /** tanh for two f64 lanes (relative error ~1e-11, below an f32 rounding). */
 @inline function tanh2(y: v128): v128 {
-  // 2y clamped: E/(E+1) is exactly 1 above 80 and exp stays normal above −700.
+  // 2y clamped: (E−1)/(E+1) is exactly ±1 beyond ±80 and exp stays normal above −700.
   const e = exp2x(f64x2.max(f64x2.splat(-700), f64x2.min(f64x2.splat(80), f64x2.add(y, y))));
   const one = f64x2.splat(1);
   const t = f64x2.div(f64x2.sub(e, one), f64x2.add(e, one));

@@ -15,7 +15,7 @@ const backend = makeBackend('wasm', thArg ? { threads: Number(thArg) } : {});
 const { model } = loadModel(dir, backend, { tokenizer: false });
 const totals = new Map();
 let phase = 'prefill';
-for (const name of ['matmul', 'attention', 'rmsNorm', 'rope', 'geluMul', 'add', 'embed', 'roundToF16', 'scale']) {
+for (const name of ['matmul', 'attention', 'rmsNorm', 'rope', 'geluMul', 'add', 'embed', 'roundToF16', 'scale', 'softcap']) {
   const f = backend[name];
   if (typeof f !== 'function') continue;
   backend[name] = function (...a) {

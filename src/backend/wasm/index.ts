@@ -52,6 +52,9 @@ function spinFromEnv(): number | undefined {
 /** rmsNorm and rope over fewer elements than this run on the calling thread (a decode step's always do). */
 const ELEMENTWISE_PARALLEL = 1 << 15;
 
+/** geluMul and softcap (an f64 exp per element) over fewer elements than this run on the calling thread. */
+const EXP_PARALLEL = 4096;
+
 export class WasmBackend implements Backend {
   readonly name = 'wasm';
   readonly arena: Arena;
@@ -271,7 +274,7 @@ export class WasmBackend implements Backend {
     c[A_JOB + 1] = this.addr(up, n, 'geluMul up');
     c[A_JOB + 2] = this.addr(out, n, 'geluMul output');
     c[A_JOB + 3] = n;
-    this.pool.run(OP_GELU, this.threadScratch, this.threadStride, n < 4096 ? 1 : undefined);
+    this.pool.run(OP_GELU, this.threadScratch, this.threadStride, n < EXP_PARALLEL ? 1 : undefined);
   }
 
   softcap(x: Float32Array, n: number, cap: number): void {
@@ -279,7 +282,7 @@ export class WasmBackend implements Backend {
     c[A_JOB] = this.addr(x, n, 'softcap input');
     c[A_JOB + 1] = n;
     setF64(c, A_JOB + 2, cap);
-    this.pool.run(OP_SOFTCAP, this.threadScratch, this.threadStride, n < 4096 ? 1 : undefined);
+    this.pool.run(OP_SOFTCAP, this.threadScratch, this.threadStride, n < EXP_PARALLEL ? 1 : undefined);
   }
 
   add(acc: Float32Array, x: Float32Array, n: number): void {
