@@ -10,7 +10,7 @@
 // in their low nibbles and the odd ones in their high nibbles, in the same order. corr holds one
 // i32 per block, 8·Σ codes, so Σ (nibble − 8)·code = Σ nibble·code − corr. A partial last block
 // is natural order, zero-padded to 32. The codes are the Q8_0 rule of kernels/q8.ts.
-import { gather4, scales4, scaleAt, isum, blockScale, codes4, code } from './q8';
+import { scales4, scaleAt, isum, blockScale, codes4, code } from './q8';
 import { hsum } from './dot';
 import { nibble } from './decode';
 
@@ -40,16 +40,27 @@ export function quantizeQ8I8(x: usize, cols: i32, q: usize, ds: usize, corr: usi
   }
 }
 
-/** i32x4 partial sums of Σ nibble·code over one block: b = its 16 nibble bytes, e/o = even/odd codes. */
+/** i16x8 partial sums of Σ nibble·code over one block: b = its 16 nibble bytes, e/o = even/odd codes. */
 @inline function blockSum(b: v128, e: v128, o: v128): v128 {
   const m = i8x16.splat(15);
   return blockSumUnpacked(v128.and(b, m), v128.and(i16x8.shr_u(b, 4), m), e, o);
 }
 
 /**
+ * Four blocks' i16x8 partial sums → i32x4 of their totals. A lane is at most 2·2·127·15 = 7 620 in
+ * magnitude, so four of them still fit i16 (30 480): the lanes are folded pairwise in i16 with
+ * two rounds of interleaving and widened once, instead of widening each block.
+ */
+@inline function fold4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i16x8.add(v128.shuffle<i64>(a, b, 0, 2), v128.shuffle<i64>(a, b, 1, 3));
+  const cd = i16x8.add(v128.shuffle<i64>(c, d, 0, 2), v128.shuffle<i64>(c, d, 1, 3));
+  return i32x4.extadd_pairwise_i16x8_s(i16x8.add(v128.shuffle<i32>(ab, cd, 0, 2, 4, 6), v128.shuffle<i32>(ab, cd, 1, 3, 5, 7)));
+}
+
+/**
  * Two int4 rows (w1 = w0 + stride, scales sc0 + scs) against the same codes; sums to out and
- * out + os (stride 0 with os 0 computes one row). Four blocks per step: their i32 sums are
- * gathered into one vector, corrected and scaled with one convert and two multiplies.
+ * out + os (stride 0 with os 0 computes one row). Four blocks per step: their sums are folded
+ * into one i32 vector, corrected and scaled with one convert and two multiplies.
  */
 export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: usize, sc0: usize, scs: usize, per: i32, cols: i32, out: usize, os: usize): void {
   const w1 = w0 + stride, sc1 = sc0 + scs;
@@ -61,8 +72,8 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
     const e0 = v128.load(qp), o0 = v128.load(qp, 16), e1 = v128.load(qp, 32), o1 = v128.load(qp, 48);
     const e2 = v128.load(qp, 64), o2 = v128.load(qp, 80), e3 = v128.load(qp, 96), o3 = v128.load(qp, 112);
     const a = w0 + wo, b = w1 + wo;
-    const p = gather4(blockSum(v128.load(a), e0, o0), blockSum(v128.load(a, 16), e1, o1), blockSum(v128.load(a, 32), e2, o2), blockSum(v128.load(a, 48), e3, o3));
-    const u = gather4(blockSum(v128.load(b), e0, o0), blockSum(v128.load(b, 16), e1, o1), blockSum(v128.load(b, 32), e2, o2), blockSum(v128.load(b, 48), e3, o3));
+    const p = fold4(blockSum(v128.load(a), e0, o0), blockSum(v128.load(a, 16), e1, o1), blockSum(v128.load(a, 32), e2, o2), blockSum(v128.load(a, 48), e3, o3));
+    const u = fold4(blockSum(v128.load(b), e0, o0), blockSum(v128.load(b, 16), e1, o1), blockSum(v128.load(b, 32), e2, o2), blockSum(v128.load(b, 48), e3, o3));
     const c = v128.load(corr + (<usize>k << 2)), d = v128.load(ds + (<usize>k << 2));
     acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(p, c)), f32x4.mul(scales4(sc0, k, per), d)));
     acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(u, c)), f32x4.mul(scales4(sc1, k, per), d)));
@@ -72,8 +83,8 @@ export function dotQ4x2I8(w0: usize, stride: usize, q: usize, ds: usize, corr: u
     const wo = <usize>k << 4, qp = q + (<usize>k << 5);
     const e = v128.load(qp), o = v128.load(qp, 16);
     const c = load<i32>(corr + (<usize>k << 2)), d = load<f32>(ds + (<usize>k << 2));
-    t0 += <f32>(isum(blockSum(v128.load(w0 + wo), e, o)) - c) * (scaleAt(sc0, k, per) * d);
-    t1 += <f32>(isum(blockSum(v128.load(w1 + wo), e, o)) - c) * (scaleAt(sc1, k, per) * d);
+    t0 += <f32>(isum(i32x4.extadd_pairwise_i16x8_s(blockSum(v128.load(w0 + wo), e, o))) - c) * (scaleAt(sc0, k, per) * d);
+    t1 += <f32>(isum(i32x4.extadd_pairwise_i16x8_s(blockSum(v128.load(w1 + wo), e, o))) - c) * (scaleAt(sc1, k, per) * d);
   }
   if ((cols & 31) != 0) {
     t0 += tailQ4(w0, q, ds, sc0, per, cols);
@@ -96,17 +107,17 @@ export function unpackNibbles(src: usize, cols: i32, dst: usize): void {
   }
 }
 
-/** i32x4 partial sums of one block from unpacked nibbles (lo, hi) and codes (e, o). */
+/** i16x8 partial sums of one block from unpacked nibbles (lo, hi) and codes (e, o). */
 @inline function blockSumUnpacked(lo: v128, hi: v128, e: v128, o: v128): v128 {
   // Constant condition: the baseline build compiles nothing here (no caller reaches it there).
   if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
-  return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, lo), i16x8.relaxed_dot_i8x16_i7x16_s(o, hi)));
+  return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(e, lo), i16x8.relaxed_dot_i8x16_i7x16_s(o, hi));
 }
 
 /**
  * The GEMM tile: 4 unpacked rows (u, ws bytes apart) × 2 tokens (codes qs, scales and corrections
  * dss bytes apart), full blocks only; st[k] holds the 4 rows' scales of block k. Per block and
- * token, the rows' sums are gathered into one vector: sums for rows r..r+3 go to out (token 0)
+ * token, the rows' sums are folded into one vector: sums for rows r..r+3 go to out (token 0)
  * and out + os (token 1).
  */
 export function tile4x2I8(u: usize, ws: usize, q0: usize, qs: usize, d0: usize, c0: usize, dss: usize, st: usize, cols: i32, out: usize, os: usize): void {
@@ -124,8 +135,8 @@ export function tile4x2I8(u: usize, ws: usize, q0: usize, qs: usize, d0: usize, 
     l = v128.load(u3 + wo); h = v128.load(u3 + wo, 16);
     const p30 = blockSumUnpacked(l, h, e0, o0), p31 = blockSumUnpacked(l, h, e1, o1);
     const s4 = v128.load(st + (<usize>k << 4));
-    const t0 = i32x4.sub(gather4(p00, p10, p20, p30), v128.load32_splat(c0 + ko));
-    const t1 = i32x4.sub(gather4(p01, p11, p21, p31), v128.load32_splat(c1 + ko));
+    const t0 = i32x4.sub(fold4(p00, p10, p20, p30), v128.load32_splat(c0 + ko));
+    const t1 = i32x4.sub(fold4(p01, p11, p21, p31), v128.load32_splat(c1 + ko));
     acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(t0), f32x4.mul(s4, v128.load32_splat(d0 + ko))));
     acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(t1), f32x4.mul(s4, v128.load32_splat(d1 + ko))));
   }
