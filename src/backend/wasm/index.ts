@@ -166,8 +166,8 @@ export class WasmBackend implements Backend {
     c[A_JOB + 2] = T;
     c[A_JOB + 3] = oa;
     c[A_JOB + 4] = m.rows;
-    // Chunks of rows claimed dynamically: 8 per thread for a GEMV, 2 for a GEMM. Multiples of 4
-    // keep the GEMM's 4-row tiles whole.
+    // Rows claimed dynamically, large claims first (protocol.ts): the smallest claim is 1/8 of a
+    // thread's rows for a GEMV, 1/2 for a GEMM. Multiples of 4 keep the GEMM's 4-row tiles whole.
     const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
     c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
     Atomics.store(c, NEXT, 0);
