@@ -1,4 +1,5 @@
-// An independent float64 reference of the Gemma 4 dense forward pass with Hugging Face semantics,
+// An independent float64 reference of the Gemma 4 forward pass with Hugging Face semantics (dense
+// and mixture-of-experts layers),
 // for tests: the whole sequence at once, no KV cache, written from the model definition rather
 // than from lutra's forward. A KV-shared layer attends over the keys and values its source layer
 // computed in the same pass (recomputed here, never read from a cache).
@@ -10,6 +11,8 @@ export interface ReferenceOptions {
   geluF16?: boolean;
   /** Embedding scale sqrt(H) rounded to bf16 (an HF bf16 run) instead of exact. */
   bf16EmbedScale?: boolean;
+  /** Filled with the router's choice: routes[layer][position] = expert ids, most probable first. */
+  routes?: number[][][];
 }
 
 /** Log-softmax rows of the next-token distribution at every position. */
@@ -45,6 +48,38 @@ export function gemma4ReferenceLogProbs(cfg: Gemma4Config, W: (name: string) => 
       x[off + j] = a * c - b * s;
       x[off + j + D / 2] = b * c + a * s;
     }
+  };
+  /**
+   * HF's router and experts on the residual x after attention: softmax over the router logits,
+   * top k, renormalised, times the per-expert scale; each chosen expert's GeGLU on
+   * pre_feedforward_layernorm_2(x); the weighted sum through post_feedforward_layernorm_2.
+   */
+  const moe = (p: (s: string) => Float32Array, x: Float64Array): { out: Float64Array; chosen: number[] } => {
+    const E = cfg.numExperts!, k = cfg.topKExperts!, F = cfg.moeIntermediateSize!;
+    const z = Float64Array.from(x);
+    rms(z, null);
+    const rs = p('router.scale');
+    for (let i = 0; i < H; i++) z[i] = z[i]! * rs[i]! / Math.sqrt(H);
+    const logit = matvec(p('router.proj.weight'), z, E, H);
+    const mx = Math.max(...logit);
+    const pr = Array.from(logit, (v) => Math.exp(v - mx));
+    const tot = pr.reduce((a, b) => a + b, 0);
+    const chosen = pr.map((v, e) => ({ e, v: v / tot })).sort((a, b) => b.v - a.v || a.e - b.e).slice(0, k);
+    const kept = chosen.reduce((a, c) => a + c.v, 0);
+    const y = Float64Array.from(x);
+    rms(y, p('pre_feedforward_layernorm_2.weight'));
+    const gu = p('experts.gate_up_proj'), dn = p('experts.down_proj'), es = p('router.per_expert_scale');
+    const out = new Float64Array(H);
+    for (const { e, v } of chosen) {
+      const w = (v / kept) * es[e]!;
+      const g = matvec(gu.subarray(e * 2 * F * H, (e * 2 * F + F) * H), y, F, H);
+      const u = matvec(gu.subarray((e * 2 * F + F) * H, (e + 1) * 2 * F * H), y, F, H);
+      for (let i = 0; i < F; i++) g[i] = gelu(g[i]!) * u[i]!;
+      const d = matvec(dn.subarray(e * H * F, (e + 1) * H * F), g, H, F);
+      for (let i = 0; i < H; i++) out[i] = out[i]! + w * d[i]!;
+    }
+    rms(out, p('post_feedforward_layernorm_2.weight'));
+    return { out, chosen: chosen.map((c) => c.e) };
   };
   const emb = W('model.embed_tokens.weight');
   const scale = o.bf16EmbedScale ? bf16BitsToF32(f32ToBf16Bits(Math.sqrt(H))) : Math.sqrt(H);
@@ -124,6 +159,12 @@ export function gemma4ReferenceLogProbs(cfg: Gemma4Config, W: (name: string) => 
       const up = matvec(p('mlp.up_proj.weight'), h2, I, H);
       for (let i = 0; i < I; i++) gate[i] = gelu(gate[i]!) * up[i]!;
       const down = matvec(p('mlp.down_proj.weight'), gate, H, I);
+      if (cfg.enableMoeBlock) {
+        rms(down, p('post_feedforward_layernorm_1.weight'));
+        const ex = moe(p, x);
+        for (let i = 0; i < H; i++) down[i] = down[i]! + ex.out[i]!;
+        if (o.routes) (o.routes[l] ??= [])[t] = ex.chosen;
+      }
       rms(down, p('post_feedforward_layernorm.weight'));
       for (let i = 0; i < H; i++) x[i] = x[i]! + down[i]!;
       if (P > 0) {

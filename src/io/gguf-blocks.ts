@@ -8,7 +8,7 @@
 //   lutra int4:32: per row ceil(cols/2) bytes; byte k = element 2k (low) | element 2k+1 (high).
 import { LutraError } from '../util/errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../util/half.js';
-import type { WeightTensor } from '../model/weight.js';
+import { matrixShape, type WeightTensor } from '../model/weight.js';
 import { formatName, formatOfGgml, sameFormat } from '../model/formats.js';
 
 const QK = 32;
@@ -18,9 +18,7 @@ function blocksOf(rows: number, cols: number, what: string): number {
   return (rows * cols) / QK;
 }
 
-function rowsCols(shape: number[]): [number, number] {
-  return shape.length === 1 ? [1, shape[0]] : [shape[0], shape[1]];
-}
+const rowsCols = matrixShape;
 
 function expect(w: WeightTensor, type: 'Q8_0' | 'Q4_0'): void {
   const f = formatOfGgml(type)!;

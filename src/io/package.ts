@@ -8,7 +8,7 @@ import { LutraError } from '../util/errors.js';
 import { writeOutput } from '../util/atomic-output.js';
 import { resolveModelConfig } from '../arch/registry.js';
 import type { ModelConfig } from '../arch/config-types.js';
-import { numel, type WeightFormat, type WeightTensor } from '../model/weight.js';
+import { matrixShape, numel, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { auxCount, auxLayout, formatName, formatTraits, isPlain, misfit, parseFormat, rowBytes } from '../model/formats.js';
 import type { WeightSource } from '../model/forward.js';
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
@@ -49,7 +49,7 @@ export type StoredTensor = Omit<WeightTensor, 'source'>;
 
 /** Bytes a tensor takes in a package, from its shape and format alone (scales and tables in f16). */
 export function storedBytes(shape: number[], format: WeightFormat): number {
-  const [rows, cols] = shape.length === 1 ? [1, shape[0]] : shape;
+  const [rows, cols] = matrixShape(shape);
   return rows * rowBytes(format, cols) + 2 * auxCount(format, rows, cols);
 }
 

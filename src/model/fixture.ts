@@ -129,7 +129,10 @@ export function fixtureTensors(rawConfig: Record<string, unknown>, seed: number,
   const arch = architectureOf(cfg);
   const offset = arch.gguf.normsStoredPlusOne ? 0 : 1; // 1: gains stored as multipliers (Gemma 4)
   return arch.tensors(cfg, { has: () => false }).map((t) => {
-    if (t.shape.length === 2) return bf16Tensor(t.name, t.shape, seed, 0, t.part === 'embed' || t.name.endsWith('embed_tokens_per_layer.weight') ? embedStd : 1 / Math.sqrt(t.shape[1]));
+    // A router with std 1 gives logits of std ~1: peaked routing, as trained routers have, so the
+    // chosen experts do not hinge on rounding-level differences between engines.
+    if (t.name.endsWith('router.proj.weight')) return bf16Tensor(t.name, t.shape, seed, 0, 1);
+    if (t.shape.length >= 2) return bf16Tensor(t.name, t.shape, seed, 0, t.part === 'embed' || t.name.endsWith('embed_tokens_per_layer.weight') ? embedStd : 1 / Math.sqrt(t.shape[t.shape.length - 1]));
     if (t.name.endsWith('layer_scalar')) return bf16Tensor(t.name, t.shape, seed, 1, 0.25);
     const [mean, std] = /post_(attention|feedforward)_layernorm/.test(t.name)
       ? [1.5, 0.5]

@@ -7,7 +7,7 @@
 import { LutraError } from '../util/errors.js';
 import type { GgufType } from '../io/gguf.js';
 import type { StDtype } from '../io/safetensors.js';
-import type { PlainDtype, WeightFormat } from './weight.js';
+import { matrixShape, type PlainDtype, type WeightFormat, type WeightTensor } from './weight.js';
 import { bf16Row, f16Row, f32Row, int4Row, int8Row, lutRow, type RowDecode } from './row-decode.js';
 
 export type { RowDecode };
@@ -195,6 +195,29 @@ export function auxCount(f: WeightFormat, rows: number, cols: number): number {
 /** The unit (scales of a row, table of a group) that row r uses. */
 export function unitOf(aux: AuxLayout, r: number): number {
   return aux.rowsPerUnit === 0 ? 0 : Math.floor(r / aux.rowsPerUnit);
+}
+
+/**
+ * Rows [r0, r1) of w (any rank: rows are all but the last dimension) as a matrix of their own,
+ * sharing w's bytes: one expert of a stacked [E, rows, cols] tensor. A per-tensor scale or table
+ * is shared; per-row or per-group ones are cut, so r0 and r1 must fall on unit boundaries.
+ */
+export function sliceRows(w: WeightTensor, r0: number, r1: number, name: string): WeightTensor {
+  const [rows, cols] = matrixShape(w.shape);
+  const rb = rowBytes(w.format, cols);
+  const out: WeightTensor = { name, shape: [r1 - r0, cols], format: w.format, data: w.data.subarray(r0 * rb, r1 * rb), source: w.source };
+  const aux = auxLayout(w.format, rows, cols);
+  if (aux) {
+    const all = w[aux.name]!;
+    if (aux.rowsPerUnit === 0) out[aux.name] = all;
+    else {
+      if (r0 % aux.rowsPerUnit !== 0 || (r1 % aux.rowsPerUnit !== 0 && r1 !== rows)) {
+        throw new LutraError(`tensor "${w.name}" (${formatName(w.format)}): rows ${r0}..${r1} do not fall on its ${aux.rowsPerUnit}-row ${aux.what} groups`);
+      }
+      out[aux.name] = all.subarray((r0 / aux.rowsPerUnit) * aux.values, Math.ceil(r1 / aux.rowsPerUnit) * aux.values);
+    }
+  }
+  return out;
 }
 
 /** Why f cannot hold a [rows, cols] matrix: an int block size must divide the columns, a LUT group the rows. */

@@ -32,8 +32,8 @@ export interface WeightSource {
 
 /**
  * Activation points an observer can watch, one after every op of the forward pass (per-layer
- * cosine, the fp16 audit, fp16 overflow detection). The ple_* points, v_norm and residual_ffn exist
- * only in architectures that have the op (Gemma 4); `residual` is always the stream leaving a layer.
+ * cosine, the fp16 audit, fp16 overflow detection). The ple_* points, v_norm, moe_out and
+ * residual_ffn exist only in architectures that have the op (Gemma 4); `residual` is always the stream leaving a layer.
  */
 export const ACTIVATION_POINTS = {
   embed: 'embedding lookup × scale (the residual stream entering layer 0)',
@@ -52,6 +52,7 @@ export const ACTIVATION_POINTS = {
   up: 'up_proj matmul',
   mlp_act: 'gelu(gate) · up (the MLP intermediate)',
   ffn_out: 'down_proj matmul (feed-forward output before its post-norm)',
+  moe_out: 'routed experts: weighted sum of the chosen experts after post_feedforward_layernorm_2 (mixture-of-experts layers)',
   ffn_post: 'post_feedforward_layernorm output',
   residual: 'residual add after feed-forward (the stream leaving the layer)',
   ple_input: 'per-layer embedding inputs (token rows and projected stream, normed and mixed)',

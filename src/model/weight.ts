@@ -40,3 +40,12 @@ export interface WeightTensor {
 export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
+
+/**
+ * A tensor as the matrix it is stored as: [rows, cols] with cols the last dimension and rows all
+ * the others (a vector is one row; a stack of experts [E, out, in] is E·out rows).
+ */
+export function matrixShape(shape: number[]): [number, number] {
+  const cols = shape[shape.length - 1];
+  return [numel(shape) / cols, cols];
+}

@@ -4,7 +4,7 @@ import { existsSync, openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePlanEntry, type StoredTensor } from '../io/package.js';
-import type { WeightFormat, WeightTensor } from '../model/weight.js';
+import { matrixShape, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { auxLayout, isPlain, rowBytes, sameFormat, type FormatKind, type FormatOf, type IntFormat } from '../model/formats.js';
 import { dequantize } from '../backend/reference/index.js';
 import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
@@ -70,7 +70,7 @@ const encodeValues: Encoder<WeightFormat> = (x, rows, cols, f, tensor) => (ENCOD
 export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTensor {
   const base = { name: w.name, shape: w.shape, format: target };
   if (sameFormat(w.format, target)) return { ...base, data: w.data, scales: w.scales, table: w.table };
-  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
+  const [rows, cols] = matrixShape(w.shape);
   return { ...base, ...encodeValues(dequantize(w), rows, cols, target, w.name) };
 }
 
@@ -81,7 +81,7 @@ export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTenso
  * at a time. Units are independent, so the bytes are those of encodeTensor.
  */
 export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): Promise<StoredTensor> {
-  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
+  const [rows, cols] = matrixShape(w.shape);
   if (rows * cols <= PIECE_WEIGHTS || sameFormat(w.format, target)) return encodeTensor(w, target);
   // A large tensor: decoded a piece at a time, then encoded (in pieces of whole units where it can be).
   const x = await dequantizeInPieces(w);

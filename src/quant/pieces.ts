@@ -1,7 +1,7 @@
 // Long per-tensor work in pieces of whole rows, with the event loop let in between, so Ctrl-C is
 // handled within a fraction of a second even during a large embedding (src/util/atomic-output.ts).
 import { rowDecoder } from '../backend/reference/index.js';
-import type { WeightTensor } from '../model/weight.js';
+import { matrixShape, type WeightTensor } from '../model/weight.js';
 import type { RowReader } from '../io/row-reader.js';
 import { yieldToEvents } from '../util/atomic-output.js';
 
@@ -15,8 +15,8 @@ export function pieceRows(cols: number, multiple = 1): number {
 
 /** The reference backend's dequantize (same values), a piece of rows at a time. */
 export async function dequantizeInPieces(w: WeightTensor): Promise<Float32Array> {
-  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
-  const decode = rowDecoder(w.shape.length === 1 ? { ...w, shape: [1, cols] } : w);
+  const [rows, cols] = matrixShape(w.shape);
+  const decode = rowDecoder({ ...w, shape: [rows, cols] });
   const out = new Float32Array(rows * cols);
   const step = pieceRows(cols);
   for (let r0 = 0; r0 < rows; r0 += step) {

@@ -8,7 +8,7 @@ import { PackageSource, storedBytes } from '../io/package.js';
 import { GgufSource } from '../io/gguf-source.js';
 import { ggufTypeName } from '../io/gguf.js';
 import { rowDecoder } from '../backend/reference/index.js';
-import type { WeightTensor } from '../model/weight.js';
+import { matrixShape, type WeightTensor } from '../model/weight.js';
 import { formatName } from '../model/formats.js';
 import type { ModelConfig } from '../arch/config-types.js';
 
@@ -95,7 +95,7 @@ function bytesOf(src: OpenedSource, name: string): { format: string; bytes: numb
 
 /** Row-streamed error and condition figures: nothing is expanded beyond one row at a time. */
 function compare(w: WeightTensor, s: WeightTensor): Pick<TensorReport, 'rel_rms' | 'cosine' | 'condition' | 'condition_worst_channel' | 'worst_channel'> {
-  const flat = (t: WeightTensor) => (t.shape.length === 1 ? { ...t, shape: [1, t.shape[0]] } : t);
+  const flat = (t: WeightTensor) => ({ ...t, shape: matrixShape(t.shape) });
   const [rows, cols] = flat(w).shape;
   const dw = rowDecoder(flat(w));
   const ds = rowDecoder(flat(s));

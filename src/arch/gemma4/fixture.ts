@@ -1,8 +1,10 @@
-// Gemma 4 fixture configs: random-weight checkpoints in the real shapes (E2B, E4B, 31B) and a tiny
-// one that exercises every feature the dense model has — per-layer embeddings, KV sharing,
-// double-wide MLPs, K=V full layers, two head sizes, proportional RoPE, softcapping and layer
-// scalars ≠ 1 — laid out so llama.cpp computes exactly what the config says (its KV-sharing rule:
-// the layer before the shared block is full, the one before that sliding).
+// Gemma 4 fixture configs: random-weight checkpoints in the real shapes (E2B, E4B, 31B, 26B-A4B)
+// and two tiny ones: tiny-gemma4 exercises every feature the dense models have — per-layer
+// embeddings, KV sharing, double-wide MLPs, K=V full layers, two head sizes, proportional RoPE,
+// softcapping and layer scalars ≠ 1 — and tiny-gemma4-moe the mixture-of-experts layers (router,
+// top-k experts beside the dense MLP, K=V full layers, no per-layer embeddings), laid out so
+// llama.cpp computes exactly what the config says (its KV-sharing rule: the layer before the
+// shared block is full, the one before that sliding).
 import { LutraError } from '../../util/errors.js';
 
 export interface Gemma4FixtureShape {
@@ -22,25 +24,35 @@ export interface Gemma4FixtureShape {
   perLayerInput: number;
   kvSharedLayers: number;
   doubleWideMlp: boolean;
+  /** Mixture of experts on every layer: expert count, experts per token, expert width; null = dense. */
+  moe: { experts: number; topK: number; width: number } | null;
   embedStd: number;
 }
 
 export const GEMMA4_SHAPES: Record<string, Gemma4FixtureShape> = {
   'tiny-gemma4': {
     hidden: 64, intermediate: 96, layers: 10, period: 5, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 16, globalHeadDim: 32,
-    slidingWindow: 8, maxPositions: 2048, perLayerInput: 16, kvSharedLayers: 5, doubleWideMlp: true, embedStd: 0.5,
+    slidingWindow: 8, maxPositions: 2048, perLayerInput: 16, kvSharedLayers: 5, doubleWideMlp: true, moe: null, embedStd: 0.5,
+  },
+  'tiny-gemma4-moe': {
+    hidden: 96, intermediate: 64, layers: 6, period: 3, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 16, globalHeadDim: 32,
+    slidingWindow: 16, maxPositions: 2048, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: { experts: 8, topK: 2, width: 32 }, embedStd: 0.5,
   },
   'gemma-4-e2b': {
     hidden: 1536, intermediate: 6144, layers: 35, period: 5, heads: 8, kvHeads: 1, globalKvHeads: null, headDim: 256, globalHeadDim: 512,
-    slidingWindow: 512, maxPositions: 131072, perLayerInput: 256, kvSharedLayers: 20, doubleWideMlp: true, embedStd: 0.05,
+    slidingWindow: 512, maxPositions: 131072, perLayerInput: 256, kvSharedLayers: 20, doubleWideMlp: true, moe: null, embedStd: 0.05,
   },
   'gemma-4-e4b': {
     hidden: 2560, intermediate: 10240, layers: 42, period: 6, heads: 8, kvHeads: 2, globalKvHeads: null, headDim: 256, globalHeadDim: 512,
-    slidingWindow: 512, maxPositions: 131072, perLayerInput: 256, kvSharedLayers: 18, doubleWideMlp: false, embedStd: 0.05,
+    slidingWindow: 512, maxPositions: 131072, perLayerInput: 256, kvSharedLayers: 18, doubleWideMlp: false, moe: null, embedStd: 0.05,
   },
   'gemma-4-31b': {
     hidden: 5376, intermediate: 21504, layers: 60, period: 6, heads: 32, kvHeads: 16, globalKvHeads: 4, headDim: 256, globalHeadDim: 512,
-    slidingWindow: 1024, maxPositions: 262144, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, embedStd: 0.05,
+    slidingWindow: 1024, maxPositions: 262144, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: null, embedStd: 0.05,
+  },
+  'gemma-4-26b-a4b': {
+    hidden: 2816, intermediate: 2112, layers: 30, period: 6, heads: 16, kvHeads: 8, globalKvHeads: 2, headDim: 256, globalHeadDim: 512,
+    slidingWindow: 1024, maxPositions: 262144, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: { experts: 128, topK: 8, width: 704 }, embedStd: 0.05,
   },
 };
 
@@ -96,7 +108,8 @@ export function gemma4FixtureConfig(s: Gemma4FixtureShape): Record<string, unkno
     hidden_activation: 'gelu_pytorch_tanh',
     tie_word_embeddings: true,
     final_logit_softcapping: 30,
-    enable_moe_block: false,
+    enable_moe_block: s.moe !== null,
+    ...(s.moe ? { num_experts: s.moe.experts, top_k_experts: s.moe.topK, moe_intermediate_size: s.moe.width } : {}),
     bos_token_id: 2,
     eos_token_id: [1, 106],
     pad_token_id: 0,

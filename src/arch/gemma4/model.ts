@@ -1,7 +1,8 @@
-// Gemma 4 dense text decoder, written once against the Backend interface. Read top to bottom:
+// Gemma 4 text decoder, written once against the Backend interface. Read top to bottom:
 // embedding and per-layer embeddings, then per layer the attention block (its own head size,
-// K=V on some full layers, no K/V of its own on KV-shared layers), the GeGLU block, the per-layer
-// input and the layer scalar, then the final norm, the tied LM head and the logit softcap.
+// K=V on some full layers, no K/V of its own on KV-shared layers), the GeGLU block (beside it the
+// routed experts on mixture-of-experts models, moe.ts), the per-layer input and the layer scalar,
+// then the final norm, the tied LM head and the logit softcap.
 //
 // Differences from Gemma 3 worth knowing: norm weights are plain multipliers (no 1 + w); V gets a
 // weightless RMS norm; attention scores are not scaled (scale 1); full layers use proportional
@@ -20,7 +21,7 @@ import type { RowReader } from '../../io/row-reader.js';
 import { dequantize } from '../../backend/reference/index.js';
 import { gemma4Tensors, PLE_TABLE } from './tensors.js';
 import { ownsLmHead } from '../gemma3/tensors.js';
-import { LutraError } from '../../util/errors.js';
+import { moeForward, moeScratch, prepareExperts, type MoeWeights } from './moe.js';
 
 interface Layer extends Gemma4Layer {
   inputNorm: Float32Array;
@@ -38,6 +39,8 @@ interface Layer extends Gemma4Layer {
   up: Matrix;
   down: Matrix;
   postFfnNorm: Float32Array;
+  /** The routed experts beside the dense MLP; null on dense models. */
+  moe: MoeWeights | null;
   /** Per-layer input: gate [P, H], projection [H, P], post-norm [H]; null without PLE. */
   ple: { gate: Matrix; proj: Matrix; postNorm: Float32Array } | null;
   scalar: number;
@@ -79,6 +82,8 @@ export class Gemma4Model implements CausalLM {
   private readonly ones = new Map<number, Float32Array>();
   /** Layers whose keys and values later KV-shared layers read. */
   private readonly sharedSources: Set<number>;
+  /** Told every mixture-of-experts layer's choice: experts[t·k + j] is row t's j-th expert (diagnostics, tests). */
+  onRoute: ((layer: number, experts: Int32Array, T: number) => void) | null = null;
 
   /**
    * Every tensor's shape is checked against the config before any weight is read; each weight is
@@ -92,9 +97,6 @@ export class Gemma4Model implements CausalLM {
     checks: { weights?: boolean } = {},
   ) {
     const { hiddenSize: H, numHeads: nH, hiddenSizePerLayerInput: P } = cfg;
-    if (cfg.enableMoeBlock) {
-      throw new LutraError(`${src.dir}: enable_moe_block is true; lutra runs the dense Gemma 4 models, not yet the mixture-of-experts one`);
-    }
     checkTensorShapes(gemma4Tensors(cfg, src), src);
     this.numLayers = cfg.numLayers;
     this.cacheLayout = gemma4CacheLayout(cfg);
@@ -135,6 +137,7 @@ export class Gemma4Model implements CausalLM {
         up: mat(p + 'mlp.up_proj.weight', I, H),
         down: mat(p + 'mlp.down_proj.weight', H, I),
         postFfnNorm: norm(p + 'post_feedforward_layernorm.weight', H),
+        moe: cfg.enableMoeBlock ? this.loadMoe(p, load, norm, mat) : null,
         ple: P > 0
           ? { gate: mat(p + 'per_layer_input_gate.weight', P, H), proj: mat(p + 'per_layer_projection.weight', H, P), postNorm: norm(p + 'post_per_layer_input_norm.weight', H) }
           : null,
@@ -146,6 +149,31 @@ export class Gemma4Model implements CausalLM {
     this.ropeGlobal = makeRopeTable(cfg.ropeGlobal.theta, cfg.globalHeadDim, cfg.ropeGlobal.linearFactor, cfg.ropeGlobal.rotaryFraction);
     for (const D of new Set(cfg.layers.map((l) => l.headDim))) this.ones.set(D, backend.alloc(D).fill(1));
     this.sharedSources = new Set(cfg.layers.filter((l, i) => l.kvSource !== i).map((l) => l.kvSource));
+  }
+
+  /** Layer p's router, expert scales, extra norms and the stacked experts split per expert. */
+  private loadMoe(
+    p: string,
+    load: (name: string, shape: number[]) => ReturnType<WeightSource['load']>,
+    norm: (name: string, dim: number) => Float32Array,
+    mat: (name: string, rows: number, cols: number) => Matrix,
+  ): MoeWeights {
+    const { hiddenSize: H } = this.cfg;
+    const E = this.cfg.numExperts!, F = this.cfg.moeIntermediateSize!;
+    const routerGain = norm(p + 'router.scale', H);
+    for (let i = 0; i < H; i++) routerGain[i] *= 1 / Math.sqrt(H);
+    return {
+      numExperts: E,
+      topK: this.cfg.topKExperts!,
+      width: F,
+      router: mat(p + 'router.proj.weight', E, H),
+      routerGain,
+      expertScale: norm(p + 'router.per_expert_scale', E),
+      preNorm2: norm(p + 'pre_feedforward_layernorm_2.weight', H),
+      postNorm1: norm(p + 'post_feedforward_layernorm_1.weight', H),
+      postNorm2: norm(p + 'post_feedforward_layernorm_2.weight', H),
+      ...prepareExperts(this.backend, load(p + 'experts.gate_up_proj', [E, 2 * F, H]), load(p + 'experts.down_proj', [E, H, F]), E, F, H),
+    };
   }
 
   get separateHead(): boolean {
@@ -193,6 +221,8 @@ export class Gemma4Model implements CausalLM {
     const pleIn = this.ple ? this.perLayerInputs(ids, h, pos0, opts) : null;
     const pleSlice = P > 0 ? B.scratch(T * P) : null;
     const pleGate = P > 0 ? B.scratch(T * P) : null;
+    const moeLayer = this.layers.find((Ly) => Ly.moe);
+    const moeBufs = moeLayer ? { s: moeScratch(B, moeLayer.moe!, T, H), out: B.scratch(T * H) } : null;
 
     for (let l = 0; l < L; l++) {
       const Ly = this.layers[l];
@@ -264,6 +294,15 @@ export class Gemma4Model implements CausalLM {
       seen?.('mlp_act', g, I);
       B.matmul(g, T, Ly.down, x);
       seen?.('ffn_out', x, H);
+      if (Ly.moe && moeBufs) {
+        // Dense and routed branches, each normed, summed, then normed again. The router reads h,
+        // the residual after attention.
+        B.rmsNorm(x, T, H, Ly.moe.postNorm1, eps, x);
+        const { experts } = moeForward(B, Ly.moe, h, T, H, eps, moeBufs.s, moeBufs.out);
+        this.onRoute?.(l, experts, T);
+        seen?.('moe_out', moeBufs.out, H);
+        B.add(x, moeBufs.out, T * H);
+      }
       B.rmsNorm(x, T, H, Ly.postFfnNorm, eps, x);
       seen?.('ffn_post', x, H);
       B.add(h, x, T * H);

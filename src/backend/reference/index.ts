@@ -2,7 +2,7 @@
 // the Hugging Face Gemma 3 math. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
 import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
-import type { WeightTensor } from '../../model/weight.js';
+import { matrixShape, type WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type IntFormat } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 import { checkActivations, quantizeQ8, usesQ8, type Activations } from './q8.js';
@@ -70,8 +70,8 @@ export function rowDecoder(w: WeightTensor): (r: number, dst: Float32Array) => v
 
 /** A whole weight as f32 (conversion and diagnostics only; the runtime never expands weights). */
 export function dequantize(w: WeightTensor): Float32Array {
-  const [rows, cols] = w.shape.length === 1 ? [1, w.shape[0]] : w.shape;
-  const decode = rowDecoder(w.shape.length === 1 ? { ...w, shape: [1, cols] } : w);
+  const [rows, cols] = matrixShape(w.shape);
+  const decode = rowDecoder({ ...w, shape: [rows, cols] });
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) decode(r, out.subarray(r * cols, (r + 1) * cols));
   return out;

@@ -1,0 +1,171 @@
+// Gemma 4 mixture of experts on the tiny-gemma4-moe fixture (8 experts, top 2, beside the dense
+// MLP on every layer; K=V full layers): lutra against the independent float64 reference of the HF
+// semantics on both backends, the router's choice against the reference's on every token and
+// layer, decode against batched prefill past the sliding window, and expert slicing of stacked
+// tensors in every weight format.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeFixture } from '../src/model/fixture.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { loadModel } from '../src/runtime/load.js';
+import { ReferenceBackend, dequantize } from '../src/backend/reference/index.js';
+import { WasmBackend } from '../src/backend/wasm/index.js';
+import type { Backend } from '../src/backend/backend.js';
+import { Session } from '../src/runtime/session.js';
+import type { Gemma4Model } from '../src/arch/gemma4/model.js';
+import type { Gemma4Config } from '../src/arch/config-types.js';
+import { route } from '../src/arch/gemma4/moe.js';
+import { sliceRows, parseFormat } from '../src/model/formats.js';
+import { encodeTensor } from '../src/quant/convert.js';
+import { logSoftmax } from '../src/verify/metrics.js';
+import { gemma4ReferenceLogProbs } from './gemma4-reference.js';
+import { maxAbsDiff, tokenSequence } from './helpers.js';
+
+const root = mkdtempSync(join(tmpdir(), 'lutra-gemma4-moe-'));
+const dir = join(root, 'tiny-gemma4-moe');
+await writeFixture(dir, 'tiny-gemma4-moe', 11);
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+
+const ck = Checkpoint.open(dir);
+const cfg = ck.config as Gemma4Config;
+const cache = new Map<string, Float32Array>();
+const W = (name: string) => {
+  let w = cache.get(name);
+  if (!w) cache.set(name, (w = dequantize(ck.load(name))));
+  return w;
+};
+const ids = tokenSequence(4 * cfg.slidingWindow, 23); // 64 positions: four sliding windows
+const routes: number[][][] = [];
+// The fixture is bf16, so lutra scales embeddings by sqrt(96) rounded to bf16 (9.8125), as an HF
+// bf16 run does.
+const reference = gemma4ReferenceLogProbs(cfg, W, ids, { routes, bf16EmbedScale: true });
+ck.close();
+
+test('the tiny MoE fixture has experts on every layer, K=V full layers and no per-layer embeddings', () => {
+  assert.equal(cfg.enableMoeBlock, true);
+  assert.equal(cfg.numExperts, 8);
+  assert.equal(cfg.topKExperts, 2);
+  assert.equal(cfg.hiddenSizePerLayerInput, 0);
+  assert.ok(cfg.layers.some((l) => l.kEqV), 'a K=V full layer');
+  // Every expert is chosen somewhere, so none of them is dead weight in the comparison.
+  assert.equal(new Set(routes.flat(2)).size, 8);
+});
+
+interface Run {
+  logp: Float64Array[];
+  /** routes[layer][position] = expert ids, most probable first. */
+  routes: number[][][];
+}
+
+function run(B: Backend, decode: boolean): Run {
+  const { model } = loadModel(dir, B, { tokenizer: false });
+  const m = model as Gemma4Model;
+  const got: number[][][] = [];
+  let pos = 0;
+  m.onRoute = (l, experts, T) => {
+    const k = cfg.topKExperts!;
+    for (let t = 0; t < T; t++) (got[l] ??= [])[pos + t] = Array.from(experts.subarray(t * k, (t + 1) * k));
+  };
+  try {
+    const s = new Session(model, { contextLength: 80, prefillBatch: 24, qChunk: 8 });
+    const V = model.vocabSize;
+    if (decode) {
+      return {
+        logp: ids.map((id, t) => {
+          pos = t;
+          return logSoftmax(s.step(id));
+        }),
+        routes: got,
+      };
+    }
+    // Prefill in batches of 24: each batch's rows start at its first position.
+    const logp: Float64Array[] = [];
+    for (let b = 0; b < ids.length; b += 24) {
+      pos = b;
+      const chunk = ids.slice(b, b + 24);
+      const all = s.prefill(chunk, { all: true });
+      chunk.forEach((_, t) => logp.push(logSoftmax(all.subarray(t * V, (t + 1) * V))));
+    }
+    return { logp, routes: got };
+  } finally {
+    model.close?.();
+  }
+}
+
+function maxRowDiff(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
+  let m = 0;
+  a.forEach((row, t) => {
+    for (let i = 0; i < row.length; i++) m = Math.max(m, Math.abs(row[i] - b[t][i]));
+  });
+  return m;
+}
+
+test('both backends match the float64 reference and pick the reference experts on every token (prefill and decode)', (t) => {
+  const wasm = new WasmBackend({ threads: 2, minParallelWork: 1 });
+  try {
+    for (const [name, B] of [['reference', new ReferenceBackend({ activations: 'f32' })], ['wasm', wasm]] as [string, Backend][]) {
+      for (const decode of [false, true]) {
+        const r = run(B, decode);
+        const d = maxRowDiff(r.logp, reference);
+        t.diagnostic(`${name} ${decode ? 'decode' : 'prefill'}: max |Δ log p| vs float64 reference ${d.toExponential(2)}`);
+        assert.ok(d < 2e-4, `${name} ${decode ? 'decode' : 'prefill'}: max |Δ log p| ${d}`);
+        assert.deepEqual(r.routes, routes, `${name} ${decode ? 'decode' : 'prefill'}: router choice differs from the reference`);
+      }
+    }
+  } finally {
+    wasm.dispose();
+  }
+});
+
+test('MoE decode equals batched prefill past the window on both backends (≤ 1e-4 in logits)', () => {
+  const wasm = new WasmBackend({ threads: 2, minParallelWork: 1 });
+  try {
+    for (const B of [new ReferenceBackend(), wasm] as Backend[]) {
+      const { model } = loadModel(dir, B, { tokenizer: false });
+      const V = model.vocabSize;
+      const batched = new Session(model, { contextLength: 80, prefillBatch: 40, qChunk: 8 }).prefill(ids, { all: true }).slice();
+      const stepper = new Session(model, { contextLength: 80 });
+      let worst = 0;
+      ids.forEach((id, t) => {
+        worst = Math.max(worst, maxAbsDiff(stepper.step(id), batched.subarray(t * V, (t + 1) * V)));
+      });
+      assert.ok(worst <= 1e-4, `${B.name}: max |Δ logit| decode vs prefill ${worst}`);
+      model.close?.();
+    }
+  } finally {
+    wasm.dispose();
+  }
+});
+
+test('route: softmax, top k with ties to the lower index, renormalised, times the expert scale', () => {
+  // Two tokens over 4 experts: probabilities from known logits.
+  const logits = new Float32Array([0, Math.log(3), Math.log(2), Math.log(2), 1, 1, 1, 1]);
+  const experts = new Int32Array(4);
+  const weights = new Float32Array(4);
+  route(logits, 2, 4, 2, new Float32Array([1, 0.5, 2, 4]), experts, weights);
+  // Token 0: p ∝ 1, 3, 2, 2 → experts 1 then 2 (tie with 3 goes to the lower index); kept 5/8.
+  assert.deepEqual(Array.from(experts.subarray(0, 2)), [1, 2]);
+  assert.ok(Math.abs(weights[0] - (3 / 5) * 0.5) < 1e-7 && Math.abs(weights[1] - (2 / 5) * 2) < 1e-7, `${weights}`);
+  // Token 1: all equal → experts 0 and 1, each 1/2 of the kept mass.
+  assert.deepEqual(Array.from(experts.subarray(2, 4)), [0, 1]);
+  assert.ok(Math.abs(weights[2] - 0.5) < 1e-7 && Math.abs(weights[3] - 0.25) < 1e-7, `${weights}`);
+});
+
+test('one expert of a stacked tensor, sliced in every weight format, decodes to the same rows as the whole stack', () => {
+  const E = 3, rows = 8, cols = 64;
+  const values = new Float32Array(E * rows * cols).map((_, i) => Math.sin(i * 0.37) * (1 + (i % 7)));
+  const whole = { name: 'stack', shape: [E, rows, cols], format: { kind: 'f32' as const }, data: new Uint8Array(values.buffer), source: 'test' };
+  for (const f of ['f32', 'bf16', 'f16', 'int8:32', 'int8:c', 'int8:t', 'int4:32', 'int4:c', 'lut4:4', 'lut6:8', 'lut3:0']) {
+    const enc = encodeTensor(whole, parseFormat(f, 'test'));
+    const all = dequantize({ ...enc, source: 'test' });
+    for (let e = 0; e < E; e++) {
+      const one = dequantize(sliceRows({ ...enc, source: 'test' }, e * rows, (e + 1) * rows, `stack[${e}]`));
+      assert.equal(maxAbsDiff(one, all.subarray(e * rows * cols, (e + 1) * rows * cols)), 0, `${f}: expert ${e}`);
+    }
+  }
+  const lut = encodeTensor(whole, parseFormat('lut4:3', 'test'));
+  assert.throws(() => sliceRows({ ...lut, source: 'test' }, rows, 2 * rows, 'x'), /rows 8\.\.16 do not fall on its 3-row table/);
+});
