@@ -257,7 +257,7 @@ const CASES: Case[] = [
   {
     what: 'a meta.yaml tensor without a shape',
     args: () => gen(withMeta(PA, (m) => delete m.tensors[0].shape)),
-    error: /meta\.yaml: tensor "[^"]+" has shape undefined; expected \[n\] or \[rows, cols\]/,
+    error: /meta\.yaml: tensor "[^"]+" has shape undefined; expected \[n\], \[rows, cols\] or \[experts, rows, cols\]/,
   },
   {
     what: 'codes of the wrong length',

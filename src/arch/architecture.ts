@@ -9,8 +9,14 @@ import type { CacheLayerSpec, CausalLM, WeightSource } from '../model/forward.js
 import type { Fp16ScaleRule } from '../fp16/scale.js';
 
 /** The parts `--quant PART=FORMAT` addresses. */
-export type Part = 'embed' | 'ple' | 'attn' | 'ffn' | 'lmhead';
-export const PARTS: readonly Part[] = ['embed', 'ple', 'attn', 'ffn', 'lmhead'];
+export type Part = 'embed' | 'ple' | 'attn' | 'ffn' | 'experts' | 'router' | 'lmhead';
+export const PARTS: readonly Part[] = ['embed', 'ple', 'attn', 'ffn', 'experts', 'router', 'lmhead'];
+/**
+ * The parts `--quant all=FORMAT` sets: all but the router, which stays as stored unless named. Its
+ * logits choose the experts, so an error there changes which weights run rather than adding noise
+ * to them, and at [experts, hidden] it is a tiny share of the bytes.
+ */
+export const ALL_PARTS: readonly Part[] = PARTS.filter((p) => p !== 'router');
 
 /** One tensor a model reads. */
 export interface TensorSpec {
@@ -24,6 +30,8 @@ export interface TensorSpec {
   part: Part | null;
   /** llama.cpp's name for it. */
   gguf: string;
+  /** The share of it one decoded token reads when that is not all of it (stacked experts: top-k of E). */
+  readPerToken?: number;
 }
 
 export interface LoadChecks {

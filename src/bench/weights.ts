@@ -3,7 +3,7 @@
 import { openWeightSource } from '../io/source.js';
 import type { CausalLM } from '../model/forward.js';
 import { architectureOf } from '../arch/registry.js';
-import type { WeightFormat } from '../model/weight.js';
+import { matrixShape, type WeightFormat } from '../model/weight.js';
 import { auxCount, formatName, rowBytes } from '../model/formats.js';
 
 /** Bytes of one [rows, cols] matrix as the backends hold it: codes plus f32 scales or tables. */
@@ -12,7 +12,10 @@ export function matrixBytes(format: WeightFormat, rows: number, cols: number): n
 }
 
 export interface WeightBytes {
-  /** Bytes read per decoded token: every matrix once (a tied embedding once, as the LM head) plus the f32 norm gains. */
+  /**
+   * Bytes read per decoded token: every matrix once (a tied embedding once, as the LM head; of
+   * stacked experts the top-k chosen) plus the f32 norm gains.
+   */
   perToken: number;
   /** Every weight held in memory (adds the embedding when the LM head is separate). */
   resident: number;
@@ -33,6 +36,7 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
     let perToken = 0;
     let resident = 0;
     let onDisk = 0;
+    const diskTables = new Set(model.diskTables ?? []);
     for (const t of architectureOf(model.cfg).tensors(model.cfg, src)) {
       if (t.shape.length === 1) {
         // Gains and scalars are expanded to f32 at load.
@@ -40,19 +44,19 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
         resident += 4 * t.shape[0];
         continue;
       }
-      const [rows, cols] = t.shape;
+      const [rows, cols] = matrixShape(t.shape);
       const f = src.format(t.name);
       const b = matrixBytes(f, rows, cols);
       const fname = formatName(f);
       byFormat[fname] = (byFormat[fname] ?? 0) + b;
       formats.set(t.name, fname);
-      if (t.part === 'ple') {
+      if (diskTables.has(t.name)) {
         onDisk += b;
         continue;
       }
       resident += b;
       // A tied embedding is read once per token, as the LM head; a separate one only for the token's row.
-      if (t.part !== 'embed' || !model.separateHead) perToken += b;
+      if (t.part !== 'embed' || !model.separateHead) perToken += b * (t.readPerToken ?? 1);
     }
     return { perToken, resident, onDisk, byFormat, formats };
   } finally {

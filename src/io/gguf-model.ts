@@ -205,7 +205,7 @@ export interface ModelExportOptions {
   tokenizerJson: any;
   tokenizerConfig: any;
   name: string;
-  /** Type of the 2-D weights; 1-D tensors are always F32. */
+  /** Type of the matrices; 1-D tensors and routers are always F32. */
   type: GgufExportType;
   /**
    * Write lm_head.weight (as output.weight) even though the config ties it to the embedding: a
@@ -258,7 +258,9 @@ export async function exportModelGguf(opts: ModelExportOptions): Promise<void> {
       throw new LutraError(`tensor "${t.hfName}": shape [${t.shape.join(', ')}] but the config implies [${m.shape.join(', ')}] (${m.from})`);
     }
     const plusOne = arch.gguf.normsStoredPlusOne && t.shape.length === 1 && t.hfName.endsWith('norm.weight');
-    const type = t.shape.length === 1 ? GgufType.F32 : MATRIX_TYPE[opts.type];
+    // A router stays F32 (its values exactly, whatever lutra format holds them), as llama.cpp's
+    // quantizer keeps ffn_gate_inp: it picks the experts (see the router part in architecture.ts).
+    const type = t.shape.length === 1 || m.part === 'router' ? GgufType.F32 : MATRIX_TYPE[opts.type];
     const nbytes = ggufTensorBytes(type, t.shape, `tensor "${t.hfName}"`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
     specs.push({

@@ -10,7 +10,7 @@ import { architectureForGguf, ARCHITECTURES } from '../arch/registry.js';
 import type { Architecture } from '../arch/architecture.js';
 import type { ModelConfig } from '../arch/config-types.js';
 import type { WeightSource } from '../model/forward.js';
-import type { WeightFormat, WeightTensor } from '../model/weight.js';
+import { matrixShape, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { formatOfGgml, isPlain } from '../model/formats.js';
 import { decodeTensor, ggufNumber, ggufString, ggufTypeName, GgufType, readGguf, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf.js';
 import { q4_0ToInt4, q8_0ToInt8 } from './gguf-blocks.js';
@@ -112,7 +112,7 @@ export class GgufSource implements WeightSource {
       if (this.arch.gguf.normsStoredPlusOne && name.endsWith('norm.weight')) for (let i = 0; i < v.length; i++) v[i] = Math.fround(v[i] - 1);
       return { ...base, data: new Uint8Array(v.buffer) };
     }
-    const [rows, cols] = t.shape;
+    const [rows, cols] = matrixShape(t.shape);
     const what = `${this.dir}: tensor "${t.name}"`;
     if (t.type === GgufType.Q8_0) {
       const q = q8_0ToInt8(readTensorBytes(this.file, t), rows, cols, what);

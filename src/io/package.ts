@@ -56,7 +56,7 @@ export function storedBytes(shape: number[], format: WeightFormat): number {
 /** The stored parts of a tensor: the plain tensor, or X.codes (flat) plus X.scales (flat) or X.table [groups, 2^b]. */
 function partSpecs(name: string, shape: number[], f: WeightFormat): { name: string; dtype: StDtype; shape: number[] }[] {
   const { dtype } = formatTraits(f);
-  const [rows, cols] = shape;
+  const [rows, cols] = matrixShape(shape);
   const aux = auxLayout(f, rows, cols);
   if (!aux) return [{ name, dtype, shape }];
   return [
@@ -185,9 +185,9 @@ export async function writePackage(
   });
 }
 
-/** A quantized format must fit its tensor's shape (a 2-D matrix whose columns / rows its groups divide). */
+/** A quantized format must fit its tensor's shape (a matrix, or a stack of them, whose columns / rows its groups divide). */
 function checkFormatShape(metaPath: string, name: string, shape: number[], f: WeightFormat): void {
-  if (shape.length !== 2 || misfit(f, shape[0], shape[1]) !== null) {
+  if (shape.length < 2 || misfit(f, ...matrixShape(shape)) !== null) {
     throw new LutraError(`${metaPath}: tensor "${name}" is ${formatName(f)} with shape [${shape}], which that format cannot hold`);
   }
 }
@@ -239,8 +239,8 @@ export class PackageSource implements WeightSource {
         throw new LutraError(`${metaPath}: tensors[${i}] is ${JSON.stringify(t)}; expected an entry with a name, a format and a shape`);
       }
       const matrix = Array.isArray(t.shape) && t.shape.every((d) => Number.isInteger(d) && d > 0);
-      if (!matrix || (t.shape.length !== 1 && t.shape.length !== 2)) {
-        throw new LutraError(`${metaPath}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}; expected [n] or [rows, cols] of positive integers`);
+      if (!matrix || t.shape.length < 1 || t.shape.length > 3) {
+        throw new LutraError(`${metaPath}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}; expected [n], [rows, cols] or [experts, rows, cols] of positive integers`);
       }
       const parsed = parseFormat(String(t.format), `${metaPath}: tensor "${t.name}"`);
       if (!isPlain(parsed)) checkFormatShape(metaPath, t.name, t.shape, parsed);
@@ -309,7 +309,7 @@ export class PackageSource implements WeightSource {
       return { name, shape: t.shape, format: f, data, source: path };
     }
     const codes = this.read(`${name}.codes`);
-    const [rows, cols] = t.shape;
+    const [rows, cols] = matrixShape(t.shape);
     if (codes.data.byteLength !== rows * rowBytes(f, cols)) {
       throw new LutraError(`${codes.path}: "${name}.codes" has ${codes.data.byteLength} bytes; ${formatName(f)} of [${t.shape}] needs ${rows * rowBytes(f, cols)}`);
     }

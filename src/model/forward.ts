@@ -107,6 +107,8 @@ export interface CausalLM {
   readonly cacheLayout: readonly CacheLayerSpec[];
   /** Whether the LM head is its own matrix rather than the tied embedding. */
   readonly separateHead: boolean;
+  /** Tensors read row by row from their file and never held in memory (Gemma 4's per-layer embeddings). */
+  readonly diskTables?: readonly string[];
   /**
    * Run T tokens at positions pos0..pos0+T-1 against `cache` (which holds positions < pos0),
    * append their keys/values, and return logits [rows, vocab] for the requested positions.

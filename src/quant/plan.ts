@@ -4,7 +4,8 @@
 import { LutraError } from '../util/errors.js';
 import type { WeightFormat } from '../model/weight.js';
 import { formatName, misfit, parseFormat } from '../model/formats.js';
-import { PARTS, type Part } from '../arch/architecture.js';
+import { ALL_PARTS, PARTS, type Part } from '../arch/architecture.js';
+import { matrixShape } from '../model/weight.js';
 
 export interface QuantPlan {
   parts: Partial<Record<Part, WeightFormat>>;
@@ -34,7 +35,7 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
     if (eq < 0) throw new LutraError(`--quant "${q}": expected PART=FORMAT, e.g. ffn=lut4:4`);
     const part = q.slice(0, eq).trim();
     const format = parseFormat(q.slice(eq + 1), `--quant ${q}`);
-    if (part === 'all') set(PARTS, format, `--quant ${q}`);
+    if (part === 'all') set(ALL_PARTS, format, `--quant ${q}`);
     else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`);
     else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected ${PARTS.join(', ')} or all`);
   }
@@ -46,11 +47,12 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
 
 /** The format for one tensor of the given part (from the architecture's manifest), or null to keep the source's. */
 export function formatFor(plan: QuantPlan, part: Part | null, shape: number[]): WeightFormat | null {
-  if (shape.length !== 2) return null;
+  if (shape.length < 2) return null;
   if (!part) return null;
   const f = plan.parts[part];
   if (!f) return null;
-  if (shape[0] * shape[1] < plan.weightThreshold) return null;
+  const [rows, cols] = matrixShape(shape);
+  if (rows * cols < plan.weightThreshold) return null;
   return f;
 }
 
@@ -60,7 +62,9 @@ export function formatFor(plan: QuantPlan, part: Part | null, shape: number[]): 
  * and the flag that chose it.
  */
 export function checkFormatFits(plan: QuantPlan, name: string, part: Part | null, shape: number[], f: WeightFormat, where: string): void {
-  const problem = misfit(f, shape[0], shape[1]);
+  // A stack of matrices (experts) is quantized as one matrix, and LUT groups must not span two of them.
+  const [, cols] = matrixShape(shape);
+  const problem = misfit(f, ...matrixShape(shape)) ?? (shape.length > 2 ? misfit(f, shape[shape.length - 2], cols) : null);
   if (problem === null) return;
   const flag = (part && plan.flags?.[part]) ?? '--quant';
   throw new LutraError(`${flag}: ${formatName(f)} does not fit tensor "${name}" [${shape}] of ${where}: ${problem}`);
@@ -69,7 +73,7 @@ export function checkFormatFits(plan: QuantPlan, name: string, part: Part | null
 /** The plan in ANEMLL's meta.yaml field style (lut_ffn, lut_ffn_per_channel, …) plus lutra's own. */
 export function planFields(plan: QuantPlan): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const seedName: Record<Part, string> = { embed: 'embeddings', ple: 'ple', attn: 'attn', ffn: 'ffn', lmhead: 'lmhead' };
+  const seedName: Record<Part, string> = { embed: 'embeddings', ple: 'ple', attn: 'attn', ffn: 'ffn', experts: 'experts', router: 'router', lmhead: 'lmhead' };
   for (const p of PARTS) {
     const f = plan.parts[p];
     out[`quant_${p}`] = f ? formatName(f) : 'none';

@@ -35,7 +35,7 @@ export const GEMMA4_SHAPES: Record<string, Gemma4FixtureShape> = {
     slidingWindow: 8, maxPositions: 2048, perLayerInput: 16, kvSharedLayers: 5, doubleWideMlp: true, moe: null, embedStd: 0.5,
   },
   'tiny-gemma4-moe': {
-    hidden: 96, intermediate: 64, layers: 6, period: 3, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 16, globalHeadDim: 32,
+    hidden: 64, intermediate: 64, layers: 6, period: 3, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 16, globalHeadDim: 32,
     slidingWindow: 16, maxPositions: 2048, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: { experts: 8, topK: 2, width: 32 }, embedStd: 0.5,
   },
   'gemma-4-e2b': {

@@ -76,6 +76,7 @@ export class Gemma4Model implements CausalLM {
   readonly cacheLayout: CacheLayerSpec[];
   /** Per-layer embeddings: the on-disk table, the projection of the main embedding and its norm; null without PLE. */
   readonly ple: { table: RowReader; proj: Matrix; norm: Float32Array } | null = null;
+  readonly diskTables: readonly string[];
   private readonly ropeLocal: RopeTable;
   private readonly ropeGlobal: RopeTable;
   /** Gains of 1 for V's weightless norm, per head size. */
@@ -99,6 +100,7 @@ export class Gemma4Model implements CausalLM {
     const { hiddenSize: H, numHeads: nH, hiddenSizePerLayerInput: P } = cfg;
     checkTensorShapes(gemma4Tensors(cfg, src), src);
     this.numLayers = cfg.numLayers;
+    this.diskTables = P > 0 ? [PLE_TABLE] : [];
     this.cacheLayout = gemma4CacheLayout(cfg);
     const scan = checks.weights !== false;
     const load = (name: string, shape: number[]) => (scan ? assertFinite(src.load(name, shape)) : src.load(name, shape));

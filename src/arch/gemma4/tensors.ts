@@ -93,14 +93,15 @@ export function gemma4Tensors(cfg: Gemma4Config, src: Pick<WeightSource, 'has' |
       const E = cfg.numExperts!;
       const Ie = cfg.moeIntermediateSize!;
       const experts = `num_experts = ${E}, moe_intermediate_size = ${Ie}, ${hidden}`;
-      t('router.proj.weight', [E, H], `num_experts = ${E}, ${hidden}`, 'ffn');
+      t('router.proj.weight', [E, H], `num_experts = ${E}, ${hidden}`, 'router');
       t('router.scale', [H], hidden, null);
       t('router.per_expert_scale', [E], `num_experts = ${E}`, null);
       t('pre_feedforward_layernorm_2.weight', [H], hidden, null);
       t('post_feedforward_layernorm_1.weight', [H], hidden, null);
       t('post_feedforward_layernorm_2.weight', [H], hidden, null);
-      t('experts.gate_up_proj', [E, 2 * Ie, H], experts, 'ffn');
-      t('experts.down_proj', [E, H, Ie], experts, 'ffn');
+      t('experts.gate_up_proj', [E, 2 * Ie, H], experts, 'experts');
+      t('experts.down_proj', [E, H, Ie], experts, 'experts');
+      out[out.length - 1].readPerToken = out[out.length - 2].readPerToken = cfg.topKExperts! / E;
     }
     if (P > 0) {
       t('per_layer_input_gate.weight', [P, H], `hidden_size_per_layer_input = ${P}, ${hidden}`, 'ple');
