@@ -169,3 +169,46 @@ test('one expert of a stacked tensor, sliced in every weight format, decodes to 
   const lut = encodeTensor(whole, parseFormat('lut4:3', 'test'));
   assert.throws(() => sliceRows({ ...lut, source: 'test' }, rows, 2 * rows, 'x'), /rows 8\.\.16 do not fall on its 3-row table/);
 });
+
+test('per-channel and per-block scales quantize each expert of a stack on its own; one scale per stack does not', () => {
+  const E = 6, rows = 8, cols = 64;
+  const base = new Float32Array(E * rows * cols).map((_, i) => Math.sin(i * 0.61) * 0.1);
+  const withOutlier = base.slice();
+  withOutlier[3 * rows * cols + 5 * cols + 17] = 20; // one weight of expert 3, 200× the others
+  const tensor = (v: Float32Array) => ({ name: 'stack', shape: [E, rows, cols], format: { kind: 'f32' as const }, data: new Uint8Array(v.buffer), source: 'test' });
+  for (const f of ['int8:c', 'int8:32', 'int4:32', 'lut4:8', 'int8:t']) {
+    const a = encodeTensor(tensor(base), parseFormat(f, 'test'));
+    const b = encodeTensor(tensor(withOutlier), parseFormat(f, 'test'));
+    const changed: number[] = [];
+    for (let e = 0; e < E; e++) {
+      const da = dequantize(sliceRows({ ...a, source: 't' }, e * rows, (e + 1) * rows, 'x'));
+      const db = dequantize(sliceRows({ ...b, source: 't' }, e * rows, (e + 1) * rows, 'x'));
+      if (e !== 3 && maxAbsDiff(da, db) > 0) changed.push(e);
+    }
+    if (f === 'int8:t') assert.deepEqual(changed, [0, 1, 2, 4, 5], 'one scale for the stack: the outlier coarsens every expert');
+    else assert.deepEqual(changed, [], `${f}: experts other than 3 changed`);
+  }
+});
+
+test('--expert-outliers gives expert stacks heavy tails that one scale per stack cannot hold', async () => {
+  const out = join(root, 'outliers');
+  await writeFixture(out, 'tiny-gemma4-moe', 11, { expertOutliers: 10 });
+  const src = Checkpoint.open(out);
+  const w = src.load('model.layers.0.experts.gate_up_proj');
+  const plain = dequantize(Checkpoint.open(dir).load('model.layers.0.experts.gate_up_proj'));
+  const heavy = dequantize(w);
+  src.close();
+  const ratio = (v: Float32Array) => {
+    let mx = 0, ss = 0;
+    for (const x of v) (mx = Math.max(mx, Math.abs(x))), (ss += x * x);
+    return mx / Math.sqrt(ss / v.length);
+  };
+  assert.ok(ratio(heavy) > 2 * ratio(plain), `max|W|/RMS ${ratio(heavy)} vs ${ratio(plain)} without outliers`);
+  const relErr = (f: string) => {
+    const d = dequantize({ ...encodeTensor(w, parseFormat(f, 'test')), source: 't' });
+    let e = 0, s = 0;
+    for (let i = 0; i < d.length; i++) (e += (d[i] - heavy[i]) ** 2), (s += heavy[i] ** 2);
+    return Math.sqrt(e / s);
+  };
+  assert.ok(relErr('int8:t') > 3 * relErr('int8:c'), `relative error per stack ${relErr('int8:t')} vs per channel ${relErr('int8:c')}`);
+});

@@ -67,7 +67,24 @@ function tensorSeed(seed: number, name: string): number {
 /** Values generated between two yields to the event loop (a fraction of a second). */
 const FILL_PIECE = 1 << 23;
 
-function bf16Tensor(name: string, shape: number[], seed: number, mean: number, std: number): TensorToWrite {
+/**
+ * Heavy tails for stacked experts [E, rows, cols], as trained checkpoints have and Gaussian weights
+ * hide: about 1 output row in 64 of each expert, and 1 element in 10 000, are `factor` times their
+ * drawn value (deterministic from the seed). A per-tensor scale over the stack is then set by a few
+ * outliers; per-row and per-block scales are not.
+ */
+function outlierFactor(seed: number, name: string, shape: number[], factor: number): (i: number) => number {
+  const cols = shape[shape.length - 1];
+  const h = tensorSeed(seed ^ 0x5bd1e995, name);
+  const mix = (x: number) => {
+    let z = Math.imul((x ^ h) >>> 0, 0x9e3779b1) >>> 0;
+    z = Math.imul(z ^ (z >>> 15), 0x85ebca6b) >>> 0;
+    return (z ^ (z >>> 13)) >>> 0;
+  };
+  return (i) => (mix(Math.floor(i / cols)) % 64 === 0 || mix(i + 0x7f4a7c15) % 10000 === 0 ? factor : 1);
+}
+
+function bf16Tensor(name: string, shape: number[], seed: number, mean: number, std: number, factorAt?: (i: number) => number): TensorToWrite {
   return {
     name,
     dtype: 'bf16',
@@ -80,7 +97,7 @@ function bf16Tensor(name: string, shape: number[], seed: number, mean: number, s
       for (let start = 0; start < n; start += FILL_PIECE) {
         if (start > 0) await yieldToEvents();
         const out = new Uint16Array(Math.min(n, start + FILL_PIECE) - start);
-        for (let i = 0; i < out.length; i++) out[i] = f32ToBf16Bits(mean + std * g());
+        for (let i = 0; i < out.length; i++) out[i] = f32ToBf16Bits((mean + std * g()) * (factorAt ? factorAt(start + i) : 1));
         yield new Uint8Array(out.buffer);
       }
     },
@@ -124,7 +141,7 @@ export function fixtureConfig(s: FixtureShape): Record<string, unknown> {
  * (Gemma 3, stored as offsets from 1: pre-norms near 1, post-norms larger; Gemma 4, stored as
  * multipliers: all near 1), layer scalars around 1.
  */
-export function fixtureTensors(rawConfig: Record<string, unknown>, seed: number, embedStd: number): TensorToWrite[] {
+export function fixtureTensors(rawConfig: Record<string, unknown>, seed: number, embedStd: number, opts: { expertOutliers?: number } = {}): TensorToWrite[] {
   const cfg = resolveModelConfig(rawConfig, 'fixture config');
   const arch = architectureOf(cfg);
   const offset = arch.gguf.normsStoredPlusOne ? 0 : 1; // 1: gains stored as multipliers (Gemma 4)
@@ -132,6 +149,9 @@ export function fixtureTensors(rawConfig: Record<string, unknown>, seed: number,
     // A router with std 1 gives logits of std ~1: peaked routing, as trained routers have, so the
     // chosen experts do not hinge on rounding-level differences between engines.
     if (t.name.endsWith('router.proj.weight')) return bf16Tensor(t.name, t.shape, seed, 0, 1);
+    if (t.part === 'experts' && opts.expertOutliers) {
+      return bf16Tensor(t.name, t.shape, seed, 0, 1 / Math.sqrt(t.shape[t.shape.length - 1]), outlierFactor(seed, t.name, t.shape, opts.expertOutliers));
+    }
     if (t.shape.length >= 2) return bf16Tensor(t.name, t.shape, seed, 0, t.part === 'embed' || t.name.endsWith('embed_tokens_per_layer.weight') ? embedStd : 1 / Math.sqrt(t.shape[t.shape.length - 1]));
     if (t.name.endsWith('layer_scalar')) return bf16Tensor(t.name, t.shape, seed, 1, 0.25);
     const [mean, std] = /post_(attention|feedforward)_layernorm/.test(t.name)
@@ -187,7 +207,7 @@ export function fixtureSpec(shapeName: string, layers?: number): { config: Recor
  * (src/util/atomic-output.ts). Yields to the event loop while it generates the weights. Gemma 4
  * fixtures get a tokenizer derived from the Gemma 3 one with Gemma 4's turn markers and chat template.
  */
-export async function writeFixture(out: string, shapeName: string, seed: number, opts: { layers?: number } = {}): Promise<void> {
+export async function writeFixture(out: string, shapeName: string, seed: number, opts: { layers?: number; expertOutliers?: number } = {}): Promise<void> {
   const spec = fixtureSpec(shapeName, opts.layers);
   mkdirSync(dirname(out) || '.', { recursive: true });
   await writeOutput(out, { flag: '--out', kind: 'dir' }, async (tmp) => {
@@ -203,7 +223,9 @@ export async function writeFixture(out: string, shapeName: string, seed: number,
       copyFileSync(tok.tokenizer, join(tmp, 'tokenizer.json'));
       copyFileSync(tok.config, join(tmp, 'tokenizer_config.json'));
     }
-    const tensors = fixtureTensors(spec.config, seed, spec.embedStd);
-    await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}${spec.note ? ` ${spec.note}` : ''}` });
+    if (opts.expertOutliers && !spec.config.enable_moe_block) throw new LutraError(`--expert-outliers: ${shapeName} has no experts`);
+    const tensors = fixtureTensors(spec.config, seed, spec.embedStd, { expertOutliers: opts.expertOutliers });
+    const outliers = opts.expertOutliers ? ` expert outliers ×${opts.expertOutliers}` : '';
+    await writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', lutra_fixture: `${shapeName} seed ${seed}${spec.note ? ` ${spec.note}` : ''}${outliers}` });
   });
 }
