@@ -121,6 +121,13 @@ test('gate parsing and evaluation', () => {
   assert.throws(() => parseGates('kl=0.1', false), /expected METRIC<VALUE/);
   assert.throws(() => parseGates('layer>0.997', false), /needs --layers/);
   assert.equal(parseGates('layer>0.997', true)[0].metric, 'min_layer_cosine');
+  // A per-layer gate names the first layer that fails its own threshold (not the report's 0.997).
+  const layered = { min_layer_cosine: 0.98, layer_min_cosine: [0.9999, 0.996, 0.98, 0.999] } as Parameters<typeof evaluateGates>[1];
+  const [strict] = evaluateGates(parseGates('layer_cos>=0.997', true), layered);
+  assert.equal(strict.pass, false);
+  assert.equal(strict.firstLayer, 1);
+  assert.equal(evaluateGates(parseGates('layer_cos>0.99', true), layered)[0].firstLayer, 2);
+  assert.equal(evaluateGates(parseGates('layer_cos>0.9', true), layered)[0].firstLayer, undefined);
 });
 
 // ---------------------------------------------------------------------------------------------

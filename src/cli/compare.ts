@@ -260,7 +260,8 @@ export const compareCommand: Command = {
       }
       const failed = gateResults?.filter((g) => !g.pass) ?? [];
       if (failed.length) {
-        throw new LutraError(`gate failed: ${failed.map((g) => `${g.gate.metric} = ${fmt(g.actual, 6)} (needs ${g.gate.op} ${g.gate.value})`).join('; ')}`);
+        const at = (g: (typeof failed)[number]) => (g.firstLayer === undefined ? '' : `, first failing layer ${g.firstLayer}`);
+        throw new LutraError(`gate failed: ${failed.map((g) => `${g.gate.metric} = ${fmt(g.actual, 6)} (needs ${g.gate.op} ${g.gate.value}${at(g)})`).join('; ')}`);
       }
     } finally {
       for (const r of runners) {

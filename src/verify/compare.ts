@@ -570,16 +570,22 @@ export interface GateResult {
   gate: Gate;
   actual: number | null;
   pass: boolean;
+  /** A failed per-layer cosine gate: the first layer whose cosine fails it. */
+  firstLayer?: number;
 }
 
 export function evaluateGates(gates: Gate[], s: Summary): GateResult[] {
+  const holds = (gate: Gate, x: number) => (gate.op === '<' ? x < gate.value : gate.op === '<=' ? x <= gate.value : gate.op === '>' ? x > gate.value : x >= gate.value);
   return gates.map((gate) => {
     const v = s[gate.metric];
     const actual = typeof v === 'number' ? v : null;
-    let pass = false;
-    if (actual !== null && !Number.isNaN(actual)) {
-      pass = gate.op === '<' ? actual < gate.value : gate.op === '<=' ? actual <= gate.value : gate.op === '>' ? actual > gate.value : actual >= gate.value;
+    const pass = actual !== null && !Number.isNaN(actual) && holds(gate, actual);
+    const r: GateResult = { gate, actual, pass };
+    // A per-layer cosine gate names the first layer that fails it (the error's origin in depth).
+    if (!pass && gate.metric === 'min_layer_cosine' && s.layer_min_cosine) {
+      const l = s.layer_min_cosine.findIndex((c) => !holds(gate, c));
+      if (l >= 0) r.firstLayer = l;
     }
-    return { gate, actual, pass };
+    return r;
   });
 }

@@ -133,7 +133,9 @@ export function formatTable(results: ResultRecord[], s: SummaryFile): string {
 }
 
 export function formatGates(results: GateResult[]): string {
-  return results.map((g) => `gate ${g.gate.text}: ${g.pass ? 'pass' : 'FAIL'} (${g.gate.metric} = ${fmt(g.actual, 6)})`).join('\n');
+  return results
+    .map((g) => `gate ${g.gate.text}: ${g.pass ? 'pass' : 'FAIL'} (${g.gate.metric} = ${fmt(g.actual, 6)}${g.firstLayer === undefined ? '' : `, first failing layer ${g.firstLayer}`})`)
+    .join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,6 +38,12 @@ export const GEMMA4_SHAPES: Record<string, Gemma4FixtureShape> = {
     hidden: 64, intermediate: 64, layers: 6, period: 3, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 16, globalHeadDim: 32,
     slidingWindow: 16, maxPositions: 2048, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: { experts: 8, topK: 2, width: 32 }, embedStd: 0.5,
   },
+  // 30 layers of 26B-A4B's kind at a fifth of its width (32 experts, top 4): deep enough for the
+  // error compounding of a quantization study, small enough (1.1 GB bf16) to run beside its packages.
+  'gemma-4-moe-study': {
+    hidden: 512, intermediate: 512, layers: 30, period: 6, heads: 4, kvHeads: 2, globalKvHeads: 1, headDim: 64, globalHeadDim: 128,
+    slidingWindow: 128, maxPositions: 8192, perLayerInput: 0, kvSharedLayers: 0, doubleWideMlp: false, moe: { experts: 32, topK: 4, width: 256 }, embedStd: 0.05,
+  },
   'gemma-4-e2b': {
     hidden: 1536, intermediate: 6144, layers: 35, period: 5, heads: 8, kvHeads: 1, globalKvHeads: null, headDim: 256, globalHeadDim: 512,
     slidingWindow: 512, maxPositions: 131072, perLayerInput: 256, kvSharedLayers: 20, doubleWideMlp: true, moe: null, embedStd: 0.05,
