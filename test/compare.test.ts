@@ -27,8 +27,8 @@ test.after(() => {
   fx1.cleanup();
 });
 
-function runner(dir: string): LutraRunner {
-  const { model, loadSeconds } = loadModel(dir, makeBackend('reference'), { tokenizer: false });
+function runner(dir: string, backend = 'reference'): LutraRunner {
+  const { model, loadSeconds } = loadModel(dir, makeBackend(backend), { tokenizer: false });
   return new LutraRunner(dir, model, null, loadSeconds);
 }
 
@@ -152,6 +152,36 @@ test('a model against itself: KL 0, correlation 1, match 1, no divergence, layer
     assert.ok(m.min_layer_cosine! >= 1 - 1e-12, `min layer cosine ${m.min_layer_cosine}`);
     assert.equal(m.first_layer_below, null);
   }
+});
+
+for (const backend of ['reference', 'wasm']) test(`single-layer cosine (${backend} backend): a candidate differing in one layer only departs from the reference at that layer; through the stack it drifts from there on`, async (t) => {
+  const ref = runner(fx0.dir, backend);
+  const cand = runner(fx0.dir, backend);
+  t.after(() => [ref, cand].forEach((r) => r.model.backend.dispose?.()));
+  const K = 3;
+  const layers = (cand.model as unknown as { layers: { postFfnNorm: Float32Array }[] }).layers;
+  const gain = layers[K].postFfnNorm;
+  for (let i = 0; i < gain.length; i += 3) gain[i] *= 1.5; // layer K's feed-forward output, a third of its channels
+  const run = await comparePrompt(cand, ref, PROMPT, { maxTokens: 6, driver: 'candidate', layerThreshold: 0.997 });
+  const L = run.layers!;
+  const single = L.single!;
+  t.diagnostic(`through the stack: ${L.minCosine.map((c) => c.toFixed(5)).join(' ')}; single layer: ${single.minCosine.map((c) => c.toFixed(5)).join(' ')}`);
+  for (let l = 0; l < layers.length; l++) {
+    if (l < K) {
+      assert.ok(L.minCosine[l] >= 1 - 1e-12 && single.minCosine[l] >= 1 - 1e-12, `layer ${l} before the change`);
+    } else if (l === K) {
+      assert.ok(single.minCosine[l] < 0.9999 && Math.abs(single.minCosine[l] - L.minCosine[l]) < 1e-12, `layer ${K}: the same input on both runs`);
+    } else {
+      // Unchanged weights on the reference's input reproduce the reference's output.
+      assert.ok(single.minCosine[l] >= 1 - 1e-12 && single.meanRelError[l] < 1e-6, `layer ${l} single-layer cosine ${single.minCosine[l]}, rel. error ${single.meanRelError[l]}`);
+      assert.ok(L.minCosine[l] < 0.99999 && L.meanRelError[l] > 1e-4, `layer ${l} through the stack ${L.minCosine[l]}`);
+    }
+  }
+  const s = summarize([run], 0.997);
+  assert.equal(s.min_single_layer_cosine, single.minCosine[K]);
+  const [g] = evaluateGates(parseGates(`single_layer>=${(single.minCosine[K] + 1) / 2}`, true), s);
+  assert.equal(g.pass, false);
+  assert.equal(g.firstLayer, K);
 });
 
 test('two different models (seeds 0 and 1): large KL, early divergence; --driver decides whose tokens are followed', async (t) => {

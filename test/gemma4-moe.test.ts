@@ -19,7 +19,12 @@ import type { Gemma4Model } from '../src/arch/gemma4/model.js';
 import type { Gemma4Config } from '../src/arch/config-types.js';
 import { route } from '../src/arch/gemma4/moe.js';
 import { sliceRows, parseFormat } from '../src/model/formats.js';
-import { encodeTensor } from '../src/quant/convert.js';
+import { convert, encodeTensor } from '../src/quant/convert.js';
+import { buildPlan } from '../src/quant/plan.js';
+import { PackageSource } from '../src/io/package.js';
+import { formatName } from '../src/model/formats.js';
+import { exportTypeFor, matrixFormats } from '../src/bench/gguf.js';
+import { weightBytes } from '../src/bench/weights.js';
 import { logSoftmax } from '../src/verify/metrics.js';
 import { gemma4ReferenceLogProbs } from './gemma4-reference.js';
 import { maxAbsDiff, tokenSequence } from './helpers.js';
@@ -188,6 +193,74 @@ test('per-channel and per-block scales quantize each expert of a stack on its ow
     if (f === 'int8:t') assert.deepEqual(changed, [0, 1, 2, 4, 5], 'one scale for the stack: the outlier coarsens every expert');
     else assert.deepEqual(changed, [], `${f}: experts other than 3 changed`);
   }
+  // int8:e / int4:e: one scale per expert, stored per channel. Each expert is exactly that expert
+  // quantized alone with one scale, and only expert 3 moves with its outlier.
+  for (const kind of ['int8', 'int4'] as const) {
+    const perChannel = { kind, group: 'c' as const };
+    const a = encodeTensor(tensor(base), perChannel, rows);
+    const b = encodeTensor(tensor(withOutlier), perChannel, rows);
+    assert.equal(a.format, perChannel);
+    const changed: number[] = [];
+    for (let e = 0; e < E; e++) {
+      const da = dequantize(sliceRows({ ...a, source: 't' }, e * rows, (e + 1) * rows, 'x'));
+      const db = dequantize(sliceRows({ ...b, source: 't' }, e * rows, (e + 1) * rows, 'x'));
+      if (maxAbsDiff(da, db) > 0) changed.push(e);
+      const alone = new Float32Array(withOutlier.subarray(e * rows * cols, (e + 1) * rows * cols));
+      const single = encodeTensor({ name: 'one', shape: [rows, cols], format: { kind: 'f32' }, data: new Uint8Array(alone.buffer), source: 'test' }, { kind, group: 't' });
+      assert.equal(maxAbsDiff(db, dequantize({ ...single, source: 't' })), 0, `${kind}:e expert ${e} = that expert with one scale`);
+      const s = b.scales!.subarray(e * rows, (e + 1) * rows);
+      assert.ok(s.every((x) => x === s[0]), `${kind}:e: one scale within expert ${e}`);
+    }
+    assert.deepEqual(changed, [3], `${kind}:e: only the expert with the outlier changes`);
+  }
+});
+
+test('convert --quant experts=int8:e: one scale per expert, stored as int8:c; the router and dense parts stay as stored', async () => {
+  const pkg = join(root, 'per-expert');
+  const meta = await convert({ src: dir, out: pkg, plan: buildPlan({ quant: ['experts=int8:e'], weightThreshold: 0 }), command: 'test' });
+  assert.equal(meta.quantization.quant_experts, 'int8:e');
+  const p = new PackageSource(pkg);
+  try {
+    const w = p.load('model.layers.0.experts.gate_up_proj');
+    assert.equal(formatName(w.format), 'int8:c');
+    const [E, rows] = w.shape;
+    for (let e = 0; e < E; e++) {
+      const s = w.scales!.subarray(e * rows, (e + 1) * rows);
+      assert.ok(s.every((x) => x === s[0]), `expert ${e}: one scale`);
+    }
+    assert.ok(new Set(Array.from(w.scales!)).size > 1, 'experts have their own scales');
+    assert.equal(formatName(p.format('model.layers.0.router.proj.weight')), formatName(ck.format('model.layers.0.router.proj.weight')));
+    assert.equal(formatName(p.format('model.layers.0.mlp.down_proj.weight')), formatName(ck.format('model.layers.0.mlp.down_proj.weight')));
+  } finally {
+    p.close();
+  }
+  const { model } = loadModel(pkg, new ReferenceBackend({ activations: 'f32' }), { tokenizer: false });
+  try {
+    const out = new Session(model, { contextLength: 64 }).prefill(ids.slice(0, 16), { all: true });
+    assert.ok(out.every(Number.isFinite));
+  } finally {
+    model.close?.();
+  }
+});
+
+test('bench on a MoE package: top-k of E experts read per token; llama.cpp gets the same weights when every matrix and stack shares a ggml type (the router goes as F32)', async () => {
+  const pkg = join(root, 'bench-int8');
+  await convert({ src: dir, out: pkg, plan: buildPlan({ quant: ['all=int8:32'], weightThreshold: 0 }), command: 'test' });
+  assert.equal(exportTypeFor(matrixFormats(pkg)), 'q8_0');
+  const { model } = loadModel(pkg, new ReferenceBackend(), { tokenizer: false });
+  try {
+    const wb = weightBytes(pkg, model);
+    const E = cfg.numExperts!, k = cfg.topKExperts!, F = cfg.moeIntermediateSize!, H = cfg.hiddenSize;
+    // Each layer holds E experts of gate, up and down (3·F·H weights each) and reads k of them.
+    assert.equal(wb.paramsResident - wb.paramsPerToken, cfg.numLayers * (E - k) * 3 * F * H);
+    assert.ok(wb.perToken < wb.resident);
+  } finally {
+    model.close?.();
+  }
+  // Experts per channel beside bf16 attention: no single ggml type holds both; the stack is named.
+  const mixed = join(root, 'bench-mixed');
+  await convert({ src: dir, out: mixed, plan: buildPlan({ quant: ['experts=int8:c'], weightThreshold: 0 }), command: 'test' });
+  assert.throws(() => exportTypeFor(matrixFormats(mixed)), /int8:c \(model\.layers\.0\.experts\.(gate_up|down)_proj/);
 });
 
 test('--expert-outliers gives expert stacks heavy tails that one scale per stack cannot hold', async () => {
@@ -211,4 +284,10 @@ test('--expert-outliers gives expert stacks heavy tails that one scale per stack
     return Math.sqrt(e / s);
   };
   assert.ok(relErr('int8:t') > 3 * relErr('int8:c'), `relative error per stack ${relErr('int8:t')} vs per channel ${relErr('int8:c')}`);
+  // One scale per expert sits between: every expert holds outliers, so it gains little over one per stack.
+  const d = dequantize({ ...encodeTensor(w, { kind: 'int8', group: 'c' }, w.shape[1]), source: 't' });
+  let e = 0, s = 0;
+  for (let i = 0; i < d.length; i++) (e += (d[i] - heavy[i]) ** 2), (s += heavy[i] ** 2);
+  const perExpert = Math.sqrt(e / s);
+  assert.ok(perExpert <= relErr('int8:t') && perExpert > 2 * relErr('int8:c'), `per expert ${perExpert}, per stack ${relErr('int8:t')}, per channel ${relErr('int8:c')}`);
 });

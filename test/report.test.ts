@@ -30,7 +30,7 @@ function record(id: string, kl: number[], match: number[]): ResultRecord {
       min_layer_cosine: 0.9951, first_layer_below: 2,
     },
     repetition: { stuck_token: null, phrase_repeat: null },
-    layers: { min_cosine: [0.9999, 0.998, 0.9951, 0.9972], mean_cosine: [1, 0.999, 0.998, 0.999], worst_position: [0, 1, 2, 3], first_below: 2, threshold: 0.997 },
+    layers: { min_cosine: [0.9999, 0.998, 0.9951, 0.9972], mean_cosine: [1, 0.999, 0.998, 0.999], worst_position: [0, 1, 2, 3], rel_error: [0.01, 0.05, 0.1, 0.07], first_below: 2, threshold: 0.997, single: null },
     per_step: { kl, corr: kl.map(() => 0.995), entropy: kl.map(() => 2.1), match, margin: kl.map(() => 1.5), ref_top: kl.map(() => 5), cand_top: kl.map(() => 5) },
     prompt_kl: [1e-4],
     seconds: { driver: 0.1, teacher: 0.1, metrics: 0.1 },

@@ -94,8 +94,8 @@ test('sweep of the tiny fixture: a failed row among working ones, f32 gives KL 0
   assert.deepEqual(int8.prompts.map((p) => [p.id, p.category, p.risk]), [['a', 'kjv', 'low'], ['b', null, 'high']]);
 
   const md = formatMarkdown(res);
-  assert.match(md, /^\| configuration \| size MB \| KL \| corr \| match \| first div \(prompts\) \| min layer cos \| decode tok\/s \|/);
-  assert.match(md, /\| f32 \| [\d.]+ \| [\d.e-]+ \| 1\.0000 \| 100\.0% \| none \(0\/2\) \| 1\.0000 \| \d+ \|/);
+  assert.match(md, /^\| configuration \| size MB \| KL \| corr \| match \| first div \(prompts\) \| min layer cos \(at layer\) \| min single-layer cos \(at layer\) \| decode tok\/s \|/);
+  assert.match(md, /\| f32 \| [\d.]+ \| [\d.e-]+ \| 1\.0000 \| 100\.0% \| none \(0\/2\) \| 1\.0000 \(\d\) \| 1\.0000 \(\d\) \| \d+ \|/);
   assert.match(md, /`int9`: --quant ffn=int9:4; numerics f32; \*\*failed\*\*: convert: /);
 });
 

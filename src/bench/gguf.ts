@@ -8,14 +8,20 @@ import { EXACT_EXPORTS, exportGguf, sameValuesExportType } from '../io/gguf-expo
 import { openWeightSource } from '../io/source.js';
 import { formatName, parseFormat } from '../model/formats.js';
 import { isGgufPath } from '../io/gguf-source.js';
+import { architectureOf } from '../arch/registry.js';
 import type { GgufExportType } from '../io/gguf-model.js';
 import { LutraError } from '../util/errors.js';
 
-/** Format name of every matrix in the model's files (all of them are exported, a stored lm_head too), from the headers only. */
+/**
+ * Format name of every matrix and expert stack in the model's files (all of them are exported, a
+ * stored lm_head too), from the headers only. Routers are left out: the exporter writes them as
+ * F32, which holds any lutra format's values exactly.
+ */
 export function matrixFormats(model: string): Map<string, string> {
   const src = openWeightSource(model);
   try {
-    return new Map(src.names().filter((n) => src.shape(n).length === 2).map((n) => [n, formatName(src.format(n))]));
+    const routers = new Set(architectureOf(src.config).tensors(src.config, src).filter((t) => t.part === 'router').map((t) => t.name));
+    return new Map(src.names().filter((n) => src.shape(n).length >= 2 && !routers.has(n)).map((n) => [n, formatName(src.format(n))]));
   } finally {
     src.close();
   }

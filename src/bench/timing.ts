@@ -39,6 +39,10 @@ export interface LutraTiming {
   resident_weight_bytes: number;
   /** Tables read row by row from disk and never held (Gemma 4's per-layer embeddings); 0 when none. */
   on_disk_weight_bytes: number;
+  /** Weights (elements) read per decoded token: a mixture of experts' active parameters. */
+  params_per_token: number;
+  /** Weights (elements) held in memory. */
+  params_resident: number;
   /** weight_bytes × decode_tok_s, in GB/s (1e9). */
   effective_gbs: number;
   /** Matrix bytes by format name. */
@@ -134,6 +138,8 @@ export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOpt
     weight_bytes: wb.perToken,
     resident_weight_bytes: wb.resident,
     on_disk_weight_bytes: wb.onDisk,
+    params_per_token: wb.paramsPerToken,
+    params_resident: wb.paramsResident,
     effective_gbs: (wb.perToken * decodeTokS) / 1e9,
     formats: wb.byFormat,
     backend: model.backend.name,

@@ -21,6 +21,10 @@ export interface WeightBytes {
   resident: number;
   /** Tables read row by row from disk and never held (Gemma 4's per-layer embeddings). */
   onDisk: number;
+  /** Weights (elements) read per decoded token, counted as `perToken`: the active parameters. */
+  paramsPerToken: number;
+  /** Weights held in memory (elements), counted as `resident`. */
+  paramsResident: number;
   /** Matrix bytes by format name, e.g. { 'int4:32': ..., f16: ... } (embedding/LM head included). */
   byFormat: Record<string, number>;
   /** Matrix name → format name, for export decisions. */
@@ -36,12 +40,16 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
     let perToken = 0;
     let resident = 0;
     let onDisk = 0;
+    let paramsPerToken = 0;
+    let paramsResident = 0;
     const diskTables = new Set(model.diskTables ?? []);
     for (const t of architectureOf(model.cfg).tensors(model.cfg, src)) {
       if (t.shape.length === 1) {
         // Gains and scalars are expanded to f32 at load.
         perToken += 4 * t.shape[0];
         resident += 4 * t.shape[0];
+        paramsPerToken += t.shape[0];
+        paramsResident += t.shape[0];
         continue;
       }
       const [rows, cols] = matrixShape(t.shape);
@@ -55,10 +63,14 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
         continue;
       }
       resident += b;
+      paramsResident += rows * cols;
       // A tied embedding is read once per token, as the LM head; a separate one only for the token's row.
-      if (t.part !== 'embed' || !model.separateHead) perToken += b * (t.readPerToken ?? 1);
+      if (t.part !== 'embed' || !model.separateHead) {
+        perToken += b * (t.readPerToken ?? 1);
+        paramsPerToken += rows * cols * (t.readPerToken ?? 1);
+      }
     }
-    return { perToken, resident, onDisk, byFormat, formats };
+    return { perToken, resident, onDisk, paramsPerToken, paramsResident, byFormat, formats };
   } finally {
     src.close();
   }

@@ -82,6 +82,8 @@ export const benchCommand: Command = {
       weight_bytes: t.weight_bytes,
       resident_weight_bytes: t.resident_weight_bytes,
       on_disk_weight_bytes: t.on_disk_weight_bytes,
+      params_per_token: t.params_per_token,
+      params_resident: t.params_resident,
       formats: t.formats,
       effective_gbs: t.effective_gbs,
       bandwidth_gbs: bw.gbs,
@@ -122,7 +124,7 @@ function table(r: Record<string, any>): string {
     `lutra bench: ${r.model} (${r.backend}${r.simd ? ` ${r.simd} SIMD` : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
     `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
     `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
-    `  bandwidth  ${mb(r.weight_bytes)} read per token → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,
+    `  bandwidth  ${mb(r.weight_bytes)} read per token (${(r.params_per_token / 1e6).toFixed(0)} M of ${(r.params_resident / 1e6).toFixed(0)} M weights) → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,
     `  memory     peak RSS ${mb(r.peak_rss_bytes)}; weights ${mb(r.resident_weight_bytes)}${r.on_disk_weight_bytes > 0 ? ` (plus ${mb(r.on_disk_weight_bytes)} of per-layer embeddings read from disk, not resident)` : ''}; limit 1.3 × weights + 300 MB = ${mb(r.rss_limit_bytes)}: ${r.rss_ok ? 'ok' : 'EXCEEDED'}`,
   ];
   if (r.llama_cpp) {

@@ -68,7 +68,7 @@ export const compareCommand: Command = {
     'stop-at-eos': { type: 'boolean', help: "stop a prompt at the driver's <eos> or end-of-turn token (kept as the last step)" },
     'out-dir': { type: 'string', arg: 'DIR', help: 'write results.jsonl, summary.json, report.md and report.html here' },
     gate: { type: 'string', arg: 'SPEC', help: 'thresholds on the summary, e.g. "kl<0.01,corr>0.99,match>0.98"; exit status 1 if one fails' },
-    layers: { type: 'boolean', help: 'cosine of the residual stream after every layer at every position (two lutra models, same architecture)' },
+    layers: { type: 'boolean', help: 'cosine of the residual stream after every layer at every position, through the stack and with each layer on the reference\'s input (two lutra models, same architecture)' },
     'layer-threshold': { type: 'string', arg: 'C', help: 'per-layer cosine gate for --layers', default: String(LAYER_COSINE_GATE) },
     backend: { type: 'string', arg: 'NAME', help: 'compute backend of lutra models: wasm (SIMD kernels on worker threads) or reference (the plain-TypeScript oracle, f64 sums, several times slower)', default: 'wasm' },
     'candidate-backend': { type: 'string', arg: 'NAME', help: 'compute backend for a lutra candidate', default: '--backend' },
@@ -89,7 +89,9 @@ export const compareCommand: Command = {
     'The driver generates greedily; the other model is teacher-forced on its tokens in one batched pass. Per step, over the full\n' +
     'vocabulary at temperature 1: KL(P_ref ‖ P_cand) in nats, Pearson correlation of the logits (of log-probabilities when a side\n' +
     'is llama.cpp), candidate entropy, top-1 match and the reference top-1 margin. Step 0 is the prediction after the prompt.\n' +
-    'Gate metrics: kl, kl_max, corr, entropy, match, prompt_kl, layer (min per-layer cosine, needs --layers); ops < <= > >=.\n' +
+    'Gate metrics: kl, kl_max, corr, entropy, match, prompt_kl, layer (min per-layer cosine through the stack) and\n' +
+    'single_layer (min cosine of any layer run on the reference\'s input), both with --layers; ops < <= > >=.\n' +
+    'A failed layer gate names the first failing layer.\n' +
     'Progress goes to stderr, the summary table to stdout.',
   async run(flags: Flags, positionals: string[]) {
     const t0 = performance.now();
@@ -215,7 +217,11 @@ export const compareCommand: Command = {
           first_divergence: m.first_divergence,
           metrics: m,
           repetition: repetitionFlags(gen),
-          layers: run.layers && { min_cosine: run.layers.minCosine, mean_cosine: run.layers.meanCosine, worst_position: run.layers.worstPosition, first_below: run.layers.firstBelow, threshold: run.layers.threshold },
+          layers: run.layers && {
+            min_cosine: run.layers.minCosine, mean_cosine: run.layers.meanCosine, worst_position: run.layers.worstPosition, rel_error: run.layers.meanRelError,
+            first_below: run.layers.firstBelow, threshold: run.layers.threshold,
+            single: run.layers.single ? { min_cosine: run.layers.single.minCosine, mean_cosine: run.layers.single.meanCosine, rel_error: run.layers.single.meanRelError } : null,
+          },
           per_step: {
             kl: run.steps.map((s) => s.kl),
             corr: run.steps.map((s) => (Number.isNaN(s.corr) ? null : s.corr)),

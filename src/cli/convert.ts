@@ -20,7 +20,7 @@ export const convertCommand: Command = {
     tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
     out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist unless --force; written under a temporary name, then renamed)' },
     force: { type: 'boolean', help: 'replace an existing --out, once the new package is complete' },
-    quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed ple attn ffn experts router lmhead all (all = every part but router); FORMAT: f32 f16 bf16 int8:G int4:G lut<b>:G (repeatable)' },
+    quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed ple attn ffn experts router lmhead all (all = every part but router); FORMAT: f32 f16 bf16 int8:G int4:G int8:e int4:e lut<b>:G (repeatable)' },
     lut1: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: embeddings → lut<B>:G (G default 8, 0 = per tensor)' },
     lut2: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: every attention and FFN matrix → lut<B>:G' },
     lut3: { type: 'string', arg: 'B[,G]', help: 'seed shorthand: LM head → lut<B>:G' },
@@ -31,6 +31,7 @@ export const convertCommand: Command = {
   },
   notes:
     'int8:G / int4:G: symmetric, one scale per G input columns (c = per output channel, t = per tensor).\n' +
+    'int8:e / int4:e: one scale per expert of a stacked tensor (per tensor otherwise), stored as :c.\n' +
     'lut<b>:G: a 2^b-entry table per G output channels (0 = one table per tensor), found by 1-D k-means.\n' +
     'Norms and other 1-D tensors are never quantized. With tied embeddings, a head format different from\n' +
     "the embedding's is stored as a separate lm_head.weight. See docs/FORMAT.md.",

@@ -19,7 +19,7 @@ export const sweepCommand: Command = {
     dataset: { type: 'string', arg: 'FILE', help: 'JSONL prompts, as lutra compare --dataset (required)' },
     'out-dir': { type: 'string', arg: 'DIR', help: 'writes sweep.md and sweep.json here (after every configuration; required)' },
     'max-tokens': { type: 'string', short: 'n', arg: 'N', help: 'greedy steps per prompt', default: '64' },
-    layers: { type: 'boolean', help: 'per-layer cosine of the residual stream (the "min layer cos" column)' },
+    layers: { type: 'boolean', help: 'per-layer cosine of the residual stream, through the stack and each layer on the reference\'s input (the "min layer cos" columns)' },
     backend: { type: 'string', arg: 'NAME', help: 'compute backend for candidates and the reference', default: 'wasm' },
     'no-template': { type: 'boolean', help: 'tokenize prompts as plain text after <bos>, without the chat template' },
     'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },

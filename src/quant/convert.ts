@@ -7,10 +7,10 @@ import { writePackage, PACKAGE_FORMAT_VERSION, type PackageMeta, type PackagePla
 import { matrixShape, type WeightFormat, type WeightTensor } from '../model/weight.js';
 import { auxLayout, isPlain, rowBytes, sameFormat, type FormatKind, type FormatOf, type IntFormat } from '../model/formats.js';
 import { dequantize } from '../backend/reference/index.js';
-import { checkFormatFits, formatFor, planFields, type QuantPlan } from './plan.js';
+import { checkFormatFits, formatFor, perMatrixRows, planFields, type QuantPlan } from './plan.js';
 import { architectureOf } from '../arch/registry.js';
 import { assertFinite, checkTensorShapes } from '../model/checks.js';
-import { quantizeLinear } from './linear.js';
+import { quantizeLinear, quantizeLinearPerMatrix } from './linear.js';
 import { quantizeLut } from './lut.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/forward.js';
@@ -66,12 +66,23 @@ function linear(x: Float32Array, rows: number, cols: number, f: IntFormat, tenso
 
 const encodeValues: Encoder<WeightFormat> = (x, rows, cols, f, tensor) => (ENCODERS[f.kind] as Encoder<WeightFormat>)(x, rows, cols, f, tensor);
 
-/** Encode a tensor in `target` (a no-op when it already is). */
-export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTensor {
+/**
+ * Encode `x` [rows, cols] in `target`; with `matrixRows` (an int8/int4 per-channel target), one
+ * scale per `matrixRows`-row matrix of a stack instead of one per row (int8:e / int4:e).
+ */
+function encodeRows(x: Float32Array, rows: number, cols: number, target: WeightFormat, name: string, matrixRows?: number): Encoded {
+  if (matrixRows === undefined) return encodeValues(x, rows, cols, target, name);
+  if (target.kind !== 'int8' && target.kind !== 'int4') throw new LutraError(`tensor "${name}": one scale per matrix needs int8 or int4, not ${target.kind}`);
+  const q = quantizeLinearPerMatrix(x, rows, cols, target, matrixRows, name);
+  return { data: q.codes, scales: q.scales };
+}
+
+/** Encode a tensor in `target` (a no-op when it already is, unless `matrixRows` asks for one scale per matrix). */
+export function encodeTensor(w: WeightTensor, target: WeightFormat, matrixRows?: number): StoredTensor {
   const base = { name: w.name, shape: w.shape, format: target };
-  if (sameFormat(w.format, target)) return { ...base, data: w.data, scales: w.scales, table: w.table };
+  if (sameFormat(w.format, target) && matrixRows === undefined) return { ...base, data: w.data, scales: w.scales, table: w.table };
   const [rows, cols] = matrixShape(w.shape);
-  return { ...base, ...encodeValues(dequantize(w), rows, cols, target, w.name) };
+  return { ...base, ...encodeRows(dequantize(w), rows, cols, target, w.name, matrixRows) };
 }
 
 /**
@@ -80,22 +91,24 @@ export function encodeTensor(w: WeightTensor, target: WeightFormat): StoredTenso
  * or groups of rows (int8/int4 except per tensor, lut<b>:G with G > 0) is encoded a few whole units
  * at a time. Units are independent, so the bytes are those of encodeTensor.
  */
-export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat): Promise<StoredTensor> {
+export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat, matrixRows?: number): Promise<StoredTensor> {
   const [rows, cols] = matrixShape(w.shape);
-  if (rows * cols <= PIECE_WEIGHTS || sameFormat(w.format, target)) return encodeTensor(w, target);
+  if (rows * cols <= PIECE_WEIGHTS || (sameFormat(w.format, target) && matrixRows === undefined)) return encodeTensor(w, target, matrixRows);
   // A large tensor: decoded a piece at a time, then encoded (in pieces of whole units where it can be).
   const x = await dequantizeInPieces(w);
   await yieldToEvents();
   const f32: WeightTensor = { ...w, format: { kind: 'f32' }, data: new Uint8Array(x.buffer), scales: undefined, table: undefined };
   const aux = auxLayout(target, rows, cols);
-  if (!aux || aux.rowsPerUnit === 0 || rows % aux.rowsPerUnit !== 0) return encodeTensor(f32, target);
+  // Rows sharing what is computed from their values: a scale or table unit, or a whole matrix of the stack.
+  const unitRows = matrixRows ?? aux?.rowsPerUnit ?? 0;
+  if (!aux || unitRows === 0 || rows % unitRows !== 0) return encodeTensor(f32, target, matrixRows);
   const stride = rowBytes(target, cols);
   const codes = new Uint8Array(rows * stride);
   const values = new Float32Array(aux.count);
-  const step = pieceRows(cols, aux.rowsPerUnit);
+  const step = pieceRows(cols, unitRows);
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
-    const q = encodeValues(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target, w.name);
+    const q = encodeRows(x.subarray(r0 * cols, (r0 + n) * cols), n, cols, target, w.name, matrixRows);
     codes.set(q.data, r0 * stride);
     values.set(q[aux.name]!, (r0 / aux.rowsPerUnit) * aux.values);
     await yieldToEvents();
@@ -159,12 +172,13 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const rule = alpha !== 1 ? arch.fp16ScaleRule(name) : null;
     const planned = formatFor(plan, partOf.get(name)!, shape);
     if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
+    const matrixRows = planned ? perMatrixRows(plan, partOf.get(name)!, shape) : undefined;
     // A scaled gain is kept in f32 (exact); a scaled matrix keeps its planned format.
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
-    const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format);
+    const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format, matrixRows);
     // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
-    const copy = sameFormat(src.format(name), format) && !isPlain(format);
-    const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format);
+    const copy = sameFormat(src.format(name), format) && !isPlain(format) && matrixRows === undefined;
+    const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format) && matrixRows === undefined;
     entries.push({ name, shape, format, make, pieces: stream ? () => encodeRowsFromDisk(src, name, format) : undefined });
   }
   // A tied head in a format other than the embedding's is stored on its own.
@@ -173,8 +187,10 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const planned = formatFor(plan, 'lmhead', embed.shape);
     if (planned) checkFormatFits(plan, 'lm_head.weight', 'lmhead', embed.shape, planned, `${src.dir} (the tied embedding)`);
     const head = planned ?? src.format('model.embed_tokens.weight');
-    if (!sameFormat(head, embed.format)) {
-      entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head) });
+    const headRows = planned ? perMatrixRows(plan, 'lmhead', embed.shape) : undefined;
+    const embedByMatrix = formatFor(plan, 'embed', embed.shape) !== null && perMatrixRows(plan, 'embed', embed.shape) !== undefined;
+    if (!sameFormat(head, embed.format) || (headRows !== undefined) !== embedByMatrix) {
+      entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head, headRows) });
     }
   }
   return entries;

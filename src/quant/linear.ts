@@ -61,6 +61,27 @@ export function quantizeLinear(x: Float32Array, rows: number, cols: number, form
   return { codes, scales };
 }
 
+/**
+ * One scale per matrix of a stack (per expert): each `matrixRows`-row matrix quantized as with a
+ * per-tensor scale, the scale stored once per row, so the result is an ordinary per-channel tensor
+ * (format :c) whose scales repeat within each matrix and every kernel reads it unchanged.
+ */
+export function quantizeLinearPerMatrix(x: Float32Array, rows: number, cols: number, format: IntFormat, matrixRows: number, tensor: string): LinearQuantized {
+  if (!Number.isInteger(matrixRows) || matrixRows <= 0 || rows % matrixRows !== 0) {
+    throw new LutraError(`tensor "${tensor}": ${rows} rows are not a whole number of ${matrixRows}-row matrices`);
+  }
+  const perChannel: IntFormat = { kind: format.kind, group: 'c' };
+  const stride = rowBytes(perChannel, cols);
+  const codes = new Uint8Array(rows * stride);
+  const scales = new Float32Array(rows);
+  for (let r0 = 0; r0 < rows; r0 += matrixRows) {
+    const q = quantizeLinear(x.subarray(r0 * cols, (r0 + matrixRows) * cols), matrixRows, cols, { kind: format.kind, group: 't' }, tensor);
+    codes.set(q.codes, r0 * stride);
+    scales.fill(q.scales[0], r0, r0 + matrixRows);
+  }
+  return { codes, scales };
+}
+
 function absMax(x: Float32Array, lo: number, hi: number): number {
   let m = 0;
   for (let i = lo; i < hi; i++) m = Math.max(m, Math.abs(x[i]));

@@ -13,16 +13,30 @@ export interface QuantPlan {
   flags?: Partial<Record<Part, string>>;
   /** Tensors with fewer elements stay in their source format. */
   weightThreshold: number;
+  /**
+   * Parts given int8:e / int4:e: one scale per matrix of a stack (per expert; per tensor for a
+   * single matrix), stored as the per-channel format whose scales repeat within each matrix.
+   */
+  perMatrix?: Partial<Record<Part, boolean>>;
+}
+
+/** `int8:e` / `int4:e`: the per-channel format the per-matrix rule is stored as, else null. */
+function perMatrixFormat(text: string): WeightFormat | null {
+  const m = /^\s*(int8|int4):e\s*$/i.exec(text);
+  return m ? { kind: m[1].toLowerCase() as 'int8' | 'int4', group: 'c' } : null;
 }
 
 /** Build a plan from `--quant PART=FORMAT` entries and `--lutN B[,G]` shorthands (later wins). */
 export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string; lut3?: string; weightThreshold: number }): QuantPlan {
   const parts: QuantPlan['parts'] = {};
   const flags: NonNullable<QuantPlan['flags']> = {};
-  const set = (ps: readonly Part[], f: WeightFormat, flag: string) => {
+  const perMatrix: NonNullable<QuantPlan['perMatrix']> = {};
+  const set = (ps: readonly Part[], f: WeightFormat, flag: string, byMatrix = false) => {
     for (const p of ps) {
       parts[p] = f;
       flags[p] = flag;
+      if (byMatrix) perMatrix[p] = true;
+      else delete perMatrix[p];
     }
   };
   const lut = (flag: string, v: string): WeightFormat => {
@@ -34,15 +48,22 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
     const eq = q.indexOf('=');
     if (eq < 0) throw new LutraError(`--quant "${q}": expected PART=FORMAT, e.g. ffn=lut4:4`);
     const part = q.slice(0, eq).trim();
-    const format = parseFormat(q.slice(eq + 1), `--quant ${q}`);
-    if (part === 'all') set(ALL_PARTS, format, `--quant ${q}`);
-    else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`);
+    const byMatrix = perMatrixFormat(q.slice(eq + 1));
+    const format = byMatrix ?? parseFormat(q.slice(eq + 1), `--quant ${q}`);
+    if (part === 'all') set(ALL_PARTS, format, `--quant ${q}`, byMatrix !== null);
+    else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`, byMatrix !== null);
     else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected ${PARTS.join(', ')} or all`);
   }
   if (opts.lut1 !== undefined) set(['embed'], lut('--lut1', opts.lut1), `--lut1 ${opts.lut1}`);
   if (opts.lut2 !== undefined) set(['attn', 'ffn'], lut('--lut2', opts.lut2), `--lut2 ${opts.lut2}`);
   if (opts.lut3 !== undefined) set(['lmhead'], lut('--lut3', opts.lut3), `--lut3 ${opts.lut3}`);
-  return { parts, flags, weightThreshold: opts.weightThreshold };
+  return { parts, flags, weightThreshold: opts.weightThreshold, perMatrix };
+}
+
+/** Rows of one matrix of the tensor when its part has one scale per matrix (int8:e / int4:e), else undefined. */
+export function perMatrixRows(plan: QuantPlan, part: Part | null, shape: number[]): number | undefined {
+  if (!part || !plan.perMatrix?.[part]) return undefined;
+  return shape.length > 2 ? shape[shape.length - 2] : matrixShape(shape)[0];
 }
 
 /** The format for one tensor of the given part (from the architecture's manifest), or null to keep the source's. */
@@ -76,7 +97,7 @@ export function planFields(plan: QuantPlan): Record<string, unknown> {
   const seedName: Record<Part, string> = { embed: 'embeddings', ple: 'ple', attn: 'attn', ffn: 'ffn', experts: 'experts', router: 'router', lmhead: 'lmhead' };
   for (const p of PARTS) {
     const f = plan.parts[p];
-    out[`quant_${p}`] = f ? formatName(f) : 'none';
+    out[`quant_${p}`] = f ? (plan.perMatrix?.[p] ? `${f.kind}:e` : formatName(f)) : 'none';
     out[`lut_${seedName[p]}`] = f?.kind === 'lut' ? f.bits : 'none';
     out[`lut_${seedName[p]}_per_channel`] = f?.kind === 'lut' ? f.group : 'none';
   }

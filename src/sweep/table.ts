@@ -19,7 +19,14 @@ function firstDiv(r: SweepRow): string {
   return `${s.first_divergence_min ?? 'none'} (${s.diverged_prompts}/${s.count})`;
 }
 
-export const TABLE_HEAD = ['configuration', 'size MB', 'KL', 'corr', 'match', 'first div (prompts)', 'min layer cos', 'decode tok/s'];
+export const TABLE_HEAD = ['configuration', 'size MB', 'KL', 'corr', 'match', 'first div (prompts)', 'min layer cos (at layer)', 'min single-layer cos (at layer)', 'decode tok/s'];
+
+/** A per-layer minimum and the layer where it is lowest, e.g. "0.9912 (7)". */
+function minAt(min: number | undefined, perLayer: number[] | undefined): string {
+  if (min === undefined) return '–';
+  const at = perLayer ? perLayer.indexOf(min) : -1;
+  return `${num(min, 4)}${at >= 0 ? ` (${at})` : ''}`;
+}
 
 export function tableCells(r: SweepRow): string[] {
   const s = r.summary;
@@ -30,7 +37,8 @@ export function tableCells(r: SweepRow): string[] {
     num(s?.corr_mean, 4),
     s ? `${(100 * s.match_rate).toFixed(1)}%` : '–',
     firstDiv(r),
-    num(s?.min_layer_cosine, 4),
+    minAt(s?.min_layer_cosine, s?.layer_min_cosine),
+    minAt(s?.min_single_layer_cosine, s?.layer_single_min_cosine),
     num(r.decode_tok_s, 0),
   ];
 }
@@ -47,7 +55,8 @@ export function formatMarkdown(res: SweepResult): string {
     `Source ${res.model}; reference: the source on ${res.reference_engine}. ${res.prompts} prompts × ${res.max_tokens} greedy steps, ` +
       `the candidate drives and the reference is teacher-forced; ${res.template ? 'chat template' : 'no template'}; candidates on the ${res.backend} backend.`,
     'KL(P_ref ‖ P_cand) in nats, logit correlation and top-1 match pooled over all steps; first div = earliest step whose top-1 differs ' +
-      '(prompts that diverged / all); min layer cos = lowest cosine of the residual stream after any layer at any position' +
+      '(prompts that diverged / all); min layer cos = lowest cosine of the residual stream after any layer at any position, and the layer where it is lowest; ' +
+      "single-layer = the same with each candidate layer run on the reference's input (the error a layer adds on its own)" +
       (res.layers ? '' : ' (not measured: run with --layers)') + '; size = bytes of the weight shards (MB = 10^6 bytes).',
     res.timing
       ? `decode tok/s: timeLutra, prefill ${res.timing.prefill} + decode ${res.timing.decode} tokens, best of ≤ 3 runs on the ${res.backend} backend (machine shared: expect noise).`

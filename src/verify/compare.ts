@@ -26,7 +26,10 @@ import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { Session } from '../runtime/session.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { LlamaCppOracle, LOG_PROB_FLOOR } from './llama-cpp.js';
-import { cosine, entropy, klDivergence, logSoftmax, pearson, top2 } from './metrics.js';
+import { entropy, klDivergence, logSoftmax, pearson, top2 } from './metrics.js';
+import { HiddenCapture, layerStats, type LayerStats } from './hidden.js';
+
+export { HiddenCapture, layerStats, type LayerStats };
 import { LutraError } from '../util/errors.js';
 import type { CausalLM } from '../model/forward.js';
 import type { Numerics } from '../fp16/numerics.js';
@@ -34,25 +37,6 @@ import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 
 // ---------------------------------------------------------------------------------------------
 // Runners
-
-/** Residual stream leaving every layer, for every fed position: layers[l][pos * H + i]. */
-export class HiddenCapture {
-  readonly layers: Float32Array[];
-  private cursor = 0;
-  constructor(readonly numLayers: number, readonly hidden: number, readonly positions: number) {
-    this.layers = Array.from({ length: numLayers }, () => new Float32Array(positions * hidden));
-  }
-  get captured(): number {
-    return this.cursor;
-  }
-  readonly observer: Observer = (layer, point, data, rows, cols) => {
-    if (point !== 'residual') return;
-    if (cols !== this.hidden) throw new Error(`internal: residual of width ${cols}, expected ${this.hidden}`);
-    if (this.cursor + rows > this.positions) throw new Error(`internal: hidden capture overflow at position ${this.cursor + rows}`);
-    this.layers[layer].set(data.subarray(0, rows * cols), this.cursor * cols);
-    if (layer === this.numLayers - 1) this.cursor += rows;
-  };
-}
 
 export interface RunOptions {
   /** Stop generating after one of these ids (it is kept as the last step). */
@@ -260,42 +244,6 @@ export function stepMetrics(ref: ArrayLike<number>, cand: ArrayLike<number>, cor
   return { kl, corr, entropy: h, match: rt.top === ct.top, margin: rt.margin, refTop: rt.top, candTop: ct.top };
 }
 
-export interface LayerStats {
-  /** Minimum over positions of the cosine of the two residual streams leaving each layer. */
-  minCosine: number[];
-  meanCosine: number[];
-  /** Position (0-based, over prompt + generated) of that minimum, per layer. */
-  worstPosition: number[];
-  /** First layer whose minimum cosine is below the threshold, or null. */
-  firstBelow: number | null;
-  threshold: number;
-}
-
-export function layerStats(a: HiddenCapture, b: HiddenCapture, positions: number, threshold: number): LayerStats {
-  const H = a.hidden;
-  const minCosine: number[] = [];
-  const meanCosine: number[] = [];
-  const worstPosition: number[] = [];
-  for (let l = 0; l < a.numLayers; l++) {
-    let min = Infinity;
-    let worst = -1;
-    let sum = 0;
-    for (let t = 0; t < positions; t++) {
-      const c = cosine(a.layers[l].subarray(t * H, (t + 1) * H), b.layers[l].subarray(t * H, (t + 1) * H));
-      sum += c;
-      if (!(c >= min)) {
-        min = c;
-        worst = t;
-      }
-    }
-    minCosine.push(min);
-    meanCosine.push(sum / positions);
-    worstPosition.push(worst);
-  }
-  const fb = minCosine.findIndex((c) => !(c >= threshold));
-  return { minCosine, meanCosine, worstPosition, firstBelow: fb < 0 ? null : fb, threshold };
-}
-
 /** ANEMLL's richer harness's repetition flags, on the driver's generated tokens. */
 export interface RepetitionFlags {
   /** The same token 10 times in a row: the step where the run starts, or null. */
@@ -408,8 +356,17 @@ export async function comparePrompt(candidate: Runner, reference: Runner, prompt
     const m0 = performance.now();
     const [hc, hr] = opts.driver === 'candidate' ? [hidD, hidT] : [hidT, hidD];
     if (hc.captured !== fed.length || hr.captured !== fed.length) throw new Error(`internal: captured ${hc.captured}/${hr.captured} positions of ${fed.length}`);
-    layers = layerStats(hc, hr, fed.length, opts.layerThreshold!);
     tMetrics += performance.now() - m0;
+    // Single-layer: the candidate again, its stream replaced by the reference's after every layer.
+    let single: HiddenCapture | undefined;
+    if (candidate.config) {
+      single = new HiddenCapture(hc.numLayers, hc.hidden, fed.length, hr);
+      await candidate.teacherForce(fed, () => {}, { hidden: single });
+      if (single.captured !== fed.length) throw new Error(`internal: captured ${single.captured} single-layer positions of ${fed.length}`);
+    }
+    const m1 = performance.now();
+    layers = layerStats(hc, hr, fed.length, opts.layerThreshold!, single);
+    tMetrics += performance.now() - m1;
   }
   return { promptIds, tokens, steps, promptKl, layers, seconds: { driver: tDriver, teacher: tTeacher, metrics: tMetrics / 1000 } };
 }
@@ -484,9 +441,19 @@ export interface Summary {
   first_divergence_min: number | null;
   repetition_flagged_prompts: number;
   min_layer_cosine?: number;
+  /** Per layer, through the stack: minimum cosine over prompts and positions. */
   layer_min_cosine?: number[];
+  /** Per layer, through the stack: mean over prompts of the mean cosine over positions. */
+  layer_mean_cosine?: number[];
+  /** Per layer, through the stack: mean ‖candidate − reference‖ / ‖reference‖. */
+  layer_rel_error?: number[];
   first_layer_below?: number | null;
   layer_threshold?: number;
+  /** Each layer on the reference's input (hidden.ts): the lowest cosine of any layer, and per layer. */
+  min_single_layer_cosine?: number;
+  layer_single_min_cosine?: number[];
+  layer_single_mean_cosine?: number[];
+  layer_single_rel_error?: number[];
 }
 
 /** Means over prompts weighted by steps (i.e. over all steps pooled). */
@@ -520,6 +487,16 @@ export function summarize(runs: PromptRun[], layerThreshold: number | null): Sum
     const fb = per.findIndex((c) => !(c >= layerThreshold));
     s.first_layer_below = fb < 0 ? null : fb;
     s.layer_threshold = layerThreshold;
+    const perLayer = (f: (r: PromptRun) => number[], pool: (xs: number[]) => number) => Array.from({ length: L }, (_, l) => pool(runs.map((r) => f(r)[l])));
+    const min = (xs: number[]) => Math.min(...xs);
+    s.layer_mean_cosine = perLayer((r) => r.layers!.meanCosine, mean);
+    s.layer_rel_error = perLayer((r) => r.layers!.meanRelError, mean);
+    if (runs.every((r) => r.layers!.single)) {
+      s.layer_single_min_cosine = perLayer((r) => r.layers!.single!.minCosine, min);
+      s.min_single_layer_cosine = Math.min(...s.layer_single_min_cosine);
+      s.layer_single_mean_cosine = perLayer((r) => r.layers!.single!.meanCosine, mean);
+      s.layer_single_rel_error = perLayer((r) => r.layers!.single!.meanRelError, mean);
+    }
   }
   return s;
 }
@@ -546,7 +523,12 @@ const GATE_METRICS: Record<string, keyof Summary> = {
   layer: 'min_layer_cosine',
   layer_cos: 'min_layer_cosine',
   min_layer_cosine: 'min_layer_cosine',
+  single_layer: 'min_single_layer_cosine',
+  min_single_layer_cosine: 'min_single_layer_cosine',
 };
+
+/** The per-layer values a layer gate is judged on, to name the first failing layer. */
+const PER_LAYER: Partial<Record<keyof Summary, keyof Summary>> = { min_layer_cosine: 'layer_min_cosine', min_single_layer_cosine: 'layer_single_min_cosine' };
 
 /** "kl<0.01,corr>0.99,match>0.98" → gates. */
 export function parseGates(text: string, layers: boolean): Gate[] {
@@ -557,8 +539,8 @@ export function parseGates(text: string, layers: boolean): Gate[] {
     const m = /^([a-z_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?)$/.exec(p);
     if (!m) throw new LutraError(`--gate "${p}": expected METRIC<VALUE or METRIC>VALUE, e.g. kl<0.01`);
     const metric = GATE_METRICS[m[1]];
-    if (!metric) throw new LutraError(`--gate "${p}": unknown metric "${m[1]}"; known: kl, kl_max, corr, entropy, match, prompt_kl, layer`);
-    if (metric === 'min_layer_cosine' && !layers) throw new LutraError(`--gate "${p}": the layer cosine needs --layers`);
+    if (!metric) throw new LutraError(`--gate "${p}": unknown metric "${m[1]}"; known: kl, kl_max, corr, entropy, match, prompt_kl, layer, single_layer`);
+    if (PER_LAYER[metric] && !layers) throw new LutraError(`--gate "${p}": the layer cosine needs --layers`);
     const value = m[3].endsWith('%') ? Number(m[3].slice(0, -1)) / 100 : Number(m[3]);
     gates.push({ metric, op: m[2] as Gate['op'], value, text: p });
   }
@@ -582,8 +564,9 @@ export function evaluateGates(gates: Gate[], s: Summary): GateResult[] {
     const pass = actual !== null && !Number.isNaN(actual) && holds(gate, actual);
     const r: GateResult = { gate, actual, pass };
     // A per-layer cosine gate names the first layer that fails it (the error's origin in depth).
-    if (!pass && gate.metric === 'min_layer_cosine' && s.layer_min_cosine) {
-      const l = s.layer_min_cosine.findIndex((c) => !holds(gate, c));
+    const perLayer = PER_LAYER[gate.metric] && (s[PER_LAYER[gate.metric]!] as number[] | undefined);
+    if (!pass && perLayer) {
+      const l = perLayer.findIndex((c) => !holds(gate, c));
       if (l >= 0) r.firstLayer = l;
     }
     return r;

@@ -21,7 +21,17 @@ export interface ResultRecord {
   metrics: PromptMetrics;
   repetition: RepetitionFlags;
   /** --layers: per-layer minimum/mean cosine over positions, the position of the minimum, the first layer below the threshold. */
-  layers: { min_cosine: number[]; mean_cosine: number[]; worst_position: number[]; first_below: number | null; threshold: number } | null;
+  layers: {
+    min_cosine: number[];
+    mean_cosine: number[];
+    worst_position: number[];
+    /** Mean ‖candidate − reference‖ / ‖reference‖ per layer. */
+    rel_error: number[];
+    first_below: number | null;
+    threshold: number;
+    /** Each layer run on the reference's input. */
+    single: { min_cosine: number[]; mean_cosine: number[]; rel_error: number[] } | null;
+  } | null;
   per_step: { kl: number[]; corr: (number | null)[]; entropy: number[]; match: number[]; margin: number[]; ref_top: number[]; cand_top: number[] };
   prompt_kl: number[];
   seconds: { driver: number; teacher: number; metrics: number };
@@ -239,8 +249,20 @@ function markdown(results: ResultRecord[], s: SummaryFile): string {
   for (const r of results) L.push(`| ${[...promptRow(r, layers).map((c) => c.replace(/\|/g, '\\|')), repetitionText(r) || '–'].join(' | ')} |`);
   L.push('');
   if (layers && s.layer_min_cosine) {
-    L.push('## Per layer (residual stream leaving the layer; minimum over prompts and positions)', '', '| layer | min cosine | status |', '|---|---|---|');
-    s.layer_min_cosine.forEach((c, l) => L.push(`| ${l} | ${fmt(c, 6)} | ${c >= s.layer_threshold! ? 'ok' : '**below**'} |`));
+    const single = s.layer_single_min_cosine;
+    L.push(
+      '## Per layer (residual stream leaving the layer)',
+      '',
+      'Through the stack: both models on their own inputs. Single layer: the candidate\'s layer on the reference\'s input (its stream replaced by the reference\'s after every layer). Cosines: minimum over prompts and positions; relative error ‖cand − ref‖/‖ref‖: mean over positions.',
+      '',
+      `| layer | min cosine | mean cosine | rel. error | status |${single ? ' single-layer min cosine | single-layer rel. error |' : ''}`,
+      `|---|---|---|---|---|${single ? '---|---|' : ''}`,
+    );
+    s.layer_min_cosine.forEach((c, l) => {
+      const row = [l, fmt(c, 6), fmt(s.layer_mean_cosine?.[l], 6), fmt(s.layer_rel_error?.[l], 4), c >= s.layer_threshold! ? 'ok' : '**below**'];
+      if (single) row.push(fmt(single[l], 6), fmt(s.layer_single_rel_error?.[l], 4));
+      L.push(`| ${row.join(' | ')} |`);
+    });
     L.push('');
   }
   L.push('## Definitions', '', DEFINITIONS_TEXT, '');

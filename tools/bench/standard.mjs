@@ -7,7 +7,10 @@
 // A run that measures only some shapes or formats keeps the other rows of the previous run's
 // results.json, each with the date it was measured.
 //
-// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b,gemma-4-e2b] [--formats f16,int8:32,int4:32]
+// A shape NAME@N is the fixture cut to its first N layers (`lutra fixture --layers N`), for models
+// that do not fit the machine whole.
+//
+// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b,gemma-4-e2b,gemma-4-26b-a4b@6] [--formats f16,int8:32,int4:32]
 //        [--work DIR (or $LUTRA_BENCH_WORK; default /tmp/lutra-bench)] [--prefill 256] [--decode 64]
 //        [--threads N] [--out docs/BENCHMARKS.md] [--render-only]
 import { spawnSync } from 'node:child_process';
@@ -24,8 +27,8 @@ const END = '<!-- end of standard table -->';
 
 const { values: o } = parseArgs({
   options: {
-    shapes: { type: 'string', default: 'gemma-3-270m,gemma-3-1b,gemma-4-e2b' },
-    // Default: f16, int8:32 and int4:32, except the Gemma 4 E2B shape (10 GB in f16): int8:32 and int4:32.
+    shapes: { type: 'string', default: 'gemma-3-270m,gemma-3-1b,gemma-4-e2b,gemma-4-26b-a4b@6' },
+    // Default: f16, int8:32 and int4:32, except the Gemma 4 shapes (10 GB and more in f16): int8:32 and int4:32.
     formats: { type: 'string' },
     work: { type: 'string', default: process.env.LUTRA_BENCH_WORK ?? '/tmp/lutra-bench' },
     prefill: { type: 'string', default: '256' },
@@ -43,8 +46,14 @@ const fail = (msg) => {
 };
 if (!existsSync(CLI)) fail(`${CLI} is missing: run \`npm run build\` first`);
 const shapes = o.shapes.split(',').filter(Boolean);
-const DEFAULT_FORMATS = { 'gemma-4-e2b': ['int8:32', 'int4:32'] };
-const formatsFor = (shape) => (o.formats ? o.formats.split(',').filter(Boolean) : DEFAULT_FORMATS[shape] ?? ['f16', 'int8:32', 'int4:32']);
+const DEFAULT_FORMATS = { 'gemma-4-e2b': ['int8:32', 'int4:32'], 'gemma-4-26b-a4b': ['int8:32', 'int4:32'] };
+/** 'name@N' → the fixture name and its layer cut (null: whole). */
+function parseShape(shape) {
+  const m = /^([a-z0-9.-]+)(?:@(\d+))?$/.exec(shape);
+  if (!m) fail(`--shapes: '${shape}' is not NAME or NAME@LAYERS`);
+  return { name: m[1], layers: m[2] ? Number(m[2]) : null };
+}
+const formatsFor = (shape) => (o.formats ? o.formats.split(',').filter(Boolean) : DEFAULT_FORMATS[parseShape(shape).name] ?? ['f16', 'int8:32', 'int4:32']);
 mkdirSync(o.work, { recursive: true });
 
 /** Run lutra; stderr (progress) goes straight through, stdout is returned. */
@@ -59,8 +68,9 @@ function measure() {
   const rows = [];
   for (const shape of shapes) {
     // fixture and convert write under a temporary name and rename, so an existing folder is complete.
+    const { name, layers } = parseShape(shape);
     const hf = join(o.work, shape, 'hf');
-    if (!existsSync(hf)) lutra(['fixture', '--shape', shape, '--out', hf]);
+    if (!existsSync(hf)) lutra(['fixture', '--shape', name, '--out', hf, ...(layers ? ['--layers', String(layers)] : [])]);
     else process.stderr.write(`bench: reusing ${hf}\n`);
     for (const format of formatsFor(shape)) {
       const pkg = join(o.work, shape, format.replace(/[^a-z0-9]+/gi, '-'));
@@ -119,20 +129,22 @@ const table = [
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
     `Random-weight fixtures (speed does not depend on values); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
     'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU, F16 KV cache) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra. ' +
-    'Weight MB = bytes read per decoded token (every matrix once, norms included); effective GB/s = that × decode tok/s. ' +
+    'Weight MB = bytes read per decoded token (every matrix once, norms included; of a mixture of experts only the top-k experts a token is routed to), from the M weights read per token (the active parameters) of the M held; effective GB/s = that × decode tok/s. ' +
+    'NAME@N = the shape cut to its first N layers (`lutra fixture --layers N`). ' +
     "On-disk MB = Gemma 4's per-layer embedding table, read a row per token from the file and never resident: it counts neither in weight MB nor in the RSS limit. " +
     'Load = the 1-minute load average when the row started (2 cores; above ~1 another job shared them).',
   '',
   `Command: \`${run.command}\` (work folder ${run.work}).`,
   '',
-  '| shape | format | measured (load) | weight MB | on-disk MB | lutra prefill tok/s | lutra decode tok/s | ms/token | llama.cpp prefill tok/s (threads) | llama.cpp decode tok/s (threads) | prefill ratio | decode ratio | effective GB/s | % of bandwidth | peak RSS MB | RSS ≤ 1.3 × weights + 300 MB |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| shape | format | measured (load) | weights read / held (M) | weight MB | on-disk MB | lutra prefill tok/s | lutra decode tok/s | ms/token | llama.cpp prefill tok/s (threads) | llama.cpp decode tok/s (threads) | prefill ratio | decode ratio | effective GB/s | % of bandwidth | peak RSS MB | RSS ≤ 1.3 × weights + 300 MB |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map((r) => {
     const l = r.llama_cpp ?? {};
     const check = `${r.rss_ok ? 'ok' : 'over'} (limit ${mb(r.rss_limit_bytes)})`;
     const when = `${(r.date ?? run.date).slice(0, 10)} (${r.loadavg !== undefined ? f(r.loadavg, 1) : '—'})`;
     const disk = r.on_disk_weight_bytes ? mb(r.on_disk_weight_bytes) : '—';
-    return `| ${r.shape} | ${r.format} | ${when} | ${mb(r.weight_bytes)} | ${disk} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
+    const params = r.params_per_token ? `${f(r.params_per_token / 1e6, 0)} / ${f(r.params_resident / 1e6, 0)}` : '—';
+    return `| ${r.shape} | ${r.format} | ${when} | ${params} | ${mb(r.weight_bytes)} | ${disk} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
   }),
   '',
   `Threads: lutra ${rows[0]?.threads ?? '—'}; kernels: ${[...new Set(rows.map((r) => r.simd ?? 'baseline'))].join(', ')} SIMD build (\`--simd\`). Peak RSS is the whole \`lutra bench\` process up to the end of decoding (loading included; the tokenizer is not loaded), before llama.cpp runs.`,
