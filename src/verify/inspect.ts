@@ -1,7 +1,7 @@
 // `lutra inspect`: what a package, checkpoint or GGUF holds (meta, per-tensor format, shape and
 // bytes) and, against a source model, how far each tensor moved: relative RMS error, cosine, and
 // the condition figure max|W| / RMS(W) of the source, per tensor and for its worst output channel
-// (seed 004's diagnostic: a large figure means a few outliers set a per-tensor scale or table and
+// (the condition-number diagnostic: a large figure means a few outliers set a per-tensor scale or table and
 // everything else gets few levels).
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { PackageSource, storedBytes } from '../io/package.js';
