@@ -172,7 +172,7 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const rule = alpha !== 1 ? arch.fp16ScaleRule(name) : null;
     const planned = formatFor(plan, partOf.get(name)!, shape);
     if (planned) checkFormatFits(plan, name, partOf.get(name)!, shape, planned, src.dir);
-    const matrixRows = planned ? perMatrixRows(plan, partOf.get(name)!, shape) : undefined;
+    const matrixRows = perMatrixRows(plan, partOf.get(name)!, shape);
     // A scaled gain is kept in f32 (exact); a scaled matrix keeps its planned format.
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
     const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format, matrixRows);
@@ -187,9 +187,8 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const planned = formatFor(plan, 'lmhead', embed.shape);
     if (planned) checkFormatFits(plan, 'lm_head.weight', 'lmhead', embed.shape, planned, `${src.dir} (the tied embedding)`);
     const head = planned ?? src.format('model.embed_tokens.weight');
-    const headRows = planned ? perMatrixRows(plan, 'lmhead', embed.shape) : undefined;
-    const embedByMatrix = formatFor(plan, 'embed', embed.shape) !== null && perMatrixRows(plan, 'embed', embed.shape) !== undefined;
-    if (!sameFormat(head, embed.format) || (headRows !== undefined) !== embedByMatrix) {
+    const headRows = perMatrixRows(plan, 'lmhead', embed.shape);
+    if (!sameFormat(head, embed.format) || headRows !== perMatrixRows(plan, 'embed', embed.shape)) {
       entries.push({ name: 'lm_head.weight', shape: embed.shape, format: head, make: () => encodeTensorAsync({ ...load('model.embed_tokens.weight'), name: 'lm_head.weight' }, head, headRows) });
     }
   }

@@ -60,9 +60,9 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
   return { parts, flags, weightThreshold: opts.weightThreshold, perMatrix };
 }
 
-/** Rows of one matrix of the tensor when its part has one scale per matrix (int8:e / int4:e), else undefined. */
+/** Rows of one matrix of the tensor when the plan quantizes it with one scale per matrix (int8:e / int4:e), else undefined. */
 export function perMatrixRows(plan: QuantPlan, part: Part | null, shape: number[]): number | undefined {
-  if (!part || !plan.perMatrix?.[part]) return undefined;
+  if (!part || !plan.perMatrix?.[part] || formatFor(plan, part, shape) === null) return undefined;
   return shape.length > 2 ? shape[shape.length - 2] : matrixShape(shape)[0];
 }
 

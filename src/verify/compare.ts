@@ -28,12 +28,12 @@ import { loadModel, makeBackend } from '../runtime/load.js';
 import { LlamaCppOracle, LOG_PROB_FLOOR } from './llama-cpp.js';
 import { entropy, klDivergence, logSoftmax, pearson, top2 } from './metrics.js';
 import { HiddenCapture, layerStats, type LayerStats } from './hidden.js';
-
-export { HiddenCapture, layerStats, type LayerStats };
 import { LutraError } from '../util/errors.js';
 import type { CausalLM } from '../model/forward.js';
 import type { Numerics } from '../fp16/numerics.js';
 import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
+
+export { HiddenCapture, layerStats, type LayerStats };
 
 // ---------------------------------------------------------------------------------------------
 // Runners
@@ -66,6 +66,8 @@ export interface Runner {
   generate(prompt: number[], maxTokens: number, opts: RunOptions): Promise<{ tokens: number[]; rows: Float32Array[] }>;
   /** Teacher-forced over `ids`; onRow(t, row) for t = 0..ids.length-1, in order; the row is only valid during the call. */
   teacherForce(ids: number[], onRow: (pos: number, row: Float32Array) => void, opts: { hidden?: HiddenCapture }): Promise<void>;
+  /** Only the hidden states over `ids` (no logit rows): runners that expose hidden states (lutra). */
+  captureHidden?(ids: number[], hidden: HiddenCapture): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -153,6 +155,13 @@ export class LutraRunner implements Runner {
   async teacherForce(ids: number[], onRow: (pos: number, row: Float32Array) => void, opts: { hidden?: HiddenCapture }) {
     const s = this.session(ids.length);
     this.prefillRows(s, ids, onRow, opts.hidden?.observer);
+    this.noteOverflow(s);
+  }
+
+  async captureHidden(ids: number[], hidden: HiddenCapture) {
+    const s = this.session(ids.length);
+    // The LM head runs for the last position of each batch only.
+    for (let s0 = 0; s0 < ids.length; s0 += this.prefillBatch) s.prefill(ids.slice(s0, s0 + this.prefillBatch), { observer: hidden.observer });
     this.noteOverflow(s);
   }
 
@@ -359,9 +368,9 @@ export async function comparePrompt(candidate: Runner, reference: Runner, prompt
     tMetrics += performance.now() - m0;
     // Single-layer: the candidate again, its stream replaced by the reference's after every layer.
     let single: HiddenCapture | undefined;
-    if (candidate.config) {
+    if (candidate.captureHidden) {
       single = new HiddenCapture(hc.numLayers, hc.hidden, fed.length, hr);
-      await candidate.teacherForce(fed, () => {}, { hidden: single });
+      await candidate.captureHidden(fed, single);
       if (single.captured !== fed.length) throw new Error(`internal: captured ${single.captured} single-layer positions of ${fed.length}`);
     }
     const m1 = performance.now();
