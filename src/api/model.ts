@@ -124,6 +124,7 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd });
   let loaded: ReturnType<typeof loadWeights>;
   try {
+    await backend.ready?.();
     const threads = (backend as { threads?: number }).threads ?? 1;
     loaded = loadWeights(path, backend, { numerics, checkWeights: opts.checkWeights, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
   } catch (e) {

@@ -102,6 +102,8 @@ export interface Backend {
    * bit-identical to src/fp16/round.ts.
    */
   roundToF16?(x: Float32Array, n: number): number;
+  /** Resolves once the backend's threads are up (a browser starts them only while its caller awaits). */
+  ready?(): Promise<void>;
   /** Release worker threads or memory. */
   dispose?(): void;
 }

@@ -7,7 +7,7 @@ import { checkSpeculativeFlag, SPECULATIVE_OPTION, speculativeFor } from './spec
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
-  usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch] [--speculative lookup|suffix|draft:MODEL]',
+  usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch] [--speculative lookup|suffix|draft:MODEL] [--no-page] [--no-isolation]',
   options: {
     ...MODEL_OPTIONS,
     host: { type: 'string', arg: 'ADDR', help: 'address to listen on (0.0.0.0 for every interface)', default: '127.0.0.1' },
@@ -18,11 +18,15 @@ export const serveCommand: Command = {
     'max-body': { type: 'string', arg: 'BYTES', help: 'largest request body; larger ones get HTTP 413', default: String(DEFAULT_MAX_BODY) },
     'no-batch': { type: 'boolean', help: 'run each request\'s decode steps in passes of their own (by default concurrent requests share one forward pass per token)' },
     speculative: { ...SPECULATIVE_OPTION.speculative, help: 'default speculative decoding of requests: lookup, suffix, draft:MODEL (loads MODEL as the draft) or off; a request\'s "speculative" field ("off", "lookup", "suffix", "draft") overrides it' },
+    'no-page': { type: 'boolean', help: 'serve the API only: no chat page at / and no model files for it' },
+    'no-isolation': { type: 'boolean', help: 'serve the chat page without the COOP/COEP headers (the page then runs the engine on one thread)' },
     quiet: { type: 'boolean', help: 'do not log requests on stderr' },
   },
   notes:
     'Endpoints: POST /v1/chat/completions, POST /v1/completions (stream: true for Server-Sent Events),\n' +
-    'GET /v1/models, GET /health. Requests beyond --parallel wait their turn; a follow-up turn of a\n' +
+    'GET /v1/models, GET /health; the chat page at / (lutra in the browser: it downloads the model\n' +
+    'and runs it in the page, on the visitor\'s CPU; served cross-origin isolated so it can use threads).\n' +
+    'Requests beyond --parallel wait their turn; a follow-up turn of a\n' +
     'conversation reuses the cached prefix of the session that served the earlier one (usage.\n' +
     'prompt_tokens_details.cached_tokens). Concurrent requests\' decode steps share one forward pass\n' +
     '(GET /health: decode.tokens_per_pass; --no-batch turns this off). Sampling defaults to greedy\n' +
@@ -48,6 +52,7 @@ export const serveCommand: Command = {
       port,
       modelName: flags.optionalString('model-name'),
       maxBodyBytes,
+      browser: flags.bool('no-page') ? false : { isolation: !flags.bool('no-isolation') },
       onRequest: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
     }).catch((e) => {
       model.dispose();
@@ -55,7 +60,7 @@ export const serveCommand: Command = {
     });
     const i = model.info;
     process.stderr.write(
-      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel${model.batcher ? ', batched decode' : ''}) listening on ${server.url}\n`,
+      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel${model.batcher ? ', batched decode' : ''}) listening on ${server.url}${flags.bool('no-page') ? '' : ` (chat page: ${server.url}/)`}\n`,
     );
     await new Promise<void>((resolve) => {
       let stopping = false;

@@ -466,8 +466,11 @@ export interface GgufFile {
   fileSize: number;
 }
 
+const utf8 = new TextDecoder();
+
 class SyncReader {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf = new Uint8Array(0);
+  private view = new DataView(this.buf.buffer);
   private bufStart = 0;
   pos = 0;
   what = 'header';
@@ -484,7 +487,7 @@ class SyncReader {
     const rel = this.pos - this.bufStart;
     if (rel >= 0 && rel + n <= this.buf.length) return rel;
     const want = Math.min(Math.max(n, 1 << 20), this.size - this.pos);
-    const b = Buffer.allocUnsafe(want);
+    const b = new Uint8Array(want);
     let got = 0;
     while (got < want) {
       const r = readSync(this.fd, b, got, want - got, this.pos + got);
@@ -492,20 +495,21 @@ class SyncReader {
       got += r;
     }
     this.buf = b;
+    this.view = new DataView(b.buffer);
     this.bufStart = this.pos;
     return 0;
   }
 
-  u8(): number { const r = this.need(1); this.pos += 1; return this.buf.readUInt8(r); }
-  i8(): number { const r = this.need(1); this.pos += 1; return this.buf.readInt8(r); }
-  u16(): number { const r = this.need(2); this.pos += 2; return this.buf.readUInt16LE(r); }
-  i16(): number { const r = this.need(2); this.pos += 2; return this.buf.readInt16LE(r); }
-  u32(): number { const r = this.need(4); this.pos += 4; return this.buf.readUInt32LE(r); }
-  i32(): number { const r = this.need(4); this.pos += 4; return this.buf.readInt32LE(r); }
-  u64big(): bigint { const r = this.need(8); this.pos += 8; return this.buf.readBigUInt64LE(r); }
-  i64big(): bigint { const r = this.need(8); this.pos += 8; return this.buf.readBigInt64LE(r); }
-  f32(): number { const r = this.need(4); this.pos += 4; return this.buf.readFloatLE(r); }
-  f64(): number { const r = this.need(8); this.pos += 8; return this.buf.readDoubleLE(r); }
+  u8(): number { const r = this.need(1); this.pos += 1; return this.buf[r]; }
+  i8(): number { const r = this.need(1); this.pos += 1; return this.view.getInt8(r); }
+  u16(): number { const r = this.need(2); this.pos += 2; return this.view.getUint16(r, true); }
+  i16(): number { const r = this.need(2); this.pos += 2; return this.view.getInt16(r, true); }
+  u32(): number { const r = this.need(4); this.pos += 4; return this.view.getUint32(r, true); }
+  i32(): number { const r = this.need(4); this.pos += 4; return this.view.getInt32(r, true); }
+  u64big(): bigint { const r = this.need(8); this.pos += 8; return this.view.getBigUint64(r, true); }
+  i64big(): bigint { const r = this.need(8); this.pos += 8; return this.view.getBigInt64(r, true); }
+  f32(): number { const r = this.need(4); this.pos += 4; return this.view.getFloat32(r, true); }
+  f64(): number { const r = this.need(8); this.pos += 8; return this.view.getFloat64(r, true); }
   /** u64 that must fit a JS number and be at most `max`. */
   count(what: string, max: number): number {
     const v = this.u64big();
@@ -516,7 +520,7 @@ class SyncReader {
     const n = this.count(`string length (${this.what})`, this.size - this.pos);
     const r = this.need(n);
     this.pos += n;
-    return this.buf.toString('utf8', r, r + n);
+    return utf8.decode(this.buf.subarray(r, r + n));
   }
 }
 
@@ -576,9 +580,8 @@ export function readGguf(path: string): GgufFile {
     if (size < 4) r.fail(`truncated GGUF file: ${size} bytes, expected at least the 4-byte magic "GGUF"`);
     const magic = r.u32();
     if (magic !== GGUF_MAGIC) {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE(magic);
-      r.fail(`not a GGUF file: magic is ${JSON.stringify(b.toString('latin1'))} (0x${magic.toString(16).padStart(8, '0')}), expected "GGUF"`);
+      const text = String.fromCharCode(magic & 0xff, (magic >>> 8) & 0xff, (magic >>> 16) & 0xff, magic >>> 24);
+      r.fail(`not a GGUF file: magic is ${JSON.stringify(text)} (0x${magic.toString(16).padStart(8, '0')}), expected "GGUF"`);
     }
     r.what = 'the GGUF version';
     const version = r.u32();

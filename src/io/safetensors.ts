@@ -61,20 +61,20 @@ export class SafetensorsFile {
   private parseHeader(): void {
     const size = fstatSync(this.fd).size;
     if (size < 8) throw new LutraError(`${this.path}: file is ${size} bytes; a safetensors file starts with an 8-byte header length`);
-    const lenBuf = Buffer.alloc(8);
+    const lenBuf = new Uint8Array(8);
     readSync(this.fd, lenBuf, 0, 8, 0);
-    const headerLen = Number(lenBuf.readBigUInt64LE(0));
+    const headerLen = Number(new DataView(lenBuf.buffer).getBigUint64(0, true));
     if (headerLen > MAX_HEADER_BYTES) {
       throw new LutraError(`${this.path}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit; not a safetensors file`);
     }
     if (headerLen <= 0 || 8 + headerLen > size) {
       throw new LutraError(`${this.path}: header length ${headerLen} does not fit a ${size}-byte file; not a safetensors file, or truncated`);
     }
-    const hb = Buffer.alloc(headerLen);
+    const hb = new Uint8Array(headerLen);
     readSync(this.fd, hb, 0, headerLen, 8);
     let header: Record<string, any>;
     try {
-      header = JSON.parse(hb.toString('utf8'));
+      header = JSON.parse(new TextDecoder().decode(hb));
     } catch {
       throw new LutraError(`${this.path}: header is not valid JSON; not a safetensors file`);
     }

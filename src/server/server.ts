@@ -1,6 +1,6 @@
 // An OpenAI-compatible HTTP server over one loaded model (node:http, no framework):
 //   POST /v1/chat/completions, POST /v1/completions (streaming as Server-Sent Events or not),
-//   GET /v1/models, GET /health.
+//   GET /v1/models, GET /health, and the chat page at / with the files it loads (browser.ts).
 // Requests run in the model's session pool: up to `parallel` generate at once (taking turns
 // token by token), more wait in a bounded queue, beyond it 429. A client that goes away cancels
 // its generation within one token. close() stops accepting, lets running requests finish for a
@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type { LutraModel } from '../api/model.js';
 import type { GenerateOptions, GenerationChunk, GenerationResult } from '../runtime/generate.js';
 import { LutraError } from '../util/errors.js';
+import { browserModelName, serveBrowser, type BrowserOptions } from './browser.js';
 import { ApiError, finishReason, parseChatRequest, parseCompletionRequest, timings, usage, type ParsedRequest } from './openai.js';
 
 export interface ServerOptions {
@@ -29,6 +30,11 @@ export interface ServerOptions {
   speculative?: 'off' | 'lookup' | 'suffix' | 'draft';
   /** The draft model requests with speculative "draft" use (sharing the model's tokenizer). */
   draft?: LutraModel;
+  /**
+   * The chat page at / and the browser build, with the model's files for it to load (default on:
+   * the served model; isolation on). false serves the API only.
+   */
+  browser?: Partial<BrowserOptions> | false;
 }
 
 export interface LutraServer {
@@ -52,6 +58,8 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
   /** Abort controllers of running requests, ended on close. */
   const running = new Set<AbortController>();
   let closing = false;
+  const browser: BrowserOptions | null =
+    opts.browser === false ? null : { models: [{ name: browserModelName(model.info.path), path: model.info.path }], ...opts.browser };
 
   const server: Server = createHttpServer((req, res) => {
     handle(req, res).catch((e) => {
@@ -69,6 +77,7 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     const path = pathname.replace(/\/+$/, '') || '/';
     try {
       if (closing) throw new ApiError(503, 'the server is shutting down', null, 'server_shutdown');
+      if (browser && !pathname.startsWith('/v1/') && pathname !== '/health' && serveBrowser(req, res, pathname, browser)) return;
       if (path === '/health' || path === '/v1/health') {
         if (req.method !== 'GET') throw methodNotAllowed('GET');
         const b = model.batcher?.stats;
@@ -99,7 +108,7 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
         opts.onRequest?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
         return;
       }
-      throw new ApiError(404, `no route ${req.method} ${pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health`, null, 'not_found');
+      throw new ApiError(404, `no route ${req.method} ${pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health${browser ? ', and the chat page at GET /' : ''}`, null, 'not_found');
     } catch (e) {
       const err = toApiError(e);
       if (!res.headersSent) sendJson(res, err.status, err.body(), err.status === 429 ? { 'retry-after': '1' } : {});

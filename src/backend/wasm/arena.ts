@@ -3,6 +3,9 @@
 // and grown scratch buffers are given back with free() and their bytes reused, so a server that
 // creates and drops sessions all day stays at its high-water mark. A WebAssembly memory never
 // shrinks, and growing a shared memory keeps old views valid, so views handed out never detach.
+// An unshared memory (one thread in a page without cross-origin isolation) would detach every
+// view when it grows, so it is made at its full size up front: address space only, since pages
+// are committed when first touched.
 import { LutraError } from '../../util/errors.js';
 import { INITIAL_PAGES, MAX_PAGES } from './kernels.js';
 
@@ -23,8 +26,8 @@ export class Arena {
   /** The highest the bump pointer has been: memory above it has never been handed out. */
   private dirtyTop = 0;
 
-  constructor(base: number) {
-    this.memory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: true });
+  constructor(base: number, readonly shared = true) {
+    this.memory = new WebAssembly.Memory({ initial: shared ? INITIAL_PAGES : MAX_PAGES, maximum: MAX_PAGES, shared });
     this.top = Math.ceil(base / PAGE) * PAGE;
     this.refresh();
   }
@@ -138,7 +141,7 @@ export class Arena {
    * the caller's view sees it. Runs once per new buffer object, between jobs.
    */
   private sameMemory(a: Float32Array): boolean {
-    if (!(a.buffer instanceof SharedArrayBuffer) || a.length === 0) return false;
+    if (typeof SharedArrayBuffer !== 'function' || !(a.buffer instanceof SharedArrayBuffer) || a.length === 0) return false;
     const mine = new Uint8Array(this.memory.buffer);
     if (a.byteOffset + a.byteLength > mine.length) return false;
     const theirs = new Uint8Array(a.buffer, a.byteOffset, 1);

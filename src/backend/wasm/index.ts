@@ -2,14 +2,14 @@
 // WebAssembly.Memory. Activations are Float32Array views of that memory; ops pass their
 // addresses to the kernels. matmul and attention are split over the pool by output rows / by
 // (token, head); the small elementwise ops run on the calling thread.
-import { availableParallelism } from 'node:os';
 import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
 import { Arena, GrowingBuffer, ScratchStack } from './arena.js';
-import { instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } from './kernels.js';
+import { INITIAL_PAGES, MAX_PAGES, instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
+import { hostCores, hostEnv, hostSharedMemory } from '../../platform/host.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
 import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, OP_SOFTCAP, setF64 } from './protocol.js';
 
@@ -42,7 +42,7 @@ const DEFAULT_SPIN = 2000;
 
 /** LUTRA_SPIN, if set: the poll count for backends not given `spin`. */
 function spinFromEnv(): number | undefined {
-  const v = process.env.LUTRA_SPIN;
+  const v = hostEnv('LUTRA_SPIN');
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new LutraError(`LUTRA_SPIN=${v}: expected a whole number of polls ≥ 0 (e.g. 2000 on a machine shared with other jobs)`);
@@ -74,15 +74,18 @@ export class WasmBackend implements Backend {
   private readonly minParallel: number;
 
   constructor(opts: WasmBackendOptions = {}) {
-    const threads = opts.threads ?? availableParallelism();
+    // Without shared memory (a page that is not cross-origin isolated) the kernels run unshared, on this thread.
+    const shared = hostSharedMemory();
+    const threads = opts.threads ?? (shared ? hostCores() : 1);
     this.activations = checkActivations(opts.activations);
     this.minParallel = opts.minParallelWork ?? MIN_PARALLEL_WORK;
     if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
-    this.simd = resolveSimd(opts.simd);
-    const module = kernelModule(this.simd);
+    if (!shared && threads > 1) throw new LutraError(`wasm backend: ${threads} threads need shared memory (SharedArrayBuffer), which this page lacks: serve it cross-origin isolated (COOP/COEP headers) or use 1 thread`);
+    this.simd = resolveSimd(opts.simd, shared);
+    const module = kernelModule(this.simd, shared);
     // Instantiating with a throwaway memory tells us where the module's static data ends.
-    const probe = instantiate(module, new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true }));
-    this.arena = new Arena(probe.heapBase());
+    const probe = instantiate(module, new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared }));
+    this.arena = new Arena(probe.heapBase(), shared);
     this.k = instantiate(module, this.arena.memory);
     const control = this.arena.bytes(CONTROL_INTS * 4);
     this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? spinFromEnv() ?? DEFAULT_SPIN });
@@ -94,6 +97,11 @@ export class WasmBackend implements Backend {
 
   get threads(): number {
     return this.pool.threads;
+  }
+
+  /** Resolves once every pool thread is up (see Pool.whenReady; needed before the first job in a browser). */
+  ready(): Promise<void> {
+    return this.pool.whenReady();
   }
 
   alloc(n: number): Float32Array {

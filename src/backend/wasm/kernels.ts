@@ -1,10 +1,7 @@
 // The compiled AssemblyScript kernels (kernels/*.ts → build/kernels.wasm, build/kernels-relaxed.wasm):
-// picking a build, loading and typing.
-import { readFileSync, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import v8 from 'node:v8';
+// picking a build and typing its exports; the host (platform/host.ts) loads and compiles them.
 import { LutraError } from '../../util/errors.js';
+import { hostEngineVersion, hostEnv, kernelsModule } from '../../platform/host.js';
 
 /** Exports of build/kernels.wasm. Addresses are byte offsets into the shared memory. */
 export interface Kernels {
@@ -32,55 +29,37 @@ export interface Kernels {
 export const INITIAL_PAGES = 17;
 export const MAX_PAGES = 65536;
 
-/** dist/src/backend/wasm/ → repository root → build/ */
-const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'build');
-
 /**
  * Which kernels build runs. 'relaxed' (build/kernels-relaxed.wasm) adds relaxed-SIMD int4
  * kernels (kernels/q4-relaxed.ts); 'baseline' (build/kernels.wasm) needs SIMD128 only; 'auto'
  * picks relaxed where the engine has it. Both give the same integer sums (see q4-relaxed.ts).
+ * Each comes in a shared-memory build (threads) and an unshared one ("-st": one thread, for a
+ * page without cross-origin isolation, where SharedArrayBuffer does not exist).
  */
 export type SimdLevel = 'auto' | 'relaxed' | 'baseline';
 export const SIMD_LEVELS: readonly SimdLevel[] = ['auto', 'relaxed', 'baseline'];
 
-const compiled = new Map<'relaxed' | 'baseline', WebAssembly.Module>();
-
-function readBuild(file: string): Buffer<ArrayBuffer> {
-  const path = resolve(BUILD_DIR, file);
-  if (!existsSync(path)) throw new LutraError(`${path} is missing: run \`npm run build:wasm\``);
-  return readFileSync(path);
-}
-
-/**
- * Relaxed SIMD is on by default from Node 22 (V8 11.4); Node 20 has it behind
- * --experimental-wasm-relaxed-simd, which V8 reads when a module is validated, so setting it
- * here (before any relaxed module is compiled) is enough.
- */
-function engineHasRelaxedSimd(bytes: Buffer<ArrayBuffer>): boolean {
-  if (WebAssembly.validate(bytes)) return true;
-  v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
-  return WebAssembly.validate(bytes);
+function kernelsFile(level: 'relaxed' | 'baseline', shared: boolean): string {
+  return `kernels${level === 'relaxed' ? '-relaxed' : ''}${shared ? '' : '-st'}.wasm`;
 }
 
 /** The level `simd` resolves to on this engine (the LUTRA_SIMD environment variable overrides 'auto'). */
-export function resolveSimd(simd: SimdLevel = 'auto'): 'relaxed' | 'baseline' {
+export function resolveSimd(simd: SimdLevel = 'auto', shared = true): 'relaxed' | 'baseline' {
   if (!SIMD_LEVELS.includes(simd)) throw new LutraError(`unknown SIMD level "${simd}": expected ${SIMD_LEVELS.join(', ')}`);
   if (simd === 'auto') {
-    const env = process.env.LUTRA_SIMD;
-    if (env !== undefined && env !== '' && env !== 'auto') return resolveSimd(env as SimdLevel);
+    const env = hostEnv('LUTRA_SIMD');
+    if (env !== undefined && env !== '' && env !== 'auto') return resolveSimd(env as SimdLevel, shared);
   }
   if (simd === 'baseline') return 'baseline';
-  const ok = engineHasRelaxedSimd(readBuild('kernels-relaxed.wasm'));
-  if (!ok && simd === 'relaxed') throw new LutraError(`this JavaScript engine (V8 ${process.versions.v8}) has no WebAssembly relaxed SIMD: use the baseline kernels`);
+  const ok = kernelsModule(kernelsFile('relaxed', shared)) !== null;
+  if (!ok && simd === 'relaxed') throw new LutraError(`this JavaScript engine (${hostEngineVersion()}) has no WebAssembly relaxed SIMD: use the baseline kernels`);
   return ok ? 'relaxed' : 'baseline';
 }
 
-export function kernelModule(level: 'relaxed' | 'baseline'): WebAssembly.Module {
-  let m = compiled.get(level);
-  if (!m) {
-    m = new WebAssembly.Module(readBuild(level === 'relaxed' ? 'kernels-relaxed.wasm' : 'kernels.wasm'));
-    compiled.set(level, m);
-  }
+export function kernelModule(level: 'relaxed' | 'baseline', shared = true): WebAssembly.Module {
+  const file = kernelsFile(level, shared);
+  const m = kernelsModule(file);
+  if (m === null) throw new LutraError(`${file}: this JavaScript engine (${hostEngineVersion()}) cannot compile it`);
   return m;
 }
 

@@ -3,10 +3,10 @@
 // participant runs its share (the caller takes share 0), and the caller waits for DONE to reach
 // the worker count. Waiting spins (2 000 polls by default) before Atomics.wait: waking a sleeping
 // thread costs tens of µs on bare metal and far more on a VM, and a decode step issues 150–400 jobs.
-import { Worker } from 'node:worker_threads';
 import { A_SCRATCH, A_SCRATCH_STRIDE, A_THREADS, CONTROL_INTS, DONE, ERROR, GEN, OP, OP_EXIT, READY, runShare } from './protocol.js';
 import type { Kernels } from './kernels.js';
 import { LutraError } from '../../util/errors.js';
+import { spawnPoolWorker, type PoolWorker } from '../../platform/host.js';
 
 export interface PoolOptions {
   threads: number;
@@ -17,7 +17,7 @@ export interface PoolOptions {
 export class Pool {
   readonly ctl: Int32Array;
   readonly ctlF: Float32Array;
-  private readonly workers: Worker[] = [];
+  private readonly workers: PoolWorker[] = [];
   private ready = false;
 
   constructor(
@@ -30,16 +30,27 @@ export class Pool {
     this.ctl = new Int32Array(memory.buffer, control, CONTROL_INTS);
     this.ctlF = new Float32Array(memory.buffer, control, CONTROL_INTS);
     for (let i = 1; i < opts.threads; i++) {
-      const w = new Worker(new URL('./worker.js', import.meta.url), {
-        workerData: { module, memory, control, index: i, workers: opts.threads - 1, spin: opts.spin },
-      });
-      w.unref(); // a forgotten dispose() must not keep the process alive
-      this.workers.push(w);
+      this.workers.push(spawnPoolWorker({ module, memory, control, index: i, workers: opts.threads - 1, spin: opts.spin }));
     }
   }
 
   get threads(): number {
     return this.workers.length + 1;
+  }
+
+  /**
+   * Wait, without blocking this thread, until every worker has instantiated its module. A
+   * browser starts a nested worker only when its parent's event loop runs, so the engine worker
+   * must await this before its first job instead of blocking in waitReady().
+   */
+  async whenReady(): Promise<void> {
+    const n = this.workers.length;
+    const t0 = Date.now();
+    while (Atomics.load(this.ctl, READY) < n) {
+      if (Date.now() - t0 > 30_000) throw new LutraError(`wasm backend: only ${Atomics.load(this.ctl, READY)} of ${n} worker threads started within 30 s`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    this.ready = true;
   }
 
   /** Block until every worker has instantiated its module (once, before the first job). */
@@ -101,7 +112,7 @@ export class Pool {
     this.ctl[OP] = OP_EXIT;
     Atomics.add(this.ctl, GEN, 1);
     Atomics.notify(this.ctl, GEN);
-    for (const w of this.workers) void w.terminate();
+    for (const w of this.workers) w.terminate();
     this.workers.length = 0;
   }
 }

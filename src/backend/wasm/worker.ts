@@ -1,41 +1,5 @@
-// A pool worker: instantiate the kernels over the shared memory, then loop: wait for GEN to
-// move, run this thread's share of the job, count itself into DONE.
+// A pool worker under Node's worker_threads: the loop is in worker-loop.ts.
 import { workerData } from 'node:worker_threads';
-import { CONTROL_INTS, DONE, ERROR, GEN, OP, OP_EXIT, READY, runShare } from './protocol.js';
-import { instantiate } from './kernels.js';
+import { runPoolWorker, type PoolWorkerData } from './worker-loop.js';
 
-interface WorkerData {
-  module: WebAssembly.Module;
-  memory: WebAssembly.Memory;
-  control: number;
-  index: number;
-  workers: number;
-  spin: number;
-}
-
-const { module, memory, control, index, workers, spin } = workerData as WorkerData;
-const kernels = instantiate(module, memory);
-const ctl = new Int32Array(memory.buffer, control, CONTROL_INTS);
-const ctlF = new Float32Array(memory.buffer, control, CONTROL_INTS);
-
-Atomics.add(ctl, READY, 1);
-Atomics.notify(ctl, READY);
-
-let seen = 0;
-for (;;) {
-  let g = Atomics.load(ctl, GEN);
-  for (let s = 0; g === seen && s < spin; s++) g = Atomics.load(ctl, GEN);
-  while (g === seen) {
-    Atomics.wait(ctl, GEN, seen);
-    g = Atomics.load(ctl, GEN);
-  }
-  seen = g;
-  if (ctl[OP] === OP_EXIT) break;
-  try {
-    runShare(kernels, ctl, ctlF, index);
-  } catch (e) {
-    console.error(`lutra wasm worker ${index}:`, e);
-    Atomics.store(ctl, ERROR, 1);
-  }
-  if (Atomics.add(ctl, DONE, 1) + 1 === workers) Atomics.notify(ctl, DONE);
-}
+runPoolWorker(workerData as PoolWorkerData);
