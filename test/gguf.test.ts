@@ -91,7 +91,8 @@ test('metadata of every GGUF value type round-trips', async () => {
       kv.arr.f32('a.f32', new Float32Array([1.5, -2.25, 1e-40])),
       kv.arr.f64('a.f64', [Math.PI, -1e300]),
       kv.arr.bool('a.bool', [true, false, true]),
-      kv.arr.str('a.str', ['<pad>', '', '▁the', '🦦', '\n\n']),
+      // '\uFEFF//' is a piece of Gemma 3's vocabulary: a leading byte-order mark must survive reading.
+      kv.arr.str('a.str', ['<pad>', '', '▁the', '🦦', '\n\n', '\uFEFF//']),
       kv.arr.f32('a.emptyf32', []),
       kv.arr.str('a.emptystr', []),
     ];
@@ -128,7 +129,7 @@ test('metadata of every GGUF value type round-trips', async () => {
     assert.deepEqual(m.get('a.f32'), new Float32Array([1.5, -2.25, 1e-40]));
     assert.deepEqual(m.get('a.f64'), new Float64Array([Math.PI, -1e300]));
     assert.deepEqual(m.get('a.bool'), [true, false, true]);
-    assert.deepEqual(m.get('a.str'), ['<pad>', '', '▁the', '🦦', '\n\n']);
+    assert.deepEqual(m.get('a.str'), ['<pad>', '', '▁the', '🦦', '\n\n', '\uFEFF//']);
     assert.deepEqual(m.get('a.emptyf32'), new Float32Array(0));
     assert.deepEqual(m.get('a.emptystr'), []);
     assert.deepEqual(f.metadataTypes.get('t.u64'), { type: 'uint64' });

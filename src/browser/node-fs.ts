@@ -38,7 +38,7 @@ export function readFileSync(path: string, encoding?: string | { encoding?: stri
   const out = new Uint8Array(f.size);
   readInto(f, out, 0, f.size, 0);
   const enc = typeof encoding === 'string' ? encoding : encoding?.encoding;
-  return enc ? new TextDecoder().decode(out) : out;
+  return enc ? new TextDecoder('utf-8', { ignoreBOM: true }).decode(out) : out; // a leading U+FEFF stays, as in Node
 }
 
 const open = new Map<number, { path: string; file: VirtualFile }>();

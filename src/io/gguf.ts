@@ -466,7 +466,8 @@ export interface GgufFile {
   fileSize: number;
 }
 
-const utf8 = new TextDecoder();
+// ignoreBOM: keep a leading U+FEFF, as Buffer.toString does (Gemma's vocabulary has pieces that start with one).
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
 class SyncReader {
   private buf = new Uint8Array(0);
