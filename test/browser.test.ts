@@ -5,9 +5,10 @@
 // clear error in the page, and a reload reads the model from Cache Storage.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import type { Page } from 'playwright-core';
 import { loadModel, createServer, type LutraModel, type LutraServer } from '../src/index.js';
 import { DEFAULT_MODEL } from '../src/cli/common.js';
@@ -46,8 +47,11 @@ before(async () => {
   const badMeta = join(root, 'bad-meta');
   cpSync(demo8, badMeta, { recursive: true });
   writeFileSync(join(badMeta, 'meta.yaml'), 'format_version: 1\ntensors: [ {name: "x", format: int8:32\n');
+  const gguf = spawnSync(process.execPath, [resolve('dist/src/cli/main.js'), 'export-gguf', '--model', demo8, '--out', join(root, 'demo-q8_0.gguf'), '--type', 'q8_0'], { encoding: 'utf8' });
+  assert.equal(gguf.status, 0, gguf.stderr);
   lib = await loadModel(DEFAULT_MODEL, { threads: 2 });
   const models = [
+    { name: 'demo-q8_0', path: join(root, 'demo-q8_0.gguf') },
     { name: 'demo', path: DEFAULT_MODEL },
     { name: 'demo-int8', path: demo8 },
     { name: 'gemma-3-270m-int4', path: pkg270 },
@@ -203,4 +207,56 @@ test('a reload reads the model from Cache Storage instead of the network', async
   assert.ok(progress2.filter((p) => p.file.endsWith('.safetensors')).every((p) => p.fromCache), 'the reload read it from the cache');
   assert.deepEqual(second.result.tokenIds, first.result.tokenIds);
   await page.context().close();
+});
+
+test('a Q8_0 GGUF by URL, a picked folder and a directory handle load in the page and generate what Node generates', async () => {
+  const prompt = 'And the LORD said';
+  const node = await loadModel(demo8, { threads: 2 });
+  const want = await node.complete(prompt, { maxTokens: 24, temperature: 0 });
+  const chatWant = await node.chat([{ role: 'user', content: 'Tell me a fortune.' }], { maxTokens: 32 });
+  node.dispose();
+
+  // The GGUF export of the same int8:32 package (Q8_0 block for block): same tokens.
+  const { page, errors } = await newPage(chromium);
+  const run = await runExample(page, isolated.url, { model: 'models/demo-q8_0.gguf', prompt, max_tokens: '24' });
+  assert.deepEqual(run.result.tokenIds, want.tokenIds, 'GGUF in the page = package in Node');
+
+  // A directory handle: the package's files written to the Origin Private File System first.
+  const names = readdirSync(demo8);
+  const fromHandle = await page.evaluate(
+    async ({ names, prompt }) => {
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle('demo-int8', { create: true });
+      for (const n of names) {
+        const w = await (await dir.getFileHandle(n, { create: true })).createWritable();
+        await w.write(await (await fetch(`/models/demo-int8/${n}`)).blob());
+        await w.close();
+      }
+      const client = '/lutra.js'; // the page's module, not one TypeScript can see
+      const { LutraEngine } = await import(client);
+      const e = LutraEngine.create();
+      const info = await e.load(dir);
+      const r = await e.complete(prompt, { maxTokens: 24, temperature: 0 });
+      e.terminate();
+      return { ids: r.tokenIds as number[], arch: info.architecture as string };
+    },
+    { names, prompt },
+  );
+  assert.equal(fromHandle.arch, 'gemma3_text');
+  assert.deepEqual(fromHandle.ids, want.tokenIds, 'directory handle = Node');
+  assert.deepEqual(errors, []);
+  await page.context().close();
+
+  // The chat page's folder picker (<input type=file webkitdirectory>).
+  const chat = await newPage(chromium);
+  await chat.page.goto(`${isolated.url}/?model=models/demo/&max_tokens=32`);
+  await chat.page.waitForFunction(() => !(document.getElementById('input') as HTMLInputElement).disabled, undefined, { timeout: 60_000 });
+  await chat.page.setInputFiles('#files', demo8);
+  await chat.page.waitForFunction(() => /demo-int8/.test(document.getElementById('status')!.textContent ?? '') && !(document.getElementById('input') as HTMLInputElement).disabled, undefined, { timeout: 60_000 });
+  await chat.page.fill('#input', 'Tell me a fortune.');
+  await chat.page.click('#send');
+  await chat.page.waitForFunction(() => document.querySelector('.assistant') && !(document.getElementById('input') as HTMLInputElement).disabled);
+  assert.equal(await chat.page.textContent('.assistant'), chatWant.text, 'the picked folder answers as the package does in Node');
+  assert.deepEqual(chat.errors, []);
+  await chat.page.context().close();
 });

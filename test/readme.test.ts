@@ -33,3 +33,10 @@ test('README library examples print what the README shows', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('README: the browser example is the page the browser tests load, verbatim', () => {
+  const md = readFileSync('README.md', 'utf8');
+  const block = /```html\n([\s\S]*?)```/.exec(md.slice(md.indexOf('## In the browser')));
+  assert.ok(block, 'an html block in the In the browser section');
+  assert.equal(block[1], readFileSync('src/browser/example.html', 'utf8'));
+});

@@ -23,6 +23,21 @@ export interface StreamOptions extends BrowserGenerateOptions {
   signal?: AbortSignal;
 }
 
+function isDirectoryHandle(x: unknown): x is FileSystemDirectoryHandle {
+  return typeof x === 'object' && x !== null && (x as { kind?: unknown }).kind === 'directory';
+}
+
+/** Every file under a directory handle (showDirectoryPicker(), or Origin Private File System), with its path. */
+async function filesOf(dir: FileSystemDirectoryHandle, prefix: string): Promise<PickedFile[]> {
+  const out: PickedFile[] = [];
+  for await (const entry of (dir as unknown as { values(): AsyncIterable<FileSystemHandle> }).values()) {
+    const path = `${prefix}${entry.name}`;
+    if (entry.kind === 'file') out.push({ path, file: await (entry as FileSystemFileHandle).getFile() });
+    else out.push(...(await filesOf(entry as FileSystemDirectoryHandle, `${path}/`)));
+  }
+  return out;
+}
+
 type RequestBody = Request extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 export class LutraEngine {
@@ -69,14 +84,19 @@ export class LutraEngine {
   }
 
   /**
-   * Load a model: a URL (a lutra package folder, a Hugging Face checkpoint folder or a .gguf file)
-   * or files the user picked (an <input type=file webkitdirectory> FileList, or one .gguf).
+   * Load a model: a URL (a lutra package folder, a Hugging Face checkpoint folder or a .gguf file),
+   * files the user picked (an <input type=file webkitdirectory> FileList, or one .gguf), or a
+   * directory handle (showDirectoryPicker(), navigator.storage.getDirectory()).
    */
-  load(source: string | URL | FileList | File[] | PickedFile[], opts: BrowserLoadOptions & { onProgress?: (p: LoadProgress) => void } = {}): Promise<LoadedInfo> {
+  async load(
+    source: string | URL | FileList | File[] | PickedFile[] | FileSystemDirectoryHandle,
+    opts: BrowserLoadOptions & { onProgress?: (p: LoadProgress) => void } = {},
+  ): Promise<LoadedInfo> {
     const { onProgress, ...options } = opts;
     let url: string | undefined;
     let files: PickedFile[] | undefined;
     if (typeof source === 'string' || source instanceof URL) url = String(source);
+    else if (isDirectoryHandle(source)) files = await filesOf(source, '');
     else
       files = Array.from(source as ArrayLike<File | PickedFile>, (f) =>
         f instanceof Blob ? { path: (f as File & { webkitRelativePath?: string }).webkitRelativePath || (f as File).name, file: f } : f,
