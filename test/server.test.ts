@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import OpenAI from 'openai';
 import { loadModel, type LutraModel } from '../src/index.js';
 import { DEFAULT_MODEL } from '../src/cli/common.js';
@@ -225,6 +226,37 @@ test('bad requests get their status and OpenAI-style error JSON', async () => {
   assert.equal(method.status, 405);
   // The server is still fine.
   assert.equal((await getJson(`${server.url}/health`)).status, 'ok');
+});
+
+test('the chat page and the model files it loads: served at / with the cross-origin isolation headers, nothing outside the model folder', async () => {
+  const page = await fetch(`${server.url}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+  assert.equal(page.headers.get('cross-origin-opener-policy'), 'same-origin');
+  assert.equal(page.headers.get('cross-origin-embedder-policy'), 'require-corp');
+  assert.match(await page.text(), /<title>lutra chat<\/title>/);
+  assert.equal((await fetch(`${server.url}/lutra.js`)).headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal((await fetch(`${server.url}/kernels.wasm`)).headers.get('content-type'), 'application/wasm');
+  assert.deepEqual(await getJson(`${server.url}/models.json`), [{ name: 'demo', url: 'models/demo/' }]);
+  const config = await fetch(`${server.url}/models/demo/config.json`);
+  assert.deepEqual(await config.json(), JSON.parse(readFileSync(join(DEFAULT_MODEL, 'config.json'), 'utf8')));
+  for (const path of ['/models/demo/..%2F..%2Fpackage.json', '/models/demo/.gitattributes', '/models/other/config.json', '/models/demo/', '/models/demo.gguf']) {
+    assert.equal((await fetch(`${server.url}${path}`)).status, 404, path);
+  }
+  // Without isolation the page still loads (and runs on one thread); with --no-page there is no page.
+  const plain = await startServer(['--no-isolation']);
+  const noPage = await startServer(['--no-page']);
+  try {
+    const p = await fetch(`${plain.url}/`);
+    assert.equal(p.status, 200);
+    assert.equal(p.headers.get('cross-origin-opener-policy'), null);
+    const r = await fetch(`${noPage.url}/`);
+    assert.equal(r.status, 404);
+    assert.equal((await r.json()).error.code, 'not_found');
+  } finally {
+    await plain.stop();
+    await noPage.stop();
+  }
 });
 
 test('a request queued past the limit gets 429; SIGTERM ends running streams cleanly and exits 0', async () => {

@@ -34,6 +34,8 @@ export interface LoadOptions {
   activations?: 'q8' | 'f32';
   /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */
   simd?: SimdLevel;
+  /** Polls a waiting wasm thread makes before it sleeps (default 2000, or $LUTRA_SPIN). */
+  spin?: number;
   /** Tokens per session: prompt plus answer (default min(max_position_embeddings, 4096)). */
   contextLength?: number;
   /** Sessions that may generate at once (default 1; more wait their turn). */
@@ -121,7 +123,8 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
     throw new LutraError(`activations ${JSON.stringify(opts.activations)}: expected "q8" or "f32"`);
   }
   const numerics = opts.numerics === undefined ? undefined : parseNumerics(opts.numerics, 'numerics');
-  const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd });
+  if (opts.spin !== undefined && (!Number.isInteger(opts.spin) || opts.spin < 0)) throw new LutraError(`spin ${opts.spin}: expected a whole number of polls ≥ 0`);
+  const backend = makeBackend(backendName, { threads: opts.threads, activations: opts.activations, simd: opts.simd, spin: opts.spin });
   let loaded: ReturnType<typeof loadWeights>;
   try {
     await backend.ready?.();

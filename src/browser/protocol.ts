@@ -14,6 +14,8 @@ export interface BrowserLoadOptions {
   checkWeights?: boolean;
   /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */
   simd?: 'auto' | 'relaxed' | 'baseline';
+  /** Polls a waiting pool thread makes before it sleeps (the page's LUTRA_SPIN; default 2000). */
+  spin?: number;
 }
 
 /** What generate requests may carry across the message boundary (no signal, no draft model). */

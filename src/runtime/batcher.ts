@@ -40,7 +40,10 @@ export class DecodeBatcher {
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new Error(`DecodeBatcher: maxBatch ${maxBatch}: expected a positive integer`);
   }
 
-  /** Feed `id` to `session` and resolve with its next-token logits, computed together with the other sessions that asked in this turn. */
+  /**
+   * Feed `id` to `session` and resolve with its next-token logits, computed together with the
+   * other sessions that asked in this turn (in the session's own buffer: see Session.stepShared).
+   */
   step(session: Session, id: number): Promise<Float32Array> {
     return new Promise((resolve, reject) => {
       this.pending.push({ session, id, resolve, reject });
@@ -101,7 +104,7 @@ export class DecodeBatcher {
  */
 export async function decodeStep(session: Session, id: number): Promise<Float32Array> {
   if (session.batcher) return session.batcher.step(session, id);
-  const logits = session.step(id);
+  const logits = session.stepShared(id); // read before this session's next step, as generate() does
   await yieldToEventLoop();
   return logits;
 }

@@ -21,9 +21,9 @@ export interface LoadedModel {
 }
 
 /** activations: 'q8' (default) or 'f32' inputs to int8/int4 matmuls (both backends agree on it); simd: the wasm kernels build. */
-export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel } = {}): Backend {
+export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel; spin?: number } = {}): Backend {
   if (name === 'reference') return new ReferenceBackend({ activations: opts.activations });
-  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd });
+  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd, spin: opts.spin });
   throw new LutraError(`--backend ${name}: unknown; available: wasm, reference`);
 }
 

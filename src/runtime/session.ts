@@ -34,6 +34,8 @@ export class Session {
   private readonly overflowWatch: OverflowWatch | null;
   /** The ids whose keys and values are in the cache, in order (tokens.length === position). */
   private ids: number[] = [];
+  /** The next-token logits stepShared and stepAll return (one buffer, reused). */
+  private logitsOut: Float32Array | null = null;
   private disposed = false;
 
   constructor(readonly model: CausalLM, opts: SessionOptions = {}) {
@@ -172,14 +174,31 @@ export class Session {
     }
   }
 
-  /** Feed one token; returns the next-token logits. */
+  /** Feed one token; returns the next-token logits (a copy the caller may keep). */
   step(id: number, observer?: Observer): Float32Array {
+    return this.stepShared(id, observer).slice();
+  }
+
+  /**
+   * Feed one token; returns the next-token logits in this session's own buffer, which its next
+   * stepShared or stepAll overwrites: the decode loop's path, which samples from them at once. A
+   * fresh copy per token (1 MB at a 262k vocabulary) is garbage that the collector's threads then
+   * take CPU time from the pool for: decode ran ~25% slower at 2 threads with it (EXPERIMENTS B7).
+   */
+  stepShared(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
     const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
     this.ids.push(id);
-    const out = logits.slice(); // forward's buffer is reused by the next call
+    const out = this.ownLogits(logits); // forward's buffer is reused by the next call
     this.checkLogits(out, this.position - 1);
     return out;
+  }
+
+  /** `row` copied into the session's logits buffer (made once, reused by every step). */
+  private ownLogits(row: Float32Array): Float32Array {
+    if (this.logitsOut === null || this.logitsOut.length !== row.length) this.logitsOut = new Float32Array(row.length);
+    this.logitsOut.set(row);
+    return this.logitsOut;
   }
 
   /**
@@ -203,10 +222,11 @@ export class Session {
   /**
    * One decode step of each of several sessions of the same model, in one forward pass (every
    * weight read once for all of them): feeds ids[i] to sessions[i] and returns each one's
-   * next-token logits (copies). The sessions must be distinct, batchable and have room.
+   * next-token logits, in that session's own buffer as stepShared does. The sessions must be
+   * distinct, batchable and have room.
    */
   static stepAll(sessions: Session[], ids: number[]): Float32Array[] {
-    if (sessions.length === 1) return [sessions[0].step(ids[0])];
+    if (sessions.length === 1) return [sessions[0].stepShared(ids[0])];
     const model = sessions[0].model;
     for (const s of sessions) {
       if (s.model !== model || !s.batchable) throw new Error('Session.stepAll: sessions of one model without an overflow watch expected');
@@ -218,7 +238,7 @@ export class Session {
     const V = model.vocabSize;
     return sessions.map((s, i) => {
       s.ids.push(ids[i]);
-      return logits.slice(i * V, (i + 1) * V);
+      return s.ownLogits(logits.subarray(i * V, (i + 1) * V));
     });
   }
 

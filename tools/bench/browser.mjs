@@ -74,6 +74,12 @@ for (const shape of o.shapes.split(',')) {
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
 const server = createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/blank.html') {
+    // An empty page of this origin to run the measurements from.
+    res.writeHead(200, { 'content-type': 'text/html', 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
+    res.end('<!doctype html><title>bench</title>');
+    return;
+  }
   let path = null;
   if (url.pathname.startsWith('/wllama/')) path = join(WLLAMA, url.pathname.slice('/wllama/'.length));
   else if (url.pathname.startsWith('/models/')) path = files.find((f) => `/models/${f.name}` === url.pathname)?.path ?? null;
@@ -185,11 +191,11 @@ try {
       process.stderr.write(`bench:browser: ${f.name}, ${threads} thread(s)\n`);
       const node = best(await nodeRuns(f.path, threads));
       const { page: p1 } = await newPage(chromium);
-      await p1.goto(`${base}/example.html?model=none`).catch(() => undefined);
+      await p1.goto(`${base}/blank.html`);
       const browser = best(await lutraPageRuns(p1, `${base}/models/${f.name}`, threads));
       await p1.context().close();
       const { page: p2 } = await newPage(chromium);
-      await p2.goto(`${base}/example.html?model=none`).catch(() => undefined);
+      await p2.goto(`${base}/blank.html`);
       const wllama = best(await wllamaRuns(p2, `${base}/models/${f.name}`, threads));
       await p2.context().close();
       const row = { ...f, threads, node, browser, wllama, mb: statSync(f.path).size / 1e6 };
@@ -200,6 +206,14 @@ try {
 } finally {
   await chromium.close();
   server.close();
+}
+
+/** What a page loads besides the model (dist/browser/sizes.json, written by the browser build). */
+function bundleLine() {
+  const sizes = JSON.parse(readFileSync(join(ROOT, 'dist', 'browser', 'sizes.json'), 'utf8'));
+  const kb = (b) => (b / 1024).toFixed(1);
+  const parts = Object.entries(sizes.files).map(([f, v]) => `${f} ${kb(v.gzip)}`).join(', ');
+  return `Bundle (what the page loads, the model aside; budget 400 KB gz): ${kb(sizes.total.bytes)} KB, ${kb(sizes.total.gzip)} KB gzipped (${parts}; KB gz).`;
 }
 
 const x = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : '—');
@@ -226,6 +240,8 @@ const table = [
   ),
   '',
   'Targets: lutra in Chromium ≥ 0.85× lutra in Node, and ≥ 3× wllama.',
+  '',
+  bundleLine(),
   '',
   END,
 ].join('\n');
