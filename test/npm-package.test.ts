@@ -20,7 +20,7 @@ test('npm pack → install into a scratch project → import and npx lutra work'
     // The build already ran (npm test builds first), so pack without the prepare script.
     const packed = JSON.parse(run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', root], resolve('.')));
     const files: string[] = packed[0].files.map((f: { path: string }) => f.path);
-    for (const need of ['build/kernels.wasm', 'build/kernels-relaxed.wasm', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'models/demo/model.safetensors']) {
+    for (const need of ['build/kernels.wasm', 'build/kernels-relaxed.wasm', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'models/demo/model.safetensors', 'dist/browser/lutra.js', 'dist/browser/engine-worker.js', 'dist/browser/pool-worker.js', 'dist/browser/index.html', 'dist/browser/kernels-st.wasm']) {
       assert.ok(files.includes(need), `the package has ${need}`);
     }
     assert.ok(!files.some((f) => f.startsWith('dist/test/')), 'compiled tests stay out of the package');
@@ -59,6 +59,9 @@ test('npm pack → install into a scratch project → import and npx lutra work'
     assert.equal(cli.trim(), out.text.trim());
     // Types resolve for TypeScript users.
     assert.ok(existsSync(join(app, 'node_modules', 'lutra', 'dist', 'src', 'index.d.ts')));
+    // The browser build is reachable by its export (bundlers that target the browser pick it for 'lutra' too).
+    writeFileSync(join(app, 'resolve.mjs'), "console.log(import.meta.resolve('lutra/browser'));\n");
+    assert.match(run(process.execPath, ['resolve.mjs'], app).trim(), /node_modules\/lutra\/dist\/browser\/lutra\.js$/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -182,8 +182,9 @@ export class Session {
   /**
    * Feed one token; returns the next-token logits in this session's own buffer, which its next
    * stepShared or stepAll overwrites: the decode loop's path, which samples from them at once. A
-   * fresh copy per token (1 MB at a 262k vocabulary) is garbage that the collector's threads then
-   * take CPU time from the pool for: decode ran ~25% slower at 2 threads with it (EXPERIMENTS B7).
+   * fresh copy per token (1 MB at a 262k vocabulary) is garbage whose collection takes CPU from the
+   * pool's threads: with it, decode ran ~7% slower in Node and up to 40% slower at 2 threads in
+   * Chromium (EXPERIMENTS BR7).
    */
   stepShared(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
