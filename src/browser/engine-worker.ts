@@ -27,7 +27,13 @@ function memory(): EngineMemory {
 /** Error text with the in-memory paths put back as the URLs or file names they came from. */
 function describe(e: unknown, source?: { path: string; base: string } | null): string {
   let msg = e instanceof Error ? e.message : String(e);
-  if (source) msg = msg.split(source.path.endsWith('.gguf') ? source.path : `${source.path}/`).join(source.path.endsWith('.gguf') ? source.base : source.base.endsWith('/') ? source.base : `${source.base}/`);
+  if (source) {
+    // A folder's files (/m1/demo/config.json → its URL); a .gguf file is itself the source.
+    const file = source.path.toLowerCase().endsWith('.gguf');
+    const from = file ? source.path : `${source.path}/`;
+    const to = file || source.base.endsWith('/') ? source.base : `${source.base}/`;
+    msg = msg.split(from).join(to);
+  }
   return msg.split('\n')[0];
 }
 

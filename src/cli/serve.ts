@@ -6,7 +6,7 @@ import { checkSpeculativeFlag, SPECULATIVE_OPTION, speculativeFor } from './spec
 
 export const serveCommand: Command = {
   name: 'serve',
-  summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming)',
+  summary: 'an OpenAI-compatible HTTP server (chat and text completions, streaming) and the in-browser chat page',
   usage: 'lutra serve [-m PATH] [--host 127.0.0.1] [--port 8080] [--parallel N] [--queue N] [--context N] [--no-batch] [--speculative lookup|suffix|draft:MODEL] [--no-page] [--no-isolation]',
   options: {
     ...MODEL_OPTIONS,
