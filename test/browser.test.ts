@@ -5,7 +5,7 @@
 // clear error in the page, and a reload reads the model from Cache Storage.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -206,6 +206,13 @@ test('a reload reads the model from Cache Storage instead of the network', async
   assert.ok(progress1.some((p) => p.file.endsWith('.safetensors') && !p.fromCache), 'the first load fetched the shard');
   assert.ok(progress2.filter((p) => p.file.endsWith('.safetensors')).every((p) => p.fromCache), 'the reload read it from the cache');
   assert.deepEqual(second.result.tokenIds, first.result.tokenIds);
+  // A file that changed on the server (a newer Last-Modified) is fetched again.
+  const shard = join(demo8, 'model-00001-of-00001.safetensors');
+  utimesSync(shard, new Date(), new Date(Date.now() + 5000));
+  await page.reload();
+  await page.evaluate(() => (window as unknown as { lutraExample: Promise<ExampleRun> }).lutraExample);
+  const progress3 = await page.evaluate(() => (window as unknown as { lutraProgress: { fromCache: boolean; file: string }[] }).lutraProgress);
+  assert.ok(progress3.some((p) => p.file.endsWith('.safetensors') && !p.fromCache), 'the changed shard was fetched again');
   await page.context().close();
 });
 

@@ -75,10 +75,26 @@ async function openCache(use: boolean | undefined): Promise<Cache | null> {
   }
 }
 
-/** GET `url` (through the cache); null for a 404 when `optional`. */
+/**
+ * Whether a cached response still is what the server has: a HEAD request compares size and
+ * Last-Modified. Unreachable server: yes (the cache is what makes a page work offline).
+ */
+async function fresh(url: string, hit: Response, signal?: AbortSignal): Promise<boolean> {
+  let head: Response;
+  try {
+    head = await fetch(url, { method: 'HEAD', signal });
+  } catch {
+    return !signal?.aborted;
+  }
+  if (!head.ok) return head.status >= 500;
+  const same = (h: string) => head.headers.get(h) === hit.headers.get(h);
+  return same('content-length') && same('last-modified');
+}
+
+/** GET `url` (through the cache, revalidated); null for a 404 when `optional`. */
 async function get(url: string, cache: Cache | null, optional: boolean, signal?: AbortSignal): Promise<{ res: Response; fromCache: boolean } | null> {
   const hit = cache ? await cache.match(url) : undefined;
-  if (hit) return { res: hit, fromCache: true };
+  if (hit && (await fresh(url, hit, signal))) return { res: hit, fromCache: true };
   let res: Response;
   try {
     res = await fetch(url, { signal });

@@ -47,8 +47,9 @@ function headers(isolation: boolean, type: string, length: number): Record<strin
 }
 
 function sendFile(req: IncomingMessage, res: ServerResponse, path: string, isolation: boolean): void {
-  const size = statSync(path).size;
-  res.writeHead(200, headers(isolation, TYPES[extname(path)] ?? 'application/octet-stream', size));
+  const st = statSync(path);
+  // Last-Modified lets the page's cache see that a model file changed (src/browser/sources.ts).
+  res.writeHead(200, { ...headers(isolation, TYPES[extname(path)] ?? 'application/octet-stream', st.size), 'last-modified': st.mtime.toUTCString() });
   if (req.method === 'HEAD') return void res.end();
   createReadStream(path).pipe(res);
 }
