@@ -4,6 +4,7 @@
 import { hostCores, hostSharedMemory, preloadKernels } from '../platform/host-browser.js';
 import { loadModel, type LutraModel } from '../api/model.js';
 import { LutraError } from '../util/errors.js';
+import { isGgufPath } from '../io/gguf-source.js';
 import { fetchModel, mountPicked, type LoadProgress } from './sources.js';
 import { largestChunk, mountedBytes, unmount } from './vfs.js';
 import type { EngineMemory, LoadedInfo, Reply, Request } from './protocol.js';
@@ -29,7 +30,7 @@ function describe(e: unknown, source?: { path: string; base: string } | null): s
   let msg = e instanceof Error ? e.message : String(e);
   if (source) {
     // A folder's files (/m1/demo/config.json → its URL); a .gguf file is itself the source.
-    const file = source.path.toLowerCase().endsWith('.gguf');
+    const file = isGgufPath(source.path);
     const from = file ? source.path : `${source.path}/`;
     const to = file || source.base.endsWith('/') ? source.base : `${source.base}/`;
     msg = msg.split(from).join(to);

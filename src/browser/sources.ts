@@ -3,9 +3,10 @@
 // kept in chunks of at most CHUNK bytes: no ArrayBuffer as large as a shard, let alone the model.
 // Fetched files go through Cache Storage, so a reload reads them from disk, not the network.
 import { getFile, mountFile, readInto } from './vfs.js';
+import { isGgufPath } from '../io/gguf-source.js';
 
 const CHUNK = 16 << 20;
-export const CACHE_NAME = 'lutra-models-v1';
+const CACHE_NAME = 'lutra-models-v1';
 
 /** Small files a model folder may have beside its weights; each is optional. */
 const SIDE_FILES = [
@@ -141,7 +142,7 @@ export async function fetchModel(source: string | URL, opts: FetchOptions = {}):
   const root = `/m${++mounts}`;
   const report = (file: string, done: number, files: number) => (loaded: number, total: number, fromCache: boolean) =>
     opts.onProgress?.({ file, loaded, total, done, files, fromCache });
-  if (url.pathname.toLowerCase().endsWith('.gguf')) {
+  if (isGgufPath(url.pathname)) {
     const path = `${root}/${modelName(url)}`;
     await fetchInto(url.href, path, cache, false, report(url.href, 0, 1), opts.signal);
     return { path, base: url.href };
@@ -181,7 +182,7 @@ export interface PickedFile {
 export async function mountPicked(files: PickedFile[], opts: FetchOptions = {}): Promise<{ path: string; base: string }> {
   if (files.length === 0) throw new Error('no files were picked');
   const root = `/m${++mounts}`;
-  const ggufs = files.filter((f) => f.path.toLowerCase().endsWith('.gguf'));
+  const ggufs = files.filter((f) => isGgufPath(f.path));
   for (let i = 0; i < files.length; i++) {
     const { path, file } = files[i];
     const chunks: Uint8Array[] = [];

@@ -5,8 +5,6 @@
 import { LutraError } from '../util/errors.js';
 import type { PoolWorkerData } from '../backend/wasm/worker-loop.js';
 
-export const HOST = 'browser';
-
 export function hostCores(): number {
   return typeof navigator !== 'undefined' && navigator.hardwareConcurrency > 0 ? navigator.hardwareConcurrency : 1;
 }

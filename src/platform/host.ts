@@ -11,8 +11,6 @@ import v8 from 'node:v8';
 import { LutraError } from '../util/errors.js';
 import type { PoolWorkerData } from '../backend/wasm/worker-loop.js';
 
-export const HOST = 'node';
-
 /** dist/src/platform/ → repository root → build/ */
 const BUILD_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build');
 

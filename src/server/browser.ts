@@ -3,10 +3,11 @@
 // /models/NAME/FILE reads one), with the cross-origin isolation headers that give the page
 // SharedArrayBuffer and so the engine's threads. Only files inside the listed model folders and
 // the browser build are served; names with path separators or dot-files are refused.
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isGgufPath } from '../io/gguf-source.js';
 
 /** dist/src/server/ → dist/browser/ */
 export const BROWSER_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'browser');
@@ -46,12 +47,15 @@ function headers(isolation: boolean, type: string, length: number): Record<strin
   return h;
 }
 
-function sendFile(req: IncomingMessage, res: ServerResponse, path: string, isolation: boolean): void {
-  const st = statSync(path);
+/** Send the file at `path`; false (nothing sent) when it is not a file. */
+function sendFile(req: IncomingMessage, res: ServerResponse, path: string, isolation: boolean): boolean {
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (!st?.isFile()) return false;
   // Last-Modified lets the page's cache see that a model file changed (src/browser/sources.ts).
   res.writeHead(200, { ...headers(isolation, TYPES[extname(path)] ?? 'application/octet-stream', st.size), 'last-modified': st.mtime.toUTCString() });
-  if (req.method === 'HEAD') return void res.end();
-  createReadStream(path).pipe(res);
+  if (req.method === 'HEAD') res.end();
+  else createReadStream(path).pipe(res);
+  return true;
 }
 
 function notFound(res: ServerResponse, isolation: boolean, what: string): true {
@@ -67,7 +71,7 @@ export function serveBrowser(req: IncomingMessage, res: ServerResponse, pathname
   const isolation = opts.isolation !== false;
   const dir = opts.dir ?? BROWSER_DIR;
   if (pathname === '/models.json') {
-    const list = opts.models.map((m) => ({ name: m.name, url: m.path.toLowerCase().endsWith('.gguf') ? `models/${encodeURIComponent(m.name)}.gguf` : `models/${encodeURIComponent(m.name)}/` }));
+    const list = opts.models.map((m) => ({ name: m.name, url: isGgufPath(m.path) ? `models/${encodeURIComponent(m.name)}.gguf` : `models/${encodeURIComponent(m.name)}/` }));
     const body = JSON.stringify(list);
     res.writeHead(200, headers(isolation, 'application/json', Buffer.byteLength(body)));
     res.end(req.method === 'HEAD' ? undefined : body);
@@ -77,32 +81,20 @@ export function serveBrowser(req: IncomingMessage, res: ServerResponse, pathname
   if (m) {
     const first = decodeURIComponent(m[1]);
     const file = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
-    const gguf = file === undefined ? opts.models.find((x) => `${x.name}.gguf` === first && x.path.toLowerCase().endsWith('.gguf')) : undefined;
-    if (gguf) return existsSync(gguf.path) ? (sendFile(req, res, gguf.path, isolation), true) : notFound(res, isolation, pathname);
-    const model = opts.models.find((x) => x.name === first && !x.path.toLowerCase().endsWith('.gguf'));
+    const gguf = file === undefined ? opts.models.find((x) => `${x.name}.gguf` === first && isGgufPath(x.path)) : undefined;
+    if (gguf) return sendFile(req, res, gguf.path, isolation) || notFound(res, isolation, pathname);
+    const model = opts.models.find((x) => x.name === first && !isGgufPath(x.path));
     if (!model || file === undefined || !safeName(file)) return notFound(res, isolation, pathname);
-    const path = join(model.path, file);
-    if (!existsSync(path) || !statSync(path).isFile()) return notFound(res, isolation, pathname);
-    sendFile(req, res, path, isolation);
-    return true;
+    return sendFile(req, res, join(model.path, file), isolation) || notFound(res, isolation, pathname);
   }
   const name = pathname === '/' ? 'index.html' : pathname.slice(1);
   if (!safeName(name)) return false;
   const path = join(dir, name);
-  if (!existsSync(path) || !statSync(path).isFile()) {
-    if (pathname === '/' ) return notFound(res, isolation, `${path} (the browser build: run \`npm run build\`)`);
-    return false;
-  }
-  sendFile(req, res, path, isolation);
-  return true;
+  if (sendFile(req, res, path, isolation)) return true;
+  return pathname === '/' && notFound(res, isolation, `${path} (the browser build: run \`npm run build\`)`);
 }
 
 /** The name a model folder or .gguf file is listed under. */
 export function browserModelName(path: string): string {
   return basename(path.replace(/[/\\]+$/, '')).replace(/\.gguf$/i, '') || 'model';
-}
-
-/** Files of the browser build, for a check that it exists. */
-export function browserBuildFiles(dir = BROWSER_DIR): string[] {
-  return existsSync(dir) ? readdirSync(dir) : [];
 }
