@@ -1,7 +1,7 @@
 // Decode one weight row to f32 (prefill GEMM, embedding lookups, and the GEMV fallback for
 // formats without a fused kernel). Values equal the reference backend's bit for bit:
 // code × scale is one f32 rounding in both, tables and half floats are exact.
-import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, f16FiniteOf } from './matrix';
+import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, f16FiniteOf, lutPlanarOf } from './matrix';
 import { bf16x4, f16x4, f16x4Finite, bf16, f16, int4x8 } from './convert';
 
 export function decodeRow(d: usize, r: i32, dst: usize): void {
@@ -90,9 +90,18 @@ function decodeLut(d: usize, r: i32, src: usize, cols: i32, dst: usize): void {
     }
   } else {
     // LSB-first bitstream; a code spans at most two bytes (b ≤ 8). Allocations are padded, so
-    // reading the byte after the last one is safe.
+    // reading the byte after the last one is safe. Planar blocks (lut5..7 with q8 activations, the
+    // host's toPlanar) first: a nibble, then one bit per plane.
     const mask: u32 = (1 << bits) - 1;
-    for (let i = 0, bit = 0; i < cols; i++, bit += bits) {
+    const planar = lutPlanarOf(d) != 0 ? cols & ~31 : 0;
+    for (let i = 0; i < planar; i++) {
+      const p = src + (<usize>(i >> 5) * <usize>bits << 2), j = (i & 31) >> 1, odd = i & 1;
+      let code = (<u32>load<u8>(p + <usize>j) >> (<u32>odd << 2)) & 15;
+      const n = <u32>((j >> 2) + (odd << 2));
+      for (let h = 0; h < bits - 4; h++) code |= ((<u32>load<u8>(p + 16 + <usize>(h << 2) + <usize>(j & 3)) >> n) & 1) << (4 + h);
+      store<f32>(dst + (<usize>i << 2), load<f32>(table + (<usize>code << 2)));
+    }
+    for (let i = planar, bit = planar * bits; i < cols; i++, bit += bits) {
       const pair = <u32>load<u16>(src + (<usize>bit >> 3));
       const code = (pair >> (<u32>bit & 7)) & mask;
       store<f32>(dst + (<usize>i << 2), load<f32>(table + (<usize>code << 2)));

@@ -3,8 +3,9 @@
 // int8/int4 rows are widened to i16 codes four at a time, and a 4-row × 2-token tile of
 // i32x4.dot_i16x8_s shares every loaded weight vector between two tokens; i32 sums are scaled to
 // f32 once per block of 32. The relaxed build's int4 takes gemmQ4I8 (i8 codes, below).
-import { INT4, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale } from './matrix';
-import { quantizeQ8, q8Blocks, q8RowBytes, gather4 } from './q8';
+import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale, lutScalesOf } from './matrix';
+import { widenLut, lutSplit } from './lut-q8';
+import { quantizeQ8, q8Blocks, q8RowBytes, gather4, NATURAL, QUAD, SPLIT } from './q8';
 import { nibble } from './decode';
 import { quantizeQ8I8, unpackNibbles, tile4x2I8, tailQ4, dotQ4x2I8 } from './q4-relaxed';
 
@@ -24,7 +25,7 @@ export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize): 
   for (let t = t0; t < t1; t++) {
     const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
     if (i8Layout(d)) quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
-    else quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4, qt + corr);
+    else quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4 ? QUAD : lutSplit(d) ? SPLIT : NATURAL, qt + corr);
   }
 }
 
@@ -36,24 +37,26 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
   }
   const cols = colsOf(d);
   const rows = rowsOf(d);
-  const int4 = fmtOf(d) == INT4;
+  const int4 = fmtOf(d) == INT4, lut = fmtOf(d) == LUT;
   // Token t: codes at q + t·qs, scales at ds + t·qs.
   const qs = q8TokenBytes(cols);
   const ds = q + q8RowBytes(cols), dss = qs;
   const decStride = q8RowBytes(cols);
   const dec = scratch; // 4 rows widened to i16 codes, then their transposed scales
   const per = q8PerScale(d);
-  const scs = <usize>scalesPerRowOf(d) << 2;
+  // A LUT's scales: one per row (its table's), beside the descriptor's tables.
+  const scs: usize = lut ? 4 : <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
   for (let r = r0; r < r1; r += 4) {
     const nr = min(4, r1 - r);
     // Rows widened once to i16 (reused by every token): the tile's inner loop is plain loads.
     for (let j = 0; j < nr; j++) {
       if (int4) unpackInt4(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
+      else if (lut) widenLut(d, r + j, dec + <usize>j * decStride);
       else widenInt8(rowPtr(d, r + j), cols, dec + <usize>j * decStride);
     }
     const w = dec, ws = decStride;
-    const sc = rowScales(d, r);
+    const sc = lut ? lutScalesOf(d) + (<usize>r << 2) : rowScales(d, r);
     const o = out + (<usize>r << 2);
     let t = 0;
     if (nr == 4) {

@@ -1,4 +1,4 @@
-// A weight matrix as the kernels see it: a 48-byte descriptor the host writes at prepare() time
+// A weight matrix as the kernels see it: a 64-byte descriptor the host writes at prepare() time
 // (src/backend/wasm/matrix.ts writes the same layout). Field offsets are in bytes.
 export const F32: i32 = 0;
 export const F16: i32 = 1;
@@ -51,4 +51,19 @@ export const LUT: i32 = 5;
 /** Activation blocks of 32 per weight scale (0: one scale for the whole row). */
 @inline export function q8PerScale(d: usize): i32 {
   return scalesPerRowOf(d) <= 1 ? 0 : blockOf(d) >> 5;
+}
+
+/** lut with q8 activations: address of the tables rounded to int8 (2^bits bytes each). */
+@inline export function lutI8Of(d: usize): usize { return load<u32>(d, 48); }
+/** lut with q8 activations: address of the f32 scale of each row (its table's). */
+@inline export function lutScalesOf(d: usize): usize { return load<u32>(d, 52); }
+
+/** lut with q8 activations: 1 when full blocks of codes are in the planar layout (lut5..7, host toPlanar). */
+@inline export function lutPlanarOf(d: usize): i32 { return load<i32>(d, 56); }
+
+/** Address of the int8 table of row r (lut with q8 activations). */
+@inline export function rowTableI8(d: usize, r: i32): usize {
+  const g = tableGroupOf(d);
+  const t = g == 0 ? 0 : r / g;
+  return lutI8Of(d) + (<usize>t << <usize>bitsOf(d));
 }

@@ -7,6 +7,8 @@
 //   block's 16 nibble bytes give element 4k + j in bits 4j..4j+3 of lane k, so `(v >> 4j) & 15`
 //   lines up with group j without any byte shuffling or widening. quantizeQ8 then also stores
 //   corr[k] = (8·Σ codes of block k, 0, 0, 0) so the kernels can use the unsigned nibbles 0..15.
+//   split (lut4 weights): the 16 even elements, then the 16 odd ones: a block's 16 code bytes give
+//   the even elements in their low nibbles and the odd ones in their high nibbles, in that order.
 // A partial last block is always natural order, zero-padded to 32.
 import { hsum, hmax } from './dot';
 import { nibble } from './decode';
@@ -21,19 +23,29 @@ import { nibble } from './decode';
   return <usize>q8Blocks(cols) << 6;
 }
 
-/** Quantize x[cols] into codes q (i16) and block scales ds (f32); quad: int4 layout + corr. */
-export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, quad: bool, corr: usize = 0): void {
+export const NATURAL: i32 = 0, QUAD: i32 = 1, SPLIT: i32 = 2;
+
+/** Quantize x[cols] into codes q (i16) and block scales ds (f32) in a layout above (QUAD: + corr). */
+export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, layout: i32, corr: usize = 0): void {
   const full = cols & ~31;
   let b0 = 0;
   for (; b0 < full; b0 += 32) {
     const xp = x + (<usize>b0 << 2);
     const id = blockScale(xp, 32, ds + (<usize>(b0 >> 5) << 2));
     const qp = q + (<usize>b0 << 1);
-    if (!quad) {
+    if (layout == NATURAL) {
       const vid = f32x4.splat(id);
       for (let j = 0; j < 32; j += 8) {
         v128.store(qp + (<usize>j << 1), i16x8.narrow_i32x4_s(codes4(xp + (<usize>j << 2), vid), codes4(xp + (<usize>j << 2) + 16, vid)));
       }
+    } else if (layout == SPLIT) {
+      const vid = f32x4.splat(id);
+      const n0 = i16x8.narrow_i32x4_s(codes4(xp, vid), codes4(xp + 16, vid)), n1 = i16x8.narrow_i32x4_s(codes4(xp + 32, vid), codes4(xp + 48, vid));
+      const n2 = i16x8.narrow_i32x4_s(codes4(xp + 64, vid), codes4(xp + 80, vid)), n3 = i16x8.narrow_i32x4_s(codes4(xp + 96, vid), codes4(xp + 112, vid));
+      v128.store(qp, v128.shuffle<i16>(n0, n1, 0, 2, 4, 6, 8, 10, 12, 14));
+      v128.store(qp, v128.shuffle<i16>(n2, n3, 0, 2, 4, 6, 8, 10, 12, 14), 16);
+      v128.store(qp, v128.shuffle<i16>(n0, n1, 1, 3, 5, 7, 9, 11, 13, 15), 32);
+      v128.store(qp, v128.shuffle<i16>(n2, n3, 1, 3, 5, 7, 9, 11, 13, 15), 48);
     } else {
       let sum = 0;
       for (let j = 0; j < 32; j++) {

@@ -170,7 +170,7 @@ test('fit checks name the tensor, its shape, the format and the flag that chose 
   );
 });
 
-test('q8 activations apply to int formats whose scale blocks hold whole blocks of 32', () => {
-  const q8 = Object.fromEntries(['int8:32', 'int8:64', 'int8:c', 'int8:t', 'int8:48', 'int4:32', 'int4:16', 'f16', 'bf16', 'lut4:0'].map((n) => [n, usesQ8(parseFormat(n, 'x'))]));
-  assert.deepEqual(q8, { 'int8:32': true, 'int8:64': true, 'int8:c': true, 'int8:t': true, 'int8:48': false, 'int4:32': true, 'int4:16': false, f16: false, bf16: false, 'lut4:0': false });
+test('q8 activations apply to int formats whose scale blocks hold whole blocks of 32, and to every LUT', () => {
+  const q8 = Object.fromEntries(['int8:32', 'int8:64', 'int8:c', 'int8:t', 'int8:48', 'int4:32', 'int4:16', 'f16', 'bf16', 'lut4:0', 'lut3:5'].map((n) => [n, usesQ8(parseFormat(n, 'x'))]));
+  assert.deepEqual(q8, { 'int8:32': true, 'int8:64': true, 'int8:c': true, 'int8:t': true, 'int8:48': false, 'int4:32': true, 'int4:16': false, f16: false, bf16: false, 'lut4:0': true, 'lut3:5': true });
 });

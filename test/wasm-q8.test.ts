@@ -1,6 +1,6 @@
-// q8 activations (int8/int4 weights): the wasm kernels against the reference backend running the
-// same activation quantization, the exact rounding rule, the f32 switch, and the whole tiny model
-// converted to int8:32 and int4:32.
+// q8 activations (int8/int4/lut weights): the wasm kernels against the reference backend running
+// the same activation quantization, the exact rounding rule, LUT tables rounded to int8, the f32
+// switch, and the whole tiny model converted to int8:32, int4:32 and LUT formats.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import { convert } from '../src/quant/convert.js';
 import { buildPlan } from '../src/quant/plan.js';
 import { loadModel, makeBackend } from '../src/runtime/load.js';
 import { Session } from '../src/runtime/session.js';
-import { quantizeQ8 } from '../src/backend/reference/q8.js';
+import { lutQ8Tables, quantizeQ8 } from '../src/backend/reference/q8.js';
 import { checkMatmul, fillRandom, randomWeight } from './wasm-helpers.js';
 import { tinyFixture, maxAbsDiff, tokenSequence, argmax } from './helpers.js';
 
@@ -112,6 +112,70 @@ for (const { format, rows, cols } of Q8_CASES) {
   });
 }
 
+// LUT weights under q8 activations: each table rounded to int8 with one scale (lutQ8Tables), the
+// kernels of kernels/lut-q8.ts (lut1..lut7) and lut8 run as int8. Columns with several full blocks
+// of 32 and a partial one; groups per tensor, per row, per 4 or 5 rows.
+const LUT_CASES: { format: WeightFormat; rows: number; cols: number }[] = [1, 2, 3, 4, 5, 6, 7, 8].flatMap((bits) => [
+  { format: { kind: 'lut' as const, bits, group: 0 }, rows: 37, cols: 301 },
+  { format: { kind: 'lut' as const, bits, group: bits % 2 ? 5 : 4 }, rows: bits % 2 ? 45 : 36, cols: 160 },
+  { format: { kind: 'lut' as const, bits, group: 1 }, rows: 19, cols: 77 },
+]);
+
+for (const { format, rows, cols } of LUT_CASES) {
+  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference, tables rounded to int8, T = 1, 2, 7, 9`, () => {
+    const wt = randomWeight(format, rows, cols, rows * 13 + cols);
+    const exact = decoded(wt); // the stored table
+    const mr = ref.prepare(wt);
+    const w = new Float32Array(rows * cols); // the rounded table, as the reference decodes it under q8
+    ref.embed(mr, Array.from({ length: rows }, (_, r) => r), 1, w);
+    // Rounding: one scale per table, every value within half a step of the stored one.
+    const t = lutQ8Tables(wt.table!, format.kind === 'lut' ? format.bits : 0);
+    const step = (r: number) => t.scales[format.kind === 'lut' && format.group ? Math.floor(r / format.group) : 0];
+    for (let r = 0; r < rows; r++) for (let i = 0; i < cols; i++) assert.ok(Math.abs(w[r * cols + i] - exact[r * cols + i]) <= step(r) / 2 + 1e-9);
+    assert.ok(maxAbsDiff(w, exact) > 0, 'the rounded tables differ from the stored ones');
+    const mf = refF32.prepare(wt);
+    for (const B of wasmAll) {
+      const mw = B.prepare(wt) as WasmMatrix;
+      assert.equal(mw.q8, true, 'takes the q8 path');
+      const ids = [0, rows - 1, rows >> 1];
+      B.resetScratch();
+      const e = B.scratch(ids.length * cols), eRef = new Float32Array(ids.length * cols);
+      B.embed(mw, ids, 1.5, e);
+      ref.embed(mr, ids, 1.5, eRef);
+      assert.equal(maxAbsDiff(e, eRef), 0, `${formatName(format)} embed ${B.threads} threads ${B.simd}`);
+      for (const T of [1, 2, 7, 9]) {
+        B.resetScratch();
+        const x = fillRandom(B.scratch(T * cols), 3 + T, 2);
+        const out = B.scratch(T * rows);
+        B.matmul(x, T, mw, out);
+        const want = new Float32Array(T * rows);
+        ref.matmul(x, T, mr, want);
+        checkMatmul(`${formatName(format)} T=${T} ${B.threads} threads ${B.simd}`, out, want, x, w, T, rows, cols);
+        // Against the stored table and f32 activations: each weight off by ≤ s/2, each input by ≤ d/2.
+        const f32 = new Float32Array(T * rows);
+        refF32.matmul(x, T, mf, f32);
+        for (let tk = 0; tk < T; tk++) {
+          const half = blockScales(x.subarray(tk * cols, (tk + 1) * cols)).map((d) => d / 2);
+          for (let r = 0; r < rows; r++) {
+            let bound = 1e-9;
+            for (let i = 0; i < cols; i++) bound += (Math.abs(x[tk * cols + i]) * step(r)) / 2 + (Math.abs(w[r * cols + i]) + step(r) / 2) * half[i >> 5];
+            const err = Math.abs(out[tk * rows + r] - f32[tk * rows + r]);
+            assert.ok(err <= bound * 1.0001, `${formatName(format)} T=${T}: error against f32 ${err} > bound ${bound}`);
+          }
+        }
+      }
+    }
+  });
+}
+
+test('lutQ8Tables: one scale per table (amax/127), codes rounded half to even, all-zero tables', () => {
+  const t = lutQ8Tables(new Float32Array([127, 2.5, 3.5, -0.5, 0, 0, 0, 0, -2.54, 1, 0.5, 0.0099]), 2);
+  assert.deepEqual(Array.from(t.scales), [1, 0, Math.fround(0.02)]);
+  assert.deepEqual(Array.from(t.codes), [127, 2, 4, 0, 0, 0, 0, 0, -127, 50, 25, 0]);
+  assert.deepEqual(Array.from(t.rounded.slice(0, 4)), [127, 2, 4, 0]);
+  assert.deepEqual(Array.from(t.rounded.slice(8)), [Math.fround(-127 * Math.fround(0.02)), Math.fround(50 * Math.fround(0.02)), Math.fround(25 * Math.fround(0.02)), 0]);
+});
+
 function blockScales(x: Float32Array): number[] {
   const d: number[] = [];
   for (let b = 0; b < x.length; b += 32) d.push(Math.fround(Math.max(...Array.from(x.subarray(b, b + 32), Math.abs)) / 127));
@@ -148,8 +212,8 @@ test('q8 rounding: ties to even, clamp, zero blocks, split layout for int4 (iden
   }
 });
 
-test("activations 'f32': int8/int4 take the f32 path and match the reference", () => {
-  for (const { format, rows, cols } of Q8_CASES) {
+test("activations 'f32': int8/int4/lut take the f32 path and match the reference", () => {
+  for (const { format, rows, cols } of [...Q8_CASES, ...LUT_CASES]) {
     const wt = randomWeight(format, rows, cols, rows + cols);
     const w = decoded(wt);
     const mw = wasmF32.prepare(wt) as WasmMatrix;
@@ -207,14 +271,14 @@ function firstFlip(a: Watch, b: Watch, n: number): number {
   return n;
 }
 
-test('whole tiny model at int8:32 and int4:32: wasm = reference, top-1 at every position (q8: up to a code flip)', async (t) => {
+test('whole tiny model at int8:32, int4:32 and lut4:4/lut6:4: wasm = reference, top-1 at every position (q8: up to a code flip)', async (t) => {
   const fx = await tinyFixture(3);
   // Four short sequences from fresh sessions, so a flip ends the comparison of one sequence only.
   const seqs = [13, 14, 15, 16].map((seed) => tokenSequence(6, seed));
   try {
-    for (const quant of ['all=int8:32', 'all=int4:32']) {
-      const dir = join(fx.root, quant.replace(/[=:]/g, '-'));
-      await convert({ src: fx.dir, out: dir, plan: buildPlan({ quant: [quant], weightThreshold: 0 }), command: 'test' });
+    for (const quant of ['all=int8:32', 'all=int4:32', 'attn=lut4:4,ffn=lut6:4']) {
+      const dir = join(fx.root, quant.replace(/[=:,]/g, '-'));
+      await convert({ src: fx.dir, out: dir, plan: buildPlan({ quant: quant.split(','), weightThreshold: 0 }), command: 'test' });
       // Decode token by token (so a flip is pinned to a position), every call of B.matmul watched.
       const run = (B: Backend, q8: boolean) => {
         const model = loadModel(dir, B, { tokenizer: false }).model;

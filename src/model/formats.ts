@@ -59,7 +59,11 @@ export interface FormatTraits<F extends WeightFormat = WeightFormat> {
   misfit(f: F, rows: number, cols: number): string | null;
   /** The ggml type holding exactly the values of one format of this kind: GGUF export writes that format as it, import reads it as that format. */
   ggml: { type: GgmlName; format: F } | null;
-  /** Present for kinds the backends can run with q8 activations: whether f's scale blocks allow it (whole blocks of 32, or one scale per row). */
+  /**
+   * Present for kinds the backends can run with q8 activations: whether f allows it (int: scale
+   * blocks of whole blocks of 32, or one scale per row; lut: always, with each table rounded to
+   * int8, see backend/reference/q8.ts).
+   */
   q8?(f: F): boolean;
   /** Decodes one row of `cols` values of f (row-decode.ts). */
   decoder(f: F, cols: number): RowDecode;
@@ -127,6 +131,7 @@ const LUT: FormatTraits<FormatOf<'lut'>> = {
   aux: { name: 'table', what: 'table entries', values: (f) => 1 << f.bits, rowsPerUnit: (f) => f.group, perUnitShape: true },
   misfit: (f, rows) => (f.group !== 0 && rows % f.group !== 0 ? `its ${rows} rows are not a multiple of the group size ${f.group}` : null),
   ggml: null,
+  q8: () => true,
   decoder: (f, cols) => lutRow(cols, f.bits),
 };
 

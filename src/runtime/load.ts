@@ -20,7 +20,7 @@ export interface LoadedModel {
   loadSeconds: number;
 }
 
-/** activations: 'q8' (default) or 'f32' inputs to int8/int4 matmuls (both backends agree on it); simd: the wasm kernels build. */
+/** activations: 'q8' (default) or 'f32' inputs to int8/int4/LUT matmuls (both backends agree on it); simd: the wasm kernels build. */
 export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel; spin?: number } = {}): Backend {
   if (name === 'reference') return new ReferenceBackend({ activations: opts.activations });
   if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd, spin: opts.spin });

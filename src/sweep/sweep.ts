@@ -64,7 +64,7 @@ export interface SweepRow {
   /** The configuration as `lutra convert` flags. */
   convert: string;
   numerics: string;
-  /** Inputs of the candidate's int8/int4 matmuls (q8 or f32) as its backend reports them; null without such matrices. */
+  /** Inputs of the candidate's int8/int4/LUT matmuls (q8 or f32) as its backend reports them; null without such matrices. */
   activations: string | null;
   alpha: number | null;
   /** How α was chosen (the audit's peak for auto). */
@@ -112,7 +112,7 @@ export function shardStats(dir: string): { bytes: number; sha256: string } {
   return { bytes, sha256: h.digest('hex') };
 }
 
-/** Inputs of int8/int4 matmuls: backends that can quantize them say so in `activations` (an fp16 wrapper holds the real one in `inner`). */
+/** Inputs of int8/int4/LUT matmuls: backends that can quantize them say so in `activations` (an fp16 wrapper holds the real one in `inner`). */
 function activationsOf(backend: Backend): string {
   const b = backend as unknown as { activations?: unknown; inner?: Backend };
   if (typeof b.activations === 'string') return b.activations;

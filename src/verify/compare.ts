@@ -76,7 +76,7 @@ export interface LutraRunnerOptions {
   /** Default: what the model records (a package's meta.yaml), else f32. */
   numerics?: Numerics;
   onOverflow?: OnOverflow;
-  /** Inputs of int8/int4 matmuls (backend default: q8). */
+  /** Inputs of int8/int4/LUT matmuls (backend default: q8). */
   activations?: 'q8' | 'f32';
   /** Threads of a wasm backend (default: available cores). */
   threads?: number;

@@ -3,19 +3,19 @@
 // format; each row is decoded to f32 as it is used and reused across the batch.
 import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
 import { matrixShape, type WeightTensor } from '../../model/weight.js';
-import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type IntFormat } from '../../model/formats.js';
+import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type FormatOf, type IntFormat } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
-import { checkActivations, quantizeQ8, usesQ8, type Activations } from './q8.js';
+import { checkActivations, lutQ8Tables, quantizeQ8, usesQ8, type Activations } from './q8.js';
 
 interface RefMatrix extends Matrix {
   /** Decode row r into dst (length cols) as f32. */
   decodeRow(r: number, dst: Float32Array): void;
-  /** int8/int4 with q8 activations: integer codes of row r, and the scale of row r at column i. */
+  /** int8/int4/lut with q8 activations: integer codes of row r, and the scale of row r at column i. */
   q8?: { codes(r: number, dst: Int32Array): void; scale(r: number, i: number): number };
 }
 
 export interface ReferenceBackendOptions {
-  /** 'q8': int8/int4 matmuls quantize activations per block of 32 like the wasm kernels (default). */
+  /** 'q8': int8/int4/LUT matmuls quantize activations per block of 32 like the wasm kernels (default; LUT tables rounded to int8). */
   activations?: Activations;
 }
 
@@ -43,6 +43,32 @@ function intView(w: WeightTensor): NonNullable<RefMatrix['q8']> {
             }
           },
     scale: (r, i) => scales[unitOf(aux, r) * aux.values + Math.floor(i / block)],
+  };
+}
+
+/**
+ * A LUT weight under q8 activations (lutQ8Tables): row r's codes looked up in its table rounded
+ * to int8, one scale per table; rows decode to the rounded values.
+ */
+function lutView(w: WeightTensor): { q8: NonNullable<RefMatrix['q8']>; decodeRow: RefMatrix['decodeRow'] } {
+  const [rows, cols] = w.shape;
+  const aux = auxLayout(w.format, rows, cols)!;
+  const t = lutQ8Tables(auxOf(w), (w.format as FormatOf<'lut'>).bits);
+  // A row's codes themselves: its decoder over an identity table.
+  const identity = Float32Array.from({ length: aux.values }, (_, k) => k);
+  const decode = rowDecode(w.format, cols);
+  const stride = rowBytes(w.format, cols);
+  const codes = new Float32Array(cols);
+  return {
+    q8: {
+      codes: (r, dst) => {
+        decode(w.data, r * stride, identity, 0, codes);
+        const base = unitOf(aux, r) * aux.values;
+        for (let i = 0; i < cols; i++) dst[i] = t.codes[base + codes[i]];
+      },
+      scale: (r) => t.scales[unitOf(aux, r)],
+    },
+    decodeRow: rowDecoder({ ...w, table: t.rounded }),
   };
 }
 
@@ -98,7 +124,10 @@ export class ReferenceBackend implements Backend {
   prepare(w: WeightTensor): Matrix {
     if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
     const m: RefMatrix = { name: w.name, rows: w.shape[0], cols: w.shape[1], decodeRow: rowDecoder(w) };
-    if (this.activations === 'q8' && usesQ8(w.format)) m.q8 = intView(w);
+    if (this.activations === 'q8' && usesQ8(w.format)) {
+      if (w.format.kind === 'lut') Object.assign(m, lutView(w));
+      else m.q8 = intView(w);
+    }
     return m;
   }
 

@@ -35,3 +35,35 @@ export function quantizeQ8(x: Float32Array, off: number, n: number, codes: Int32
     for (let i = b0; i < end; i++) codes[i] = Math.max(-127, Math.min(127, roundEven(Math.fround(x[off + i] * id))));
   }
 }
+
+/**
+ * A LUT weight under q8 activations: each table rounded to int8 with one scale per table
+ * (s = amax/127 in f32, code = nearest(t / s), ties to even), so its matmuls are integer dot
+ * products like int8's. `rounded` holds the values those stand for, f32(s · code), which every
+ * other use of the matrix (row decode, embedding lookups) reads, so a model sees one set of weights.
+ */
+export interface LutQ8Tables {
+  codes: Int8Array;
+  scales: Float32Array;
+  rounded: Float32Array;
+}
+
+export function lutQ8Tables(table: Float32Array, bits: number): LutQ8Tables {
+  const n = 1 << bits;
+  const units = table.length / n;
+  const codes = new Int8Array(table.length);
+  const scales = new Float32Array(units);
+  const rounded = new Float32Array(table.length);
+  for (let u = 0; u < units; u++) {
+    let amax = 0;
+    for (let k = 0; k < n; k++) amax = Math.max(amax, Math.abs(table[u * n + k]));
+    const s = Math.fround(amax / 127);
+    scales[u] = s;
+    for (let k = 0; k < n; k++) {
+      const c = s === 0 ? 0 : Math.max(-127, Math.min(127, roundEven(table[u * n + k] / s)));
+      codes[u * n + k] = c;
+      rounded[u * n + k] = Math.fround(s * codes[u * n + k]); // the stored code: no −0
+    }
+  }
+  return { codes, scales, rounded };
+}

@@ -1,11 +1,14 @@
 // prepare(): copy a weight's bytes (and scales or table) into the arena once, and write the
-// 48-byte descriptor the kernels read (kernels/matrix.ts has the same layout).
+// descriptor the kernels read (kernels/matrix.ts has the same layout). A LUT weight under q8
+// activations also gets its tables rounded to int8 (lutQ8Tables) and a scale per row; lut8 then
+// becomes int8 per row outright (a code's byte replaced by its table value: same size, and the
+// int8 kernels run it).
 import type { Matrix } from '../backend.js';
 import type { WeightFormat, WeightTensor } from '../../model/weight.js';
-import { auxLayout, formatName, intBlock, rowBytes } from '../../model/formats.js';
+import { auxLayout, formatName, intBlock, rowBytes, unitOf } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 import type { Arena } from './arena.js';
-import { usesQ8 } from '../reference/q8.js';
+import { lutQ8Tables, usesQ8 } from '../reference/q8.js';
 
 export interface WasmMatrix extends Matrix {
   /** Address of the descriptor. */
@@ -17,7 +20,7 @@ export interface WasmMatrix extends Matrix {
 }
 
 const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
-const DESC_BYTES = 48;
+const DESC_BYTES = 64;
 
 /** q8: quantize activations for this weight where usesQ8 allows (the reference's rule). */
 export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMatrix {
@@ -28,23 +31,95 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMa
   const stride = rowBytes(f, cols);
   if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
 
-  let aux = 0;
-  let auxBytes = 0;
-  const layout = auxLayout(f, rows, cols);
-  if (layout) {
-    const values = w[layout.name];
-    if (!values) throw new LutraError(`${where} has no ${layout.name}`);
-    if (values.length !== layout.count) throw new LutraError(`${where} has ${values.length} ${layout.what}, expected ${layout.count}`);
-    aux = arena.copyIn(bytesOf(values));
-    auxBytes = values.byteLength;
-  }
-  const data = arena.copyIn(w.data);
-
-  const desc = arena.bytes(DESC_BYTES);
-  const d = new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4);
   const useQ8 = q8 && usesQ8(f);
-  d.set([FORMAT_CODE[f.kind], data, rows, cols, aux, ...kernelFields(f, cols), stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
+  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where);
+  const values = auxValues(w, rows, cols, where);
+  const aux = values ? arena.copyIn(bytesOf(values)) : 0;
+  const auxBytes = values?.byteLength ?? 0;
+  const data = arena.copyIn(w.data);
+  const desc = describe(arena, [FORMAT_CODE[f.kind], data, rows, cols, aux, ...kernelFields(f, cols), stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
   return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8 };
+}
+
+/** The scales or table of w, checked against its format's layout (undefined for plain formats). */
+function auxValues(w: WeightTensor, rows: number, cols: number, where: string): Float32Array | undefined {
+  const layout = auxLayout(w.format, rows, cols);
+  if (!layout) return undefined;
+  const values = w[layout.name];
+  if (!values) throw new LutraError(`${where} has no ${layout.name}`);
+  if (values.length !== layout.count) throw new LutraError(`${where} has ${values.length} ${layout.what}, expected ${layout.count}`);
+  return values;
+}
+
+/** Write a descriptor (the fields of kernels/matrix.ts in order) into the arena; returns its address. */
+function describe(arena: Arena, fields: number[]): number {
+  const desc = arena.bytes(DESC_BYTES);
+  new Int32Array(arena.memory.buffer, desc, DESC_BYTES / 4).set(fields);
+  return desc;
+}
+
+/**
+ * LUT under q8 activations. lut1..lut7: the codes as they are, the rounded tables as f32 (row
+ * decode) and as int8 (the q8 kernels), and each row's scale. lut8: int8 codes, a scale per row.
+ */
+function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string): WasmMatrix {
+  const [rows, cols] = w.shape;
+  const layout = auxLayout(f, rows, cols)!;
+  const t = lutQ8Tables(auxValues(w, rows, cols, where)!, f.bits);
+  const rowScales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) rowScales[r] = t.scales[unitOf(layout, r)];
+  const scales = arena.copyIn(bytesOf(rowScales));
+  const n = layout.values;
+  if (f.bits === 8) {
+    const codes = new Uint8Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const base = unitOf(layout, r) * n;
+      for (let i = 0; i < cols; i++) codes[r * cols + i] = t.codes[base + w.data[r * cols + i]];
+    }
+    const data = arena.copyIn(codes);
+    const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, 1, cols, 0, 0, cols, 1, 0]);
+    return { name: w.name, rows, cols, desc, bytes: codes.byteLength + rowScales.byteLength, q8: true };
+  }
+  const table = arena.copyIn(bytesOf(t.rounded));
+  const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
+  const planar = f.bits >= 5;
+  const data = arena.copyIn(planar ? toPlanar(w.data, rows, cols, f.bits) : w.data);
+  const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), rowBytes(f, cols), 1, 0, tables, scales, planar ? 1 : 0]);
+  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true };
+}
+
+/**
+ * lut5..lut7 codes in the planar layout the q8 kernels read (kernels/lut-q8.ts): each full block of
+ * 32 codes keeps its 4·bits bytes, now 16 bytes of low nibbles (byte j: code 2j, then code 2j + 1
+ * in the high nibble) and, per code bit 4 + h, 4 bytes in which byte k's bit n holds code
+ * 2(4n + k) (n < 4) or 2(4(n − 4) + k) + 1. A last partial block stays a bitstream, where it was.
+ */
+export function toPlanar(src: Uint8Array, rows: number, cols: number, bits: number): Uint8Array {
+  const stride = rowBytes({ kind: 'lut', bits, group: 0 }, cols);
+  const out = src.slice();
+  const full = cols - (cols % 32);
+  const mask = (1 << bits) - 1;
+  for (let r = 0; r < rows; r++) {
+    for (let o = r * stride, end = o + (full >> 3) * bits; o < end; o += 4 * bits) {
+      out.fill(0, o, o + 4 * bits);
+      // The block's bitstream read LSB first through a bit buffer.
+      let acc = 0, have = 0, at = o;
+      for (let i = 0; i < 32; i++) {
+        while (have < bits) {
+          acc |= src[at++] << have;
+          have += 8;
+        }
+        const c = acc & mask;
+        acc >>>= bits;
+        have -= bits;
+        const j = i >> 1, odd = i & 1;
+        out[o + j] |= (c & 15) << (odd * 4);
+        const k = o + 16 + (j & 3), n = (j >> 2) + odd * 4;
+        for (let h = 0; h < bits - 4; h++) out[k + 4 * h] |= ((c >> (4 + h)) & 1) << n;
+      }
+    }
+  }
+  return out;
 }
 
 /** The descriptor's per-kind fields: scales per row (0: one for the tensor) and block (int), bits and table group (lut). */

@@ -1,0 +1,208 @@
+// LUT weights (lut1..lut7) against q8 activations: each row's table is rounded to int8 with one
+// scale per table (the host does it at prepare(); lut8 runs as int8), so a weight is a code looked
+// up in 2^b bytes. Per 16 weights: the codes as bytes, looked up with swizzles (one per 16 table
+// entries), widened to i16 and multiplied with the activation codes by i32x4.dot_i16x8_s.
+// Activations are i16 codes (kernels/q8.ts). lut1..3 codes are a bitstream, unpacked by constant
+// shuffles and multiplies, against activations in the natural layout. lut4..7 use the split one
+// (even elements, then odd): lut4's low and high nibbles of a block's 16 bytes, and lut5..7's planar
+// layout (the host's toPlanar: that nibble plane plus one bit plane per code bit above 4, whose
+// bits become the lane masks that pick a 16-entry chunk of the table). A partial last block is a
+// bitstream in natural order, zero-padded.
+import { colsOf, rowPtr, bitsOf, rowTableI8, lutScalesOf, lutPlanarOf, fmtOf, LUT } from './matrix';
+import { q8RowBytes } from './q8';
+import { hsum } from './dot';
+
+/** 16 codes of b bits (b = 1, 2, 3, a constant) from the bitstream at p, as bytes in order: code
+ * j's two bytes shuffled into i16 lane j (codes 0..7, then 8..15), multiplied to put the code at
+ * the top of its lane, shifted down by 16 − b. */
+@inline function unpack16(p: usize, bits: i32): v128 {
+  const v = v128.load(p);
+  let lo: v128, hi: v128;
+  if (bits == 1) {
+    lo = i16x8.mul(v128.shuffle<u8>(v, v, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1), i16x8(-32768, 16384, 8192, 4096, 2048, 1024, 512, 256));
+    hi = i16x8.mul(v128.shuffle<u8>(v, v, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2), i16x8(-32768, 16384, 8192, 4096, 2048, 1024, 512, 256));
+  } else if (bits == 2) {
+    lo = i16x8.mul(v128.shuffle<u8>(v, v, 0, 1, 0, 1, 0, 1, 0, 1, 1, 2, 1, 2, 1, 2, 1, 2), i16x8(16384, 4096, 1024, 256, 16384, 4096, 1024, 256));
+    hi = i16x8.mul(v128.shuffle<u8>(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 3, 4, 3, 4, 3, 4, 3, 4), i16x8(16384, 4096, 1024, 256, 16384, 4096, 1024, 256));
+  } else {
+    lo = i16x8.mul(v128.shuffle<u8>(v, v, 0, 1, 0, 1, 0, 1, 1, 2, 1, 2, 1, 2, 2, 3, 2, 3), i16x8(8192, 1024, 128, 4096, 512, 64, 2048, 256));
+    hi = i16x8.mul(v128.shuffle<u8>(v, v, 3, 4, 3, 4, 3, 4, 4, 5, 4, 5, 4, 5, 5, 6, 5, 6), i16x8(8192, 1024, 128, 4096, 512, 64, 2048, 256));
+  }
+  return i8x16.narrow_i16x8_u(i16x8.shr_u(lo, 16 - bits), i16x8.shr_u(hi, 16 - bits));
+}
+
+/** A lane mask (all ones where bit 4 + h of the code is set) from the 4 bytes of bit plane h at p:
+ * the even elements' lanes (odd = false) or the odd ones'. */
+@inline function planeMask(p: usize, h: i32, odd: bool): v128 {
+  const v = v128.load(p);
+  const b = h == 0 ? v128.shuffle<u8>(v, v, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)
+    : h == 1 ? v128.shuffle<u8>(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7)
+    : v128.shuffle<u8>(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
+  const bit = odd ? i8x16(16, 16, 16, 16, 32, 32, 32, 32, 64, 64, 64, 64, -128, -128, -128, -128) : i8x16(1, 1, 1, 1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8);
+  return i8x16.eq(v128.and(b, bit), bit);
+}
+
+/**
+ * The int8 table values of 16 codes given as their low 4 bits lo and masks m4, m5, m6 of bits 4, 5,
+ * 6 (all ones where set; unused above the table's size); chunks = table entries / 16, at least 1.
+ */
+@inline function lookup(tab: usize, lo: v128, m4: v128, m5: v128, m6: v128, chunks: i32): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // Indices below 16 and all-0/all-1 masks make relaxed_swizzle and relaxed_laneselect exact
+    // (x64: one pshufb, where swizzle adds a saturating add; one pblendvb): every 16-entry chunk
+    // looked up by the low 4 bits, then chosen by the masks.
+    if (chunks == 1) return i8x16.relaxed_swizzle(v128.load(tab), lo);
+    let r = i8x16.relaxed_laneselect(i8x16.relaxed_swizzle(v128.load(tab, 16), lo), i8x16.relaxed_swizzle(v128.load(tab), lo), m4);
+    if (chunks > 2) {
+      const hi = i8x16.relaxed_laneselect(i8x16.relaxed_swizzle(v128.load(tab, 48), lo), i8x16.relaxed_swizzle(v128.load(tab, 32), lo), m4);
+      r = i8x16.relaxed_laneselect(hi, r, m5);
+    }
+    if (chunks > 4) {
+      let a = i8x16.relaxed_laneselect(i8x16.relaxed_swizzle(v128.load(tab, 80), lo), i8x16.relaxed_swizzle(v128.load(tab, 64), lo), m4);
+      const b = i8x16.relaxed_laneselect(i8x16.relaxed_swizzle(v128.load(tab, 112), lo), i8x16.relaxed_swizzle(v128.load(tab, 96), lo), m4);
+      a = i8x16.relaxed_laneselect(b, a, m5);
+      r = i8x16.relaxed_laneselect(a, r, m6);
+    }
+    return r;
+  }
+  // Baseline: the whole code, each chunk looked up by it less the chunk's start (an index past 15
+  // gives 0, so the chunks' results are ORed).
+  let c = lo;
+  if (chunks > 1) c = v128.or(c, v128.and(m4, i8x16.splat(16)));
+  if (chunks > 2) c = v128.or(c, v128.and(m5, i8x16.splat(32)));
+  if (chunks > 4) c = v128.or(c, v128.and(m6, i8x16.splat(64)));
+  let r = i8x16.swizzle(v128.load(tab), c);
+  for (let j = 1; j < chunks; j++) r = v128.or(r, i8x16.swizzle(v128.load(tab + (<usize>j << 4)), i8x16.sub(c, i8x16.splat(<i8>(j << 4)))));
+  return r;
+}
+
+/** The table values of a bitstream's 16 codes (bytes < 2^b, b ≤ 3: one chunk). */
+@inline function lookupBytes(tab: usize, c: v128): v128 {
+  const z = i8x16.splat(0);
+  return lookup(tab, c, z, z, z, 1);
+}
+
+/**
+ * The table values of half a full block of 32 codes at p (the block's first byte; a constant bits):
+ * lut1..3 bitstream, codes 0..15 (odd = false) or 16..31; lut4 nibbles and lut5..7 planar, the
+ * even elements (odd = false) or the odd ones.
+ */
+@inline function half(p: usize, tab: usize, bits: i32, chunks: i32, odd: bool): v128 {
+  if (bits <= 3) return lookupBytes(tab, unpack16(odd ? p + <usize>(bits << 1) : p, bits));
+  const v = v128.load(p), m = i8x16.splat(15);
+  const lo = odd ? v128.and(i16x8.shr_u(v, 4), m) : v128.and(v, m);
+  const z = i8x16.splat(0);
+  return lookup(tab, lo, bits > 4 ? planeMask(p + 16, 0, odd) : z, bits > 5 ? planeMask(p + 16, 1, odd) : z, bits > 6 ? planeMask(p + 16, 2, odd) : z, chunks);
+}
+
+/** Whether d's q8 activations are in the split layout (lut4..7 full blocks). */
+export function lutSplit(d: usize): bool {
+  return fmtOf(d) == LUT && (bitsOf(d) == 4 || lutPlanarOf(d) != 0);
+}
+
+/** i32x4 partial sums of 16 table values v (i8) times 16 activation codes at qp (i16). */
+@inline function dot16(v: v128, qp: usize): v128 {
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(v), v128.load(qp)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(v), v128.load(qp, 16)));
+}
+
+/** Code i of a row of b-bit codes (LSB-first bitstream). */
+@inline function codeAt(w: usize, i: i32, bits: i32): i32 {
+  const bit = i * bits;
+  return (<i32>load<u16>(w + (<usize>bit >> 3)) >> (bit & 7)) & ((1 << bits) - 1);
+}
+
+/**
+ * Two rows (w0, w1; int8 tables t0, t1) against one token's codes q and block scales ds: the
+ * sums Σ_blocks d_k · Σ table(code)·q, not yet times the rows' scales, to out0 and out1.
+ */
+@inline function rowPair(w0: usize, w1: usize, t0: usize, t1: usize, q: usize, ds: usize, cols: i32, bits: i32, chunks: i32, out0: usize, out1: usize): void {
+  const full = cols & ~31;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  let b0 = 0;
+  for (; b0 < full; b0 += 32) {
+    const qp = q + (<usize>b0 << 1);
+    const o = <usize>((b0 >> 3) * bits);
+    const p = i32x4.add(dot16(half(w0 + o, t0, bits, chunks, false), qp), dot16(half(w0 + o, t0, bits, chunks, true), qp + 32));
+    const u = i32x4.add(dot16(half(w1 + o, t1, bits, chunks, false), qp), dot16(half(w1 + o, t1, bits, chunks, true), qp + 32));
+    const e = v128.load32_splat(ds + (<usize>(b0 >> 5) << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(p), e));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(u), e));
+  }
+  let s0 = hsum(acc0), s1 = hsum(acc1);
+  if (b0 < cols) {
+    let p = 0, u = 0;
+    for (let i = b0; i < cols; i++) {
+      const c = <i32>load<i16>(q + (<usize>i << 1));
+      p += <i32>load<i8>(t0 + <usize>codeAt(w0, i, bits)) * c;
+      u += <i32>load<i8>(t1 + <usize>codeAt(w1, i, bits)) * c;
+    }
+    const e = load<f32>(ds + (<usize>(b0 >> 5) << 2));
+    s0 += e * <f32>p;
+    s1 += e * <f32>u;
+  }
+  store<f32>(out0, s0);
+  store<f32>(out1, s1);
+}
+
+/** Rows r0..r1 of one token: pairs of rows half the range apart (two sequential streams, as gemv's int path). */
+@inline function lutRows(d: usize, q: usize, out: usize, r0: i32, r1: i32, bits: i32, chunks: i32): void {
+  const cols = colsOf(d);
+  const ds = q + q8RowBytes(cols);
+  const sc = lutScalesOf(d);
+  const h = (r1 - r0) >> 1;
+  for (let r = r0; r < r0 + h; r++) {
+    const a = out + (<usize>r << 2), b = out + (<usize>(r + h) << 2);
+    rowPair(rowPtr(d, r), rowPtr(d, r + h), rowTableI8(d, r), rowTableI8(d, r + h), q, ds, cols, bits, chunks, a, b);
+    store<f32>(a, load<f32>(a) * load<f32>(sc + (<usize>r << 2)));
+    store<f32>(b, load<f32>(b) * load<f32>(sc + (<usize>(r + h) << 2)));
+  }
+  if (((r1 - r0) & 1) != 0) {
+    const r = r1 - 1, a = out + (<usize>r << 2);
+    rowPair(rowPtr(d, r), rowPtr(d, r), rowTableI8(d, r), rowTableI8(d, r), q, ds, cols, bits, chunks, a, a);
+    store<f32>(a, load<f32>(a) * load<f32>(sc + (<usize>r << 2)));
+  }
+}
+
+/** The GEMV (one token, quantized by quantizeTokens into q): out[r] for rows r0..r1. */
+export function gemvLutQ8(d: usize, q: usize, out: usize, r0: i32, r1: i32): void {
+  const bits = bitsOf(d);
+  // One specialised loop per table size (the constant arguments fold the lookups' branches).
+  if (bits == 4) lutRows(d, q, out, r0, r1, 4, 1);
+  else if (bits == 1) lutRows(d, q, out, r0, r1, 1, 1);
+  else if (bits == 2) lutRows(d, q, out, r0, r1, 2, 1);
+  else if (bits == 3) lutRows(d, q, out, r0, r1, 3, 1);
+  else if (bits == 5) lutRows(d, q, out, r0, r1, 5, 2);
+  else if (bits == 6) lutRows(d, q, out, r0, r1, 6, 4);
+  else lutRows(d, q, out, r0, r1, 7, 8);
+}
+
+/**
+ * Row r's int8 table values as i16 for the q8 GEMM, laid out like the activations (full blocks of
+ * lut4..7 split, the rest natural) and zero-padded to whole blocks of 32.
+ */
+export function widenLut(d: usize, r: i32, dst: usize): void {
+  const bits = bitsOf(d);
+  if (bits == 4) widenRow(d, r, dst, 4, 1);
+  else if (bits == 1) widenRow(d, r, dst, 1, 1);
+  else if (bits == 2) widenRow(d, r, dst, 2, 1);
+  else if (bits == 3) widenRow(d, r, dst, 3, 1);
+  else if (bits == 5) widenRow(d, r, dst, 5, 2);
+  else if (bits == 6) widenRow(d, r, dst, 6, 4);
+  else widenRow(d, r, dst, 7, 8);
+}
+
+@inline function widenRow(d: usize, r: i32, dst: usize, bits: i32, chunks: i32): void {
+  const cols = colsOf(d);
+  const w = rowPtr(d, r), t = rowTableI8(d, r);
+  const full = cols & ~31;
+  for (let b0 = 0; b0 < full; b0 += 32) {
+    const p = w + <usize>((b0 >> 3) * bits);
+    const a = half(p, t, bits, chunks, false), b = half(p, t, bits, chunks, true), o = dst + (<usize>b0 << 1);
+    v128.store(o, i16x8.extend_low_i8x16_s(a));
+    v128.store(o, i16x8.extend_high_i8x16_s(a), 16);
+    v128.store(o, i16x8.extend_low_i8x16_s(b), 32);
+    v128.store(o, i16x8.extend_high_i8x16_s(b), 48);
+  }
+  for (let i = full; i < cols; i++) store<i16>(dst + (<usize>i << 1), <i16>load<i8>(t + <usize>codeAt(w, i, bits)));
+  for (let i = cols; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), 0);
+}
