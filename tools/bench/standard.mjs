@@ -8,9 +8,15 @@
 // results.json, each with the date it was measured.
 //
 // A shape NAME@N is the fixture cut to its first N layers (`lutra fixture --layers N`), for models
-// that do not fit the machine whole.
+// that do not fit the machine whole. The shape `demo` is models/demo (trained weights, no fixture).
 //
-// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b,gemma-4-e2b,gemma-4-26b-a4b@6] [--formats f16,int8:32,int4:32]
+// A format is `all=FORMAT`, written FORMAT (f16, int8:32, lut6:4, …); LUT+BASE puts a LUT format on
+// the attention and FFN matrices over BASE everywhere else (lut4:4+int4:32: only those kernels differ
+// from the int4:32 row); `seed` is the seed's LUT configuration `--lut2 4,4 --lut3 6,4` (embedding as
+// the fixture's bf16). llama.cpp runs beside lutra on the formats a GGUF holds exactly (f16, f32,
+// int8:32, int4:32); LUT rows are compared with lutra's own int rows of the same run.
+//
+// usage: node tools/bench/standard.mjs [--shapes gemma-3-270m,gemma-3-1b,gemma-4-e2b,gemma-4-26b-a4b@6] [--formats f16,int8:32,int4:32,lut4:4+int4:32,seed]
 //        [--work DIR (or $LUTRA_BENCH_WORK; default /tmp/lutra-bench)] [--prefill 256] [--decode 64]
 //        [--threads N] [--out docs/BENCHMARKS.md] [--render-only]
 import { spawnSync } from 'node:child_process';
@@ -64,19 +70,39 @@ function lutra(args) {
   return r.stdout;
 }
 
+const GGUF_EXACT = new Set(['f16', 'f32', 'int8:32', 'int4:32']);
+/** The shape `demo` is the shipped trained model, converted like the fixtures. */
+const DEMO = join(ROOT, 'models', 'demo');
+
+/** The lutra row a LUT row's speed is compared with. */
+function baseOf(format) {
+  const m = /^lut(\d):\d+(?:\+(.+))?$/.exec(format);
+  if (m?.[2]) return m[2];
+  return m && Number(m[1]) >= 5 ? 'int8:32' : 'int4:32';
+}
+
+/** `lutra convert` flags of a format name (see the head of this file). */
+function convertFlags(format) {
+  if (format === 'seed') return ['--lut2', '4,4', '--lut3', '6,4'];
+  const m = /^(lut\d:\d+)\+(.+)$/.exec(format);
+  if (m) return ['--quant', `all=${m[2]}`, '--quant', `attn=${m[1]}`, '--quant', `ffn=${m[1]}`];
+  return ['--quant', `all=${format}`];
+}
+
 function measure() {
   const rows = [];
   for (const shape of shapes) {
     // fixture and convert write under a temporary name and rename, so an existing folder is complete.
     const { name, layers } = parseShape(shape);
-    const hf = join(o.work, shape, 'hf');
+    const hf = name === 'demo' ? DEMO : join(o.work, shape, 'hf');
     if (!existsSync(hf)) lutra(['fixture', '--shape', name, '--out', hf, ...(layers ? ['--layers', String(layers)] : [])]);
     else process.stderr.write(`bench: reusing ${hf}\n`);
     for (const format of formatsFor(shape)) {
       const pkg = join(o.work, shape, format.replace(/[^a-z0-9]+/gi, '-'));
-      if (!existsSync(pkg)) lutra(['convert', '--model', hf, '--out', pkg, '--quant', `all=${format}`]);
+      if (!existsSync(pkg)) lutra(['convert', '--model', hf, '--out', pkg, ...convertFlags(format)]);
       else process.stderr.write(`bench: reusing ${pkg}\n`);
-      const args = ['bench', '--model', pkg, '--prefill', o.prefill, '--decode', o.decode, '--vs-llama-cpp', '--json'];
+      const args = ['bench', '--model', pkg, '--prefill', o.prefill, '--decode', o.decode, '--json'];
+      if (GGUF_EXACT.has(format)) args.push('--vs-llama-cpp');
       if (o.threads) args.push('--threads', o.threads);
       rows.push({ shape, format, date: new Date().toISOString(), loadavg: loadavg()[0], ...JSON.parse(lutra(args)) });
     }
@@ -98,7 +124,8 @@ if (o['render-only']) {
   const fresh = new Set(measured.map(key));
   const kept = (previous?.rows ?? []).filter((r) => !fresh.has(key(r))).map((r) => ({ date: previous.date, loadavg: previous.loadavg, ...r }));
   const order = (r) => [...shapes, ...new Set(kept.map((k) => k.shape))].indexOf(r.shape);
-  const rows = [...kept, ...measured].sort((a, b) => order(a) - order(b) || ['f16', 'int8:32', 'int4:32'].indexOf(a.format) - ['f16', 'int8:32', 'int4:32'].indexOf(b.format));
+  const rank = (f) => (['f16', 'int8:32', 'int4:32'].includes(f) ? ['f16', 'int8:32', 'int4:32'].indexOf(f) : 3);
+  const rows = [...kept, ...measured].sort((a, b) => order(a) - order(b) || rank(a.format) - rank(b.format));
   run = { date: new Date().toISOString(), machine: machineNow(), loadavg: loadavg()[0], command, work: o.work, prefill: o.prefill, decode: o.decode, rows };
   writeAtomic(RESULTS, JSON.stringify(run, null, 2) + '\n');
 }
@@ -127,7 +154,7 @@ const table = [
   '',
   `Machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; read bandwidth measured by each run: ` +
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
-    `Random-weight fixtures (speed does not depend on values); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
+    `Random-weight fixtures (speed does not depend on values; demo is the shipped trained model, models/demo); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
     'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU, F16 KV cache) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra. ' +
     'Weight MB = bytes read per decoded token (every matrix once, norms included; of a mixture of experts only the top-k experts a token is routed to), from the M weights read per token (the active parameters) of the M held; effective GB/s = that × decode tok/s. ' +
     'NAME@N = the shape cut to its first N layers (`lutra fixture --layers N`). ' +
@@ -144,8 +171,12 @@ const table = [
     const when = `${(r.date ?? run.date).slice(0, 10)} (${r.loadavg !== undefined ? f(r.loadavg, 1) : '—'})`;
     const disk = r.on_disk_weight_bytes ? mb(r.on_disk_weight_bytes) : '—';
     const params = r.params_per_token ? `${f(r.params_per_token / 1e6, 0)} / ${f(r.params_resident / 1e6, 0)}` : '—';
-    return `| ${r.shape} | ${r.format} | ${when} | ${params} | ${mb(r.weight_bytes)} | ${disk} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${f(r.prefill_ratio, 2)}× | ${f(r.decode_ratio, 2)}× | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
+    const base = r.llama_cpp ? null : rows.find((b) => b.shape === r.shape && b.format === baseOf(r.format));
+    const ratio = (key) => (base ? `${f(r[`${key}_tok_s`] / base[`${key}_tok_s`], 2)}× ${base.format}` : `${f(r[`${key}_ratio`], 2)}×`);
+    return `| ${r.shape} | ${r.format} | ${when} | ${params} | ${mb(r.weight_bytes)} | ${disk} | ${f(r.prefill_tok_s)} | ${f(r.decode_tok_s, 2)} | ${f(r.ms_per_token, 1)} | ${f(l.prefill_tok_s)} (${l.prefill_threads ?? '—'}) | ${f(l.decode_tok_s, 2)} (${l.threads ?? '—'}) | ${ratio('prefill')} | ${ratio('decode')} | ${f(r.effective_gbs, 2)} | ${f(r.bandwidth_pct, 0)}% | ${mb(r.peak_rss_bytes)} | ${check} |`;
   }),
+  '',
+  'LUT rows (no GGUF type holds them) give their ratios against lutra\'s own row named beside them, from the same run: LUT+BASE against BASE, lut5 and wider against int8:32, the rest against int4:32.',
   '',
   `Threads: lutra ${rows[0]?.threads ?? '—'}; kernels: ${[...new Set(rows.map((r) => r.simd ?? 'baseline'))].join(', ')} SIMD build (\`--simd\`). Peak RSS is the whole \`lutra bench\` process up to the end of decoding (loading included; the tokenizer is not loaded), before llama.cpp runs.`,
   '',
