@@ -123,13 +123,22 @@ if (o['render-only']) {
   const key = (r) => `${r.shape} ${r.format}`;
   const fresh = new Set(measured.map(key));
   const kept = (previous?.rows ?? []).filter((r) => !fresh.has(key(r))).map((r) => ({ date: previous.date, loadavg: previous.loadavg, ...r }));
-  const order = (r) => [...shapes, ...new Set(kept.map((k) => k.shape))].indexOf(r.shape);
-  const rank = (f) => (['f16', 'int8:32', 'int4:32'].includes(f) ? ['f16', 'int8:32', 'int4:32'].indexOf(f) : 3);
-  const rows = [...kept, ...measured].sort((a, b) => order(a) - order(b) || rank(a.format) - rank(b.format));
+  const rows = sortRows([...kept, ...measured]);
   run = { date: new Date().toISOString(), machine: machineNow(), loadavg: loadavg()[0], command, work: o.work, prefill: o.prefill, decode: o.decode, rows };
   writeAtomic(RESULTS, JSON.stringify(run, null, 2) + '\n');
 }
-const { rows } = run;
+const rows = sortRows(run.rows);
+
+/**
+ * Shapes smallest first (the demo model, then the fixtures in a fixed order, then any other in the
+ * order met), the plain formats before the LUT ones; the sort is stable, so measured order stays within.
+ */
+function sortRows(list) {
+  const known = ['demo', 'gemma-3-270m', 'gemma-3-1b', 'gemma-4-e2b', 'gemma-4-26b-a4b', ...list.map((r) => parseShape(r.shape).name)];
+  const order = (r) => known.indexOf(parseShape(r.shape).name);
+  const rank = (f) => (['f16', 'int8:32', 'int4:32'].includes(f) ? ['f16', 'int8:32', 'int4:32'].indexOf(f) : 3);
+  return [...list].sort((a, b) => order(a) - order(b) || rank(a.format) - rank(b.format));
+}
 const machine = run.machine ?? machineNow();
 
 function machineNow() {
