@@ -91,7 +91,7 @@ function decodeLut(d: usize, r: i32, src: usize, cols: i32, dst: usize): void {
   } else {
     // LSB-first bitstream; a code spans at most two bytes (b ≤ 8). Allocations are padded, so
     // reading the byte after the last one is safe. Planar blocks (lut5..7 with q8 activations, the
-    // host's toPlanar) first: a nibble, then one bit per plane.
+    // lut-q8.ts lutToPlanar) first: a nibble, then one bit per plane.
     const mask: u32 = (1 << bits) - 1;
     const planar = lutPlanarOf(d) != 0 ? cols & ~31 : 0;
     for (let i = 0; i < planar; i++) {

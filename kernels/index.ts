@@ -8,6 +8,7 @@ import { q8Of } from './matrix';
 export { attention, attentionCombine } from './attention';
 export { rmsNorm, rope, ropeTrig, geluMul, softcap, add, scale, embedRow } from './elementwise';
 export { decodeRow } from './decode';
+export { lutToPlanar } from './lut-q8';
 export { roundF16 } from './fp16';
 
 /**

@@ -5,7 +5,7 @@
 // Activations are i16 codes (kernels/q8.ts). lut1..3 codes are a bitstream, unpacked by constant
 // shuffles and multiplies, against activations in the natural layout. lut4..7 use the split one
 // (even elements, then odd): lut4's low and high nibbles of a block's 16 bytes, and lut5..7's planar
-// layout (the host's toPlanar: that nibble plane plus one bit plane per code bit above 4, whose
+// layout (lutToPlanar below, run at prepare(): that nibble plane plus one bit plane per code bit above 4, whose
 // bits become the lane masks that pick a 16-entry chunk of the table). A partial last block is a
 // bitstream in natural order, zero-padded.
 import { colsOf, rowPtr, bitsOf, rowTableI8, lutScalesOf, lutPlanarOf, fmtOf, LUT } from './matrix';
@@ -227,4 +227,48 @@ export function widenLut(d: usize, r: i32, dst: usize): void {
   }
   for (let i = full; i < cols; i++) store<i16>(dst + (<usize>i << 1), <i16>load<i8>(t + <usize>codeAt(w, i, bits)));
   for (let i = cols; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), 0);
+}
+
+/**
+ * lut5..7 (bits) codes from the bitstream rows at src (stride bytes apart) into the planar layout
+ * at dst, which is src (in place: a block is read whole before it is written) or holds a copy of it
+ * (a partial last block stays as it is): per
+ * full block of 32, 16 bytes whose nibble i is code i's low 4 bits (byte j: code 2j, then code
+ * 2j + 1), then per code bit 4 + h a 4-byte plane in which byte k's bit n is that bit of code
+ * 2(4n + k) (n < 4) or of code 2(4(n − 4) + k) + 1 (what planeBytes and maskOf read).
+ */
+export function lutToPlanar(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+  if (bits == 5) planarRows(src, dst, rows, cols, 5, stride);
+  else if (bits == 6) planarRows(src, dst, rows, cols, 6, stride);
+  else planarRows(src, dst, rows, cols, 7, stride);
+}
+
+@inline function planarRows(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+  const full = cols & ~31, mask: u64 = (1 << bits) - 1;
+  for (let r = 0; r < rows; r++) {
+    const row = <usize>r * <usize>stride;
+    for (let b0 = 0; b0 < full; b0 += 32) {
+      const p = row + <usize>((b0 >> 3) * bits);
+      let l0: u64 = 0, l1: u64 = 0, h0: u32 = 0, h1: u32 = 0, h2: u32 = 0;
+      // Eight codes at a time: 8·bits bits are bits whole bytes.
+      for (let g = 0; g < 4; g++) {
+        const word = load<u64>(src + p + <usize>(g * bits));
+        for (let e = 0; e < 8; e++) {
+          const i = (g << 3) + e;
+          const c = <u32>((word >> <u64>(e * bits)) & mask);
+          if (g < 2) l0 |= <u64>(c & 15) << <u64>(i << 2);
+          else l1 |= <u64>(c & 15) << <u64>((i - 16) << 2);
+          const at = <u32>(((i >> 1) & 3) << 3) + <u32>(i >> 3) + <u32>((i & 1) << 2);
+          h0 |= ((c >> 4) & 1) << at;
+          if (bits > 5) h1 |= ((c >> 5) & 1) << at;
+          if (bits > 6) h2 |= ((c >> 6) & 1) << at;
+        }
+      }
+      store<u64>(dst + p, l0);
+      store<u64>(dst + p, l1, 8);
+      store<u32>(dst + p, h0, 16);
+      if (bits > 5) store<u32>(dst + p, h1, 20);
+      if (bits > 6) store<u32>(dst + p, h2, 24);
+    }
+  }
 }

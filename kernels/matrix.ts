@@ -58,7 +58,7 @@ export const LUT: i32 = 5;
 /** lut with q8 activations: address of the f32 scale of each row (its table's). */
 @inline export function lutScalesOf(d: usize): usize { return load<u32>(d, 52); }
 
-/** lut with q8 activations: 1 when full blocks of codes are in the planar layout (lut5..7, host toPlanar). */
+/** lut with q8 activations: 1 when full blocks of codes are in the planar layout (lut5..7, lut-q8.ts lutToPlanar). */
 @inline export function lutPlanarOf(d: usize): i32 { return load<i32>(d, 56); }
 
 /** Address of the int8 table of row r (lut with q8 activations). */

@@ -121,7 +121,7 @@ export class WasmBackend implements Backend {
   }
 
   prepare(w: WeightTensor): Matrix {
-    return prepareMatrix(this.arena, w, this.activations === 'q8');
+    return prepareMatrix(this.arena, w, this.activations === 'q8', this.k);
   }
 
   vector(w: WeightTensor): Float32Array {

@@ -8,6 +8,7 @@ import type { WeightFormat, WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, intBlock, rowBytes, unitOf } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
 import type { Arena } from './arena.js';
+import type { Kernels } from './kernels.js';
 import { lutQ8Tables, usesQ8 } from '../reference/q8.js';
 
 export interface WasmMatrix extends Matrix {
@@ -22,8 +23,8 @@ export interface WasmMatrix extends Matrix {
 const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
 const DESC_BYTES = 64;
 
-/** q8: quantize activations for this weight where usesQ8 allows (the reference's rule). */
-export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMatrix {
+/** q8: quantize activations for this weight where usesQ8 allows (the reference's rule); kernels: for re-laying out lut5..7 codes. */
+export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false, kernels?: Pick<Kernels, 'lutToPlanar'>): WasmMatrix {
   const where = `${w.source}: tensor "${w.name}" (${formatName(w.format)})`;
   if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
   const [rows, cols] = w.shape;
@@ -32,7 +33,7 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false): WasmMa
   if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
 
   const useQ8 = q8 && usesQ8(f);
-  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where);
+  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where, kernels);
   const values = auxValues(w, rows, cols, where);
   const aux = values ? arena.copyIn(bytesOf(values)) : 0;
   const auxBytes = values?.byteLength ?? 0;
@@ -62,7 +63,7 @@ function describe(arena: Arena, fields: number[]): number {
  * LUT under q8 activations. lut1..lut7: the codes as they are, the rounded tables as f32 (row
  * decode) and as int8 (the q8 kernels), and each row's scale. lut8: int8 codes, a scale per row.
  */
-function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string): WasmMatrix {
+function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string, kernels?: Pick<Kernels, 'lutToPlanar'>): WasmMatrix {
   const [rows, cols] = w.shape;
   const layout = auxLayout(f, rows, cols)!;
   const t = lutQ8Tables(auxValues(w, rows, cols, where)!, f.bits);
@@ -82,44 +83,17 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
   }
   const table = arena.copyIn(bytesOf(t.rounded));
   const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
+  const data = arena.copyIn(w.data);
+  // lut5..7: the codes' full blocks re-laid out into the planar layout the kernels read (lut-q8.ts).
   const planar = f.bits >= 5;
-  const data = arena.copyIn(planar ? toPlanar(w.data, rows, cols, f.bits) : w.data);
+  if (planar) {
+    if (!kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
+    const stride = rowBytes(f, cols);
+    // In place, in slices of rows: V8 replaces a function's baseline code with optimized code between calls.
+    for (let r = 0; r < rows; r += 1024) kernels.lutToPlanar(data + r * stride, data + r * stride, Math.min(1024, rows - r), cols, f.bits, stride);
+  }
   const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), rowBytes(f, cols), 1, 0, tables, scales, planar ? 1 : 0]);
   return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true };
-}
-
-/**
- * lut5..lut7 codes in the planar layout the q8 kernels read (kernels/lut-q8.ts): each full block of
- * 32 codes keeps its 4·bits bytes, now 16 bytes of low nibbles (byte j: code 2j, then code 2j + 1
- * in the high nibble) and, per code bit 4 + h, 4 bytes in which byte k's bit n holds code
- * 2(4n + k) (n < 4) or 2(4(n − 4) + k) + 1. A last partial block stays a bitstream, where it was.
- */
-export function toPlanar(src: Uint8Array, rows: number, cols: number, bits: number): Uint8Array {
-  const stride = rowBytes({ kind: 'lut', bits, group: 0 }, cols);
-  const out = src.slice();
-  const full = cols - (cols % 32);
-  const mask = (1 << bits) - 1;
-  for (let r = 0; r < rows; r++) {
-    for (let o = r * stride, end = o + (full >> 3) * bits; o < end; o += 4 * bits) {
-      out.fill(0, o, o + 4 * bits);
-      // The block's bitstream read LSB first through a bit buffer.
-      let acc = 0, have = 0, at = o;
-      for (let i = 0; i < 32; i++) {
-        while (have < bits) {
-          acc |= src[at++] << have;
-          have += 8;
-        }
-        const c = acc & mask;
-        acc >>>= bits;
-        have -= bits;
-        const j = i >> 1, odd = i & 1;
-        out[o + j] |= (c & 15) << (odd * 4);
-        const k = o + 16 + (j & 3), n = (j >> 2) + odd * 4;
-        for (let h = 0; h < bits - 4; h++) out[k + 4 * h] |= ((c >> (4 + h)) & 1) << n;
-      }
-    }
-  }
-  return out;
 }
 
 /** The descriptor's per-kind fields: scales per row (0: one for the tensor) and block (int), bits and table group (lut). */
