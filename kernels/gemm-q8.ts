@@ -3,7 +3,7 @@
 // int8/int4 rows are widened to i16 codes four at a time, and a 4-row × 2-token tile of
 // i32x4.dot_i16x8_s shares every loaded weight vector between two tokens; i32 sums are scaled to
 // f32 once per block of 32. The relaxed build's int4 takes gemmQ4I8 (i8 codes, below).
-import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale, lutScalesOf } from './matrix';
+import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale, lutScalesOf, bitsOf } from './matrix';
 import { widenLut, lutSplit } from './lut-q8';
 import { quantizeQ8, q8Blocks, q8RowBytes, gather4, NATURAL, QUAD, SPLIT } from './q8';
 import { nibble } from './decode';
@@ -14,24 +14,25 @@ export function q8TokenBytes(cols: i32): usize {
   return q8RowBytes(cols) + (<usize>q8Blocks(cols) * 20);
 }
 
-@inline function i8Layout(d: usize): bool {
-  return ASC_FEATURE_RELAXED_SIMD && fmtOf(d) == INT4;
+/** Whether the relaxed build's i8 activation codes serve d: int4 always, lut4 for one token (gemvLut4I8). */
+@inline function i8Layout(d: usize, T: i32): bool {
+  return ASC_FEATURE_RELAXED_SIMD && (fmtOf(d) == INT4 || (T == 1 && fmtOf(d) == LUT && bitsOf(d) == 4));
 }
 
 /** Quantize tokens t0..t1 of x (T × cols f32) for weight d into q (q8TokenBytes apart). */
-export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize): void {
+export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T: i32): void {
   const cols = colsOf(d), ts = q8TokenBytes(cols), codes = q8RowBytes(cols);
   const corr = codes + (<usize>q8Blocks(cols) << 2);
   for (let t = t0; t < t1; t++) {
     const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
-    if (i8Layout(d)) quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
+    if (i8Layout(d, T)) quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
     else quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4 ? QUAD : lutSplit(d) ? SPLIT : NATURAL, qt + corr);
   }
 }
 
 /** out[t, r] for rows r0..r1 from tokens quantized by quantizeTokens into q. */
 export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
-  if (i8Layout(d)) {
+  if (i8Layout(d, T)) {
     gemmQ4I8(d, q, T, out, r0, r1, scratch);
     return;
   }

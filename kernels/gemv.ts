@@ -3,7 +3,7 @@
 import { F32, F16, BF16, INT8, INT4, LUT, fmtOf, colsOf, rowPtr, rowScales, rowTable, blockOf, scalesPerRowOf, bitsOf, q8Of, q8PerScale, strideOf, f16FiniteOf } from './matrix';
 import { q8Blocks, q8RowBytes, dotQ8, dotQ4, dotQ8x2, dotQ4x2 } from './q8';
 import { dotQ4x2I8 } from './q4-relaxed';
-import { gemvLutQ8 } from './lut-q8';
+import { gemvLutQ8, gemvLut4I8 } from './lut-q8';
 import { bf16x4, f16x4, f16x4Finite, bf16, f16 } from './convert';
 import { dot, hsum } from './dot';
 import { decodeRow } from './decode';
@@ -13,7 +13,8 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   const cols = colsOf(d);
   const block = blockOf(d);
   if (q8Of(d) && fmt == LUT) {
-    gemvLutQ8(d, x, out, r0, r1);
+    if (ASC_FEATURE_RELAXED_SIMD && bitsOf(d) == 4) gemvLut4I8(d, x, out, r0, r1);
+    else gemvLutQ8(d, x, out, r0, r1);
   } else if (q8Of(d)) {
     // q8 activations, quantized by the host (quantizeTokens) once for all chunks of rows: codes at
     // x, block scales and corrections after them; integer dot products per row.

@@ -1,15 +1,17 @@
-// LUT weights (lut1..lut7) against q8 activations: each row's table is rounded to int8 with one
-// scale per table (the host does it at prepare(); lut8 runs as int8), so a weight is a code looked
-// up in 2^b bytes. Per 16 weights: the codes as bytes, looked up with swizzles (one per 16 table
-// entries), widened to i16 and multiplied with the activation codes by i32x4.dot_i16x8_s.
+// LUT weights (lut1..lut7) against q8 activations: each row's table is rounded to integers (±63 up
+// to 4 bits, ±127 above: lutQ8Max) with one scale per table (the host does it at prepare(); lut8
+// runs as int8), so a weight is a code looked up in 2^b bytes. Per 16 weights: the codes as
+// bytes, looked up with swizzles (one per 16 table entries), widened to i16 and multiplied with the
+// activation codes by i32x4.dot_i16x8_s.
 // Activations are i16 codes (kernels/q8.ts). lut1..3 codes are a bitstream, unpacked by constant
 // shuffles and multiplies, against activations in the natural layout. lut4..7 use the split one
 // (even elements, then odd): lut4's low and high nibbles of a block's 16 bytes, and lut5..7's planar
-// layout (lutToPlanar below, run at prepare(): that nibble plane plus one bit plane per code bit above 4, whose
-// bits become the lane masks that pick a 16-entry chunk of the table). A partial last block is a
-// bitstream in natural order, zero-padded.
+// layout (lutToPlanar below, run at prepare(): that nibble plane plus one bit plane per code bit
+// above 4, whose bits become the lane masks that pick a 16-entry chunk of the table). A partial
+// last block is a bitstream in natural order, zero-padded. The relaxed build's lut4 GEMV takes i8
+// activations instead (gemvLut4I8), as its int4 does.
 import { colsOf, rowPtr, bitsOf, rowTableI8, lutScalesOf, lutPlanarOf, fmtOf, LUT } from './matrix';
-import { q8RowBytes } from './q8';
+import { q8RowBytes, q8Blocks } from './q8';
 import { hsum } from './dot';
 
 /** 16 codes of b bits (b = 1, 2, 3, a constant) from the bitstream at p, as bytes in order: code
@@ -194,6 +196,73 @@ export function gemvLutQ8(d: usize, q: usize, out: usize, r0: i32, r1: i32): voi
   else if (bits == 5) lutRows(d, q, out, r0, r1, 5, 2);
   else if (bits == 6) lutRows(d, q, out, r0, r1, 6, 4);
   else lutRows(d, q, out, r0, r1, 7, 8);
+}
+
+/**
+ * lut4 GEMV in the relaxed build, against i8 activation codes (quantizeQ8I8's layout: per block
+ * the even elements' codes, then the odd ones', and corr = 8·Σ codes). The tables (rounded to ±63,
+ * lutQ8Max) biased by 64 are the unsigned 7-bit operand of i16x8.relaxed_dot_i8x16_i7x16_s, as
+ * int4's nibbles are (exact on every engine: a pair sums to at most 2·127·127 < 32767); each
+ * block's 64·Σ codes is subtracted after. A pair's two dots would overflow i16 if added, so each
+ * is widened first.
+ */
+export function gemvLut4I8(d: usize, q: usize, out: usize, r0: i32, r1: i32): void {
+  // Constant condition: the baseline build compiles nothing here (no caller reaches it there).
+  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
+  const cols = colsOf(d);
+  const ds = q + q8RowBytes(cols), corr = ds + (<usize>q8Blocks(cols) << 2);
+  const sc = lutScalesOf(d);
+  const h = (r1 - r0) >> 1;
+  for (let r = r0; r < r0 + h; r++) {
+    const a = out + (<usize>r << 2), b = out + (<usize>(r + h) << 2);
+    pairLut4I8(rowPtr(d, r), rowPtr(d, r + h), rowTableI8(d, r), rowTableI8(d, r + h), q, ds, corr, cols, a, b);
+    store<f32>(a, load<f32>(a) * load<f32>(sc + (<usize>r << 2)));
+    store<f32>(b, load<f32>(b) * load<f32>(sc + (<usize>(r + h) << 2)));
+  }
+  if (((r1 - r0) & 1) != 0) {
+    const r = r1 - 1, a = out + (<usize>r << 2);
+    pairLut4I8(rowPtr(d, r), rowPtr(d, r), rowTableI8(d, r), rowTableI8(d, r), q, ds, corr, cols, a, a);
+    store<f32>(a, load<f32>(a) * load<f32>(sc + (<usize>r << 2)));
+  }
+}
+
+/** i32x4 partial sums of one block's 32 biased table values (the nibbles v looked up in t) times codes e, o. */
+@inline function blockLut4I8(t: v128, v: v128, e: v128, o: v128): v128 {
+  const m = i8x16.splat(15);
+  const lo = i8x16.relaxed_swizzle(t, v128.and(v, m)), hi = i8x16.relaxed_swizzle(t, v128.and(i16x8.shr_u(v, 4), m));
+  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(e, lo)), i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(o, hi)));
+}
+
+@inline function pairLut4I8(w0: usize, w1: usize, t0: usize, t1: usize, q: usize, ds: usize, corr: usize, cols: i32, out0: usize, out1: usize): void {
+  const bias = i8x16.splat(64);
+  const a = i8x16.add(v128.load(t0), bias), b = i8x16.add(v128.load(t1), bias);
+  const nb = cols >> 5;
+  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
+  for (let k = 0; k < nb; k++) {
+    const qp = q + (<usize>k << 5), wo = <usize>k << 4;
+    const e = v128.load(qp), o = v128.load(qp, 16);
+    // The block's sum is spread over four lanes: its correction goes in one.
+    const c = i32x4.replace_lane(i32x4.splat(0), 0, load<i32>(corr + (<usize>k << 2)) << 3);
+    const dd = v128.load32_splat(ds + (<usize>k << 2));
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(blockLut4I8(a, v128.load(w0 + wo), e, o), c)), dd));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(blockLut4I8(b, v128.load(w1 + wo), e, o), c)), dd));
+  }
+  let s0 = hsum(acc0), s1 = hsum(acc1);
+  const b0 = nb << 5;
+  if (b0 < cols) {
+    // The partial block: natural order, unbiased table values.
+    let p = 0, u = 0;
+    for (let i = b0; i < cols; i++) {
+      const x = <i32>load<i8>(q + <usize>i);
+      p += <i32>load<i8>(t0 + <usize>codeAt(w0, i, 4)) * x;
+      u += <i32>load<i8>(t1 + <usize>codeAt(w1, i, 4)) * x;
+    }
+    const e = load<f32>(ds + (<usize>nb << 2));
+    s0 += e * <f32>p;
+    s1 += e * <f32>u;
+  }
+  store<f32>(out0, s0);
+  store<f32>(out1, s1);
 }
 
 /**

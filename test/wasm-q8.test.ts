@@ -168,12 +168,19 @@ for (const { format, rows, cols } of LUT_CASES) {
   });
 }
 
-test('lutQ8Tables: one scale per table (amax/127), codes rounded half to even, all-zero tables', () => {
-  const t = lutQ8Tables(new Float32Array([127, 2.5, 3.5, -0.5, 0, 0, 0, 0, -2.54, 1, 0.5, 0.0099]), 2);
-  assert.deepEqual(Array.from(t.scales), [1, 0, Math.fround(0.02)]);
-  assert.deepEqual(Array.from(t.codes), [127, 2, 4, 0, 0, 0, 0, 0, -127, 50, 25, 0]);
-  assert.deepEqual(Array.from(t.rounded.slice(0, 4)), [127, 2, 4, 0]);
-  assert.deepEqual(Array.from(t.rounded.slice(8)), [Math.fround(-127 * Math.fround(0.02)), Math.fround(50 * Math.fround(0.02)), Math.fround(25 * Math.fround(0.02)), 0]);
+test('lutQ8Tables: one scale per table (amax/63 up to 4 bits, amax/127 above), codes rounded half to even, all-zero tables', () => {
+  const t = lutQ8Tables(new Float32Array([63, 2.5, 3.5, -0.5, 0, 0, 0, 0, -126, 1, 0.5, 0.25]), 2);
+  assert.deepEqual(Array.from(t.scales), [1, 0, 2]);
+  assert.deepEqual(Array.from(t.codes), [63, 2, 4, 0, 0, 0, 0, 0, -63, 0, 0, 0]);
+  assert.deepEqual(Array.from(t.rounded), [63, 2, 4, 0, 0, 0, 0, 0, -126, 0, 0, 0]);
+  const wide = new Float32Array(64);
+  wide.set([127, 2.5, 3.5, -0.5]);
+  wide.set([-2.54, 1, 0.5, 0.0099], 32);
+  const u = lutQ8Tables(wide, 5);
+  assert.deepEqual(Array.from(u.scales), [1, Math.fround(0.02)]);
+  assert.deepEqual(Array.from(u.codes.slice(0, 4)), [127, 2, 4, 0]);
+  assert.deepEqual(Array.from(u.codes.slice(32, 36)), [-127, 50, 25, 0]);
+  assert.deepEqual(Array.from(u.rounded.slice(32, 36)), [Math.fround(-127 * Math.fround(0.02)), Math.fround(50 * Math.fround(0.02)), Math.fround(25 * Math.fround(0.02)), 0]);
 });
 
 function blockScales(x: Float32Array): number[] {

@@ -37,10 +37,11 @@ export function quantizeQ8(x: Float32Array, off: number, n: number, codes: Int32
 }
 
 /**
- * A LUT weight under q8 activations: each table rounded to int8 with one scale per table
- * (s = amax/127 in f32, code = nearest(t / s), ties to even), so its matmuls are integer dot
- * products like int8's. `rounded` holds the values those stand for, f32(s · code), which every
- * other use of the matrix (row decode, embedding lookups) reads, so a model sees one set of weights.
+ * A LUT weight under q8 activations: each table rounded to integers with one scale per table
+ * (s = amax/L in f32, code = nearest(t / s), ties to even; L = lutQ8Max(bits)), so its matmuls are
+ * integer dot products like int8's. `rounded` holds the values those stand for, f32(s · code),
+ * which every other use of the matrix (row decode, embedding lookups) reads, so a model sees one
+ * set of weights.
  */
 export interface LutQ8Tables {
   codes: Int8Array;
@@ -48,8 +49,18 @@ export interface LutQ8Tables {
   rounded: Float32Array;
 }
 
+/**
+ * The largest code of a rounded LUT table: 63 (7 bits) for lut1..4, whose tables the relaxed
+ * build's kernels bias by 64 into the unsigned 7-bit operand of the i8 × i7 dot product (as int4's
+ * nibbles are); 127 for lut5..8.
+ */
+export function lutQ8Max(bits: number): number {
+  return bits <= 4 ? 63 : 127;
+}
+
 export function lutQ8Tables(table: Float32Array, bits: number): LutQ8Tables {
   const n = 1 << bits;
+  const max = lutQ8Max(bits);
   const units = table.length / n;
   const codes = new Int8Array(table.length);
   const scales = new Float32Array(units);
@@ -57,10 +68,10 @@ export function lutQ8Tables(table: Float32Array, bits: number): LutQ8Tables {
   for (let u = 0; u < units; u++) {
     let amax = 0;
     for (let k = 0; k < n; k++) amax = Math.max(amax, Math.abs(table[u * n + k]));
-    const s = Math.fround(amax / 127);
+    const s = Math.fround(amax / max);
     scales[u] = s;
     for (let k = 0; k < n; k++) {
-      const c = s === 0 ? 0 : Math.max(-127, Math.min(127, roundEven(table[u * n + k] / s)));
+      const c = s === 0 ? 0 : Math.max(-max, Math.min(max, roundEven(table[u * n + k] / s)));
       codes[u * n + k] = c;
       rounded[u * n + k] = Math.fround(s * codes[u * n + k]); // the stored code: no −0
     }

@@ -159,7 +159,7 @@ export class WasmBackend implements Backend {
     if (m.q8) {
       // Quantize the T tokens once (a prefill's split over the pool); every chunk of rows reads them.
       const codes = this.codes.reserve(T * this.k.q8TokenBytes(m.cols));
-      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, codes);
+      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, codes, T);
       else {
         c[A_JOB] = m.desc;
         c[A_JOB + 1] = xa;

@@ -6,7 +6,7 @@ import { hostEngineVersion, hostEnv, kernelsModule } from '../../platform/host.j
 /** Exports of build/kernels.wasm. Addresses are byte offsets into the shared memory. */
 export interface Kernels {
   matmul(d: number, x: number, T: number, out: number, r0: number, r1: number, scratch: number): void;
-  quantizeTokens(d: number, x: number, t0: number, t1: number, q: number): void;
+  quantizeTokens(d: number, x: number, t0: number, t1: number, q: number, T: number): void;
   q8TokenBytes(cols: number): number;
   attention(q: number, k: number, v: number, cacheK: number, cacheV: number, capacity: number, ring: number,
     pos0: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, window: number,

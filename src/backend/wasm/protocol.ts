@@ -87,7 +87,7 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
     case OP_QUANTIZE: {
       // d, x, T, q: the tokens of a GEMM's input quantized once, split over the participants.
       const [t0, t1] = share(ctl[a + 2], parts, i, 1);
-      if (t1 > t0) k.quantizeTokens(ctl[a], ctl[a + 1], t0, t1, ctl[a + 3]);
+      if (t1 > t0) k.quantizeTokens(ctl[a], ctl[a + 1], t0, t1, ctl[a + 3], ctl[a + 2]);
       break;
     }
     case OP_RMSNORM: {
