@@ -299,20 +299,19 @@ export function widenLut(d: usize, r: i32, dst: usize): void {
 }
 
 /**
- * lut5..7 (bits) codes from the bitstream rows at src (stride bytes apart) into the planar layout
- * at dst, which is src (in place: a block is read whole before it is written) or holds a copy of it
- * (a partial last block stays as it is): per
- * full block of 32, 16 bytes whose nibble i is code i's low 4 bits (byte j: code 2j, then code
- * 2j + 1), then per code bit 4 + h a 4-byte plane in which byte k's bit n is that bit of code
+ * lut5..7 (bits) codes of the bitstream rows at data (stride bytes apart) re-laid out in place into
+ * the planar layout (a block is read whole before it is written; a partial last block stays as it
+ * is): per full block of 32, 16 bytes whose nibble i is code i's low 4 bits (byte j: code 2j, then
+ * code 2j + 1), then per code bit 4 + h a 4-byte plane in which byte k's bit n is that bit of code
  * 2(4n + k) (n < 4) or of code 2(4(n − 4) + k) + 1 (what planeBytes and maskOf read).
  */
-export function lutToPlanar(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
-  if (bits == 5) planarRows(src, dst, rows, cols, 5, stride);
-  else if (bits == 6) planarRows(src, dst, rows, cols, 6, stride);
-  else planarRows(src, dst, rows, cols, 7, stride);
+export function lutToPlanar(data: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+  if (bits == 5) planarRows(data, rows, cols, 5, stride);
+  else if (bits == 6) planarRows(data, rows, cols, 6, stride);
+  else planarRows(data, rows, cols, 7, stride);
 }
 
-@inline function planarRows(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+@inline function planarRows(data: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
   const full = cols & ~31, mask: u64 = (1 << bits) - 1;
   for (let r = 0; r < rows; r++) {
     const row = <usize>r * <usize>stride;
@@ -321,7 +320,7 @@ export function lutToPlanar(src: usize, dst: usize, rows: i32, cols: i32, bits: 
       let l0: u64 = 0, l1: u64 = 0, h0: u32 = 0, h1: u32 = 0, h2: u32 = 0;
       // Eight codes at a time: 8·bits bits are bits whole bytes.
       for (let g = 0; g < 4; g++) {
-        const word = load<u64>(src + p + <usize>(g * bits));
+        const word = load<u64>(data + p + <usize>(g * bits));
         for (let e = 0; e < 8; e++) {
           const i = (g << 3) + e;
           const c = <u32>((word >> <u64>(e * bits)) & mask);
@@ -333,11 +332,11 @@ export function lutToPlanar(src: usize, dst: usize, rows: i32, cols: i32, bits: 
           if (bits > 6) h2 |= ((c >> 6) & 1) << at;
         }
       }
-      store<u64>(dst + p, l0);
-      store<u64>(dst + p, l1, 8);
-      store<u32>(dst + p, h0, 16);
-      if (bits > 5) store<u32>(dst + p, h1, 20);
-      if (bits > 6) store<u32>(dst + p, h2, 24);
+      store<u64>(data + p, l0);
+      store<u64>(data + p, l1, 8);
+      store<u32>(data + p, h0, 16);
+      if (bits > 5) store<u32>(data + p, h1, 20);
+      if (bits > 6) store<u32>(data + p, h2, 24);
     }
   }
 }

@@ -35,11 +35,15 @@ export const LUT: i32 = 5;
   return auxOf(d) + ((<usize>r * <usize>scalesPerRowOf(d)) << 2);
 }
 
+/** Index of the table row r reads (lut). */
+@inline function tableOf(d: usize, r: i32): usize {
+  const g = tableGroupOf(d);
+  return g == 0 ? 0 : <usize>(r / g);
+}
+
 /** Address of the table of row r (lut). */
 @inline export function rowTable(d: usize, r: i32): usize {
-  const g = tableGroupOf(d);
-  const t = g == 0 ? 0 : r / g;
-  return auxOf(d) + ((<usize>t << <usize>bitsOf(d)) << 2);
+  return auxOf(d) + ((tableOf(d, r) << <usize>bitsOf(d)) << 2);
 }
 
 /** int formats: 1 when matmul quantizes activations to q8 (set by the host at prepare()). */
@@ -53,7 +57,7 @@ export const LUT: i32 = 5;
   return scalesPerRowOf(d) <= 1 ? 0 : blockOf(d) >> 5;
 }
 
-/** lut with q8 activations: address of the tables rounded to int8 (2^bits bytes each). */
+/** lut with q8 activations: address of the rounded tables as int8 (2^bits bytes each; lutQ8Tables). */
 @inline export function lutI8Of(d: usize): usize { return load<u32>(d, 48); }
 /** lut with q8 activations: address of the f32 scale of each row (its table's). */
 @inline export function lutScalesOf(d: usize): usize { return load<u32>(d, 52); }
@@ -63,7 +67,5 @@ export const LUT: i32 = 5;
 
 /** Address of the int8 table of row r (lut with q8 activations). */
 @inline export function rowTableI8(d: usize, r: i32): usize {
-  const g = tableGroupOf(d);
-  const t = g == 0 ? 0 : r / g;
-  return lutI8Of(d) + (<usize>t << <usize>bitsOf(d));
+  return lutI8Of(d) + (tableOf(d, r) << <usize>bitsOf(d));
 }

@@ -1,5 +1,5 @@
 // q8 activations (int8/int4/lut weights): the wasm kernels against the reference backend running
-// the same activation quantization, the exact rounding rule, LUT tables rounded to int8, the f32
+// the same activation quantization, the exact rounding rule, LUT tables rounded to integers, the f32
 // switch, and the whole tiny model converted to int8:32, int4:32 and LUT formats.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -112,7 +112,7 @@ for (const { format, rows, cols } of Q8_CASES) {
   });
 }
 
-// LUT weights under q8 activations: each table rounded to int8 with one scale (lutQ8Tables), the
+// LUT weights under q8 activations: each table rounded to integers with one scale (lutQ8Tables), the
 // kernels of kernels/lut-q8.ts (lut1..lut7) and lut8 run as int8. Columns with several full blocks
 // of 32 and a partial one; groups per tensor, per row, per 4 or 5 rows.
 const LUT_CASES: { format: WeightFormat; rows: number; cols: number }[] = [1, 2, 3, 4, 5, 6, 7, 8].flatMap((bits) => [
@@ -122,7 +122,7 @@ const LUT_CASES: { format: WeightFormat; rows: number; cols: number }[] = [1, 2,
 ]);
 
 for (const { format, rows, cols } of LUT_CASES) {
-  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference, tables rounded to int8, T = 1, 2, 7, 9`, () => {
+  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference, tables rounded to integers, T = 1, 2, 7, 9`, () => {
     const wt = randomWeight(format, rows, cols, rows * 13 + cols);
     const exact = decoded(wt); // the stored table
     const mr = ref.prepare(wt);

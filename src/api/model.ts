@@ -30,7 +30,7 @@ export interface LoadOptions {
   threads?: number;
   /** 'f32', or an fp16 accelerator emulation such as 'fp16' (default: what a package records, else f32). */
   numerics?: string;
-  /** Inputs of int8/int4/LUT matmuls: 'q8' (default, as llama.cpp; LUT tables rounded to int8 per table) or 'f32'. */
+  /** Inputs of int8/int4/LUT matmuls: 'q8' (default, as llama.cpp; LUT tables rounded to 7- or 8-bit integers per table) or 'f32'. */
   activations?: 'q8' | 'f32';
   /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */
   simd?: SimdLevel;

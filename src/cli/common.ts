@@ -158,7 +158,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
-  activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4/LUT matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp; LUT tables rounded to int8) or f32 (LUT tables exact)', default: 'q8' },
+  activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4/LUT matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp; LUT tables rounded to 7- or 8-bit integers) or f32 (LUT tables exact)', default: 'q8' },
   'no-check-weights': { type: 'boolean', help: 'skip the NaN/Inf scan of every weight at load (it adds about 1 s of CPU to a ~5 s load of the 270m shape)' },
   simd: { type: 'string', arg: 'LEVEL', help: 'wasm kernels: relaxed (relaxed-SIMD int4 kernels; Node 20 gets them through a V8 flag lutra sets), baseline (SIMD128 only) or auto (relaxed where the engine has it; $LUTRA_SIMD overrides auto)', default: 'auto' },
 };

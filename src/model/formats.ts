@@ -62,7 +62,7 @@ export interface FormatTraits<F extends WeightFormat = WeightFormat> {
   /**
    * Present for kinds the backends can run with q8 activations: whether f allows it (int: scale
    * blocks of whole blocks of 32, or one scale per row; lut: always, with each table rounded to
-   * int8, see backend/reference/q8.ts).
+   * 7- or 8-bit integers, see backend/reference/q8.ts).
    */
   q8?(f: F): boolean;
   /** Decodes one row of `cols` values of f (row-decode.ts). */

@@ -15,7 +15,7 @@ interface RefMatrix extends Matrix {
 }
 
 export interface ReferenceBackendOptions {
-  /** 'q8': int8/int4/LUT matmuls quantize activations per block of 32 like the wasm kernels (default; LUT tables rounded to int8). */
+  /** 'q8': int8/int4/LUT matmuls quantize activations per block of 32 like the wasm kernels (default; LUT tables rounded to 7- or 8-bit integers). */
   activations?: Activations;
 }
 
@@ -47,8 +47,8 @@ function intView(w: WeightTensor): NonNullable<RefMatrix['q8']> {
 }
 
 /**
- * A LUT weight under q8 activations (lutQ8Tables): row r's codes looked up in its table rounded
- * to int8, one scale per table; rows decode to the rounded values.
+ * A LUT weight under q8 activations (lutQ8Tables): row r's codes looked up in its rounded table,
+ * one scale per table; rows decode to the rounded values.
  */
 function lutView(w: WeightTensor): { q8: NonNullable<RefMatrix['q8']>; decodeRow: RefMatrix['decodeRow'] } {
   const [rows, cols] = w.shape;

@@ -20,7 +20,7 @@ export interface WasmBackendOptions {
   spin?: number;
   /** Jobs below this many multiply-adds run on the calling thread alone (default 2^18). */
   minParallelWork?: number;
-  /** 'q8' (default): int8/int4/LUT matmuls quantize activations per block of 32 and use integer dot products (LUT tables rounded to int8). */
+  /** 'q8' (default): int8/int4/LUT matmuls quantize activations per block of 32 and use integer dot products (LUT tables rounded to 7- or 8-bit integers). */
   activations?: Activations;
   /** Kernels build (see kernels.ts); default 'auto'. */
   simd?: SimdLevel;

@@ -21,7 +21,7 @@ export interface Kernels {
   scale(x: number, n: number, s: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;
   decodeRow(d: number, r: number, dst: number): void;
-  lutToPlanar(src: number, dst: number, rows: number, cols: number, bits: number, stride: number): void;
+  lutToPlanar(data: number, rows: number, cols: number, bits: number, stride: number): void;
   roundF16(p: number, n: number): number;
   heapBase(): number;
 }

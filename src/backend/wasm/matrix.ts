@@ -1,6 +1,6 @@
 // prepare(): copy a weight's bytes (and scales or table) into the arena once, and write the
 // descriptor the kernels read (kernels/matrix.ts has the same layout). A LUT weight under q8
-// activations also gets its tables rounded to int8 (lutQ8Tables) and a scale per row; lut8 then
+// activations also gets its tables rounded to integers (lutQ8Tables) and a scale per row; lut8 then
 // becomes int8 per row outright (a code's byte replaced by its table value: same size, and the
 // int8 kernels run it).
 import type { Matrix } from '../backend.js';
@@ -65,6 +65,7 @@ function describe(arena: Arena, fields: number[]): number {
  */
 function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string, kernels?: Pick<Kernels, 'lutToPlanar'>): WasmMatrix {
   const [rows, cols] = w.shape;
+  const stride = rowBytes(f, cols);
   const layout = auxLayout(f, rows, cols)!;
   const t = lutQ8Tables(auxValues(w, rows, cols, where)!, f.bits);
   const rowScales = new Float32Array(rows);
@@ -78,7 +79,7 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
       for (let i = 0; i < cols; i++) codes[r * cols + i] = t.codes[base + w.data[r * cols + i]];
     }
     const data = arena.copyIn(codes);
-    const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, 1, cols, 0, 0, cols, 1, 0]);
+    const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, ...kernelFields({ kind: 'int8', group: 'c' }, cols), cols, 1, 0]);
     return { name: w.name, rows, cols, desc, bytes: codes.byteLength + rowScales.byteLength, q8: true };
   }
   const table = arena.copyIn(bytesOf(t.rounded));
@@ -88,11 +89,10 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
   const planar = f.bits >= 5;
   if (planar) {
     if (!kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
-    const stride = rowBytes(f, cols);
-    // In place, in slices of rows: V8 replaces a function's baseline code with optimized code between calls.
-    for (let r = 0; r < rows; r += 1024) kernels.lutToPlanar(data + r * stride, data + r * stride, Math.min(1024, rows - r), cols, f.bits, stride);
+    // In slices of rows: V8 replaces a function's baseline code with optimized code between calls.
+    for (let r = 0; r < rows; r += 1024) kernels.lutToPlanar(data + r * stride, Math.min(1024, rows - r), cols, f.bits, stride);
   }
-  const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), rowBytes(f, cols), 1, 0, tables, scales, planar ? 1 : 0]);
+  const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), stride, 1, 0, tables, scales, planar ? 1 : 0]);
   return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true };
 }
 
