@@ -13,8 +13,10 @@ import { LutraError } from '../util/errors.js';
 import { parseNumerics, numericsName } from '../fp16/numerics.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
 import { logSoftmax } from '../verify/metrics.js';
+import { AdapterRegistry, loraSpecs, type LoraInput } from './adapters.js';
+import type { PreparedLora } from '../adapters/apply.js';
 
-export type { ChatMessage };
+export type { ChatMessage, LoraInput };
 
 /**
  * Tokens a session can step back to reuse a cached prefix: a conversation's re-rendered history
@@ -55,6 +57,19 @@ export interface LoadOptions {
   batchDecode?: boolean;
   /** With fp16 numerics: 'error' (default) stops at the first overflow, naming layer, op and position; 'continue' runs on and notes it in the result. */
   onOverflow?: 'error' | 'continue';
+  /**
+   * LoRA adapters (PEFT folders) applied unmerged to every request that names none: a folder,
+   * "FOLDER:WEIGHT" or {path, weight}; a list is blended (Σ weightᵢ·ΔWᵢ).
+   */
+  lora?: LoraInput | LoraInput[];
+  /** Named adapters (or blends) a request chooses with `adapter: NAME`; the base weights are held once. */
+  adapters?: Record<string, LoraInput | LoraInput[]>;
+}
+
+/** Which adapters a request runs with. */
+export interface AdapterOption {
+  /** A name from LoadOptions.adapters / addAdapter(); null runs the base model; omitted: LoadOptions.lora. */
+  adapter?: string | null;
 }
 
 export interface ModelInfo {
@@ -76,14 +91,19 @@ export interface ModelInfo {
   numerics: string;
   hasChatTemplate: boolean;
   loadSeconds: number;
+  /** What LoadOptions.lora applies to requests that name no adapter ("name:weight+…"), or null. */
+  lora: string | null;
 }
 
-export interface CompletionOptions extends GenerateOptions {
+/** Options of a chat request. */
+export interface ChatOptions extends GenerateOptions, AdapterOption {}
+
+export interface CompletionOptions extends GenerateOptions, AdapterOption {
   /** Add <bos> before a text prompt (default true). */
   bos?: boolean;
 }
 
-export interface LogProbsOptions {
+export interface LogProbsOptions extends AdapterOption {
   /** Also return the k most likely tokens at every position (default 0). */
   topK?: number;
   /** Add <bos> before a text input (default true). */
@@ -129,7 +149,11 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
   try {
     await backend.ready?.();
     const threads = (backend as { threads?: number }).threads ?? 1;
-    loaded = loadWeights(path, backend, { numerics, checkWeights: opts.checkWeights, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
+    const lora = opts.lora === undefined ? undefined : loraSpecs(opts.lora, 'lora');
+    if (opts.adapters !== undefined && (typeof opts.adapters !== 'object' || opts.adapters === null || Array.isArray(opts.adapters))) {
+      throw new LutraError('adapters: expected an object of name → adapter folder(s)');
+    }
+    loaded = loadWeights(path, backend, { numerics, lora, checkWeights: opts.checkWeights, onOpened: opts.onOpened && (() => opts.onOpened!({ name: backend.name, threads })) });
   } catch (e) {
     backend.dispose?.();
     // Anything wrong with the files is the model's fault, whatever the loader's default code says.
@@ -137,7 +161,9 @@ export async function loadModel(path: string, opts: LoadOptions = {}): Promise<L
     throw e;
   }
   try {
-    return new LutraModel(path, loaded.model, loaded.tokenizer!, loaded.loadSeconds, numericsName(loaded.numerics), opts);
+    const registry = new AdapterRegistry(loaded.model.backend, loaded.tensors, loaded.lora);
+    for (const [name, input] of Object.entries(opts.adapters ?? {})) registry.add(name, input);
+    return new LutraModel(path, loaded.model, loaded.tokenizer!, loaded.loadSeconds, numericsName(loaded.numerics), opts, registry);
   } catch (e) {
     backend.dispose?.();
     throw e;
@@ -161,6 +187,8 @@ export class LutraModel {
     loadSeconds: number,
     numerics: string,
     opts: LoadOptions,
+    /** The LoRA adapters requests can choose (see addAdapter). */
+    readonly adapters: AdapterRegistry,
   ) {
     const cfg = engine.cfg;
     const contextLength = opts.contextLength ?? Math.min(cfg.maxPositions, 4096);
@@ -194,7 +222,14 @@ export class LutraModel {
       numerics,
       hasChatTemplate: tokenizer.hasChatTemplate,
       loadSeconds,
+      lora: adapters.defaultBlend?.label ?? null,
     };
+  }
+
+  /** Load a LoRA adapter (or a blend of several) that requests can choose with `adapter: name`. */
+  addAdapter(name: string, input: LoraInput | LoraInput[]): void {
+    this.alive();
+    this.adapters.add(name, input);
   }
 
   private alive(): void {
@@ -248,21 +283,22 @@ export class LutraModel {
   }
 
   /** Stream the model's answer to a conversation (the chat template applied). */
-  streamChat(messages: ChatMessage[], opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+  streamChat(messages: ChatMessage[], opts: ChatOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     this.alive();
     return this.run(this.chatIds(messages), opts);
   }
 
   /** The model's answer to a conversation; resolves when generation ends. */
-  async chat(messages: ChatMessage[], opts: GenerateOptions = {}): Promise<GenerationResult> {
+  async chat(messages: ChatMessage[], opts: ChatOptions = {}): Promise<GenerationResult> {
     return drain(this.streamChat(messages, opts));
   }
 
   /** Run one request on a pooled session: the lease is held while the stream is consumed. */
-  async *run(ids: number[], opts: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+  async *run(ids: number[], opts: GenerateOptions & AdapterOption): AsyncGenerator<GenerationChunk, GenerationResult> {
+    const lora = this.adapters.resolve(opts.adapter);
     let lease: Lease;
     try {
-      lease = await this.pool.acquire(ids, opts.signal);
+      lease = await this.pool.acquire(ids, opts.signal, lora);
     } catch (e) {
       if ((e as Error).name !== 'AbortError') throw e;
       yield { text: '', tokenIds: [], finishReason: 'abort' };
@@ -301,7 +337,8 @@ export class LutraModel {
     if (ids.length > this.engine.cfg.maxPositions) {
       throw new LutraError(`logProbs: ${ids.length} tokens exceed max_position_embeddings ${this.engine.cfg.maxPositions}`, 'context_length_exceeded');
     }
-    const session = new Session(this.engine, { contextLength: ids.length, prefillBatch: this.pool.opts.prefillBatch });
+    const lora = this.adapters.resolve(opts.adapter);
+    const session = new Session(this.engine, { contextLength: ids.length, prefillBatch: this.pool.opts.prefillBatch, lora });
     const logProbs: number[] = [];
     const top: TokenLogProb[][] = [];
     try {
@@ -332,6 +369,8 @@ export interface ChatSessionOptions {
   system?: string;
   /** Tokens this conversation may hold (default the model's context length). */
   contextLength?: number;
+  /** The adapter the conversation runs with (see AdapterOption; fixed for its life). */
+  adapter?: string | null;
 }
 
 /**
@@ -351,7 +390,8 @@ export class ChatSession {
     }
     // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
     const { prefillBatch, onOverflow, batcher } = model.pool.opts;
-    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow, batcher });
+    const lora: PreparedLora | null = model.adapters.resolve(opts.adapter);
+    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow, batcher, lora });
     if (opts.system !== undefined) {
       if (typeof opts.system !== 'string') throw new LutraError('system: expected a string');
       this.messages.push({ role: 'system', content: opts.system });

@@ -9,6 +9,7 @@ import { Session } from '../runtime/session.js';
 import { LutraError } from '../util/errors.js';
 import type { OnOverflow } from '../fp16/overflow.js';
 import type { DecodeBatcher } from '../runtime/batcher.js';
+import type { PreparedLora } from '../adapters/apply.js';
 
 export interface SessionPoolOptions {
   /** Sessions that may generate at once (each holds its own KV cache). */
@@ -33,6 +34,7 @@ export interface Lease {
 
 interface Waiter {
   ids: number[];
+  lora: PreparedLora | null;
   resolve: (l: Lease) => void;
   reject: (e: Error) => void;
   signal?: AbortSignal;
@@ -67,11 +69,15 @@ export class SessionPool {
     return this.created;
   }
 
-  /** A session for a prompt of `ids`: the idle one sharing the longest prefix, a new one, or the next free. */
-  acquire(ids: number[], signal?: AbortSignal): Promise<Lease> {
+  /**
+   * A session for a prompt of `ids` run with `lora` (null: the base model): the idle one sharing
+   * the longest prefix computed with the same adapters, a new one, or the next free (its cache
+   * dropped when its adapters differ).
+   */
+  acquire(ids: number[], signal?: AbortSignal, lora: PreparedLora | null = null): Promise<Lease> {
     if (this.closed) return Promise.reject(new LutraError('the model was disposed', 'disposed'));
     if (signal?.aborted) return Promise.reject(abortError());
-    const now = this.take(ids);
+    const now = this.take(ids, lora);
     if (now) return Promise.resolve(now);
     if (this.queue.length >= this.opts.queueLimit) {
       return Promise.reject(
@@ -79,7 +85,7 @@ export class SessionPool {
       );
     }
     return new Promise<Lease>((resolve, reject) => {
-      const w: Waiter = { ids, resolve, reject, signal };
+      const w: Waiter = { ids, lora, resolve, reject, signal };
       if (signal) {
         w.onAbort = () => {
           const i = this.queue.indexOf(w);
@@ -92,14 +98,14 @@ export class SessionPool {
     });
   }
 
-  private take(ids: number[]): Lease | null {
+  private take(ids: number[], lora: PreparedLora | null): Lease | null {
     let session: Session | undefined;
     if (this.idle.length > 0) {
       // Longest shared prefix; among equals the least recently used (front of the list).
       let best = 0;
       let bestLen = -1;
       this.idle.forEach((s, i) => {
-        const n = s.commonPrefix(ids);
+        const n = s.lora === lora ? s.commonPrefix(ids) : 0;
         if (n > bestLen) {
           best = i;
           bestLen = n;
@@ -120,6 +126,7 @@ export class SessionPool {
       });
       this.created++;
     }
+    session.setLora(lora);
     this.busy++;
     let released = false;
     const s = session;
@@ -143,7 +150,7 @@ export class SessionPool {
   private next(): void {
     while (this.queue.length > 0) {
       const w = this.queue[0];
-      const lease = this.take(w.ids);
+      const lease = this.take(w.ids, w.lora);
       if (!lease) return;
       this.queue.shift();
       if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);

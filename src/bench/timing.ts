@@ -1,4 +1,5 @@
 // Prefill and decode timing of a lutra model: the numbers `lutra bench` and `lutra sweep` report.
+import type { PreparedLora } from '../adapters/apply.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { Session } from '../runtime/session.js';
 import type { CausalLM } from '../model/forward.js';
@@ -19,6 +20,8 @@ export interface TimeLutraOptions {
   backend?: string;
   /** Tokens per prefill batch (default: all of them, one pass). */
   prefillBatch?: number;
+  /** LoRA adapters applied (unmerged) while timing. */
+  lora?: PreparedLora | null;
   /** Timed repetitions at most (default 3); the best is reported. */
   repeat?: number;
   /** No further repetition starts after this many seconds of timing (default 20). */
@@ -109,7 +112,7 @@ export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOpt
   const { prefill, decode } = opts;
   checkLengths(model, prefill, decode);
   const wb = weightBytes(dir, model);
-  const session = new Session(model, { contextLength: prefill + decode, prefillBatch: opts.prefillBatch ?? prefill });
+  const session = new Session(model, { contextLength: prefill + decode, prefillBatch: opts.prefillBatch ?? prefill, lora: opts.lora });
   const ids = benchTokens(prefill, model.vocabSize);
   const say = opts.onProgress ?? (() => {});
   // Warm-up: first calls grow scratch memory, compile and wake the workers. A shorter prompt keeps it cheap on big models.

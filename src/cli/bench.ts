@@ -51,16 +51,17 @@ export const benchCommand: Command = {
 
     const prefillBatch = flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined;
     const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
+    if (vs && flags.has('lora')) throw new LutraError('--lora with --vs-llama-cpp: llama.cpp would run the base model without the adapter; bench them apart');
     const given = flags.model();
     if (!existsSync(given)) throw new LutraError(`--model ${given}: not found; expected a model folder (checkpoint or lutra package) or a .gguf file`);
     // Fail before the slow part when llama.cpp cannot get the same weights.
     if (vs && !isGgufPath(given)) exportTypeFor(matrixFormats(given));
     // No tokenizer: the bench feeds token ids, and Gemma's 262k-entry tokenizer costs ~235 MB of RSS.
-    const { model, dir, loadSeconds } = openModelWeights(flags, { announce: say });
+    const { model, dir, loadSeconds, lora } = openModelWeights(flags, { announce: say });
     say(`loaded in ${loadSeconds.toFixed(2)} s`);
     let t;
     try {
-      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch, onProgress: say }, loadSeconds);
+      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch, onProgress: say, lora }, loadSeconds);
     } finally {
       model.backend.dispose?.();
     }
@@ -94,6 +95,7 @@ export const benchCommand: Command = {
       rss_limit_bytes: rssLimitBytes,
       rss_ok: t.peak_rss_bytes <= rssLimitBytes,
       repetitions: t.repetitions,
+      lora: lora?.label ?? null,
     };
     if (vs) {
       const gguf = await ggufFor(dir, say);
@@ -121,7 +123,7 @@ function table(r: Record<string, any>): string {
   const mb = (b: number) => `${f(b / MB)} MB`;
   const fmts = Object.entries(r.formats as Record<string, number>).map(([k, v]) => `${k} ${mb(v)}`).join(', ');
   const lines = [
-    `lutra bench: ${r.model} (${r.backend}${r.simd ? ` ${r.simd} SIMD` : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
+    `lutra bench: ${r.model}${r.lora ? ` + LoRA ${r.lora}` : ''} (${r.backend}${r.simd ? ` ${r.simd} SIMD` : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
     `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
     `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
     `  bandwidth  ${mb(r.weight_bytes)} read per token (${(r.params_per_token / 1e6).toFixed(0)} M of ${(r.params_resident / 1e6).toFixed(0)} M weights) → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,

@@ -32,6 +32,7 @@ export interface Command {
 /** The repository root (dist/src/cli/ → ../../..). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models', 'demo');
+export const DEMO_LORA = join(PACKAGE_ROOT, 'models', 'demo-lora');
 
 export function helpText(cmd: Command): string {
   const lines = [`lutra ${cmd.name}: ${cmd.summary}`, '', `usage: ${cmd.usage}`, '', 'options:'];
@@ -160,6 +161,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
   activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4/LUT matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp; LUT tables rounded to 7- or 8-bit integers) or f32 (LUT tables exact)', default: 'q8' },
   'no-check-weights': { type: 'boolean', help: 'skip the NaN/Inf scan of every weight at load (it adds about 1 s of CPU to a ~5 s load of the 270m shape)' },
+  lora: { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'apply a LoRA adapter (a PEFT folder: adapter_config.json + adapter_model.safetensors) unmerged, its change scaled by W (default 1); repeat to blend several' },
   simd: { type: 'string', arg: 'LEVEL', help: 'wasm kernels: relaxed (relaxed-SIMD int4 kernels; Node 20 gets them through a V8 flag lutra sets), baseline (SIMD128 only) or auto (relaxed where the engine has it; $LUTRA_SIMD overrides auto)', default: 'auto' },
 };
 

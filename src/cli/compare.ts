@@ -5,6 +5,7 @@ import type { Command, Flags } from './common.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics } from '../fp16/numerics.js';
 import { activationsFlag, modelLabel, onOverflowFlag } from './model-flags.js';
+import { parseLoraSpec } from '../adapters/lora.js';
 import { PROMPT_OPTIONS, hasPrompt, readPrompt } from './prompt.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { readDataset, type PromptItem } from '../verify/dataset.js';
@@ -47,6 +48,7 @@ function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch
     numerics: spec === undefined ? undefined : parseNumerics(spec, `--${side}-numerics`),
     onOverflow: onOverflowFlag(flags),
     activations: activationsFlag(flags, `${side}-activations`),
+    lora: flags.strings(`${side}-lora`).map((v) => parseLoraSpec(v, `--${side}-lora`)),
   };
 }
 
@@ -77,6 +79,8 @@ export const compareCommand: Command = {
     'candidate-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra candidate: f32, fp16, fp16,accumulate=fp16, fp16,clamp', default: "its meta.yaml's, else f32" },
     'reference-numerics': { type: 'string', arg: 'SPEC', help: 'numerics of a lutra reference', default: "its meta.yaml's, else f32" },
     'on-overflow': { type: 'string', arg: 'WHAT', help: 'fp16 numerics: error (stop at the first non-finite activation) or continue (report it and measure anyway)', default: 'error' },
+    'candidate-lora': { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'a LoRA adapter (PEFT folder) the lutra candidate runs with, unmerged, scaled by W (repeat to blend)' },
+    'reference-lora': { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'a LoRA adapter the lutra reference runs with (repeat to blend)' },
     'candidate-activations': { type: 'string', arg: 'KIND', help: "a lutra candidate's int8/int4/LUT matmul inputs: q8 or f32", default: 'q8' },
     'reference-activations': { type: 'string', arg: 'KIND', help: "a lutra reference's int8/int4/LUT matmul inputs: q8 or f32", default: 'q8' },
     'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch for lutra models', default: '64' },
@@ -111,6 +115,9 @@ export const compareCommand: Command = {
       for (const s of [candSpec, refSpec]) {
         if (parseRunnerSpec(s).engine !== 'lutra') throw new LutraError(`--layers needs hidden states from both models; ${s} runs on llama.cpp, which does not expose them`);
       }
+    }
+    for (const [side, spec] of [['candidate', candSpec], ['reference', refSpec]] as const) {
+      if (flags.has(`${side}-lora`) && parseRunnerSpec(spec).engine !== 'lutra') throw new LutraError(`--${side}-lora: ${spec} runs on llama.cpp; lutra applies adapters to lutra models only`);
     }
     const gates: Gate[] | null = flags.has('gate') ? parseGates(flags.string('gate'), layers) : null;
     const prefillBatch = flags.number('prefill-batch', 64, { integer: true, min: 1 });

@@ -10,11 +10,12 @@ import { readDataset } from '../verify/dataset.js';
 import { LutraError } from '../util/errors.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
 import { F32_NUMERICS, numericsName, parseNumerics } from '../fp16/numerics.js';
+import { parseLoraSpec } from '../adapters/lora.js';
 
 export const convertCommand: Command = {
   name: 'convert',
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
-  usage: 'lutra convert --model SRC --out DIR [--force] [--quant PART=FORMAT ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
+  usage: 'lutra convert --model SRC --out DIR [--force] [--quant PART=FORMAT ...] [--lora DIR[:W] ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
   options: {
     model: { type: 'string', short: 'm', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
     tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
@@ -27,6 +28,7 @@ export const convertCommand: Command = {
     'fp16-scale': { type: 'string', arg: 'auto|α', help: 'scale the residual stream by α for fp16 accelerators; auto = lutra audit-fp16 on a calibration prompt', default: '1 (none)' },
     calibration: { type: 'string', arg: 'FILE', help: `prompts (JSONL or lines) the fp16 audit of --fp16-scale auto runs on, each with ${CALIBRATION_STEPS} greedy steps`, default: 'one built-in prompt' },
     numerics: { type: 'string', arg: 'SPEC', help: 'numerics the package is built for, recorded in meta.yaml and used by default when it runs (f32, fp16, fp16,accumulate=fp16, fp16,clamp)', default: 'fp16 with --fp16-scale, else f32' },
+    lora: { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'merge a LoRA adapter (PEFT folder) into the weights before quantizing: W + w·(alpha/r)·B·A in f32 (repeat to blend several); an adapted matrix with no --quant keeps its source format' },
     'weight-threshold': { type: 'string', arg: 'N', help: 'tensors with fewer elements stay unquantized', default: '0' },
   },
   notes:
@@ -45,10 +47,15 @@ export const convertCommand: Command = {
       lut3: flags.optionalString('lut3'),
       weightThreshold: flags.number('weight-threshold', 0, { integer: true, min: 0 }),
     });
+    const lora = flags.strings('lora').map((v) => parseLoraSpec(v));
+    if (lora.length > 0 && flags.optionalString('fp16-scale') === 'auto') {
+      throw new LutraError('--lora with --fp16-scale auto: the fp16 audit runs the model without the adapter; merge first (convert --lora), then convert that with --fp16-scale auto');
+    }
     const numerics = numericsName(parseNumerics(flags.string('numerics', flags.has('fp16-scale') ? 'fp16' : 'f32')));
     if (flags.has('calibration') && flags.optionalString('fp16-scale') !== 'auto') throw new LutraError('--calibration needs --fp16-scale auto');
     // The fp16 audit runs the model first: check the source and the plan before it.
     if (flags.optionalString('fp16-scale') === 'auto') checkConvertPlan(src, plan);
+    else if (lora.length > 0) checkConvertPlan(src, plan, lora); // a bad adapter fails before any hashing or writing
     const fp16Scale = chooseFp16Scale(flags.string('fp16-scale', '1'), src, flags.optionalString('calibration'));
     const t0 = performance.now();
     let bar: ReturnType<typeof tensorProgress> | null = null;
@@ -62,6 +69,7 @@ export const convertCommand: Command = {
       tokenizer: flags.optionalString('tokenizer'),
       fp16Scale,
       numerics,
+      lora,
       onTensor: (name, i, total) => {
         bar ??= tensorProgress('convert', total);
         bar.update(i, name);

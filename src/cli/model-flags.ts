@@ -13,6 +13,13 @@ import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 import { SIMD_LEVELS, type SimdLevel } from '../backend/wasm/kernels.js';
 import { loadModel as loadLibraryModel, type LoadOptions, type LutraModel } from '../api/model.js';
 import type { GenerateOptions } from '../runtime/generate.js';
+import { parseLoraSpec } from '../adapters/lora.js';
+import type { PreparedLora } from '../adapters/apply.js';
+
+/** --lora DIR[:W] (repeatable) as folder/weight pairs. */
+export function loraFlags(flags: Flags): { dir: string; weight: number }[] {
+  return flags.strings('lora').map((v) => parseLoraSpec(v));
+}
 
 /** --activations q8|f32 (undefined: the backend default). */
 export function activationsFlag(flags: Flags, name = 'activations'): 'q8' | 'f32' | undefined {
@@ -47,13 +54,13 @@ export interface OpenOptions {
 }
 
 /** --model on --backend with --threads, --activations, --simd and --numerics, without the tokenizer (bench, a .gguf). */
-export function openModelWeights(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; dir: string; loadSeconds: number; numerics: Numerics } {
-  const { model, dir, loadSeconds, numerics } = load(flags, false, opts);
-  return { model, dir, loadSeconds, numerics };
+export function openModelWeights(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; dir: string; loadSeconds: number; numerics: Numerics; lora: PreparedLora | null } {
+  const { model, dir, loadSeconds, numerics, lora } = load(flags, false, opts);
+  return { model, dir, loadSeconds, numerics, lora };
 }
 
 /** Open --model on --backend with its tokenizer. */
-export function openModel(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics } {
+export function openModel(flags: Flags, opts: OpenOptions = {}): { model: CausalLM; tokenizer: GemmaTokenizer; dir: string; loadSeconds: number; numerics: Numerics; lora: PreparedLora | null } {
   const loaded = load(flags, true, opts);
   return { ...loaded, tokenizer: loaded.tokenizer! };
 }
@@ -89,7 +96,7 @@ function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
     : undefined;
   try {
     const numerics = opts.numerics ?? (spec !== undefined ? parseNumerics(spec) : undefined);
-    return { ...loadModel(dir, backend, { tokenizer, numerics, onOpened, checkWeights: !flags.bool('no-check-weights') }), dir };
+    return { ...loadModel(dir, backend, { tokenizer, numerics, onOpened, checkWeights: !flags.bool('no-check-weights'), lora: loraFlags(flags) }), dir };
   } catch (e) {
     backend.dispose?.();
     // On a terminal, take the loading line back so that the error stands alone.
@@ -146,6 +153,7 @@ export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions 
     checkWeights: !flags.bool('no-check-weights'),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
     onOverflow: onOverflowFlag(flags),
+    lora: flags.has('lora') ? loraFlags(flags).map((l) => ({ path: l.dir, weight: l.weight })) : undefined,
     ...extra,
   };
 }

@@ -6,6 +6,7 @@ import type { WeightFormat, WeightTensor } from './weight.js';
 import type { KVCache } from '../runtime/kv-cache.js';
 import type { RowReader } from '../io/row-reader.js';
 import { f32ToBf16Bits, bf16BitsToF32, f32ToF16Bits, f16BitsToF32 } from '../util/half.js';
+import type { PreparedLora } from '../adapters/apply.js';
 
 /** Where tensors come from: a checkpoint, a lutra package or a GGUF file. */
 export interface WeightSource {
@@ -78,6 +79,8 @@ export interface Segment {
   ids: ArrayLike<number>;
   pos0: number;
   cache: KVCache;
+  /** LoRA adapters applied (unmerged) to this segment's rows, or none. */
+  lora?: PreparedLora | null;
 }
 
 export interface ForwardOptions {
@@ -85,6 +88,8 @@ export interface ForwardOptions {
   logits: 'none' | 'last' | 'all';
   qChunk: number;
   observer?: Observer;
+  /** LoRA adapters for forward()'s one segment (forwardSegments takes them per segment). */
+  lora?: PreparedLora | null;
 }
 
 /** One layer's KV cache as an architecture lays it out. */
@@ -121,6 +126,8 @@ export interface CausalLM {
    * segment. Logits come in segment order: the last row of each segment or every row.
    */
   forwardSegments(segments: readonly Segment[], opts: ForwardOptions): Float32Array | null;
+  /** The factor on q·k before the softmax in `layer` (query_pre_attn_scalar^-1/2 in Gemma 3; 1 in Gemma 4, whose q and k are normed). */
+  attentionScale(layer: number): number;
   /** Release what the model holds outside the backend (open files); the backend is the caller's. */
   close?(): void;
 }

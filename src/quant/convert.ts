@@ -18,6 +18,7 @@ import { scaleForFp16 } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
 import { yieldToEvents } from '../util/atomic-output.js';
 import { dequantizeInPieces, pieceRows, rowPieces, PIECE_WEIGHTS, STREAM_WEIGHTS } from './pieces.js';
+import { loraDelta, readLoraAdapter, type LoraUse } from '../adapters/lora.js';
 
 export interface ConvertOptions {
   src: string;
@@ -37,6 +38,8 @@ export interface ConvertOptions {
   force?: boolean;
   /** Tensors with more weights are made a piece of rows at a time (default STREAM_WEIGHTS; tests lower it). */
   streamWeights?: number;
+  /** LoRA adapters (folder, weight) merged into the weights before they are encoded: W + Σ wᵢ·sᵢ·BᵢAᵢ in f32. */
+  lora?: readonly { dir: string; weight: number }[];
 }
 
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'];
@@ -116,6 +119,14 @@ export async function encodeTensorAsync(w: WeightTensor, target: WeightFormat, m
   return { name: w.name, shape: w.shape, format: target, data: codes, [aux.name]: values };
 }
 
+/** `w` with the adapters' change added, as f32 (encoded afterwards in the planned format). */
+function mergeLora(w: WeightTensor, uses: readonly LoraUse[]): WeightTensor {
+  const x = dequantize(w);
+  const delta = loraDelta(uses, w.name);
+  if (delta) for (let i = 0; i < x.length; i++) x[i] += delta[i];
+  return { ...w, format: { kind: 'f32' }, data: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), scales: undefined, table: undefined };
+}
+
 /** Whether rows can be encoded a piece at a time: no scale or table shared by the whole tensor. */
 function rowsIndependent(target: WeightFormat): boolean {
   return (auxLayout(target, 1, 1)?.rowsPerUnit ?? 1) !== 0;
@@ -158,13 +169,21 @@ async function sha256Files(files: string[]): Promise<string> {
  * against the config, and each planned format against its tensor's shape. Weights are scanned for
  * NaN/Inf as they are read.
  */
-function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWeights = STREAM_WEIGHTS): PackagePlanEntry[] {
+function planEntries(
+  src: OpenedSource,
+  plan: QuantPlan,
+  alpha: number,
+  streamWeights = STREAM_WEIGHTS,
+  lora: readonly { dir: string; weight: number }[] = [],
+): PackagePlanEntry[] {
   const arch = architectureOf(src.config);
   const manifest = arch.tensors(src.config, src);
   checkTensorShapes(manifest, src);
+  const adapters: LoraUse[] = lora.map((l) => ({ adapter: readLoraAdapter(l.dir, manifest), weight: l.weight }));
+  const adapted = new Set(adapters.flatMap((u) => [...u.adapter.modules.keys()]));
   const partOf = new Map(manifest.map((t) => [t.name, t.part]));
   partOf.set('lm_head.weight', 'lmhead');
-  const load = (name: string) => assertFinite(src.load(name));
+  const load = (name: string) => (adapted.has(name) ? mergeLora(assertFinite(src.load(name)), adapters) : assertFinite(src.load(name)));
   const entries: PackagePlanEntry[] = [];
   // What the model reads (a checkpoint may hold more, e.g. K/V projections of layers that share another layer's cache).
   for (const name of src.names().filter((n) => partOf.has(n))) {
@@ -177,8 +196,9 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
     const format = rule && shape.length === 1 ? ({ kind: 'f32' } as const) : (planned ?? (rule ? { kind: 'f32' as const } : src.format(name)));
     const make = () => encodeTensorAsync(rule ? scaleForFp16(load(name), rule, alpha) : load(name), format, matrixRows);
     // A quantized tensor already in its format is copied as it is (re-encoding could move codes).
-    const copy = sameFormat(src.format(name), format) && !isPlain(format) && matrixRows === undefined;
-    const stream = shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format) && matrixRows === undefined;
+    const copy = sameFormat(src.format(name), format) && !isPlain(format) && matrixRows === undefined && !adapted.has(name);
+    const stream =
+      shape.length === 2 && shape[0] * shape[1] > streamWeights && !rule && !copy && src.rowReader && rowsIndependent(format) && matrixRows === undefined && !adapted.has(name);
     entries.push({ name, shape, format, make, pieces: stream ? () => encodeRowsFromDisk(src, name, format) : undefined });
   }
   // A tied head in a format other than the embedding's is stored on its own.
@@ -196,10 +216,10 @@ function planEntries(src: OpenedSource, plan: QuantPlan, alpha: number, streamWe
 }
 
 /** Open the source and check the plan against it (what convert does first), reading no weight. */
-export function checkConvertPlan(srcPath: string, plan: QuantPlan): void {
+export function checkConvertPlan(srcPath: string, plan: QuantPlan, lora?: readonly { dir: string; weight: number }[]): void {
   const src = openWeightSource(srcPath);
   try {
-    planEntries(src, plan, 1);
+    planEntries(src, plan, 1, STREAM_WEIGHTS, lora);
   } finally {
     src.close();
   }
@@ -216,7 +236,7 @@ export async function convert(opts: ConvertOptions): Promise<PackageMeta> {
   try {
     const cfg = src.config;
     const alpha = opts.fp16Scale?.alpha ?? 1;
-    const entries = planEntries(src, opts.plan, alpha, opts.streamWeights);
+    const entries = planEntries(src, opts.plan, alpha, opts.streamWeights, opts.lora);
     const meta: Omit<PackageMeta, 'tensors' | 'total_bytes'> = {
       format_version: PACKAGE_FORMAT_VERSION,
       model: { name: basename(opts.src.replace(/\/+$/, '')), architecture: cfg.modelType },

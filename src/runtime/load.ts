@@ -12,6 +12,9 @@ import type { SimdLevel } from '../backend/wasm/kernels.js';
 import { LutraError } from '../util/errors.js';
 import { Fp16Backend } from '../fp16/backend.js';
 import { F32_NUMERICS, parseNumerics, type Numerics } from '../fp16/numerics.js';
+import type { TensorSpec } from '../arch/architecture.js';
+import { readLoraAdapter } from '../adapters/lora.js';
+import { PreparedLora } from '../adapters/apply.js';
 
 export interface LoadedModel {
   model: CausalLM;
@@ -38,8 +41,16 @@ export function makeBackend(name: string, opts: { threads?: number; activations?
 export function loadModel(
   dir: string,
   backend: Backend,
-  opts: { tokenizer?: boolean; numerics?: Numerics; tokenizerDir?: string; onOpened?: () => void; checkWeights?: boolean } = {},
-): { model: CausalLM; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics } {
+  opts: {
+    tokenizer?: boolean;
+    numerics?: Numerics;
+    tokenizerDir?: string;
+    onOpened?: () => void;
+    checkWeights?: boolean;
+    /** LoRA adapters (PEFT folders) to blend, read and checked against the model before its weights. */
+    lora?: readonly { dir: string; weight: number }[];
+  } = {},
+): { model: CausalLM; tokenizer: GemmaTokenizer | null; loadSeconds: number; numerics: Numerics; tensors: TensorSpec[]; lora: PreparedLora | null } {
   const t0 = performance.now();
   const src = openWeightSource(dir);
   try {
@@ -56,9 +67,13 @@ export function loadModel(
             : GemmaTokenizer.load(dir, eos);
     // The tokenizer first: a model without one fails before its weights are read. The folder,
     // config, headers and tokenizer are checked: the slow part (reading weights) starts.
+    const arch = architectureOf(src.config);
+    const tensors = arch.tensors(src.config, src);
+    const adapters = (opts.lora ?? []).map((l) => ({ adapter: readLoraAdapter(l.dir, tensors), weight: l.weight }));
     opts.onOpened?.();
-    const model = architectureOf(src.config).load(src.config, run, src, { weights: opts.checkWeights });
-    return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics };
+    const model = arch.load(src.config, run, src, { weights: opts.checkWeights });
+    const lora = adapters.length > 0 ? new PreparedLora(run, adapters) : null;
+    return { model, tokenizer, loadSeconds: (performance.now() - t0) / 1000, numerics, tensors, lora };
   } finally {
     src.close();
   }

@@ -7,6 +7,7 @@ import { Fp16Backend } from '../fp16/backend.js';
 import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } from '../fp16/overflow.js';
 import { yieldToEventLoop } from '../util/yield.js';
 import type { DecodeBatcher } from './batcher.js';
+import type { PreparedLora } from '../adapters/apply.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -21,6 +22,8 @@ export interface SessionOptions {
   onOverflow?: OnOverflow;
   /** Runs this session's decode steps together with other sessions' (one weight pass for all). */
   batcher?: DecodeBatcher;
+  /** LoRA adapters applied to every forward pass of this session (unmerged; the base weights are shared). */
+  lora?: PreparedLora | null;
 }
 
 export class Session {
@@ -37,6 +40,7 @@ export class Session {
   /** The next-token logits stepShared and stepAll return (one buffer, reused). */
   private logitsOut: Float32Array | null = null;
   private disposed = false;
+  private loraSet: PreparedLora | null;
 
   constructor(readonly model: CausalLM, opts: SessionOptions = {}) {
     this.contextLength = opts.contextLength ?? Math.min(model.cfg.maxPositions, 4096);
@@ -52,6 +56,19 @@ export class Session {
     const B = model.backend;
     this.overflowWatch = B instanceof Fp16Backend ? new OverflowWatch(B, opts.onOverflow ?? 'error') : null;
     this.batcher = opts.batcher ?? null;
+    this.loraSet = opts.lora ?? null;
+  }
+
+  /** The LoRA adapters this session runs with, or null for the base model. */
+  get lora(): PreparedLora | null {
+    return this.loraSet;
+  }
+
+  /** Run with other adapters (or none) from now on; the cache was computed with the old ones, so it is dropped when they differ. */
+  setLora(lora: PreparedLora | null): void {
+    if (lora === this.loraSet) return;
+    this.reset();
+    this.loraSet = lora;
   }
 
   /** Whether a decode step may share its forward pass with other sessions' (not while an fp16 overflow watch observes every op). */
@@ -126,6 +143,7 @@ export class Session {
         logits: all ? 'all' : isLast ? 'last' : 'none',
         qChunk: this.qChunk,
         observer: this.watch(opts.observer),
+        lora: this.loraSet,
       });
       for (const id of batch) this.ids.push(id);
       if (all && logits) all.set(logits, s * V);
@@ -167,7 +185,7 @@ export class Session {
     const V = this.vocabSize;
     for (let s = 0; s < n; s += this.prefillBatch) {
       const batch = Array.prototype.slice.call(ids, s, Math.min(n, s + this.prefillBatch)) as number[];
-      const logits = this.model.forward(batch, this.position, this.cache, { logits: 'all', qChunk: this.qChunk, observer: this.watch(undefined) }) as Float32Array;
+      const logits = this.model.forward(batch, this.position, this.cache, { logits: 'all', qChunk: this.qChunk, observer: this.watch(undefined), lora: this.loraSet }) as Float32Array;
       for (const id of batch) this.ids.push(id);
       this.checkLogits(logits.subarray(0, batch.length * V), this.position - batch.length);
       for (let i = 0; i < batch.length; i++) onRow(logits.subarray(i * V, (i + 1) * V), s + i);
@@ -188,7 +206,7 @@ export class Session {
    */
   stepShared(id: number, observer?: Observer): Float32Array {
     this.checkRoom(1);
-    const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer) }) as Float32Array;
+    const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer), lora: this.loraSet }) as Float32Array;
     this.ids.push(id);
     const out = this.ownLogits(logits); // forward's buffer is reused by the next call
     this.checkLogits(out, this.position - 1);
@@ -234,7 +252,7 @@ export class Session {
       s.checkRoom(1);
     }
     if (new Set(sessions).size !== sessions.length) throw new Error('Session.stepAll: a session appears twice');
-    const segments = sessions.map((s, i) => ({ ids: [ids[i]], pos0: s.position, cache: s.cache }));
+    const segments = sessions.map((s, i) => ({ ids: [ids[i]], pos0: s.position, cache: s.cache, lora: s.loraSet }));
     const logits = model.forwardSegments(segments, { logits: 'last', qChunk: sessions[0].qChunk }) as Float32Array;
     const V = model.vocabSize;
     return sessions.map((s, i) => {

@@ -31,6 +31,8 @@ export interface ParsedRequest {
   options: GenerateOptions;
   /** lutra extension: speculative decoding for this request (undefined: the server's default). */
   speculative?: 'off' | 'lookup' | 'suffix' | 'draft';
+  /** lutra extension: the LoRA adapter to run with (a name the server loaded; null: the base model). */
+  adapter?: string | null;
 }
 
 type Body = Record<string, unknown>;
@@ -107,6 +109,13 @@ function streamFlags(body: Body): { stream: boolean; includeUsage: boolean } {
   return { stream, includeUsage: so?.include_usage === true };
 }
 
+function adapterField(body: Body): string | null | undefined {
+  const v = body.adapter;
+  if (v === undefined || v === null) return v as undefined | null;
+  if (typeof v !== 'string' || v === '') throw bad('adapter', `expected the name of a loaded adapter or null, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function modelField(body: Body): string | undefined {
   if (body.model === undefined || body.model === null) return undefined;
   if (typeof body.model !== 'string') throw bad('model', 'expected a string');
@@ -142,7 +151,7 @@ export function parseChatRequest(body: unknown): ParsedRequest {
     }
     return { role, content: content(msg.content, i) };
   });
-  return { messages, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b) };
+  return { messages, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b), adapter: adapterField(b) };
 }
 
 export function parseCompletionRequest(body: unknown): ParsedRequest {
@@ -157,7 +166,7 @@ export function parseCompletionRequest(body: unknown): ParsedRequest {
   else if (Array.isArray(p) && p.length === 1 && Array.isArray(p[0]) && p[0].every((x: unknown) => Number.isInteger(x))) prompt = p[0] as number[];
   else throw bad('prompt', 'expected a string or an array of token ids (one prompt per request)');
   if (typeof prompt === 'string' && prompt.length === 0) throw bad('prompt', 'is empty');
-  return { prompt, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b) };
+  return { prompt, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b), adapter: adapterField(b) };
 }
 
 /** The `speculative` extension field: "off", "lookup", "suffix" or "draft" (the server's draft model). */

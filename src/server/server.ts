@@ -89,20 +89,31 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
       }
       if (path === '/v1/models') {
         if (req.method !== 'GET') throw methodNotAllowed('GET');
-        return sendJson(res, 200, { object: 'list', data: [modelObject()] });
+        return sendJson(res, 200, { object: 'list', data: [modelObject(), ...model.adapters.names().map((a) => modelObject(a))] });
       }
       if (path.startsWith('/v1/models/')) {
         const id = decodeURIComponent(path.slice('/v1/models/'.length));
-        if (id !== modelName) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'model_not_found');
-        return sendJson(res, 200, modelObject());
+        if (id !== modelName && !model.adapters.names().includes(id)) throw new ApiError(404, `The model '${id}' does not exist`, 'model', 'model_not_found');
+        return sendJson(res, 200, modelObject(id === modelName ? undefined : id));
       }
       if (path === '/v1/chat/completions' || path === '/v1/completions') {
         if (req.method !== 'POST') throw methodNotAllowed('POST');
         const body = await readJson(req, maxBody);
         const chat = path === '/v1/chat/completions';
         const parsed = chat ? parseChatRequest(body) : parseCompletionRequest(body);
-        if (parsed.model !== undefined && parsed.model !== modelName) {
-          throw new ApiError(404, `The model '${parsed.model}' does not exist; this server serves '${modelName}'`, 'model', 'model_not_found');
+        const adapters = model.adapters.names();
+        if (parsed.model !== undefined && parsed.model !== modelName && !adapters.includes(parsed.model)) {
+          const also = adapters.length ? ` and its adapters ${adapters.map((a) => `'${a}'`).join(', ')}` : '';
+          throw new ApiError(404, `The model '${parsed.model}' does not exist; this server serves '${modelName}'${also}`, 'model', 'model_not_found');
+        }
+        // A model id naming an adapter selects it; the `adapter` field (a lutra extension) may too, but not a different one.
+        const byModel = parsed.model !== undefined && parsed.model !== modelName ? parsed.model : undefined;
+        if (byModel !== undefined && parsed.adapter !== undefined && parsed.adapter !== byModel) {
+          throw new ApiError(400, `adapter: ${JSON.stringify(parsed.adapter)} contradicts model '${byModel}' (an adapter); give one of them`, 'adapter');
+        }
+        if (byModel !== undefined) parsed.adapter = byModel;
+        if (typeof parsed.adapter === 'string' && !adapters.includes(parsed.adapter)) {
+          throw new ApiError(400, `adapter: no adapter named ${JSON.stringify(parsed.adapter)}; ${adapters.length ? `this server has ${adapters.join(', ')}` : 'this server has none (serve --adapter NAME=DIR)'}`, 'adapter');
         }
         await complete(req, res, parsed, chat);
         opts.onRequest?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
@@ -127,8 +138,10 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     return { draft: opts.draft };
   }
 
-  function modelObject() {
-    return { id: modelName, object: 'model', created, owned_by: 'lutra', context_length: model.info.contextLength };
+  /** The served model, or one of its adapters (listed as a model of its own, as OpenAI lists fine-tunes). */
+  function modelObject(adapter?: string) {
+    const o = { id: adapter ?? modelName, object: 'model', created, owned_by: 'lutra', context_length: model.info.contextLength };
+    return adapter === undefined ? o : { ...o, parent: modelName, adapter };
   }
 
   async function complete(req: IncomingMessage, res: ServerResponse, p: ParsedRequest, chat: boolean): Promise<void> {
@@ -146,9 +159,10 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
     res.on('close', onClose);
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const object = chat ? 'chat.completion' : 'text_completion';
-    const base = () => ({ id, object: p.stream ? `${object}${chat ? '.chunk' : ''}` : object, created: Math.floor(Date.now() / 1000), model: modelName });
+    const served = typeof p.adapter === 'string' ? p.adapter : modelName;
+    const base = () => ({ id, object: p.stream ? `${object}${chat ? '.chunk' : ''}` : object, created: Math.floor(Date.now() / 1000), model: served });
     try {
-      const gen = model.run(ids, { ...p.options, speculative: speculativeOption(p.speculative ?? opts.speculative), signal: abort.signal });
+      const gen = model.run(ids, { ...p.options, speculative: speculativeOption(p.speculative ?? opts.speculative), signal: abort.signal, adapter: p.adapter });
       if (!p.stream) {
         let r: IteratorResult<GenerationChunk, GenerationResult>;
         do r = await gen.next();

@@ -20,6 +20,7 @@
 //    logits during generation, and a batched pass is what the oracle measures elsewhere.
 //
 // Metrics (float64, full vocabulary, temperature 1), see stepMetrics().
+import type { PreparedLora } from '../adapters/apply.js';
 import type { Observer } from '../model/forward.js';
 import type { ModelConfig } from '../arch/config-types.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
@@ -80,6 +81,8 @@ export interface LutraRunnerOptions {
   activations?: 'q8' | 'f32';
   /** Threads of a wasm backend (default: available cores). */
   threads?: number;
+  /** LoRA adapters applied unmerged (folder, weight). */
+  lora?: readonly { dir: string; weight: number }[];
 }
 
 export class LutraRunner implements Runner {
@@ -93,16 +96,18 @@ export class LutraRunner implements Runner {
     readonly loadSeconds: number,
     private readonly prefillBatch = 64,
     private readonly onOverflow: OnOverflow = 'error',
+    readonly lora: PreparedLora | null = null,
   ) {
-    this.description = `lutra, ${model.backend.name} backend`;
+    this.description = `lutra, ${model.backend.name} backend${lora ? `, LoRA ${lora.label}` : ''}`;
   }
 
   /** fp16 overflows met with onOverflow 'continue', one line each (the first of each session). */
   readonly overflows: string[] = [];
 
   static open(dir: string, backend: string, opts: LutraRunnerOptions = {}): LutraRunner {
-    const { model, tokenizer, loadSeconds } = loadModel(dir, makeBackend(backend, { activations: opts.activations, threads: opts.threads }), { numerics: opts.numerics });
-    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow);
+    const b = makeBackend(backend, { activations: opts.activations, threads: opts.threads });
+    const { model, tokenizer, loadSeconds, lora } = loadModel(dir, b, { numerics: opts.numerics, lora: opts.lora });
+    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow, lora);
   }
 
   get vocabSize(): number {
@@ -116,7 +121,7 @@ export class LutraRunner implements Runner {
   private session(n: number): Session {
     const max = this.model.cfg.maxPositions;
     if (n > max) throw new LutraError(`${this.spec}: ${n} tokens exceed max_position_embeddings ${max}; shorten the prompt or --max-tokens`);
-    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch, onOverflow: this.onOverflow });
+    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch, onOverflow: this.onOverflow, lora: this.lora });
   }
 
   private noteOverflow(s: Session): void {

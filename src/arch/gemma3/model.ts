@@ -11,6 +11,7 @@ import {
   type ActivationPoint, type CacheLayerSpec, type CausalLM, type ForwardOptions, type Segment, type WeightSource,
 } from '../../model/forward.js';
 import { gemma3Tensors, ownsLmHead } from './tensors.js';
+import { LoraPass } from '../../adapters/apply.js';
 
 interface Layer {
   sliding: boolean;
@@ -105,12 +106,16 @@ export class Gemma3Model implements CausalLM {
     this.ropeGlobal = makeRopeTable(cfg.ropeGlobal.theta, D, cfg.ropeGlobal.linearFactor);
   }
 
+  attentionScale(): number {
+    return this.attnScale;
+  }
+
   get separateHead(): boolean {
     return this.lmHead !== this.embed;
   }
 
   forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
-    return this.forwardSegments([{ ids, pos0, cache }], opts);
+    return this.forwardSegments([{ ids, pos0, cache, lora: opts.lora }], opts);
   }
 
   /**
@@ -127,6 +132,7 @@ export class Gemma3Model implements CausalLM {
     const pos0 = segments[0].pos0; // what an observer reports (one segment)
 
     B.resetScratch();
+    const lora = LoraPass.of(B, segments, rowOf);
     const h = B.scratch(T * H); // the residual stream
     const x = B.scratch(T * H); // normed input of a block, then its output
     const q = B.scratch(T * nH * D);
@@ -143,15 +149,19 @@ export class Gemma3Model implements CausalLM {
 
     for (let l = 0; l < this.layers.length; l++) {
       const L = this.layers[l];
+      const p = `model.layers.${l}.`; // adapted matrices are named as in the checkpoint
       const seen = watch && ((point: ActivationPoint, data: Float32Array, cols: number) => watch(l, point, data, T, cols, pos0));
       // --- attention block ---
       B.rmsNorm(h, T, H, L.inputNorm, eps, x);
       seen?.('attn_norm', x, H);
       B.matmul(x, T, L.q, q);
+      lora?.apply(p + 'self_attn.q_proj.weight', x, H, q, nH * D);
       seen?.('q_proj', q, nH * D);
       B.matmul(x, T, L.k, k);
+      lora?.apply(p + 'self_attn.k_proj.weight', x, H, k, nKV * D);
       seen?.('k_proj', k, nKV * D);
       B.matmul(x, T, L.v, v);
+      lora?.apply(p + 'self_attn.v_proj.weight', x, H, v, nKV * D);
       seen?.('v_proj', v, nKV * D);
       const rope = L.sliding ? this.ropeLocal : this.ropeGlobal;
       B.rmsNorm(q, T * nH, D, L.qNorm, eps, q);
@@ -173,6 +183,7 @@ export class Gemma3Model implements CausalLM {
       });
       seen?.('attn', att, nH * D);
       B.matmul(att, T, L.o, x);
+      lora?.apply(p + 'self_attn.o_proj.weight', att, nH * D, x, H);
       seen?.('attn_out', x, H);
       B.rmsNorm(x, T, H, L.postAttnNorm, eps, x);
       seen?.('attn_post', x, H);
@@ -182,12 +193,15 @@ export class Gemma3Model implements CausalLM {
       B.rmsNorm(h, T, H, L.preFfnNorm, eps, x);
       seen?.('ffn_norm', x, H);
       B.matmul(x, T, L.gate, gate);
+      lora?.apply(p + 'mlp.gate_proj.weight', x, H, gate, I);
       seen?.('gate', gate, I);
       B.matmul(x, T, L.up, up);
+      lora?.apply(p + 'mlp.up_proj.weight', x, H, up, I);
       seen?.('up', up, I);
       B.geluMul(gate, up, T * I, gate);
       seen?.('mlp_act', gate, I);
       B.matmul(gate, T, L.down, x);
+      lora?.apply(p + 'mlp.down_proj.weight', gate, I, x, H);
       seen?.('ffn_out', x, H);
       B.rmsNorm(x, T, H, L.postFfnNorm, eps, x);
       seen?.('ffn_post', x, H);

@@ -22,6 +22,7 @@ import { dequantize } from '../../backend/reference/index.js';
 import { gemma4Tensors, PLE_TABLE } from './tensors.js';
 import { ownsLmHead } from '../gemma3/tensors.js';
 import { moeForward, moeScratch, prepareExperts, type MoeWeights } from './moe.js';
+import { LoraPass } from '../../adapters/apply.js';
 
 interface Layer extends Gemma4Layer {
   inputNorm: Float32Array;
@@ -186,8 +187,13 @@ export class Gemma4Model implements CausalLM {
     this.ple?.table.close();
   }
 
+  /** q and k are RMS-normed per head: the product is not scaled. */
+  attentionScale(): number {
+    return 1;
+  }
+
   forward(ids: ArrayLike<number>, pos0: number, cache: KVCache, opts: ForwardOptions): Float32Array | null {
-    return this.forwardSegments([{ ids, pos0, cache }], opts);
+    return this.forwardSegments([{ ids, pos0, cache, lora: opts.lora }], opts);
   }
 
   /**
@@ -206,6 +212,7 @@ export class Gemma4Model implements CausalLM {
     const maxI = Math.max(...this.layers.map((l) => l.intermediateSize));
 
     B.resetScratch();
+    const lora = LoraPass.of(B, segments, rowOf);
     const h = B.scratch(T * H);
     const x = B.scratch(T * H);
     const q = B.scratch(T * nH * maxD);
@@ -228,6 +235,7 @@ export class Gemma4Model implements CausalLM {
 
     for (let l = 0; l < L; l++) {
       const Ly = this.layers[l];
+      const p = `model.layers.${l}.`; // adapted matrices are named as in the checkpoint
       const D = Ly.headDim;
       const nKV = Ly.numKvHeads;
       const qDim = nH * D;
@@ -240,6 +248,7 @@ export class Gemma4Model implements CausalLM {
       seen?.('attn_norm', x, H);
       const qv = q.subarray(0, T * qDim);
       B.matmul(x, T, Ly.q, qv);
+      lora?.apply(p + 'self_attn.q_proj.weight', x, H, qv, qDim);
       seen?.('q_proj', qv, qDim);
       B.rmsNorm(qv, T * nH, D, Ly.qNorm, eps, qv);
       segments.forEach((s, i) => B.rope(rows(qv, rowOf[i], s.ids.length, qDim), s.ids.length, nH, D, s.pos0, rope));
@@ -250,10 +259,13 @@ export class Gemma4Model implements CausalLM {
         const k = shared ? B.scratch(T * kvDim) : kvScratch.k.subarray(0, T * kvDim);
         const v = shared ? B.scratch(T * kvDim) : kvScratch.v.subarray(0, T * kvDim);
         B.matmul(x, T, Ly.k!, k);
+        lora?.apply(p + 'self_attn.k_proj.weight', x, H, k, kvDim);
         seen?.('k_proj', k, kvDim);
         // K=V layers: V is the raw K projection, before k_norm and RoPE.
-        if (Ly.v) B.matmul(x, T, Ly.v, v);
-        else v.set(k);
+        if (Ly.v) {
+          B.matmul(x, T, Ly.v, v);
+          lora?.apply(p + 'self_attn.v_proj.weight', x, H, v, kvDim);
+        } else v.set(k);
         seen?.('v_proj', v, kvDim);
         B.rmsNorm(v, T * nKV, D, this.ones.get(D)!, eps, v);
         seen?.('v_norm', v, kvDim);
@@ -269,7 +281,7 @@ export class Gemma4Model implements CausalLM {
         B.attention({
           q: rows(qv, rowOf[i], n, qDim), k: rows(k, rowOf[i], n, kvDim), v: rows(v, rowOf[i], n, kvDim),
           cache: s.cache.layers[Ly.kvSource], pos0: s.pos0, T: n,
-          numHeads: nH, numKvHeads: nKV, headDim: D, scale: 1,
+          numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attentionScale(),
           window: Ly.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: rows(attv, rowOf[i], n, qDim),
         });
       });
@@ -278,6 +290,7 @@ export class Gemma4Model implements CausalLM {
       if (Ly.kvSource === l && !this.sharedSources.has(l)) this.writeCache(segments, rowOf, l, k, v);
       seen?.('attn', attv, qDim);
       B.matmul(attv, T, Ly.o, x);
+      lora?.apply(p + 'self_attn.o_proj.weight', attv, qDim, x, H);
       seen?.('attn_out', x, H);
       B.rmsNorm(x, T, H, Ly.postAttnNorm, eps, x);
       seen?.('attn_post', x, H);
@@ -289,12 +302,15 @@ export class Gemma4Model implements CausalLM {
       B.rmsNorm(h, T, H, Ly.preFfnNorm, eps, x);
       seen?.('ffn_norm', x, H);
       B.matmul(x, T, Ly.gate, g);
+      lora?.apply(p + 'mlp.gate_proj.weight', x, H, g, I);
       seen?.('gate', g, I);
       B.matmul(x, T, Ly.up, u);
+      lora?.apply(p + 'mlp.up_proj.weight', x, H, u, I);
       seen?.('up', u, I);
       B.geluMul(g, u, T * I, g);
       seen?.('mlp_act', g, I);
       B.matmul(g, T, Ly.down, x);
+      lora?.apply(p + 'mlp.down_proj.weight', g, I, x, H);
       seen?.('ffn_out', x, H);
       if (Ly.moe && moeBufs) {
         // Dense and routed branches, each normed, summed, then normed again. The router reads h,

@@ -1,0 +1,124 @@
+// LoRA applied unmerged at run time: y = x·Wᵀ + Σᵢ wᵢ·sᵢ·(x·Aᵢᵀ)·Bᵢᵀ on any base format. The
+// adapters blended on one session are stacked once into a single pair per target (A of all ranks
+// one above the other, B side by side with wᵢ·sᵢ folded in), so any number of adapters costs two
+// small f32 matmuls and an add per adapted matrix. The base weights are never touched: one loaded
+// model serves sessions with different adapters, or none.
+import type { Backend, Matrix } from '../backend/backend.js';
+import type { Segment } from '../model/forward.js';
+import type { LoraUse } from './lora.js';
+import { LutraError } from '../util/errors.js';
+
+interface Pair {
+  A: Matrix;
+  B: Matrix;
+  rank: number;
+  out: number;
+}
+
+export class PreparedLora {
+  private readonly pairs = new Map<string, Pair>();
+  /** The widest rank and output of any pair: the scratch a pass needs. */
+  readonly maxRank: number;
+  readonly maxOut: number;
+
+  /** `uses` blended (weights folded in); each adapter must have been read against this model. */
+  constructor(readonly backend: Backend, readonly uses: readonly LoraUse[]) {
+    if (uses.length === 0) throw new LutraError('a LoRA blend needs at least one adapter');
+    const targets = new Set<string>();
+    for (const u of uses) for (const t of u.adapter.modules.keys()) targets.add(t);
+    let maxRank = 0;
+    let maxOut = 0;
+    for (const target of targets) {
+      const mods = uses.flatMap((u) => {
+        const m = u.adapter.modules.get(target);
+        return m && u.weight !== 0 ? [{ m, s: u.weight * m.scale }] : [];
+      });
+      if (mods.length === 0) continue;
+      const I = mods[0].m.inFeatures;
+      const O = mods[0].m.outFeatures;
+      const R = mods.reduce((n, x) => n + x.m.rank, 0);
+      const A = new Float32Array(R * I);
+      const B = new Float32Array(O * R);
+      let k0 = 0;
+      for (const { m, s } of mods) {
+        A.set(m.A, k0 * I);
+        for (let o = 0; o < O; o++) for (let k = 0; k < m.rank; k++) B[o * R + k0 + k] = Math.fround(s * m.B[o * m.rank + k]);
+        k0 += m.rank;
+      }
+      const f32 = (data: Float32Array, rows: number, cols: number, part: string) =>
+        backend.prepare({ name: `${target}.lora_${part}`, shape: [rows, cols], format: { kind: 'f32' }, data: new Uint8Array(data.buffer), source: 'LoRA' });
+      this.pairs.set(target, { A: f32(A, R, I, 'A'), B: f32(B, O, R, 'B'), rank: R, out: O });
+      maxRank = Math.max(maxRank, R);
+      maxOut = Math.max(maxOut, O);
+    }
+    this.maxRank = maxRank;
+    this.maxOut = maxOut;
+  }
+
+  /** Short names and weights, e.g. "style:0.7+other:0.3". */
+  get label(): string {
+    return this.uses.map((u) => (u.weight === 1 ? u.adapter.name : `${u.adapter.name}:${u.weight}`)).join('+');
+  }
+
+  pair(target: string): Pair | undefined {
+    return this.pairs.get(target);
+  }
+}
+
+/**
+ * The adapters of one forward pass: each segment's own blend (or none). `apply` adds the delta of
+ * one adapted matrix to its output rows, over all rows at once when the segments share a blend.
+ */
+export class LoraPass {
+  private readonly shared: PreparedLora | null | undefined;
+  private readonly rows: number;
+  private low: Float32Array | null = null;
+  private high: Float32Array | null = null;
+
+  private constructor(
+    private readonly B: Backend,
+    private readonly segments: readonly Segment[],
+    private readonly rowOf: readonly number[],
+  ) {
+    this.rows = segments.reduce((n, s) => n + s.ids.length, 0);
+    const first = segments[0].lora ?? null;
+    this.shared = segments.every((s) => (s.lora ?? null) === first) ? first : undefined;
+  }
+
+  /** null when no segment has adapters (the pass is the plain model's). */
+  static of(B: Backend, segments: readonly Segment[], rowOf: readonly number[]): LoraPass | null {
+    return segments.some((s) => s.lora) ? new LoraPass(B, segments, rowOf) : null;
+  }
+
+  /** out[T, outCols] += delta(target) applied to x[T, inCols], per segment's blend. */
+  apply(target: string, x: Float32Array, inCols: number, out: Float32Array, outCols: number): void {
+    if (this.shared !== undefined) {
+      if (this.shared) this.run(this.shared, target, x, this.rows, out, outCols);
+      return;
+    }
+    this.segments.forEach((s, i) => {
+      if (!s.lora) return;
+      const r0 = this.rowOf[i];
+      const n = s.ids.length;
+      this.run(s.lora, target, x.subarray(r0 * inCols, (r0 + n) * inCols), n, out.subarray(r0 * outCols, (r0 + n) * outCols), outCols);
+    });
+  }
+
+  private run(lora: PreparedLora, target: string, x: Float32Array, T: number, out: Float32Array, outCols: number): void {
+    const p = lora.pair(target);
+    if (!p) return;
+    if (p.out !== outCols) throw new Error(`LoRA ${target}: output width ${p.out}, the pass has ${outCols}`);
+    // Scratch is taken once per pass, at the widest blend any segment needs.
+    if (!this.low) {
+      const maxRank = Math.max(...this.segments.map((s) => s.lora?.maxRank ?? 0));
+      const maxOut = Math.max(...this.segments.map((s) => s.lora?.maxOut ?? 0));
+      this.low = this.B.scratch(this.rows * maxRank);
+      this.high = this.B.scratch(this.rows * maxOut);
+    }
+    const low = this.low.subarray(0, T * p.rank);
+    const high = this.high!.subarray(0, T * p.out);
+    this.B.matmul(x, T, p.A, low);
+    this.B.matmul(low, T, p.B, high);
+    this.B.add(out, high, T * p.out);
+  }
+}

@@ -1,0 +1,220 @@
+"""Fine-tune a LoRA adapter on the demo model: the fortunes corpus only (a distinct style from the
+mixed Bible + fortunes pre-training), written in the PEFT layout lutra reads.
+
+Usage: python3 train_lora.py WORK BASE OUT FIXTURE
+  WORK     folder with corpus.json from prepare_data.py (for the training and held-out texts)
+  BASE     the demo model folder (models/demo)
+  OUT      adapter folder to write (models/demo-lora): adapter_config.json, adapter_model.safetensors,
+           train.json (losses before/after on held-out text of both styles)
+  FIXTURE  reference logits for lutra's tests (float64 forward with the adapter as stored)
+
+LoRA as PEFT computes it: y = x·Wᵀ + (alpha/r)·(x·Aᵀ)·Bᵀ, A initialised Kaiming-uniform(a=√5), B zero;
+the base weights frozen; every q/k/v/o/gate/up/down projection adapted.
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import sentencepiece as spm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import Gemma3ForCausalLM, load_config_json  # noqa: E402
+from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("work")
+ap.add_argument("base")
+ap.add_argument("out")
+ap.add_argument("fixture")
+ap.add_argument("--steps", type=int, default=300)
+ap.add_argument("--batch", type=int, default=8)
+ap.add_argument("--seq", type=int, default=256)
+ap.add_argument("--rank", type=int, default=8)
+ap.add_argument("--alpha", type=float, default=16.0)
+ap.add_argument("--lr", type=float, default=2e-3)
+ap.add_argument("--warmup", type=int, default=20)
+ap.add_argument("--seed", type=int, default=4321)
+ap.add_argument("--eval-windows", type=int, default=32)
+args = ap.parse_args()
+
+torch.set_num_threads(2)
+torch.manual_seed(args.seed)
+torch.use_deterministic_algorithms(True)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraLinear(nn.Module):
+    """A frozen Linear plus scale·B·A (PEFT's LoRA layer without dropout)."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * ((x @ self.lora_A.to(x.dtype).t()) @ self.lora_B.to(x.dtype).t())
+
+
+def load_base():
+    cfg = load_config_json(os.path.join(args.base, "config.json"))
+    m = Gemma3ForCausalLM(cfg)
+    m.load_state_dict(read_safetensors(os.path.join(args.base, "model.safetensors")), strict=True)
+    m.banded = False
+    return m
+
+
+def attach(m):
+    """Wrap every target projection; returns {peft module name: LoraLinear}."""
+    loras = {}
+    for i, layer in enumerate(m.model.layers):
+        for owner, prefix in ((layer.self_attn, "self_attn"), (layer.mlp, "mlp")):
+            for t in TARGETS:
+                if hasattr(owner, t):
+                    w = LoraLinear(getattr(owner, t), args.rank, args.alpha)
+                    setattr(owner, t, w)
+                    loras[f"model.layers.{i}.{prefix}.{t}"] = w
+    return loras
+
+
+sp = spm.SentencePieceProcessor(model_file=os.path.join(args.base, "tokenizer.model"))
+corpus = json.load(open(os.path.join(args.work, "corpus.json")))
+fortunes_train = corpus["fortunes_train"]
+# prepare_data.py holds out fortune i iff i % 20 == 10 of the cleaned list; the held-out documents are
+# those fortunes plus the held-out Bible chapters. A held-out document is a fortune iff it is not a
+# chapter (chapters are verse lines; fortunes_train tells the fortunes' style apart only by content),
+# so split by membership in the full cleaned fortune list, rebuilt here the same way.
+sys.argv = [sys.argv[0], args.work]
+import prepare_data  # noqa: E402
+
+all_fortunes, _ = prepare_data.load_fortunes()
+fortune_set = set(all_fortunes)
+held_fortunes = [d for d in corpus["heldout_docs"] if d in fortune_set]
+held_bible = [d for d in corpus["heldout_docs"] if d not in fortune_set]
+print(f"fortunes: {len(fortunes_train)} train, {len(held_fortunes)} held out; held-out Bible chapters {len(held_bible)}", flush=True)
+
+rng = random.Random(args.seed)
+docs = fortunes_train[:]
+rng.shuffle(docs)
+train_ids = torch.tensor(sp.encode("\n\n".join(docs)), dtype=torch.int64)
+S = args.seq
+
+
+def windows(texts, n):
+    ids = torch.tensor(sp.encode("\n\n".join(texts)), dtype=torch.int64)
+    W = S - 1
+    n = min(n, len(ids) // W)
+    starts = [int(i * (len(ids) - W) / max(1, n - 1)) for i in range(n)]
+    return torch.stack([torch.cat([torch.tensor([2]), ids[s:s + W]]) for s in starts])
+
+
+eval_sets = {"fortunes": windows(held_fortunes, args.eval_windows), "bible": windows(held_bible, args.eval_windows)}
+
+
+@torch.no_grad()
+def evaluate(m):
+    m.eval()
+    out = {}
+    for k, x in eval_sets.items():
+        tot = 0.0
+        for i in range(0, len(x), 8):
+            xb = x[i:i + 8]
+            logits = m(xb[:, :-1]).float()
+            tot += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), xb[:, 1:].reshape(-1), reduction="sum").item()
+        out[k] = tot / x[:, 1:].numel()
+    m.train()
+    return out
+
+
+model = load_base()
+for p in model.parameters():
+    p.requires_grad_(False)
+before = evaluate(model)
+print(f"held-out loss before: {before}", flush=True)
+loras = attach(model)
+params = [p for w in loras.values() for p in (w.lora_A, w.lora_B)]
+opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+gen = torch.Generator().manual_seed(args.seed + 1)
+model.train()
+log = []
+t0 = time.time()
+for step in range(args.steps):
+    lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    offs = torch.randint(0, len(train_ids) - S, (args.batch,), generator=gen)
+    x = torch.stack([torch.cat([torch.tensor([2]), train_ids[o:o + S]]) for o in offs.tolist()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(x[:, :-1], x[:, 1:])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    if step % 25 == 0 or step == args.steps - 1:
+        print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
+        log.append({"step": step, "loss": round(loss.item(), 5)})
+
+# What is shipped: BF16 tensors, in PEFT's names; everything after this reads them back as stored.
+os.makedirs(args.out, exist_ok=True)
+tensors = {}
+for name, w in loras.items():
+    tensors[f"base_model.model.{name}.lora_A.weight"] = w.lora_A.detach()
+    tensors[f"base_model.model.{name}.lora_B.weight"] = w.lora_B.detach()
+write_safetensors(os.path.join(args.out, "adapter_model.safetensors"), tensors, dtype="BF16")
+stored = read_safetensors(os.path.join(args.out, "adapter_model.safetensors"))
+with torch.no_grad():
+    for name, w in loras.items():
+        w.lora_A.copy_(stored[f"base_model.model.{name}.lora_A.weight"])
+        w.lora_B.copy_(stored[f"base_model.model.{name}.lora_B.weight"])
+config = {
+    "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "models/demo",
+    "r": args.rank, "lora_alpha": args.alpha, "lora_dropout": 0.0, "target_modules": TARGETS,
+    "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+    "modules_to_save": None, "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
+    "init_lora_weights": True, "inference_mode": True,
+}
+json.dump(config, open(os.path.join(args.out, "adapter_config.json"), "w"), indent=2)
+after = evaluate(model)
+print(f"held-out loss after: {after}", flush=True)
+json.dump({"steps": args.steps, "batch": args.batch, "seq": args.seq, "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
+           "warmup": args.warmup, "seed": args.seed,
+           "seconds": round(time.time() - t0), "loss_before": before, "loss_after": after, "log": log,
+           "eval": f"{args.eval_windows} windows of [<bos>] + {S - 1} held-out tokens per style, float32, mean token cross-entropy (nats)"},
+          open(os.path.join(args.out, "train.json"), "w"), indent=1)
+
+# Reference logits for lutra's tests: float64 forward of the base (bf16 weights) plus the adapter as
+# stored, on two prompts, at every position; and the base alone at each prompt's last position, so a
+# test can see the adapter act.
+PROMPTS = ["A fool and his money", "And the LORD said unto Moses"]
+ids = [[2] + sp.encode(p) for p in PROMPTS]
+model = model.double().eval()
+rows_with, rows_base, rows_ids = [], [], []
+with torch.no_grad():
+    for x in ids:
+        t = torch.tensor([x])
+        rows_with.append(model(t)[0].float())
+        for w in loras.values():
+            w.scale_saved, w.scale = w.scale, 0.0
+        rows_base.append(model(t)[0, -1:].float())
+        for w in loras.values():
+            w.scale = w.scale_saved
+        rows_ids.append(torch.tensor(x, dtype=torch.float32))
+os.makedirs(os.path.dirname(args.fixture), exist_ok=True)
+write_safetensors(args.fixture, {
+    "ids_0": rows_ids[0], "ids_1": rows_ids[1],
+    "logits_0": rows_with[0], "logits_1": rows_with[1],
+    "base_logits_0": rows_base[0], "base_logits_1": rows_base[1],
+}, dtype="F32", metadata={"format": "pt", "about": "float64 forward of models/demo + models/demo-lora as stored, rounded to f32"})
+
+print(f"wrote {args.out} and {args.fixture}", flush=True)
