@@ -17,8 +17,10 @@ import { benchCommand } from './bench.js';
 import { sweepCommand } from './sweep.js';
 import { serveCommand } from './serve.js';
 import { cleanCommand } from './clean.js';
+import { attentionCommand } from './attention.js';
+import { diffCommand } from './diff.js';
 
-const COMMANDS: Command[] = [generateCommand, chatCommand, serveCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, auditFp16Command, sweepCommand, benchCommand, cleanCommand];
+const COMMANDS: Command[] = [generateCommand, chatCommand, serveCommand, fixtureCommand, convertCommand, exportGgufCommand, compareCommand, inspectCommand, attentionCommand, diffCommand, auditFp16Command, sweepCommand, benchCommand, cleanCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
