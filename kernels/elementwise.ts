@@ -169,6 +169,49 @@ export function add(acc: usize, x: usize, n: i32): void {
   }
 }
 
+/**
+ * acc[t, j] += Σᵢ x[t, i] · w[i, j] for t < T, i < k, j < n (x [T, k], w [k, n], acc [T, n], row-major):
+ * a LoRA up-projection, with w = Bᵀ. Each output sums its k products in f32 (i ascending), then
+ * adds once. Sixteen columns at a time: x[t, i] is splat once per four vectors of w's row i.
+ */
+export function addProduct(acc: usize, x: usize, T: i32, k: i32, w: usize, n: i32): void {
+  for (let t = 0; t < T; t++) {
+    const xr = x + (<usize>(t * k) << 2);
+    const ar = acc + (<usize>(t * n) << 2);
+    let j = 0;
+    for (; j + 16 <= n; j += 16) {
+      let s0 = f32x4.splat(0);
+      let s1 = f32x4.splat(0);
+      let s2 = f32x4.splat(0);
+      let s3 = f32x4.splat(0);
+      for (let i = 0; i < k; i++) {
+        const xi = f32x4.splat(load<f32>(xr + (<usize>i << 2)));
+        const wr = w + (<usize>(i * n + j) << 2);
+        s0 = f32x4.add(s0, f32x4.mul(xi, v128.load(wr)));
+        s1 = f32x4.add(s1, f32x4.mul(xi, v128.load(wr + 16)));
+        s2 = f32x4.add(s2, f32x4.mul(xi, v128.load(wr + 32)));
+        s3 = f32x4.add(s3, f32x4.mul(xi, v128.load(wr + 48)));
+      }
+      const o = ar + (<usize>j << 2);
+      v128.store(o, f32x4.add(v128.load(o), s0));
+      v128.store(o + 16, f32x4.add(v128.load(o + 16), s1));
+      v128.store(o + 32, f32x4.add(v128.load(o + 32), s2));
+      v128.store(o + 48, f32x4.add(v128.load(o + 48), s3));
+    }
+    for (; j + 4 <= n; j += 4) {
+      let s = f32x4.splat(0);
+      for (let i = 0; i < k; i++) s = f32x4.add(s, f32x4.mul(f32x4.splat(load<f32>(xr + (<usize>i << 2))), v128.load(w + (<usize>(i * n + j) << 2))));
+      const o = ar + (<usize>j << 2);
+      v128.store(o, f32x4.add(v128.load(o), s));
+    }
+    for (; j < n; j++) {
+      let s: f32 = 0;
+      for (let i = 0; i < k; i++) s += load<f32>(xr + (<usize>i << 2)) * load<f32>(w + (<usize>(i * n + j) << 2));
+      store<f32>(ar + (<usize>j << 2), load<f32>(ar + (<usize>j << 2)) + s);
+    }
+  }
+}
+
 /** x *= s over n (one f32 rounding per element). */
 export function scale(x: usize, n: i32, s: f32): void {
   const v = f32x4.splat(s);

@@ -347,3 +347,28 @@ test('lutra generate --lora runs the adapter; a bad --lora is a one-line error',
   assert.match(bad.stderr.trim(), /^lutra: .*missing-adapter: LoRA adapter folder not found/);
   assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
 });
+
+test('addProduct (the LoRA up-projection): wasm equals the reference on awkward sizes, both builds', async () => {
+  const { ReferenceBackend: Ref } = await import('../src/backend/reference/index.js');
+  const ref = new Ref();
+  for (const simd of ['baseline', 'relaxed'] as const) {
+    const w = new WasmBackend({ threads: 1, simd });
+    try {
+      for (const [T, k, n] of [[1, 1, 1], [1, 8, 2048], [3, 7, 17], [2, 13, 33], [5, 16, 100], [1, 3, 4]]) {
+        const g = rand(T * k + k * n + T * n, T * 1000 + k * 10 + n, 1);
+        const x = w.alloc(T * k);
+        x.set(g.subarray(0, T * k));
+        const wt = w.alloc(k * n);
+        wt.set(g.subarray(T * k, T * k + k * n));
+        const acc = w.alloc(T * n);
+        acc.set(g.subarray(T * k + k * n));
+        const want = Float32Array.from(acc);
+        ref.addProduct(want, x, T, k, wt, n);
+        w.addProduct(acc, x, T, k, wt, n);
+        assert.ok(maxAbsDiff(acc, want) <= 1e-6 * Math.max(1, k), `${simd} T ${T} k ${k} n ${n}: ${maxAbsDiff(acc, want)}`);
+      }
+    } finally {
+      w.dispose();
+    }
+  }
+});

@@ -1,7 +1,7 @@
 // LoRA applied unmerged at run time: y = x·Wᵀ + Σᵢ wᵢ·sᵢ·(x·Aᵢᵀ)·Bᵢᵀ on any base format. The
 // adapters blended on one session are stacked once into a single pair per target (A of all ranks
-// one above the other, B side by side with wᵢ·sᵢ folded in), so any number of adapters costs two
-// small f32 matmuls and an add per adapted matrix. The base weights are never touched: one loaded
+// one above the other, B side by side with wᵢ·sᵢ folded in, kept transposed), so any number of
+// adapters costs one small f32 matmul (x·Aᵀ) and one addProduct (+= low·Bᵀ) per adapted matrix. The base weights are never touched: one loaded
 // model serves sessions with different adapters, or none.
 import type { Backend, Matrix } from '../backend/backend.js';
 import type { Segment } from '../model/forward.js';
@@ -10,16 +10,16 @@ import { LutraError } from '../util/errors.js';
 
 interface Pair {
   A: Matrix;
-  B: Matrix;
+  /** Bᵀ [rank, out] with the blend's weights and scales folded in, in backend memory. */
+  BT: Float32Array;
   rank: number;
   out: number;
 }
 
 export class PreparedLora {
   private readonly pairs = new Map<string, Pair>();
-  /** The widest rank and output of any pair: the scratch a pass needs. */
+  /** The widest rank of any pair: the scratch a pass needs. */
   readonly maxRank: number;
-  readonly maxOut: number;
 
   /** `uses` blended (weights folded in); each adapter must have been read against this model. */
   constructor(readonly backend: Backend, readonly uses: readonly LoraUse[]) {
@@ -27,7 +27,6 @@ export class PreparedLora {
     const targets = new Set<string>();
     for (const u of uses) for (const t of u.adapter.modules.keys()) targets.add(t);
     let maxRank = 0;
-    let maxOut = 0;
     for (const target of targets) {
       const mods = uses.flatMap((u) => {
         const m = u.adapter.modules.get(target);
@@ -38,21 +37,18 @@ export class PreparedLora {
       const O = mods[0].m.outFeatures;
       const R = mods.reduce((n, x) => n + x.m.rank, 0);
       const A = new Float32Array(R * I);
-      const B = new Float32Array(O * R);
+      const BT = backend.alloc(R * O);
       let k0 = 0;
       for (const { m, s } of mods) {
         A.set(m.A, k0 * I);
-        for (let o = 0; o < O; o++) for (let k = 0; k < m.rank; k++) B[o * R + k0 + k] = Math.fround(s * m.B[o * m.rank + k]);
+        for (let o = 0; o < O; o++) for (let k = 0; k < m.rank; k++) BT[(k0 + k) * O + o] = s * m.B[o * m.rank + k];
         k0 += m.rank;
       }
-      const f32 = (data: Float32Array, rows: number, cols: number, part: string) =>
-        backend.prepare({ name: `${target}.lora_${part}`, shape: [rows, cols], format: { kind: 'f32' }, data: new Uint8Array(data.buffer), source: 'LoRA' });
-      this.pairs.set(target, { A: f32(A, R, I, 'A'), B: f32(B, O, R, 'B'), rank: R, out: O });
+      const prepared = backend.prepare({ name: `${target}.lora_A`, shape: [R, I], format: { kind: 'f32' }, data: new Uint8Array(A.buffer), source: 'LoRA' });
+      this.pairs.set(target, { A: prepared, BT, rank: R, out: O });
       maxRank = Math.max(maxRank, R);
-      maxOut = Math.max(maxOut, O);
     }
     this.maxRank = maxRank;
-    this.maxOut = maxOut;
   }
 
   /** Short names and weights, e.g. "style:0.7+other:0.3". */
@@ -73,7 +69,6 @@ export class LoraPass {
   private readonly shared: PreparedLora | null | undefined;
   private readonly rows: number;
   private low: Float32Array | null = null;
-  private high: Float32Array | null = null;
 
   private constructor(
     private readonly B: Backend,
@@ -109,16 +104,9 @@ export class LoraPass {
     if (!p) return;
     if (p.out !== outCols) throw new Error(`LoRA ${target}: output width ${p.out}, the pass has ${outCols}`);
     // Scratch is taken once per pass, at the widest blend any segment needs.
-    if (!this.low) {
-      const maxRank = Math.max(...this.segments.map((s) => s.lora?.maxRank ?? 0));
-      const maxOut = Math.max(...this.segments.map((s) => s.lora?.maxOut ?? 0));
-      this.low = this.B.scratch(this.rows * maxRank);
-      this.high = this.B.scratch(this.rows * maxOut);
-    }
+    this.low ??= this.B.scratch(this.rows * Math.max(...this.segments.map((s) => s.lora?.maxRank ?? 0)));
     const low = this.low.subarray(0, T * p.rank);
-    const high = this.high!.subarray(0, T * p.out);
     this.B.matmul(x, T, p.A, low);
-    this.B.matmul(low, T, p.B, high);
-    this.B.add(out, high, T * p.out);
+    this.B.addProduct(out, low, T, p.rank, p.BT, p.out);
   }
 }

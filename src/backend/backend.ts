@@ -94,6 +94,11 @@ export interface Backend {
    * computes it (f64, one f32 rounding). Without it the caller runs that loop itself.
    */
   softcap?(x: Float32Array, n: number, cap: number): void;
+  /**
+   * acc[T, n] += x[T, k] · w[k, n], with w a plain f32 array from alloc() (row-major): a LoRA
+   * up-projection (w = Bᵀ, k its rank), short rows that a matmul of [n, k] would run poorly.
+   */
+  addProduct(acc: Float32Array, x: Float32Array, T: number, k: number, w: Float32Array, n: number): void;
   /** x *= s over n, s taken as f32 (Gemma 4's layer scalar and per-layer-input scales). */
   scale(x: Float32Array, n: number, s: number): void;
   /**

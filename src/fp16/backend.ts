@@ -160,6 +160,11 @@ export class Fp16Backend implements Backend {
     this.round(acc, n);
   }
 
+  addProduct(acc: Float32Array, x: Float32Array, T: number, k: number, w: Float32Array, n: number): void {
+    this.inner.addProduct(acc, x, T, k, w, n);
+    this.round(acc, T * n);
+  }
+
   scale(x: Float32Array, n: number, s: number): void {
     this.inner.scale(x, n, s);
     this.round(x, n);

@@ -265,6 +265,16 @@ export class ReferenceBackend implements Backend {
     for (let i = 0; i < n; i++) acc[i] += x[i];
   }
 
+  addProduct(acc: Float32Array, x: Float32Array, T: number, k: number, w: Float32Array, n: number): void {
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let i = 0; i < k; i++) s += x[t * k + i] * w[i * n + j];
+        acc[t * n + j] += s;
+      }
+    }
+  }
+
   scale(x: Float32Array, n: number, s: number): void {
     const f = Math.fround(s);
     for (let i = 0; i < n; i++) x[i] *= f;

@@ -297,6 +297,10 @@ export class WasmBackend implements Backend {
     this.k.add(this.addr(acc, n, 'add accumulator'), this.addr(x, n, 'add input'), n);
   }
 
+  addProduct(acc: Float32Array, x: Float32Array, T: number, k: number, w: Float32Array, n: number): void {
+    this.k.addProduct(this.addr(acc, T * n, 'addProduct accumulator'), this.addr(x, T * k, 'addProduct input'), T, k, this.addr(w, k * n, 'addProduct weights'), n);
+  }
+
   scale(x: Float32Array, n: number, s: number): void {
     this.k.scale(this.addr(x, n, 'scale input'), n, s);
   }

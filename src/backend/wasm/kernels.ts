@@ -18,6 +18,7 @@ export interface Kernels {
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
   softcap(x: number, i0: number, i1: number, cap: number): void;
   add(acc: number, x: number, n: number): void;
+  addProduct(acc: number, x: number, T: number, k: number, w: number, n: number): void;
   scale(x: number, n: number, s: number): void;
   embedRow(d: number, id: number, scale: number, out: number): void;
   decodeRow(d: number, r: number, dst: number): void;
