@@ -18,6 +18,7 @@ import { openWeightSource } from '../src/io/source.js';
 import { convert } from '../src/quant/convert.js';
 import { buildPlan } from '../src/quant/plan.js';
 import { maxAbsDiff } from './helpers.js';
+import { writeFixture } from '../src/model/fixture.js';
 import { spawnSync } from 'node:child_process';
 import { loadModel } from '../src/api/model.js';
 import { CLI, startServer, postJson, getJson } from './server-helpers.js';
@@ -81,17 +82,17 @@ const PEFT = (r: number, alpha: number, extra: Record<string, unknown> = {}) => 
   peft_type: 'LORA', r, lora_alpha: alpha, target_modules: ['q_proj', 'v_proj', 'down_proj'], bias: 'none', use_rslora: false, ...extra,
 });
 
-/** A random adapter on q_proj, v_proj and down_proj of every demo layer, rank r. */
-async function randomAdapter(dir: string, r: number, alpha: number, seed: number, extra: Record<string, unknown> = {}): Promise<string> {
+/** A random adapter on q_proj, v_proj and down_proj of every layer of `model` (default the demo), rank r. */
+async function randomAdapter(dir: string, r: number, alpha: number, seed: number, extra: Record<string, unknown> = {}, model = DEMO, modules = '(?:self_attn\\.(?:q|v)_proj|mlp\\.down_proj)'): Promise<string> {
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const t of manifest()) {
-    const m = /^(model\.layers\.\d+\.(?:self_attn\.(?:q|v)_proj|mlp\.down_proj))\.weight$/.exec(t.name);
+  for (const t of manifest(model)) {
+    const m = new RegExp(`^(model\\.layers\\.\\d+\\.${modules})\\.weight$`).exec(t.name);
     if (!m) continue;
     const [out, inF] = t.shape;
     tensors[`base_model.model.${m[1]}.lora_A.weight`] = { shape: [r, inF], data: rand(r * inF, seed++, 0.05) };
     tensors[`base_model.model.${m[1]}.lora_B.weight`] = { shape: [out, r], data: rand(out * r, seed++, 0.05) };
   }
-  writeAdapter(dir, PEFT(r, alpha, extra));
+  writeAdapter(dir, PEFT(r, alpha, { target_modules: [...new Set(Object.keys(tensors).map((n) => n.split('.').at(-3)!))], ...extra }));
   await writeAdapterWeights(dir, tensors);
   return dir;
 }
@@ -190,6 +191,26 @@ test('two adapters blended at w1, w2 equal one adapter whose change is w1·ΔW1 
   const t = manifest();
   assert.equal(readLoraAdapter(a2, t).modules.values().next().value!.scale, 6 / Math.sqrt(3));
   assert.equal(readLoraAdapter(a1, t).modules.values().next().value!.scale, 2);
+});
+
+test('Gemma 4 (tiny-gemma4: KV-shared layers, K=V layers): the unmerged adapter equals the merged f32 conversion, both backends', async () => {
+  const g4 = join(root, 'tiny-gemma4');
+  await writeFixture(g4, 'tiny-gemma4', 3);
+  const all = '(?:self_attn\\.[qkvo]_proj|mlp\\.(?:gate|up|down)_proj)';
+  const adapter = await randomAdapter(join(root, 'g4-lora'), 4, 8, 77, {}, g4, all);
+  const merged = join(root, 'g4-merged');
+  await convert({ src: g4, out: merged, plan: buildPlan({ quant: ['attn=f32', 'ffn=f32'], weightThreshold: 0 }), command: 'test', lora: [{ dir: adapter, weight: 1 }] });
+  const ids = [2, 10, 400, 33, 5000, 17, 6, 900, 71, 12];
+  for (const b of [new ReferenceBackend({ activations: 'f32' }), new WasmBackend({ threads: 2, activations: 'f32' })] as Backend[]) {
+    try {
+      const unmerged = logitsOf(g4, b, ids, [{ dir: adapter, weight: 1 }]);
+      const d = maxAbsDiff(logitsOf(merged, b, ids), unmerged);
+      assert.ok(d <= 1e-4, `${b.name}: merged vs unmerged ${d}`);
+      assert.ok(maxAbsDiff(logitsOf(g4, b, ids), unmerged) > 100 * Math.max(d, 1e-6), `${b.name}: the adapter acts`);
+    } finally {
+      b.dispose?.();
+    }
+  }
 });
 
 test('batched decode of sessions with different adapters (none, one, a blend) equals each decoded alone', async () => {
