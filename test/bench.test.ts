@@ -66,6 +66,7 @@ test('bench --vs-llama-cpp on an int8:32 package (exported to Q8_0)', () => {
   for (const k of ['prefill_tok_s', 'decode_tok_s']) assert.ok(Number.isFinite(l[k]) && l[k] > 0, `llama_cpp.${k}`);
   assert.equal(l.threads, 1);
   assert.equal(l.gguf_type, 'q8_0');
+  assert.equal(l.kv, 'f16');
   assert.ok(Math.abs(j.decode_ratio - j.decode_tok_s / l.decode_tok_s) < 1e-12);
   assert.ok(Math.abs(j.prefill_ratio - j.prefill_tok_s / l.prefill_tok_s) < 1e-12);
 });
@@ -90,4 +91,21 @@ test('bench: bad --model, --prefill 0 and a bf16 model with --vs-llama-cpp fail 
   const v = lutra('bench', '--model', fx.dir, '--vs-llama-cpp', '--prefill', '4', '--decode', '1');
   assert.equal(v.code, 1);
   assert.match(v.stderr, /^lutra: error: --vs-llama-cpp: .*bf16 \(model\.embed_tokens\.weight/m);
+});
+
+test('bench --context: a long prompt in passes of --prefill-batch, llama.cpp with the same KV type (--llama-kv f32)', () => {
+  const pkg = join(fx.root, 'q8');
+  if (lutra('inspect', pkg).code !== 0) assert.equal(lutra('convert', '--model', fx.dir, '--out', pkg, '--quant', 'all=int8:32').code, 0);
+  const args = ['--decode', '4', '--repeat', '1', '--probe-mib', '64', '--threads', '1', '--llama-threads', '1', '--json'];
+  const r = lutra('bench', '--model', pkg, '--context', '700', ...args, '--vs-llama-cpp', '--llama-kv', 'f32');
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.prefill_tokens, 700);
+  assert.equal(j.prefill_batch, 512);
+  assert.equal(j.kv, 'f32');
+  assert.equal(j.llama_cpp.kv, 'f32');
+  assert.ok(j.decode_tok_s > 0 && j.llama_cpp.decode_tok_s > 0);
+  assertOneLineError(lutra('bench', '--model', pkg, '--context', '100', '--prefill', '50'), /^lutra: error: --context N is a prompt of N tokens: give --context or --prefill, not both$/);
+  assertOneLineError(lutra('bench', '--model', pkg, '--llama-kv', 'f32'), /^lutra: error: --llama-kv needs --vs-llama-cpp$/);
+  assertOneLineError(lutra('bench', '--model', pkg, '--vs-llama-cpp', '--llama-kv', 'q8'), /^lutra: error: --llama-kv q8: expected f16 or f32$/);
 });

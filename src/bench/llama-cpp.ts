@@ -7,7 +7,8 @@
 //    lutra's prefill also computes the last logits (its argmax is part of its decode loop instead).
 //  - decode: the next `decode` tokens, each one single-token evaluation plus a greedy pick, as
 //    lutra's step(argmax(logits)). node-llama-cpp's per-token JS overhead is included.
-// The KV cache is llama.cpp's default (F16) and flash attention is off: stock CPU llama.cpp.
+// The KV cache is llama.cpp's default (F16) unless `kv` says F32 (lutra's cache type), and flash
+// attention is off: stock CPU llama.cpp. A long prompt goes in batches of `batch` tokens.
 import type { Llama, LlamaModel, Token } from 'node-llama-cpp';
 import { LutraError } from '../util/errors.js';
 
@@ -21,6 +22,10 @@ export interface LlamaCppTimeOptions {
   /** No further repetition starts after this many seconds per thread count (default 20). */
   budgetSeconds?: number;
   onProgress?: (message: string) => void;
+  /** Tokens per prefill pass (default all of them). */
+  batch?: number;
+  /** KV cache type (default f16, llama.cpp's own). */
+  kv?: 'f16' | 'f32';
 }
 
 export interface LlamaCppTiming {
@@ -63,7 +68,9 @@ export async function timeLlamaCpp(gguf: string, ids: number[], opts: LlamaCppTi
     for (const threads of opts.threads ?? [1, 2]) {
       const context = await model.createContext({
         contextSize: prefill + decode + 1,
-        batchSize: prefill,
+        batchSize: Math.min(prefill, opts.batch ?? prefill),
+        experimentalKvCacheKeyType: opts.kv === 'f32' ? 'F32' : 'F16',
+        experimentalKvCacheValueType: opts.kv === 'f32' ? 'F32' : 'F16',
         sequences: 1,
         threads: { ideal: threads, min: threads },
         flashAttention: false,

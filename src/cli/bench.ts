@@ -20,12 +20,14 @@ const { context: _context, 'on-overflow': _onOverflow, ...BENCH_MODEL_OPTIONS } 
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'time prefill and decode, against the machine\'s read bandwidth and optionally llama.cpp',
-  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256] [--decode 64] [--threads N] [--vs-llama-cpp] [--json]',
+  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256 | --context N] [--decode 64] [--threads N] [--vs-llama-cpp [--llama-kv f16|f32]] [--json]',
   options: {
     ...BENCH_MODEL_OPTIONS,
     model: { ...MODEL_OPTIONS.model, arg: 'DIR|FILE', help: 'model folder (checkpoint or lutra package) or a .gguf file' },
     'prefill-batch': { ...MODEL_OPTIONS['prefill-batch'], default: 'all --prefill tokens in one pass' },
     prefill: { type: 'string', arg: 'N', help: 'prompt tokens, fed in one batched pass', default: '256' },
+    context: { type: 'string', short: 'c', arg: 'N', help: 'long-context run: a prompt of N tokens fed in passes of --prefill-batch (default 512), then --decode steps at that context; llama.cpp the same' },
+    'llama-kv': { type: 'string', arg: 'TYPE', help: "llama.cpp's KV cache type: f16 (its default) or f32 (lutra's)", default: 'f16' },
     decode: { type: 'string', arg: 'N', help: 'tokens decoded one at a time after the prompt', default: '64' },
     repeat: { type: 'string', arg: 'N', help: 'timed runs after a warm-up (fewer when they take over 20 s); the best counts', default: '3' },
     'vs-llama-cpp': { type: 'boolean', help: 'also time llama.cpp on the same weights, exported to GGUF' },
@@ -40,7 +42,12 @@ export const benchCommand: Command = {
     '1 and N threads). --vs-llama-cpp needs every matrix in one of int8:32 (Q8_0), int4:32 (Q4_0), f16 or f32\n' +
     '(exported bit-identically) or a .gguf model. Progress goes to stderr, results to stdout.',
   async run(flags) {
-    const prefill = flags.number('prefill', 256, { integer: true, min: 1, max: 1 << 20 });
+    if (flags.has('context') && flags.has('prefill')) throw new LutraError('--context N is a prompt of N tokens: give --context or --prefill, not both');
+    const long = flags.has('context');
+    const prefill = long ? flags.number('context', 4096, { integer: true, min: 1, max: 1 << 20 }) : flags.number('prefill', 256, { integer: true, min: 1, max: 1 << 20 });
+    const llamaKv = flags.string('llama-kv', 'f16');
+    if (llamaKv !== 'f16' && llamaKv !== 'f32') throw new LutraError(`--llama-kv ${llamaKv}: expected f16 or f32`);
+    if (flags.has('llama-kv') && !flags.bool('vs-llama-cpp')) throw new LutraError('--llama-kv needs --vs-llama-cpp');
     const decode = flags.number('decode', 64, { integer: true, min: 1, max: 1 << 20 });
     const repeat = flags.number('repeat', 3, { integer: true, min: 1, max: 100 });
     const probeMib = flags.number('probe-mib', 1024, { integer: true, min: 16, max: 3072 });
@@ -49,7 +56,7 @@ export const benchCommand: Command = {
     threadsFlag(flags);
     const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
 
-    const prefillBatch = flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : undefined;
+    const prefillBatch = flags.has('prefill-batch') ? flags.number('prefill-batch', prefill, { integer: true, min: 1 }) : long ? Math.min(512, prefill) : undefined;
     const llamaThreads = vs ? threadList(flags.string('llama-threads', '1,2')) : [];
     if (vs && flags.has('lora')) throw new LutraError('--lora with --vs-llama-cpp: llama.cpp would run the base model without the adapter; bench them apart');
     const given = flags.model();
@@ -75,7 +82,9 @@ export const benchCommand: Command = {
       threads: t.threads,
       simd: t.simd,
       prefill_tokens: prefill,
+      prefill_batch: prefillBatch ?? prefill,
       decode_tokens: decode,
+      kv: 'f32',
       prefill_tok_s: t.prefill_tok_s,
       prefill_ms: t.prefill_ms,
       decode_tok_s: t.decode_tok_s,
@@ -100,8 +109,8 @@ export const benchCommand: Command = {
     if (vs) {
       const gguf = await ggufFor(dir, say);
       try {
-        const l = await timeLlamaCpp(gguf.path, benchTokens(prefill, model.vocabSize), { prefill, decode, repeat, threads: llamaThreads, onProgress: say });
-        result.llama_cpp = { ...l, gguf_type: gguf.type };
+        const l = await timeLlamaCpp(gguf.path, benchTokens(prefill, model.vocabSize), { prefill, decode, repeat, threads: llamaThreads, onProgress: say, batch: prefillBatch, kv: llamaKv });
+        result.llama_cpp = { ...l, gguf_type: gguf.type, kv: llamaKv };
         result.prefill_ratio = t.prefill_tok_s / l.prefill_tok_s;
         result.decode_ratio = t.decode_tok_s / l.decode_tok_s;
       } finally {
@@ -124,7 +133,7 @@ function table(r: Record<string, any>): string {
   const fmts = Object.entries(r.formats as Record<string, number>).map(([k, v]) => `${k} ${mb(v)}`).join(', ');
   const lines = [
     `lutra bench: ${r.model}${r.lora ? ` + LoRA ${r.lora}` : ''} (${r.backend}${r.simd ? ` ${r.simd} SIMD` : ''}, ${r.threads} thread${r.threads > 1 ? 's' : ''}; matrices ${fmts})`,
-    `  prefill    ${r.prefill_tokens} tokens: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
+    `  prefill    ${r.prefill_tokens} tokens${r.prefill_batch < r.prefill_tokens ? ` in passes of ${r.prefill_batch}` : ''}: ${f(r.prefill_tok_s)} tok/s (${f(r.prefill_ms)} ms)`,
     `  decode     ${r.decode_tokens} tokens: ${f(r.decode_tok_s, 2)} tok/s, ${f(r.ms_per_token, 2)} ms/token`,
     `  bandwidth  ${mb(r.weight_bytes)} read per token (${(r.params_per_token / 1e6).toFixed(0)} M of ${(r.params_resident / 1e6).toFixed(0)} M weights) → effective ${f(r.effective_gbs, 2)} GB/s = ${f(r.bandwidth_pct)}% of the measured ${f(r.bandwidth_gbs, 2)} GB/s (${r.bandwidth_threads} probe thread${r.bandwidth_threads > 1 ? 's' : ''})`,
     `  memory     peak RSS ${mb(r.peak_rss_bytes)}; weights ${mb(r.resident_weight_bytes)}${r.on_disk_weight_bytes > 0 ? ` (plus ${mb(r.on_disk_weight_bytes)} of per-layer embeddings read from disk, not resident)` : ''}; limit 1.3 × weights + 300 MB = ${mb(r.rss_limit_bytes)}: ${r.rss_ok ? 'ok' : 'EXCEEDED'}`,
@@ -134,7 +143,7 @@ function table(r: Record<string, any>): string {
     const th = (n: number) => `${n} thread${n > 1 ? 's' : ''}`;
     const src = l.gguf_type === 'as is' ? 'the GGUF as given' : `${l.gguf_type.toUpperCase()} export, same weights`;
     lines.push(
-      `  llama.cpp  ${src}: prefill ${f(l.prefill_tok_s)} tok/s (${th(l.prefill_threads)}), decode ${f(l.decode_tok_s, 2)} tok/s (${th(l.threads)})`,
+      `  llama.cpp  ${src}, KV cache ${l.kv} (lutra's: f32): prefill ${f(l.prefill_tok_s)} tok/s (${th(l.prefill_threads)}), decode ${f(l.decode_tok_s, 2)} tok/s (${th(l.threads)})`,
       `  ratio      lutra / llama.cpp: prefill ${f(r.prefill_ratio, 2)}×, decode ${f(r.decode_ratio, 2)}×`,
     );
   }
