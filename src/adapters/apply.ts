@@ -1,11 +1,11 @@
 // LoRA applied unmerged at run time: y = x·Wᵀ + Σᵢ wᵢ·sᵢ·(x·Aᵢᵀ)·Bᵢᵀ on any base format. The
-// adapters blended on one session are stacked once into a single pair per target (A of all ranks
-// one above the other, B side by side with wᵢ·sᵢ folded in, kept transposed), so any number of
-// adapters costs one small f32 matmul (x·Aᵀ) and one addProduct (+= low·Bᵀ) per adapted matrix. The base weights are never touched: one loaded
-// model serves sessions with different adapters, or none.
+// adapters blended on one session are stacked once into a single pair per target (stackLora; B
+// kept transposed), so any number of adapters costs one small f32 matmul (x·Aᵀ) and one
+// addProduct (+= low·Bᵀ) per adapted matrix. The base weights are never touched: one loaded model
+// serves sessions with different adapters, or none.
 import type { Backend, Matrix } from '../backend/backend.js';
 import type { Segment } from '../model/forward.js';
-import type { LoraUse } from './lora.js';
+import { stackLora, type LoraUse } from './lora.js';
 import { LutraError } from '../util/errors.js';
 
 interface Pair {
@@ -28,23 +28,12 @@ export class PreparedLora {
     for (const u of uses) for (const t of u.adapter.modules.keys()) targets.add(t);
     let maxRank = 0;
     for (const target of targets) {
-      const mods = uses.flatMap((u) => {
-        const m = u.adapter.modules.get(target);
-        return m && u.weight !== 0 ? [{ m, s: u.weight * m.scale }] : [];
-      });
-      if (mods.length === 0) continue;
-      const I = mods[0].m.inFeatures;
-      const O = mods[0].m.outFeatures;
-      const R = mods.reduce((n, x) => n + x.m.rank, 0);
-      const A = new Float32Array(R * I);
+      const st = stackLora(uses, target);
+      if (!st) continue;
+      const { rank: R, inFeatures: I, outFeatures: O } = st;
       const BT = backend.alloc(R * O);
-      let k0 = 0;
-      for (const { m, s } of mods) {
-        A.set(m.A, k0 * I);
-        for (let o = 0; o < O; o++) for (let k = 0; k < m.rank; k++) BT[(k0 + k) * O + o] = s * m.B[o * m.rank + k];
-        k0 += m.rank;
-      }
-      const prepared = backend.prepare({ name: `${target}.lora_A`, shape: [R, I], format: { kind: 'f32' }, data: new Uint8Array(A.buffer), source: 'LoRA' });
+      for (let o = 0; o < O; o++) for (let k = 0; k < R; k++) BT[k * O + o] = st.B[o * R + k];
+      const prepared = backend.prepare({ name: `${target}.lora_A`, shape: [R, I], format: { kind: 'f32' }, data: new Uint8Array(st.A.buffer), source: 'LoRA' });
       this.pairs.set(target, { A: prepared, BT, rank: R, out: O });
       maxRank = Math.max(maxRank, R);
     }

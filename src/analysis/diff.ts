@@ -6,7 +6,7 @@
 import { openWeightSource } from '../io/source.js';
 import { architectureOf } from '../arch/registry.js';
 import { dequantize } from '../backend/reference/index.js';
-import { readLoraAdapter, type LoraUse } from '../adapters/lora.js';
+import { readLoraAdapter, stackLora, type LoraUse } from '../adapters/lora.js';
 import { PreparedLora } from '../adapters/apply.js';
 import type { Backend } from '../backend/backend.js';
 import type { CausalLM, Observer } from '../model/forward.js';
@@ -102,24 +102,9 @@ export function diffModels(baseDir: string, opts: DiffOptions): DiffReport {
         }
         sv = dn === 0 ? new Float64Array(0) : singularValues(d, rows, cols);
       } else {
-        // Σ wᵢ·sᵢ·BᵢAᵢ: stack the adapters into one low-rank product, as PreparedLora does.
-        const parts = uses.flatMap((u) => {
-          const m = u.adapter.modules.get(t.name);
-          return m && u.weight !== 0 ? [{ m, s: u.weight * m.scale }] : [];
-        });
-        const R = parts.reduce((n, p) => n + p.m.rank, 0);
-        if (R === 0) sv = new Float64Array(0);
-        else {
-          const A = new Float64Array(R * cols);
-          const B = new Float64Array(rows * R);
-          let k0 = 0;
-          for (const { m, s } of parts) {
-            A.set(m.A, k0 * cols);
-            for (let o = 0; o < rows; o++) for (let k = 0; k < m.rank; k++) B[o * R + k0 + k] = s * m.B[o * m.rank + k];
-            k0 += m.rank;
-          }
-          sv = lowRankSingularValues(A, B, R, cols, rows, 1);
-        }
+        // Σ wᵢ·sᵢ·BᵢAᵢ as one low-rank product, as PreparedLora runs it.
+        const st = stackLora(uses, t.name);
+        sv = st ? lowRankSingularValues(st.A, st.B, st.rank, cols, rows, 1) : new Float64Array(0);
         for (const x of sv) dn += x * x;
       }
       const sum = sums.get(layer) ?? { d: 0, w: 0 };
