@@ -204,30 +204,6 @@ export function readLoraAdapter(dir: string, tensors: readonly TensorSpec[]): Lo
   return { dir, name: basename(resolve(dir)), rank: rank as number, alpha: alpha as number, rslora, modules };
 }
 
-/**
- * The adapters of a blend on one target stacked into one low-rank pair: A [R, in] (each adapter's
- * rows one above the other) and B [out, R] (side by side, weight·scale folded in), R = Σ ranks;
- * B·A is the blend's change. null when no adapter of the blend touches the target.
- */
-export function stackLora(uses: readonly LoraUse[], target: string): { rank: number; inFeatures: number; outFeatures: number; A: Float32Array; B: Float64Array } | null {
-  const mods = uses.flatMap((u) => {
-    const m = u.adapter.modules.get(target);
-    return m && u.weight !== 0 ? [{ m, s: u.weight * m.scale }] : [];
-  });
-  if (mods.length === 0) return null;
-  const { inFeatures: I, outFeatures: O } = mods[0].m;
-  const R = mods.reduce((n, x) => n + x.m.rank, 0);
-  const A = new Float32Array(R * I);
-  const B = new Float64Array(O * R);
-  let k0 = 0;
-  for (const { m, s } of mods) {
-    A.set(m.A, k0 * I);
-    for (let o = 0; o < O; o++) for (let k = 0; k < m.rank; k++) B[o * R + k0 + k] = s * m.B[o * m.rank + k];
-    k0 += m.rank;
-  }
-  return { rank: R, inFeatures: I, outFeatures: O, A, B };
-}
-
 /** Σ weight · scale · B·A for one target, as f32 [out, in] (for merging into a weight). */
 export function loraDelta(uses: readonly LoraUse[], target: string): Float32Array | null {
   let delta: Float32Array | null = null;

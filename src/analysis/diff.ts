@@ -6,8 +6,8 @@
 import { openWeightSource } from '../io/source.js';
 import { architectureOf } from '../arch/registry.js';
 import { dequantize } from '../backend/reference/index.js';
-import { readLoraAdapter, stackLora, type LoraUse } from '../adapters/lora.js';
-import { PreparedLora } from '../adapters/apply.js';
+import { readLoraAdapter, type LoraUse } from '../adapters/lora.js';
+import { PreparedLora, stackLora } from '../adapters/apply.js';
 import type { Backend } from '../backend/backend.js';
 import type { CausalLM, Observer } from '../model/forward.js';
 import { loadModel } from '../runtime/load.js';
