@@ -5,67 +5,127 @@
 // p % capacity). Each query is scored against exactly the keys it can see, so Q-chunking (which
 // only changes the masked-out set) does not change the result.
 //
-// Per unit: the visible keys' addresses are listed once; scores four keys at a time (each query
-// vector load serves four keys, each key row every head of the group); exp four lanes at a time;
-// then per head the weighted sum of values, four value rows streamed at a time.
+// Per unit: the visible keys' addresses are listed once; then, a block of KB keys at a time, the
+// scores of every head of the group (an even group in tiles of two heads × four keys); exp four
+// lanes at a time; then the weighted sums of values, a block of KB value rows at a time added into
+// every head's output (an even group in tiles of two heads × sixteen dims summed in registers), so
+// K and V are each read once per unit. With kvHalf the cache holds IEEE halves (this batch's own
+// k/v stay f32): each block of cached rows is widened to f32 once, in scratch, before use.
 import { dot, axpy, hmax } from './dot';
+
+/** Keys per block: a block's f32 key or value rows (16 KB at headDim 256) stay in L1 while they are used. */
+const KB = 16;
 
 export function attention(
   q: usize, k: usize, v: usize, cacheK: usize, cacheV: usize, capacity: i32, ring: i32,
   pos0: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, window: i32,
-  out: usize, u0: i32, u1: i32, scratch: usize, split: i32, partials: usize,
+  out: usize, u0: i32, u1: i32, scratch: usize, split: i32, partials: usize, kvHalf: i32,
 ): void {
   const kvDim = numKvHeads * headDim;
   const group = numHeads / numKvHeads;
+  const rowBytes = <usize>headDim << 2;
   for (let u = u0; u < u1; u++) {
     // split > 1 (decode, fewer (token, kv head) pairs than threads): the visible keys are cut in
     // `split` runs, one per unit, each read by one thread; attentionCombine merges the partial
     // results (their maxima, sums and unnormalised outputs, in `partials`).
     const pair = u / split, part = u % split;
     const t = pair / numKvHeads, kvh = pair % numKvHeads;
-    const kvOff = <usize>(kvh * headDim) << 2;
     const qp = pos0 + t;
     const lo = window > 0 ? max(0, qp - window + 1) : 0;
     const visible = qp - lo + 1;
     const j0 = lo + <i32>((<i64>visible * part) / split), j1 = lo + <i32>((<i64>visible * (part + 1)) / split);
     const n = j1 - j0;
-    // scratch: n key addresses, n value addresses, then n scores per query head of the group.
+    // scratch: n key addresses, n value addresses, n scores per query head of the group, a spare
+    // slot per head, then four f32 rows for cached rows converted from f16.
     const keys = scratch, vals = keys + (<usize>n << 2), scores = vals + (<usize>n << 2);
+    const ss = <usize>n << 2;
+    const spare = scores + <usize>group * ss;
+    const conv = (spare + (<usize>group << 2) + 15) & ~<usize>15;
+    const ptrs = conv + <usize>KB * rowBytes;
     for (let j = 0; j < n; j++) {
       const p = j0 + j;
-      const row = rowOffset(p, pos0, capacity, ring, kvDim) + kvOff;
-      store<u32>(keys + (<usize>j << 2), <u32>((p >= pos0 ? k : cacheK) + row));
-      store<u32>(vals + (<usize>j << 2), <u32>((p >= pos0 ? v : cacheV) + row));
+      let kr: usize, vr: usize;
+      if (p >= pos0) {
+        const row = (<usize>(p - pos0) * <usize>kvDim + <usize>(kvh * headDim)) << 2;
+        kr = k + row;
+        vr = v + row;
+      } else {
+        const slot = ring != 0 ? p % capacity : p;
+        const row = (<usize>slot * <usize>kvDim + <usize>(kvh * headDim)) << (kvHalf != 0 ? 1 : 2);
+        kr = cacheK + row;
+        vr = cacheV + row;
+      }
+      store<u32>(keys + (<usize>j << 2), <u32>kr);
+      store<u32>(vals + (<usize>j << 2), <u32>vr);
     }
+    // Keys j < nHalf are f16 rows of the cache (positions before pos0 come first).
+    const nHalf = kvHalf != 0 ? min(n, max(0, pos0 - j0)) : 0;
     const q0 = q + ((<usize>t * <usize>numHeads + <usize>(kvh * group)) * <usize>headDim << 2);
-    const qs = <usize>headDim << 2, ss = <usize>n << 2;
-    // Four keys at a time for every head of the group: the four rows stay in L1 across the heads.
+    const qs = <usize>headDim << 2;
+    // Scores, a block of KB keys at a time (cached f16 rows widened once per block): with an even
+    // group, tiles of two heads × four keys (eight sums in registers, each loaded key chunk serving
+    // two heads); otherwise each head against four keys.
     const vs = f32x4.splat(scale);
-    let j = 0;
-    for (; j + 4 <= n; j += 4) {
-      const a = keys + (<usize>j << 2);
-      const k0 = load<u32>(a), k1 = load<u32>(a, 4), k2 = load<u32>(a, 8), k3 = load<u32>(a, 12);
-      for (let g = 0; g < group; g++) {
-        v128.store(scores + <usize>g * ss + (<usize>j << 2), f32x4.mul(dot4(q0 + <usize>g * qs, k0, k1, k2, k3, headDim), vs));
+    const pairs = (group & 1) == 0;
+    for (let jb = 0; jb < n; jb += KB) {
+      const nb = min(KB, n - jb);
+      f32Rows(keys + (<usize>jb << 2), nb, nHalf - jb, conv, headDim, ptrs);
+      const sb = scores + (<usize>jb << 2);
+      let i = 0;
+      for (; i + 4 <= nb; i += 4) {
+        const a = ptrs + (<usize>i << 2);
+        const k0 = <usize>load<u32>(a), k1 = <usize>load<u32>(a, 4), k2 = <usize>load<u32>(a, 8), k3 = <usize>load<u32>(a, 12);
+        const si = sb + (<usize>i << 2);
+        if (pairs) {
+          for (let g = 0; g < group; g += 2) scores2x4(q0 + <usize>g * qs, qs, k0, k1, k2, k3, headDim, vs, si + <usize>g * ss, ss);
+        } else {
+          for (let g = 0; g < group; g++) v128.store(si + <usize>g * ss, f32x4.mul(dot4(q0 + <usize>g * qs, k0, k1, k2, k3, headDim), vs));
+        }
+      }
+      for (; i < nb; i++) {
+        const kr = <usize>load<u32>(ptrs + (<usize>i << 2));
+        for (let g = 0; g < group; g++) store<f32>(sb + <usize>g * ss + (<usize>i << 2), dot(q0 + <usize>g * qs, kr, headDim) * scale);
       }
     }
-    for (; j < n; j++) {
-      const kr = <usize>load<u32>(keys + (<usize>j << 2));
-      for (let g = 0; g < group; g++) store<f32>(scores + <usize>g * ss + (<usize>j << 2), dot(q0 + <usize>g * qs, kr, headDim) * scale);
-    }
+    // Softmax weights per head; the sum's inverse (split 1) or the max and sum (partial slot:
+    // max, sum, then headDim unnormalised outputs) kept for after the values.
     for (let g = 0; g < group; g++) {
       const sg = scores + <usize>g * ss;
       if (split == 1) {
-        const sum = softmaxWeights(sg, n, scores + <usize>group * ss); // the max goes to a spare slot
-        weightedSum(vals, sg, n, headDim, <f32>(1 / sum), out + (q0 - q) + <usize>g * qs);
+        const sum = softmaxWeights(sg, n, spare + (<usize>g << 2));
+        store<f32>(spare + (<usize>g << 2), <f32>(1 / sum));
       } else {
-        // Partial slot (pair, head g, part): max, sum, then headDim unnormalised outputs.
         const slot = partials + ((<usize>(pair * group + g) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2);
-        const sum = softmaxWeights(sg, n, slot);
-        store<f32>(slot, <f32>sum, 4);
-        weightedSum(vals, sg, n, headDim, 1, slot + 8);
+        store<f32>(slot, <f32>softmaxWeights(sg, n, slot), 4);
       }
     }
+    // Values, a block of KB rows at a time (read once, widened once): with an even group and
+    // headDim a multiple of 16, tiles of two heads × sixteen dims summed over the block in
+    // registers; otherwise four rows at a time into each head's output row.
+    const dst0 = split == 1 ? out + (q0 - q) : partials + ((<usize>(pair * group) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2) + 8;
+    const dstStride = split == 1 ? qs : (<usize>split * <usize>(headDim + 2)) << 2;
+    for (let g = 0; g < group; g++) memory.fill(dst0 + <usize>g * dstStride, 0, rowBytes);
+    const tiled = pairs && (headDim & 15) == 0;
+    for (let jb = 0; jb < n; jb += KB) {
+      const nb = min(KB, n - jb);
+      f32Rows(vals + (<usize>jb << 2), nb, nHalf - jb, conv, headDim, ptrs);
+      const wb = scores + (<usize>jb << 2);
+      if (tiled) {
+        for (let g = 0; g < group; g += 2) addBlock2x16(wb + <usize>g * ss, ss, ptrs, nb, headDim, dst0 + <usize>g * dstStride, dstStride);
+        continue;
+      }
+      let i = 0;
+      for (; i + 4 <= nb; i += 4) {
+        const a = ptrs + (<usize>i << 2);
+        const r0 = <usize>load<u32>(a), r1 = <usize>load<u32>(a, 4), r2 = <usize>load<u32>(a, 8), r3 = <usize>load<u32>(a, 12);
+        for (let g = 0; g < group; g++) addRows4(wb + <usize>g * ss + (<usize>i << 2), r0, r1, r2, r3, headDim, dst0 + <usize>g * dstStride);
+      }
+      for (; i < nb; i++) {
+        const vr = <usize>load<u32>(ptrs + (<usize>i << 2));
+        for (let g = 0; g < group; g++) axpy(load<f32>(wb + <usize>g * ss + (<usize>i << 2)), vr, dst0 + <usize>g * dstStride, headDim);
+      }
+    }
+    if (split == 1) for (let g = 0; g < group; g++) scaleRow(dst0 + <usize>g * dstStride, headDim, load<f32>(spare + (<usize>g << 2)));
   }
 }
 
@@ -120,12 +180,6 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
   return sum;
 }
 
-/** Byte offset of the key/value row of absolute position p in its array (batch or cache). */
-@inline function rowOffset(p: i32, pos0: i32, capacity: i32, ring: i32, kvDim: i32): usize {
-  const r = p >= pos0 ? p - pos0 : ring != 0 ? p % capacity : p;
-  return (<usize>r * <usize>kvDim) << 2;
-}
-
 /** [q·k0, q·k1, q·k2, q·k3] over n f32. */
 @inline function dot4(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, n: i32): v128 {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
@@ -138,10 +192,7 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
     a2 = f32x4.add(a2, f32x4.mul(x, v128.load(k2 + o)));
     a3 = f32x4.add(a3, f32x4.mul(x, v128.load(k3 + o)));
   }
-  // Lane sums: two rounds of interleave-and-add.
-  const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
-  const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
-  let s = f32x4.add(v128.shuffle<f64>(ab, cd, 0, 2), v128.shuffle<f64>(ab, cd, 1, 3));
+  let s = lanes4(a0, a1, a2, a3);
   for (; i < n; i++) {
     const o = <usize>i << 2;
     const x = load<f32>(q + o);
@@ -151,43 +202,153 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
 }
 
 /**
- * out[d] = inv · Σ_j w[j]·V_j[d]. Keys four at a time, each pass running along the four value
- * rows from start to end (sequential streams the prefetchers follow; the rows come from DRAM in a
- * decode step) with the output row as the accumulator (it stays in L1).
+ * Row addresses of a block of nb keys (or values) from the unit's list at `list`, into `ptrs`; the
+ * first `half` of them are f16 rows of the cache, widened into `conv` (one row per slot).
  */
-function weightedSum(vals: usize, w: usize, n: i32, dim: i32, inv: f32, out: usize): void {
-  memory.fill(out, 0, <usize>dim << 2);
-  const d4 = dim & ~3;
-  let j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const a = vals + (<usize>j << 2), wp = w + (<usize>j << 2);
-    const r0 = <usize>load<u32>(a), r1 = <usize>load<u32>(a, 4), r2 = <usize>load<u32>(a, 8), r3 = <usize>load<u32>(a, 12);
-    const e0 = v128.load32_splat(wp), e1 = v128.load32_splat(wp, 4), e2 = v128.load32_splat(wp, 8), e3 = v128.load32_splat(wp, 12);
-    for (let d = 0; d < d4; d += 4) {
-      const o = <usize>d << 2;
-      let acc = f32x4.add(v128.load(out + o), f32x4.mul(e0, v128.load(r0 + o)));
-      acc = f32x4.add(acc, f32x4.mul(e1, v128.load(r1 + o)));
-      acc = f32x4.add(acc, f32x4.mul(e2, v128.load(r2 + o)));
-      v128.store(out + o, f32x4.add(acc, f32x4.mul(e3, v128.load(r3 + o))));
-    }
-    for (let d = d4; d < dim; d++) {
-      const o = <usize>d << 2;
-      store<f32>(out + o, load<f32>(out + o) + load<f32>(wp) * load<f32>(r0 + o) + load<f32>(wp, 4) * load<f32>(r1 + o) + load<f32>(wp, 8) * load<f32>(r2 + o) + load<f32>(wp, 12) * load<f32>(r3 + o));
-    }
+@inline function f32Rows(list: usize, nb: i32, half: i32, conv: usize, headDim: i32, ptrs: usize): void {
+  const rowBytes = <usize>headDim << 2;
+  for (let i = 0; i < nb; i++) {
+    let a = <usize>load<u32>(list + (<usize>i << 2));
+    if (i < half) a = halfRow(a, conv + <usize>i * rowBytes, headDim);
+    store<u32>(ptrs + (<usize>i << 2), <u32>a);
   }
-  for (; j < n; j++) axpy(load<f32>(w + (<usize>j << 2)), <usize>load<u32>(vals + (<usize>j << 2)), out, dim);
-  const vi = f32x4.splat(inv);
-  for (let d = 0; d < d4; d += 4) v128.store(out + (<usize>d << 2), f32x4.mul(v128.load(out + (<usize>d << 2)), vi));
-  for (let d = d4; d < dim; d++) store<f32>(out + (<usize>d << 2), load<f32>(out + (<usize>d << 2)) * inv);
+}
+
+/**
+ * Scores of two heads (query rows qa and qa + qs) against four key rows, times `vs`: head 0's four
+ * at s, head 1's at s + ss. Eight running sums, each key chunk loaded once for both heads.
+ */
+@inline function scores2x4(qa: usize, qs: usize, k0: usize, k1: usize, k2: usize, k3: usize, n: i32, vs: v128, s: usize, ss: usize): void {
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+  const qb = qa + qs;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    const x = v128.load(qa + o), y = v128.load(qb + o);
+    const c0 = v128.load(k0 + o), c1 = v128.load(k1 + o), c2 = v128.load(k2 + o), c3 = v128.load(k3 + o);
+    a0 = f32x4.add(a0, f32x4.mul(x, c0));
+    b0 = f32x4.add(b0, f32x4.mul(y, c0));
+    a1 = f32x4.add(a1, f32x4.mul(x, c1));
+    b1 = f32x4.add(b1, f32x4.mul(y, c1));
+    a2 = f32x4.add(a2, f32x4.mul(x, c2));
+    b2 = f32x4.add(b2, f32x4.mul(y, c2));
+    a3 = f32x4.add(a3, f32x4.mul(x, c3));
+    b3 = f32x4.add(b3, f32x4.mul(y, c3));
+  }
+  let sa = lanes4(a0, a1, a2, a3), sb = lanes4(b0, b1, b2, b3);
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    const x = load<f32>(qa + o), y = load<f32>(qb + o);
+    const c = f32x4(load<f32>(k0 + o), load<f32>(k1 + o), load<f32>(k2 + o), load<f32>(k3 + o));
+    sa = f32x4.add(sa, f32x4.mul(f32x4.splat(x), c));
+    sb = f32x4.add(sb, f32x4.mul(f32x4.splat(y), c));
+  }
+  v128.store(s, f32x4.mul(sa, vs));
+  v128.store(s + ss, f32x4.mul(sb, vs));
+}
+
+/** [Σ lanes of a0, of a1, of a2, of a3]: two rounds of interleave-and-add. */
+@inline function lanes4(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
+  const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<f64>(ab, cd, 0, 2), v128.shuffle<f64>(ab, cd, 1, 3));
+}
+
+/**
+ * Two heads' outputs (o0 and o0 + os) += Σ_i w[i]·V_i over the nb value rows at ptrs, with head 0's
+ * weights at w and head 1's at w + ws; dim a multiple of 16. Per sixteen dims the block's sums stay
+ * in eight registers and reach the output rows once.
+ */
+function addBlock2x16(w: usize, ws: usize, ptrs: usize, nb: i32, dim: i32, o0: usize, os: usize): void {
+  const o1 = o0 + os;
+  for (let d = 0; d < dim; d += 16) {
+    const od = <usize>d << 2;
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+    for (let i = 0; i < nb; i++) {
+      const r = <usize>load<u32>(ptrs + (<usize>i << 2)) + od;
+      const e = v128.load32_splat(w + (<usize>i << 2)), f = v128.load32_splat(w + ws + (<usize>i << 2));
+      const v0 = v128.load(r), v1 = v128.load(r, 16), v2 = v128.load(r, 32), v3 = v128.load(r, 48);
+      a0 = f32x4.add(a0, f32x4.mul(e, v0));
+      b0 = f32x4.add(b0, f32x4.mul(f, v0));
+      a1 = f32x4.add(a1, f32x4.mul(e, v1));
+      b1 = f32x4.add(b1, f32x4.mul(f, v1));
+      a2 = f32x4.add(a2, f32x4.mul(e, v2));
+      b2 = f32x4.add(b2, f32x4.mul(f, v2));
+      a3 = f32x4.add(a3, f32x4.mul(e, v3));
+      b3 = f32x4.add(b3, f32x4.mul(f, v3));
+    }
+    v128.store(o0 + od, f32x4.add(v128.load(o0 + od), a0));
+    v128.store(o0 + od, f32x4.add(v128.load(o0 + od, 16), a1), 16);
+    v128.store(o0 + od, f32x4.add(v128.load(o0 + od, 32), a2), 32);
+    v128.store(o0 + od, f32x4.add(v128.load(o0 + od, 48), a3), 48);
+    v128.store(o1 + od, f32x4.add(v128.load(o1 + od), b0));
+    v128.store(o1 + od, f32x4.add(v128.load(o1 + od, 16), b1), 16);
+    v128.store(o1 + od, f32x4.add(v128.load(o1 + od, 32), b2), 32);
+    v128.store(o1 + od, f32x4.add(v128.load(o1 + od, 48), b3), 48);
+  }
+}
+
+/**
+ * out[d] += Σ_i w[i]·r_i[d] over four value rows (weights w[0..4)), running along the rows with
+ * the output row as the accumulator (it stays in L1).
+ */
+@inline function addRows4(w: usize, r0: usize, r1: usize, r2: usize, r3: usize, dim: i32, out: usize): void {
+  const e0 = v128.load32_splat(w), e1 = v128.load32_splat(w, 4), e2 = v128.load32_splat(w, 8), e3 = v128.load32_splat(w, 12);
+  const d4 = dim & ~3;
+  for (let d = 0; d < d4; d += 4) {
+    const o = <usize>d << 2;
+    let acc = f32x4.add(v128.load(out + o), f32x4.mul(e0, v128.load(r0 + o)));
+    acc = f32x4.add(acc, f32x4.mul(e1, v128.load(r1 + o)));
+    acc = f32x4.add(acc, f32x4.mul(e2, v128.load(r2 + o)));
+    v128.store(out + o, f32x4.add(acc, f32x4.mul(e3, v128.load(r3 + o))));
+  }
+  for (let d = d4; d < dim; d++) {
+    const o = <usize>d << 2;
+    store<f32>(out + o, load<f32>(out + o) + load<f32>(w) * load<f32>(r0 + o) + load<f32>(w, 4) * load<f32>(r1 + o) + load<f32>(w, 8) * load<f32>(r2 + o) + load<f32>(w, 12) * load<f32>(r3 + o));
+  }
+}
+
+/** x[0..dim) *= s. */
+function scaleRow(x: usize, dim: i32, s: f32): void {
+  const vs = f32x4.splat(s);
+  const d4 = dim & ~3;
+  for (let d = 0; d < d4; d += 4) v128.store(x + (<usize>d << 2), f32x4.mul(v128.load(x + (<usize>d << 2)), vs));
+  for (let d = d4; d < dim; d++) store<f32>(x + (<usize>d << 2), load<f32>(x + (<usize>d << 2)) * s);
+}
+
+/**
+ * A cached row of n IEEE halves at src, widened to f32 at dst; returns dst. Eight lanes at a time:
+ * sign-extended to i32 and shifted left 13, the sign lands in bit 31 and exponent and mantissa in
+ * bits 13..27; masking bits 28..30 leaves an f32 whose value is the half's times 2^-112 (subnormal
+ * halves and zero included), so one multiply by 2^112 gives the exact value. Halves are never
+ * infinite or NaN here: the cache clamps what it stores to ±65504.
+ */
+function halfRow(src: usize, dst: usize, n: i32): usize {
+  const mask = i32x4.splat(0x8fffe000), mag = f32x4.splat(5.192296858534828e33);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const h = v128.load(src + (<usize>i << 1));
+    v128.store(dst + (<usize>i << 2), f32x4.mul(v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(h), 13), mask), mag));
+    v128.store(dst + (<usize>i << 2), f32x4.mul(v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(h), 13), mask), mag), 16);
+  }
+  for (; i < n; i++) {
+    const b = (<i32>load<i16>(src + (<usize>i << 1)) << 13) & 0x8fffe000;
+    store<f32>(dst + (<usize>i << 2), reinterpret<f32>(b) * <f32>5.192296858534828e33);
+  }
+  return dst;
 }
 
 /**
  * e^x for four lanes with x ≤ 0 (scores minus their max): e^r·2^n with |r| ≤ ln2/2, Taylor to r⁷
- * (relative error < 1e-8 before the f32 rounding); below −87 (where e^x nears the smallest normal
- * f32) the result is e^−87 ≈ 1.6e-38 instead of something smaller, which no sum notices.
+ * (relative error < 1e-8 before the f32 rounding). Below −44 the result is 0: such a weight (under
+ * 8e-20 of the largest) changes no f32 sum, while its products with value rows would land among
+ * the subnormal f32s, which x86 cores compute in slow microcode (a decode step over 16k keys whose
+ * scores spread that wide took 40% longer, EXPERIMENTS LC3). NaN stays NaN.
  */
 @inline function exp4(x: v128): v128 {
-  const z = f32x4.max(x, f32x4.splat(-87));
+  const z = f32x4.max(x, f32x4.splat(-44));
   const n = f32x4.nearest(f32x4.mul(z, f32x4.splat(1.4426950408889634)));
   // ln 2 in two parts (Cephes' split): n·C1 is exact, so r keeps its low bits.
   const r = f32x4.add(f32x4.sub(z, f32x4.mul(n, f32x4.splat(0.693359375))), f32x4.mul(n, f32x4.splat(2.12194440e-4)));
@@ -199,5 +360,6 @@ function weightedSum(vals: usize, w: usize, n: i32, dim: i32, inv: f32, out: usi
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
   p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
-  return f32x4.mul(p, i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23));
+  const e = f32x4.mul(p, i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23));
+  return v128.andnot(e, f32x4.lt(x, f32x4.splat(-44)));
 }

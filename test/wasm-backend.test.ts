@@ -9,7 +9,7 @@
 // Whole model: max |Δlogit| ≤ 1e-3 and the same top-1 token at every position.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { f16BitsToF32 } from '../src/util/half.js';
+import { f16BitsToF32, f32ArrayToF16 } from '../src/util/half.js';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { WasmBackend } from '../src/backend/wasm/index.js';
 import { makeRopeTable, type Matrix } from '../src/backend/backend.js';
@@ -175,11 +175,50 @@ test('rmsNorm, rope, geluMul, softcap and add match the reference', () => {
 });
 
 test('attention: batch keys vs cached keys, ring slots, sliding and global, T = 1, 3, 17, 2 or 1 kv heads', () => {
-  // One kv head: a 2-thread decode step splits the four query heads over two units.
-  for (const numKvHeads of [2, 1]) attentionCases(4, numKvHeads, 18);
+  // One kv head: a 2-thread decode step splits the four query heads over two units. Head dims 18
+  // (tails everywhere) and 32 (the two-heads × sixteen-dims value tiles); groups of 4, 2 (two-head
+  // score tiles) and 3 (one head at a time).
+  for (const numKvHeads of [2, 1]) attentionCases(4, numKvHeads, 18, 'f32');
+  attentionCases(4, 1, 32, 'f32');
+  attentionCases(3, 1, 32, 'f32');
 });
 
-function attentionCases(numHeads: number, numKvHeads: number, headDim: number) {
+test('attention over an f16 KV cache: wasm widens the cached halves as the reference does', () => {
+  attentionCases(4, 1, 32, 'f16');
+  attentionCases(4, 2, 18, 'f16');
+  attentionCases(3, 1, 18, 'f16');
+});
+
+test('attention over an f16 KV cache: every finite half reaches the output exactly', () => {
+  // One cached key (position 0) scores 100 and the batch's own key −100: its weight (e^−200) is 0 and
+  // the output is the cached value row itself, widened from halves. The row holds all 63 488 finite halves.
+  const halves: number[] = [];
+  for (let h = 0; h < 0x10000; h++) if ((h & 0x7c00) !== 0x7c00) halves.push(h);
+  const D = halves.length; // 63 488 = 16 · 3 968
+  for (const numHeads of [1, 2]) {
+    for (const [label, B] of backends) {
+      B.resetScratch();
+      const cacheK = B.alloc(D / 2), cacheV = B.alloc(D / 2);
+      new Uint16Array(cacheK.buffer, cacheK.byteOffset, D)[0] = 0x3c00; // 1.0
+      new Uint16Array(cacheV.buffer, cacheV.byteOffset, D).set(halves);
+      const q = B.scratch(numHeads * D).fill(0), k = B.scratch(D).fill(0), v = B.scratch(D).fill(0);
+      for (let h = 0; h < numHeads; h++) q[h * D] = 100;
+      k[0] = -1;
+      const out = B.scratch(numHeads * D);
+      const cache = { k: cacheK, v: cacheV, capacity: 1, ring: false, type: 'f16' as const };
+      B.attention({ q, k, v, cache, pos0: 1, T: 1, numHeads, numKvHeads: 1, headDim: D, scale: 1, window: 0, qChunk: 1, out });
+      for (let h = 0; h < numHeads; h++) {
+        for (let i = 0; i < D; i++) {
+          if (out[h * D + i] !== f16BitsToF32(halves[i])) assert.fail(`${label}, ${numHeads} head(s): half 0x${halves[i].toString(16)} came out as ${out[h * D + i]}, expected ${f16BitsToF32(halves[i])}`);
+        }
+      }
+      B.free(cacheK);
+      B.free(cacheV);
+    }
+  }
+});
+
+function attentionCases(numHeads: number, numKvHeads: number, headDim: number, type: 'f32' | 'f16') {
   const kvDim = numKvHeads * headDim;
   const cases = [
     { window: 16, capacity: 16, ring: true, pos0: 37 }, // ring wrapped twice
@@ -197,16 +236,30 @@ function attentionCases(numHeads: number, numKvHeads: number, headDim: number) {
         const q = fillRandom(B.scratch(T * numHeads * headDim), 11 + T, 2);
         const k = fillRandom(B.scratch(T * kvDim), 12 + T, 2);
         const v = fillRandom(B.scratch(T * kvDim), 13 + T);
-        const cache = { k: fillRandom(B.alloc(c.capacity * kvDim), 14), v: fillRandom(B.alloc(c.capacity * kvDim), 15), capacity: c.capacity, ring: c.ring };
+        const cacheArray = (seed: number) => {
+          const values = fillRandom(new Float32Array(c.capacity * kvDim), seed);
+          if (type === 'f32') {
+            const a = B.alloc(values.length);
+            a.set(values);
+            return a;
+          }
+          const a = B.alloc(Math.ceil(values.length / 2));
+          new Uint16Array(a.buffer, a.byteOffset, values.length).set(f32ArrayToF16(values));
+          return a;
+        };
+        const cache = { k: cacheArray(14), v: cacheArray(15), capacity: c.capacity, ring: c.ring, type };
         const args = { q, k, v, cache, pos0: c.pos0, T, numHeads, numKvHeads, headDim, scale: 1 / Math.sqrt(headDim), window: c.window, qChunk: 4 };
         const out = B.scratch(T * numHeads * headDim);
         B.attention({ ...args, out });
         const want = new Float32Array(T * numHeads * headDim);
         ref.attention({ ...args, out: want });
         let vmax = 0;
-        for (const a of [v, cache.v]) for (const x of a) vmax = Math.max(vmax, Math.abs(x));
+        for (const x of v) vmax = Math.max(vmax, Math.abs(x));
+        vmax = Math.max(vmax, 1); // cached values are in [-1, 1]
         const d = maxAbsDiff(out, want);
-        assert.ok(d <= 1e-5 * vmax, `attention ${JSON.stringify(c)} T=${T} ${numKvHeads} kv heads ${label}: max |Δ| ${d}`);
+        assert.ok(d <= 1e-5 * vmax, `attention ${JSON.stringify(c)} T=${T} ${numHeads}/${numKvHeads} heads, dim ${headDim}, ${type} cache, ${label}: max |Δ| ${d}`);
+        B.free(cache.k);
+        B.free(cache.v);
       }
     }
   }

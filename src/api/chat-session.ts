@@ -38,9 +38,9 @@ export class ChatSession {
       throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${model.info.maxPositions}]`);
     }
     // Slack lets the cache step back over an answer whose re-rendered tokens differ (the template trims).
-    const { prefillBatch, onOverflow, batcher } = model.pool.opts;
+    const { prefillBatch, onOverflow, batcher, kvType } = model.pool.opts;
     const lora: PreparedLora | null = model.adapters.resolve(opts.adapter);
-    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow, batcher, lora });
+    this.session = new Session(model.engine, { contextLength, rollbackSlack: SESSION_SLACK, prefillBatch, onOverflow, batcher, lora, kvType });
     if (opts.system !== undefined) {
       if (typeof opts.system !== 'string') throw new LutraError('system: expected a string');
       this.messages.push({ role: 'system', content: opts.system });

@@ -12,6 +12,7 @@ import { DecodeBatcher } from '../runtime/batcher.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, numericsName } from '../fp16/numerics.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
+import { kvTypes, type KvType } from '../backend/backend.js';
 import { logSoftmax } from '../verify/metrics.js';
 import { AdapterRegistry, loraSpecs, type LoraInput } from './adapters.js';
 import { ChatSession, drain, SESSION_SLACK, type ChatSessionOptions } from './chat-session.js';
@@ -35,6 +36,8 @@ export interface LoadOptions {
   spin?: number;
   /** Tokens per session: prompt plus answer (default min(max_position_embeddings, 4096)). */
   contextLength?: number;
+  /** How sessions' KV caches store keys and values: 'f32' (default) or 'f16' (half the memory and the bytes a long context reads per token). */
+  kvCache?: KvType;
   /** Sessions that may generate at once (default 1; more wait their turn). */
   parallel?: number;
   /** Requests that may wait for a session before new ones are refused with code queue_full (default unlimited). */
@@ -78,6 +81,8 @@ export interface ModelInfo {
   maxPositions: number;
   /** Context of each session. */
   contextLength: number;
+  /** How the KV cache stores keys and values. */
+  kvCache: KvType;
   /** Bytes of one session's KV cache at that context. */
   kvCacheBytes: number;
   slidingWindow: number;
@@ -190,6 +195,8 @@ export class LutraModel {
     if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > cfg.maxPositions) {
       throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${cfg.maxPositions}] (the model's max_position_embeddings)`);
     }
+    const kvCache = opts.kvCache ?? 'f32';
+    if (!kvTypes.includes(kvCache)) throw new LutraError(`kvCache ${JSON.stringify(opts.kvCache)}: expected one of ${kvTypes.join(', ')}`);
     if (opts.batchDecode !== undefined && typeof opts.batchDecode !== 'boolean') throw new LutraError(`batchDecode ${JSON.stringify(opts.batchDecode)}: expected true or false`);
     this.batcher = opts.batchDecode === false ? null : new DecodeBatcher();
     this.pool = new SessionPool(engine, {
@@ -200,6 +207,7 @@ export class LutraModel {
       rollbackSlack: SESSION_SLACK,
       onOverflow: opts.onOverflow,
       batcher: this.batcher ?? undefined,
+      kvType: kvCache,
     });
     const backend = engine.backend as { name: string; threads?: number };
     this.info = {
@@ -210,7 +218,8 @@ export class LutraModel {
       numLayers: cfg.numLayers,
       maxPositions: cfg.maxPositions,
       contextLength,
-      kvCacheBytes: KVCache.bytesFor(engine.cacheLayout, contextLength, SESSION_SLACK),
+      kvCache,
+      kvCacheBytes: KVCache.bytesFor(engine.cacheLayout, contextLength, SESSION_SLACK, kvCache),
       slidingWindow: cfg.slidingWindow,
       backend: backend.name,
       threads: backend.threads ?? 1,
@@ -333,7 +342,7 @@ export class LutraModel {
       throw new LutraError(`logProbs: ${ids.length} tokens exceed max_position_embeddings ${this.engine.cfg.maxPositions}`, 'context_length_exceeded');
     }
     const lora = this.adapters.resolve(opts.adapter);
-    const session = new Session(this.engine, { contextLength: ids.length, prefillBatch: this.pool.opts.prefillBatch, lora });
+    const session = new Session(this.engine, { contextLength: ids.length, prefillBatch: this.pool.opts.prefillBatch, lora, kvType: this.pool.opts.kvType });
     const logProbs: number[] = [];
     const top: TokenLogProb[][] = [];
     try {

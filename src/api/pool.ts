@@ -5,6 +5,7 @@
 // Forward passes never overlap: each is synchronous; sessions take turns between tokens, and
 // their decode steps share one pass when the pool has a batcher.
 import type { CausalLM } from '../model/forward.js';
+import type { KvType } from '../backend/backend.js';
 import { Session } from '../runtime/session.js';
 import { LutraError } from '../util/errors.js';
 import type { OnOverflow } from '../fp16/overflow.js';
@@ -24,6 +25,8 @@ export interface SessionPoolOptions {
   onOverflow?: OnOverflow;
   /** Shared by the sessions: their decode steps run together (see runtime/batcher.ts). */
   batcher?: DecodeBatcher;
+  /** How the sessions' KV caches store keys and values (default f32). */
+  kvType?: KvType;
 }
 
 export interface Lease {
@@ -123,6 +126,7 @@ export class SessionPool {
         rollbackSlack: this.opts.rollbackSlack ?? 0,
         onOverflow: this.opts.onOverflow,
         batcher: this.opts.batcher,
+        kvType: this.opts.kvType,
       });
       this.created++;
     }

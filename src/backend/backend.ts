@@ -5,6 +5,7 @@
 // Activations are Float32Array, row-major [rows, cols], allocated by the backend (a WASM backend
 // hands out views into its shared memory). Weights are opaque Matrix handles made by prepare().
 import type { WeightTensor } from '../model/weight.js';
+import { f16ArrayToF32 } from '../util/half.js';
 
 export interface Matrix {
   readonly name: string;
@@ -14,13 +15,20 @@ export interface Matrix {
   readonly cols: number;
 }
 
+/** How a KV cache stores its values: f32, or IEEE halves (two to a Float32Array element). */
+export type KvType = 'f32' | 'f16';
+export const kvTypes: readonly KvType[] = ['f32', 'f16'];
+
 /** One layer's KV cache. Keys are stored post-RoPE. Position p lives in slot p % capacity when ring. */
 export interface LayerCache {
+  /** Storage from alloc(): capacity · numKvHeads · headDim values of `type` (f16: packed two to an element). */
   k: Float32Array;
   v: Float32Array;
   /** Slots; each slot holds numKvHeads * headDim values. */
   capacity: number;
   ring: boolean;
+  /** Absent: f32. */
+  type?: KvType;
 }
 
 export interface AttentionArgs {
@@ -47,14 +55,16 @@ export interface AttentionArgs {
 }
 
 /**
- * Where the key/value of absolute position p lives for an attention call: this batch's k/v
- * (p ≥ pos0) or the cache (slot p % capacity when ring). Returns [keys, values, offset of the row].
+ * For one attention call: where the key/value of absolute position p lives, this batch's k/v
+ * (p ≥ pos0) or the cache (slot p % capacity when ring), as [keys, values, offset of the row]. An
+ * f16 cache is widened to f32 once, here (the plain-code backends' way to read it).
  */
-export function keyValueRow(a: AttentionArgs, p: number): [Float32Array, Float32Array, number] {
+export function keyValueRows(a: AttentionArgs): (p: number) => [Float32Array, Float32Array, number] {
   const kvDim = a.numKvHeads * a.headDim;
-  if (p >= a.pos0) return [a.k, a.v, (p - a.pos0) * kvDim];
   const c = a.cache;
-  return [c.k, c.v, (c.ring ? p % c.capacity : p) * kvDim];
+  const wide = (x: Float32Array) => (c.type === 'f16' ? f16ArrayToF32(new Uint16Array(x.buffer, x.byteOffset, c.capacity * kvDim)) : x);
+  const ck = wide(c.k), cv = wide(c.v);
+  return (p) => (p >= a.pos0 ? [a.k, a.v, (p - a.pos0) * kvDim] : [ck, cv, (c.ring ? p % c.capacity : p) * kvDim]);
 }
 
 export interface RopeTable {

@@ -6,6 +6,7 @@ import type { CausalLM } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 import { weightBytes } from './weights.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
+import type { KvType } from '../backend/backend.js';
 
 export interface TimeLutraOptions {
   /** Prompt tokens fed in one batched pass (logits for the last only). */
@@ -22,6 +23,8 @@ export interface TimeLutraOptions {
   prefillBatch?: number;
   /** LoRA adapters applied (unmerged) while timing. */
   lora?: PreparedLora | null;
+  /** KV cache type (default f32). */
+  kvType?: KvType;
   /** Timed repetitions at most (default 3); the best is reported. */
   repeat?: number;
   /** No further repetition starts after this many seconds of timing (default 20). */
@@ -112,7 +115,7 @@ export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOpt
   const { prefill, decode } = opts;
   checkLengths(model, prefill, decode);
   const wb = weightBytes(dir, model);
-  const session = new Session(model, { contextLength: prefill + decode, prefillBatch: opts.prefillBatch ?? prefill, lora: opts.lora });
+  const session = new Session(model, { contextLength: prefill + decode, prefillBatch: opts.prefillBatch ?? prefill, lora: opts.lora, kvType: opts.kvType });
   const ids = benchTokens(prefill, model.vocabSize);
   const say = opts.onProgress ?? (() => {});
   // Warm-up: first calls grow scratch memory, compile and wake the workers. A shorter prompt keeps it cheap on big models.

@@ -9,7 +9,7 @@ import { attentionHtml } from '../analysis/attention-html.js';
 import { writeFileAtomic } from '../util/atomic-output.js';
 import { LutraError } from '../util/errors.js';
 
-const { context: _c, 'prefill-batch': _p, 'on-overflow': _o, ...OPTIONS } = MODEL_OPTIONS;
+const { context: _c, 'prefill-batch': _p, 'on-overflow': _o, kv: _kv, ...OPTIONS } = MODEL_OPTIONS;
 
 export const attentionCommand: Command = {
   name: 'attention',

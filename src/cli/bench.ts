@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Command } from './common.js';
 import { MODEL_OPTIONS } from './common.js';
-import { openModelWeights, simdFlag, threadsFlag } from './model-flags.js';
+import { kvFlag, openModelWeights, simdFlag, threadsFlag } from './model-flags.js';
 import { benchTokens, timeModel } from '../bench/timing.js';
 import { exportTypeFor, ggufFor, matrixFormats } from '../bench/gguf.js';
 import { measureBandwidthIsolated } from '../bench/bandwidth.js';
@@ -20,14 +20,14 @@ const { context: _context, 'on-overflow': _onOverflow, ...BENCH_MODEL_OPTIONS } 
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'time prefill and decode, against the machine\'s read bandwidth and optionally llama.cpp',
-  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256 | --context N] [--decode 64] [--threads N] [--vs-llama-cpp [--llama-kv f16|f32]] [--json]',
+  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256 | --context N] [--decode 64] [--threads N] [--kv f32|f16] [--vs-llama-cpp [--llama-kv f16|f32]] [--json]',
   options: {
     ...BENCH_MODEL_OPTIONS,
     model: { ...MODEL_OPTIONS.model, arg: 'DIR|FILE', help: 'model folder (checkpoint or lutra package) or a .gguf file' },
     'prefill-batch': { ...MODEL_OPTIONS['prefill-batch'], default: 'all --prefill tokens in one pass' },
     prefill: { type: 'string', arg: 'N', help: 'prompt tokens, fed in one batched pass', default: '256' },
     context: { type: 'string', short: 'c', arg: 'N', help: 'long-context run: a prompt of N tokens fed in passes of --prefill-batch (default 512), then --decode steps at that context; llama.cpp the same' },
-    'llama-kv': { type: 'string', arg: 'TYPE', help: "llama.cpp's KV cache type: f16 (its default) or f32 (lutra's)", default: 'f16' },
+    'llama-kv': { type: 'string', arg: 'TYPE', help: "llama.cpp's KV cache type: f16 or f32", default: "lutra's --kv" },
     decode: { type: 'string', arg: 'N', help: 'tokens decoded one at a time after the prompt', default: '64' },
     repeat: { type: 'string', arg: 'N', help: 'timed runs after a warm-up (fewer when they take over 20 s); the best counts', default: '3' },
     'vs-llama-cpp': { type: 'boolean', help: 'also time llama.cpp on the same weights, exported to GGUF' },
@@ -45,7 +45,8 @@ export const benchCommand: Command = {
     if (flags.has('context') && flags.has('prefill')) throw new LutraError('--context N is a prompt of N tokens: give --context or --prefill, not both');
     const long = flags.has('context');
     const prefill = long ? flags.number('context', 4096, { integer: true, min: 1, max: 1 << 20 }) : flags.number('prefill', 256, { integer: true, min: 1, max: 1 << 20 });
-    const llamaKv = flags.string('llama-kv', 'f16');
+    const kv = kvFlag(flags);
+    const llamaKv = flags.string('llama-kv', kv);
     if (llamaKv !== 'f16' && llamaKv !== 'f32') throw new LutraError(`--llama-kv ${llamaKv}: expected f16 or f32`);
     if (flags.has('llama-kv') && !flags.bool('vs-llama-cpp')) throw new LutraError('--llama-kv needs --vs-llama-cpp');
     const decode = flags.number('decode', 64, { integer: true, min: 1, max: 1 << 20 });
@@ -68,7 +69,7 @@ export const benchCommand: Command = {
     say(`loaded in ${loadSeconds.toFixed(2)} s`);
     let t;
     try {
-      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch, onProgress: say, lora }, loadSeconds);
+      t = await timeModel(model, dir, { prefill, decode, repeat, prefillBatch, onProgress: say, lora, kvType: kv }, loadSeconds);
     } finally {
       model.backend.dispose?.();
     }
@@ -84,7 +85,7 @@ export const benchCommand: Command = {
       prefill_tokens: prefill,
       prefill_batch: prefillBatch ?? prefill,
       decode_tokens: decode,
-      kv: 'f32',
+      kv,
       prefill_tok_s: t.prefill_tok_s,
       prefill_ms: t.prefill_ms,
       decode_tok_s: t.decode_tok_s,
@@ -143,7 +144,7 @@ function table(r: Record<string, any>): string {
     const th = (n: number) => `${n} thread${n > 1 ? 's' : ''}`;
     const src = l.gguf_type === 'as is' ? 'the GGUF as given' : `${l.gguf_type.toUpperCase()} export, same weights`;
     lines.push(
-      `  llama.cpp  ${src}, KV cache ${l.kv} (lutra's: f32): prefill ${f(l.prefill_tok_s)} tok/s (${th(l.prefill_threads)}), decode ${f(l.decode_tok_s, 2)} tok/s (${th(l.threads)})`,
+      `  llama.cpp  ${src}, KV cache ${l.kv} (lutra's: ${r.kv}): prefill ${f(l.prefill_tok_s)} tok/s (${th(l.prefill_threads)}), decode ${f(l.decode_tok_s, 2)} tok/s (${th(l.threads)})`,
       `  ratio      lutra / llama.cpp: prefill ${f(r.prefill_ratio, 2)}×, decode ${f(r.decode_ratio, 2)}×`,
     );
   }

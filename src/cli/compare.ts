@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import type { Command, Flags } from './common.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics } from '../fp16/numerics.js';
-import { activationsFlag, modelLabel, onOverflowFlag } from './model-flags.js';
+import { activationsFlag, kvFlag, modelLabel, onOverflowFlag } from './model-flags.js';
 import { parseLoraSpec } from '../adapters/lora.js';
 import { PROMPT_OPTIONS, hasPrompt, readPrompt } from './prompt.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
@@ -49,6 +49,7 @@ function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch
     onOverflow: onOverflowFlag(flags),
     activations: activationsFlag(flags, `${side}-activations`),
     lora: flags.strings(`${side}-lora`).map((v) => parseLoraSpec(v, `--${side}-lora`)),
+    kvType: kvFlag(flags, `${side}-kv`),
   };
 }
 
@@ -81,6 +82,8 @@ export const compareCommand: Command = {
     'on-overflow': { type: 'string', arg: 'WHAT', help: 'fp16 numerics: error (stop at the first non-finite activation) or continue (report it and measure anyway)', default: 'error' },
     'candidate-lora': { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'a LoRA adapter (PEFT folder) the lutra candidate runs with, unmerged, scaled by W (repeat to blend)' },
     'reference-lora': { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'a LoRA adapter the lutra reference runs with (repeat to blend)' },
+    'candidate-kv': { type: 'string', arg: 'TYPE', help: "a lutra candidate's KV cache type: f32 or f16", default: 'f32' },
+    'reference-kv': { type: 'string', arg: 'TYPE', help: "a lutra reference's KV cache type: f32 or f16", default: 'f32' },
     'candidate-activations': { type: 'string', arg: 'KIND', help: "a lutra candidate's int8/int4/LUT matmul inputs: q8 or f32", default: 'q8' },
     'reference-activations': { type: 'string', arg: 'KIND', help: "a lutra reference's int8/int4/LUT matmul inputs: q8 or f32", default: 'q8' },
     'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch for lutra models', default: '64' },

@@ -1,9 +1,9 @@
 // Turn the shared model and sampling flags into a loaded model, a Session and a Sampler.
 import type { Flags } from './common.js';
 import { DEFAULT_MODEL } from './common.js';
-import type { Backend } from '../backend/backend.js';
+import { kvTypes, type Backend, type KvType } from '../backend/backend.js';
 import { loadModel, makeBackend } from '../runtime/load.js';
-import { Session } from '../runtime/session.js';
+import type { Session } from '../runtime/session.js';
 import { Sampler } from '../runtime/sampler.js';
 import type { CausalLM } from '../model/forward.js';
 import type { GemmaTokenizer } from '../tokenizer/tokenizer.js';
@@ -33,6 +33,13 @@ export function simdFlag(flags: Flags): SimdLevel | undefined {
   const v = flags.optionalString('simd');
   if (v !== undefined && !SIMD_LEVELS.includes(v as SimdLevel)) throw new LutraError(`--simd ${v}: expected ${SIMD_LEVELS.join(', ')}`);
   return v as SimdLevel | undefined;
+}
+
+/** --kv f32|f16 (default f32), or the flag `name` of that kind. */
+export function kvFlag(flags: Flags, name = 'kv'): KvType {
+  const v = flags.string(name, 'f32');
+  if (!kvTypes.includes(v as KvType)) throw new LutraError(`--${name} ${v}: expected ${kvTypes.join(' or ')}`);
+  return v as KvType;
 }
 
 /** --threads N (undefined: the backend default). */
@@ -105,16 +112,6 @@ function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
   }
 }
 
-export function openSession(flags: Flags, model: CausalLM, rollbackSlack = 0): Session {
-  const maxCtx = model.cfg.maxPositions;
-  return new Session(model, {
-    contextLength: flags.number('context', Math.min(maxCtx, 4096), { integer: true, min: 1, max: maxCtx }),
-    prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
-    rollbackSlack,
-    onOverflow: onOverflowFlag(flags),
-  });
-}
-
 /** After a run with --on-overflow continue: say on stderr that the output went through an overflow. */
 export function reportOverflow(session: Session): void {
   if (session.overflow) process.stderr.write(`warning: ${describeOverflow(session.overflow)}; the output after it is not meaningful\n`);
@@ -152,6 +149,7 @@ export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions 
     contextLength: flags.has('context') ? flags.number('context', 4096, { integer: true }) : undefined,
     checkWeights: !flags.bool('no-check-weights'),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),
+    kvCache: kvFlag(flags),
     onOverflow: onOverflowFlag(flags),
     lora: flags.has('lora') ? loraFlags(flags).map((l) => ({ path: l.dir, weight: l.weight })) : undefined,
     ...extra,

@@ -2,7 +2,7 @@
 // fp16, summed sequentially: the harshest accelerator. Plain TypeScript, slow by design; only
 // this mode uses it (with fp32 accumulation the inner backend's kernels run and their outputs
 // are rounded).
-import { keyValueRow, type AttentionArgs } from '../backend/backend.js';
+import { keyValueRows, type AttentionArgs } from '../backend/backend.js';
 import { f16round as r } from './round.js';
 
 /** out[t, row] = x[t]·w[row], with decodeRow giving weight rows as f32 (already fp16 values). */
@@ -37,7 +37,7 @@ export function rmsNormF16(x: Float32Array, rows: number, dim: number, gain: Flo
 export function attentionF16(a: AttentionArgs): void {
   const { q, pos0, T, numHeads, numKvHeads, headDim: D, scale, window, out } = a;
   const group = numHeads / numKvHeads;
-  const keyRow = (p: number) => keyValueRow(a, p);
+  const keyRow = keyValueRows(a);
   for (let t = 0; t < T; t++) {
     const qp = pos0 + t;
     const lo = window > 0 ? Math.max(0, qp - window + 1) : 0;

@@ -167,7 +167,7 @@ export class ModelDraft implements DraftSource {
       );
     }
     const contextLength = Math.min(target.contextLength, d.cfg.maxPositions);
-    this.session = new Session(d, { contextLength, prefillBatch: target.prefillBatch, rollbackSlack: maxDraft + 1 });
+    this.session = new Session(d, { contextLength, prefillBatch: target.prefillBatch, rollbackSlack: maxDraft + 1, kvType: target.cache.type });
     // Its own stream of random numbers (the target's decides acceptance).
     this.sampler = new Sampler({ ...sampling, seed: ((sampling.seed ?? 0) ^ 0x5bd1e995) >>> 0 });
   }

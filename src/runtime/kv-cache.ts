@@ -2,7 +2,13 @@
 // sliding layers (a query sees at most W keys, its own included), the full history for global
 // layers, and no storage at all for layers that read another layer's cache (Gemma 4's KV sharing:
 // their entry is the source layer's cache object).
-import type { Backend, LayerCache } from '../backend/backend.js';
+//
+// Slots hold f32 or, with type 'f16', IEEE halves (half the bytes a long context reads per token):
+// written rounded to nearest even and clamped to ±65 504, the largest finite half, so a value past
+// the half range is kept at its edge rather than turned into an infinity that poisons every later
+// softmax. The attention kernels widen halves back to f32 exactly.
+import { kvTypes, type Backend, type KvType, type LayerCache } from '../backend/backend.js';
+import { f32ToF16Bits } from '../util/half.js';
 import type { CacheLayerSpec } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 
@@ -24,8 +30,10 @@ export class KVCache {
    * `rollbackSlack` extra ring slots let truncate() step back that many tokens (chat edits,
    * rejected speculative drafts); with 0 a ring holds exactly W slots.
    */
-  constructor(backend: Backend, layout: readonly CacheLayerSpec[], readonly contextLength: number, readonly rollbackSlack = 0) {
+  constructor(backend: Backend, layout: readonly CacheLayerSpec[], readonly contextLength: number, readonly rollbackSlack = 0, readonly type: KvType = 'f32') {
+    if (!kvTypes.includes(type)) throw new LutraError(`KV cache type '${type}': expected one of ${kvTypes.join(', ')}`);
     this.kvDims = layout.map((s) => s.kvDim);
+    const elements = (values: number) => (type === 'f16' ? Math.ceil(values / 2) : values);
     this.layers = [];
     layout.forEach((spec, l) => {
       if (spec.source !== l) {
@@ -34,17 +42,18 @@ export class KVCache {
         return;
       }
       const { capacity, ring } = capacityOf(spec, contextLength, rollbackSlack);
-      this.layers.push({ k: backend.alloc(capacity * spec.kvDim), v: backend.alloc(capacity * spec.kvDim), capacity, ring });
+      const n = elements(capacity * spec.kvDim);
+      this.layers.push({ k: backend.alloc(n), v: backend.alloc(n), capacity, ring, type });
     });
   }
 
-  /** Bytes the keys and values of a cache with these settings take (f32). */
-  static bytesFor(layout: readonly CacheLayerSpec[], contextLength: number, rollbackSlack = 0): number {
+  /** Bytes the keys and values of a cache with these settings take. */
+  static bytesFor(layout: readonly CacheLayerSpec[], contextLength: number, rollbackSlack = 0, type: KvType = 'f32'): number {
     let values = 0;
     layout.forEach((spec, l) => {
       if (spec.source === l) values += capacityOf(spec, contextLength, rollbackSlack).capacity * spec.kvDim;
     });
-    return values * 2 * 4;
+    return values * 2 * (type === 'f16' ? 2 : 4);
   }
 
   /** Store keys/values of positions pos0..pos0+T-1 (for a ring, only the last `capacity` of them matter). */
@@ -55,6 +64,19 @@ export class KVCache {
       throw new LutraError(`context full: ${pos0 + T} tokens exceed the context length ${c.capacity}`);
     }
     const first = c.ring ? Math.max(0, T - c.capacity) : 0;
+    if (this.type === 'f16') {
+      // Views made per call: a wasm memory that grew may have moved the arrays' buffer.
+      const kh = new Uint16Array(c.k.buffer, c.k.byteOffset, c.capacity * d);
+      const vh = new Uint16Array(c.v.buffer, c.v.byteOffset, c.capacity * d);
+      for (let t = first; t < T; t++) {
+        const slot = c.ring ? (pos0 + t) % c.capacity : pos0 + t;
+        for (let i = 0; i < d; i++) {
+          kh[slot * d + i] = toHalf(k[t * d + i]);
+          vh[slot * d + i] = toHalf(v[t * d + i]);
+        }
+      }
+      return;
+    }
     for (let t = first; t < T; t++) {
       const slot = c.ring ? (pos0 + t) % c.capacity : pos0 + t;
       c.k.set(k.subarray(t * d, (t + 1) * d), slot * d);
@@ -88,4 +110,9 @@ export class KVCache {
     this.length = n;
     return true;
   }
+}
+
+/** x as the nearest half, clamped to ±65 504 (the largest finite half). */
+function toHalf(x: number): number {
+  return f32ToF16Bits(x > 65504 ? 65504 : x < -65504 ? -65504 : x);
 }

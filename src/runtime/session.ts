@@ -8,6 +8,7 @@ import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } fr
 import { yieldToEventLoop } from '../util/yield.js';
 import type { DecodeBatcher } from './batcher.js';
 import type { PreparedLora } from '../adapters/apply.js';
+import type { KvType } from '../backend/backend.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -24,6 +25,8 @@ export interface SessionOptions {
   batcher?: DecodeBatcher;
   /** LoRA adapters applied to every forward pass of this session (unmerged; the base weights are shared). */
   lora?: PreparedLora | null;
+  /** How the KV cache stores keys and values (default f32). */
+  kvType?: KvType;
 }
 
 export class Session {
@@ -52,7 +55,7 @@ export class Session {
     if (this.contextLength > model.cfg.maxPositions) {
       throw new LutraError(`context length ${this.contextLength} exceeds the model's max_position_embeddings ${model.cfg.maxPositions}`);
     }
-    this.cache = new KVCache(model.backend, model.cacheLayout, this.contextLength, opts.rollbackSlack ?? 0);
+    this.cache = new KVCache(model.backend, model.cacheLayout, this.contextLength, opts.rollbackSlack ?? 0, opts.kvType ?? 'f32');
     const B = model.backend;
     this.overflowWatch = B instanceof Fp16Backend ? new OverflowWatch(B, opts.onOverflow ?? 'error') : null;
     this.batcher = opts.batcher ?? null;

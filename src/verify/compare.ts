@@ -32,6 +32,7 @@ import { HiddenCapture, layerStats, type LayerStats } from './hidden.js';
 import { LutraError } from '../util/errors.js';
 import type { CausalLM } from '../model/forward.js';
 import type { Numerics } from '../fp16/numerics.js';
+import type { KvType } from '../backend/backend.js';
 import { describeOverflow, type OnOverflow } from '../fp16/overflow.js';
 
 export { HiddenCapture, layerStats, type LayerStats };
@@ -83,6 +84,8 @@ export interface LutraRunnerOptions {
   threads?: number;
   /** LoRA adapters applied unmerged (folder, weight). */
   lora?: readonly { dir: string; weight: number }[];
+  /** KV cache type (default f32). */
+  kvType?: KvType;
 }
 
 export class LutraRunner implements Runner {
@@ -97,8 +100,9 @@ export class LutraRunner implements Runner {
     private readonly prefillBatch = 64,
     private readonly onOverflow: OnOverflow = 'error',
     readonly lora: PreparedLora | null = null,
+    readonly kvType: KvType = 'f32',
   ) {
-    this.description = `lutra, ${model.backend.name} backend${lora ? `, LoRA ${lora.label}` : ''}`;
+    this.description = `lutra, ${model.backend.name} backend${kvType !== 'f32' ? `, ${kvType} KV cache` : ''}${lora ? `, LoRA ${lora.label}` : ''}`;
   }
 
   /** fp16 overflows met with onOverflow 'continue', one line each (the first of each session). */
@@ -107,7 +111,7 @@ export class LutraRunner implements Runner {
   static open(dir: string, backend: string, opts: LutraRunnerOptions = {}): LutraRunner {
     const b = makeBackend(backend, { activations: opts.activations, threads: opts.threads });
     const { model, tokenizer, loadSeconds, lora } = loadModel(dir, b, { numerics: opts.numerics, lora: opts.lora });
-    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow, lora);
+    return new LutraRunner(dir, model, tokenizer, loadSeconds, opts.prefillBatch, opts.onOverflow, lora, opts.kvType);
   }
 
   get vocabSize(): number {
@@ -121,7 +125,7 @@ export class LutraRunner implements Runner {
   private session(n: number): Session {
     const max = this.model.cfg.maxPositions;
     if (n > max) throw new LutraError(`${this.spec}: ${n} tokens exceed max_position_embeddings ${max}; shorten the prompt or --max-tokens`);
-    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch, onOverflow: this.onOverflow, lora: this.lora });
+    return new Session(this.model, { contextLength: Math.max(1, n), prefillBatch: this.prefillBatch, onOverflow: this.onOverflow, lora: this.lora, kvType: this.kvType });
   }
 
   private noteOverflow(s: Session): void {

@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript, f64 accumulation, written to be read beside
 // the Hugging Face Gemma 3 math. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
-import { keyValueRow, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
+import { keyValueRows, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
 import { matrixShape, type WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type FormatOf, type IntFormat } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
@@ -202,7 +202,7 @@ export class ReferenceBackend implements Backend {
     const { q, pos0, T, numHeads, numKvHeads, headDim, scale, window, out } = a;
     const group = numHeads / numKvHeads;
     const qChunk = Math.max(1, a.qChunk);
-    const keyAt = (p: number) => keyValueRow(a, p);
+    const keyAt = keyValueRows(a);
 
     for (let c0 = 0; c0 < T; c0 += qChunk) {
       const c1 = Math.min(T, c0 + qChunk);

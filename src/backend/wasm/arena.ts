@@ -116,6 +116,11 @@ export class Arena {
     return new Float32Array(this.memory.buffer, at, n);
   }
 
+  /** Copy n bytes from address src to address dst (blocks this arena handed out). */
+  copy(dst: number, src: number, n: number): void {
+    this.u8.copyWithin(dst, src, src + n);
+  }
+
   copyIn(src: Uint8Array, align = 64): number {
     const at = this.bytes(src.byteLength, align);
     this.u8.set(src, at);

@@ -217,7 +217,10 @@ export class WasmBackend implements Backend {
 
   /**
    * The cos/sin table of `table` covering positions 0..positions − 1: computed once per position
-   * (not once per layer and call), grown by doubling; the old rows are recomputed, not copied.
+   * (not once per layer and call), grown in steps of 1024 positions with the rows already computed
+   * copied. Only new rows are computed: sin and cos cost ~30 ns each in the kernels' f64 code, and
+   * recomputing two tables from 0 when they doubled to 32k positions stalled the first decode step
+   * past a 16k prompt by ~0.5 s (EXPERIMENTS LC4).
    */
   private ropeTrig(table: RopeTable, positions: number): number {
     let t = this.ropeTables.get(table);
@@ -229,10 +232,14 @@ export class WasmBackend implements Backend {
     }
     if (positions > t.capacity) {
       const half = table.invFreq.length;
-      const capacity = Math.max(positions, 2 * t.capacity, 256);
-      if (t.trig !== 0) this.arena.release(t.trig);
-      t.trig = this.arena.bytes(capacity * half * 8);
-      this.k.ropeTrig(t.invFreq, half, 0, capacity, t.trig);
+      const capacity = Math.max(256, Math.ceil(positions / 1024) * 1024);
+      const trig = this.arena.bytes(capacity * half * 8);
+      if (t.trig !== 0) {
+        this.arena.copy(trig, t.trig, t.capacity * half * 8);
+        this.arena.release(t.trig);
+      }
+      this.k.ropeTrig(t.invFreq, half, t.capacity, capacity, trig);
+      t.trig = trig;
       t.capacity = capacity;
     }
     return t.trig;
@@ -247,8 +254,10 @@ export class WasmBackend implements Backend {
     c[j] = this.addr(a.q, T * qDim, 'attention q');
     c[j + 1] = this.addr(a.k, T * kvDim, 'attention k');
     c[j + 2] = this.addr(a.v, T * kvDim, 'attention v');
-    c[j + 3] = this.addr(cache.k, cache.capacity * kvDim, 'KV cache keys');
-    c[j + 4] = this.addr(cache.v, cache.capacity * kvDim, 'KV cache values');
+    const half = cache.type === 'f16';
+    const cacheElements = half ? Math.ceil((cache.capacity * kvDim) / 2) : cache.capacity * kvDim;
+    c[j + 3] = this.addr(cache.k, cacheElements, 'KV cache keys');
+    c[j + 4] = this.addr(cache.v, cacheElements, 'KV cache values');
     c[j + 5] = cache.capacity;
     c[j + 6] = cache.ring ? 1 : 0;
     c[j + 7] = pos0;
@@ -269,7 +278,8 @@ export class WasmBackend implements Backend {
     c[j + 15] = split;
     const partials = split > 1 ? this.partials.reserve(pairs * group * split * (headDim + 2) * 4) : 0;
     c[j + 16] = partials;
-    this.ensureThreadScratch(4 * keys * (2 + group) + 64); // per unit: key and value addresses, scores per head
+    c[j + 17] = half ? 1 : 0;
+    this.ensureThreadScratch(4 * keys * (2 + group) + 4 * group + 64 * headDim + 160); // per unit: key and value addresses, scores per head, a slot per head, a block of 16 widened rows and their addresses
     const parts = pairs * split === 1 || !parallel ? 1 : undefined;
     Atomics.store(c, NEXT, 0);
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
