@@ -13,6 +13,16 @@
 // k/v stay f32): each block of cached rows is widened to f32 once, in scratch, before use.
 import { dot, axpy, hmax } from './dot';
 
+/**
+ * c + a·b: fused (one rounding) where the relaxed build's engine has FMA, else multiply then add.
+ * Either way within the kernels' tolerance against the reference; the two builds' attention
+ * outputs may differ in the last bits.
+ */
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
 /** Keys per block: a block's f32 key or value rows (16 KB at headDim 256) stay in L1 while they are used. */
 const KB = 16;
 
@@ -187,10 +197,10 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
   for (; i + 4 <= n; i += 4) {
     const o = <usize>i << 2;
     const x = v128.load(q + o);
-    a0 = f32x4.add(a0, f32x4.mul(x, v128.load(k0 + o)));
-    a1 = f32x4.add(a1, f32x4.mul(x, v128.load(k1 + o)));
-    a2 = f32x4.add(a2, f32x4.mul(x, v128.load(k2 + o)));
-    a3 = f32x4.add(a3, f32x4.mul(x, v128.load(k3 + o)));
+    a0 = madd(x, v128.load(k0 + o), a0);
+    a1 = madd(x, v128.load(k1 + o), a1);
+    a2 = madd(x, v128.load(k2 + o), a2);
+    a3 = madd(x, v128.load(k3 + o), a3);
   }
   let s = lanes4(a0, a1, a2, a3);
   for (; i < n; i++) {
@@ -227,22 +237,22 @@ function softmaxWeights(s: usize, n: i32, maxAt: usize): f64 {
     const o = <usize>i << 2;
     const x = v128.load(qa + o), y = v128.load(qb + o);
     const c0 = v128.load(k0 + o), c1 = v128.load(k1 + o), c2 = v128.load(k2 + o), c3 = v128.load(k3 + o);
-    a0 = f32x4.add(a0, f32x4.mul(x, c0));
-    b0 = f32x4.add(b0, f32x4.mul(y, c0));
-    a1 = f32x4.add(a1, f32x4.mul(x, c1));
-    b1 = f32x4.add(b1, f32x4.mul(y, c1));
-    a2 = f32x4.add(a2, f32x4.mul(x, c2));
-    b2 = f32x4.add(b2, f32x4.mul(y, c2));
-    a3 = f32x4.add(a3, f32x4.mul(x, c3));
-    b3 = f32x4.add(b3, f32x4.mul(y, c3));
+    a0 = madd(x, c0, a0);
+    b0 = madd(y, c0, b0);
+    a1 = madd(x, c1, a1);
+    b1 = madd(y, c1, b1);
+    a2 = madd(x, c2, a2);
+    b2 = madd(y, c2, b2);
+    a3 = madd(x, c3, a3);
+    b3 = madd(y, c3, b3);
   }
   let sa = lanes4(a0, a1, a2, a3), sb = lanes4(b0, b1, b2, b3);
   for (; i < n; i++) {
     const o = <usize>i << 2;
     const x = load<f32>(qa + o), y = load<f32>(qb + o);
     const c = f32x4(load<f32>(k0 + o), load<f32>(k1 + o), load<f32>(k2 + o), load<f32>(k3 + o));
-    sa = f32x4.add(sa, f32x4.mul(f32x4.splat(x), c));
-    sb = f32x4.add(sb, f32x4.mul(f32x4.splat(y), c));
+    sa = madd(f32x4.splat(x), c, sa);
+    sb = madd(f32x4.splat(y), c, sb);
   }
   v128.store(s, f32x4.mul(sa, vs));
   v128.store(s + ss, f32x4.mul(sb, vs));
@@ -270,14 +280,14 @@ function addBlock2x16(w: usize, ws: usize, ptrs: usize, nb: i32, dim: i32, o0: u
       const r = <usize>load<u32>(ptrs + (<usize>i << 2)) + od;
       const e = v128.load32_splat(w + (<usize>i << 2)), f = v128.load32_splat(w + ws + (<usize>i << 2));
       const v0 = v128.load(r), v1 = v128.load(r, 16), v2 = v128.load(r, 32), v3 = v128.load(r, 48);
-      a0 = f32x4.add(a0, f32x4.mul(e, v0));
-      b0 = f32x4.add(b0, f32x4.mul(f, v0));
-      a1 = f32x4.add(a1, f32x4.mul(e, v1));
-      b1 = f32x4.add(b1, f32x4.mul(f, v1));
-      a2 = f32x4.add(a2, f32x4.mul(e, v2));
-      b2 = f32x4.add(b2, f32x4.mul(f, v2));
-      a3 = f32x4.add(a3, f32x4.mul(e, v3));
-      b3 = f32x4.add(b3, f32x4.mul(f, v3));
+      a0 = madd(e, v0, a0);
+      b0 = madd(f, v0, b0);
+      a1 = madd(e, v1, a1);
+      b1 = madd(f, v1, b1);
+      a2 = madd(e, v2, a2);
+      b2 = madd(f, v2, b2);
+      a3 = madd(e, v3, a3);
+      b3 = madd(f, v3, b3);
     }
     v128.store(o0 + od, f32x4.add(v128.load(o0 + od), a0));
     v128.store(o0 + od, f32x4.add(v128.load(o0 + od, 16), a1), 16);
@@ -299,10 +309,10 @@ function addBlock2x16(w: usize, ws: usize, ptrs: usize, nb: i32, dim: i32, o0: u
   const d4 = dim & ~3;
   for (let d = 0; d < d4; d += 4) {
     const o = <usize>d << 2;
-    let acc = f32x4.add(v128.load(out + o), f32x4.mul(e0, v128.load(r0 + o)));
-    acc = f32x4.add(acc, f32x4.mul(e1, v128.load(r1 + o)));
-    acc = f32x4.add(acc, f32x4.mul(e2, v128.load(r2 + o)));
-    v128.store(out + o, f32x4.add(acc, f32x4.mul(e3, v128.load(r3 + o))));
+    let acc = madd(e0, v128.load(r0 + o), v128.load(out + o));
+    acc = madd(e1, v128.load(r1 + o), acc);
+    acc = madd(e2, v128.load(r2 + o), acc);
+    v128.store(out + o, madd(e3, v128.load(r3 + o), acc));
   }
   for (let d = d4; d < dim; d++) {
     const o = <usize>d << 2;

@@ -25,9 +25,13 @@ const wasm1 = new WasmBackend({ threads: 1 });
 // minParallelWork 1: every job is split over both threads, however small (the default keeps small ones on one).
 const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1 });
 const backends: [string, WasmBackend][] = [['1 thread', wasm1], ['2 threads', wasm2]];
+// Attention's multiply-adds are fused in the relaxed build and not in the baseline one: both are checked.
+const baseline2 = new WasmBackend({ threads: 2, minParallelWork: 1, simd: 'baseline' });
+const attentionBackends: [string, WasmBackend][] = wasm1.simd === 'baseline' ? backends : [...backends, ['2 threads, baseline SIMD', baseline2]];
 after(() => {
   wasm1.dispose();
   wasm2.dispose();
+  baseline2.dispose();
 });
 
 /** Decoded weight rows through the reference (embed with scale 1 decodes any format). */
@@ -196,7 +200,7 @@ test('attention over an f16 KV cache: every finite half reaches the output exact
   for (let h = 0; h < 0x10000; h++) if ((h & 0x7c00) !== 0x7c00) halves.push(h);
   const D = halves.length; // 63 488 = 16 · 3 968
   for (const numHeads of [1, 2]) {
-    for (const [label, B] of backends) {
+    for (const [label, B] of attentionBackends) {
       B.resetScratch();
       const cacheK = B.alloc(D / 2), cacheV = B.alloc(D / 2);
       new Uint16Array(cacheK.buffer, cacheK.byteOffset, D)[0] = 0x3c00; // 1.0
@@ -231,7 +235,7 @@ function attentionCases(numHeads: number, numKvHeads: number, headDim: number, t
   ];
   for (const c of cases) {
     for (const T of [1, 3, 17]) {
-      for (const [label, B] of backends) {
+      for (const [label, B] of attentionBackends) {
         B.resetScratch();
         const q = fillRandom(B.scratch(T * numHeads * headDim), 11 + T, 2);
         const k = fillRandom(B.scratch(T * kvDim), 12 + T, 2);
