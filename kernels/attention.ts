@@ -29,28 +29,32 @@ const KB = 16;
 export function attention(
   q: usize, k: usize, v: usize, cacheK: usize, cacheV: usize, capacity: i32, ring: i32,
   pos0: i32, numHeads: i32, numKvHeads: i32, headDim: i32, scale: f32, window: i32,
-  out: usize, u0: i32, u1: i32, scratch: usize, split: i32, partials: usize, kvHalf: i32,
+  out: usize, u0: i32, u1: i32, scratch: usize, split: i32, partials: usize, kvHalf: i32, T: i32, qBlock: i32,
 ): void {
   const kvDim = numKvHeads * headDim;
   const group = numHeads / numKvHeads;
   const rowBytes = <usize>headDim << 2;
+  const qs = rowBytes, ts = <usize>numHeads * qs; // the next head's row, the next token's
   for (let u = u0; u < u1; u++) {
-    // split > 1 (decode, fewer (token, kv head) pairs than threads): the visible keys are cut in
-    // `split` runs, one per unit, each read by one thread; attentionCombine merges the partial
-    // results (their maxima, sums and unnormalised outputs, in `partials`).
+    // A unit: tokens t0..t0+nt-1 (a block of qBlock) × one kv head with every query head of its
+    // group: R = nt·group query rows scored against the same keys, so each block of keys and
+    // values is read once for all of them. split > 1 (decode, fewer units than threads; qBlock is
+    // then 1): the visible keys are cut in `split` runs, one per unit, each read by one thread;
+    // attentionCombine merges the partial results (their maxima, sums and unnormalised outputs).
     const pair = u / split, part = u % split;
-    const t = pair / numKvHeads, kvh = pair % numKvHeads;
-    const qp = pos0 + t;
-    const lo = window > 0 ? max(0, qp - window + 1) : 0;
-    const visible = qp - lo + 1;
+    const tb = pair / numKvHeads, kvh = pair % numKvHeads;
+    const t0 = tb * qBlock, nt = min(qBlock, T - t0), R = nt * group;
+    const qLast = pos0 + t0 + nt - 1;
+    const lo = window > 0 ? max(0, pos0 + t0 - window + 1) : 0;
+    const visible = qLast - lo + 1;
     const j0 = lo + <i32>((<i64>visible * part) / split), j1 = lo + <i32>((<i64>visible * (part + 1)) / split);
     const n = j1 - j0;
-    // scratch: n key addresses, n value addresses, n scores per query head of the group, a spare
-    // slot per head, then four f32 rows for cached rows converted from f16.
+    // scratch: n key addresses, n value addresses, n scores per query row, a spare slot per row,
+    // then KB f32 rows for cached rows widened from f16 and their KB addresses.
     const keys = scratch, vals = keys + (<usize>n << 2), scores = vals + (<usize>n << 2);
     const ss = <usize>n << 2;
-    const spare = scores + <usize>group * ss;
-    const conv = (spare + (<usize>group << 2) + 15) & ~<usize>15;
+    const spare = scores + <usize>R * ss;
+    const conv = (spare + (<usize>R << 2) + 15) & ~<usize>15;
     const ptrs = conv + <usize>KB * rowBytes;
     for (let j = 0; j < n; j++) {
       const p = j0 + j;
@@ -70,8 +74,7 @@ export function attention(
     }
     // Keys j < nHalf are f16 rows of the cache (positions before pos0 come first).
     const nHalf = kvHalf != 0 ? min(n, max(0, pos0 - j0)) : 0;
-    const q0 = q + ((<usize>t * <usize>numHeads + <usize>(kvh * group)) * <usize>headDim << 2);
-    const qs = <usize>headDim << 2;
+    const q0 = q + ((<usize>t0 * <usize>numHeads + <usize>(kvh * group)) * <usize>headDim << 2);
     // Scores, a block of KB keys at a time (cached f16 rows widened once per block): with an even
     // group, tiles of two heads × four keys (eight sums in registers, each loaded key chunk serving
     // two heads); otherwise each head against four keys.
@@ -85,57 +88,80 @@ export function attention(
       for (; i + 4 <= nb; i += 4) {
         const a = ptrs + (<usize>i << 2);
         const k0 = <usize>load<u32>(a), k1 = <usize>load<u32>(a, 4), k2 = <usize>load<u32>(a, 8), k3 = <usize>load<u32>(a, 12);
-        const si = sb + (<usize>i << 2);
-        if (pairs) {
-          for (let g = 0; g < group; g += 2) scores2x4(q0 + <usize>g * qs, qs, k0, k1, k2, k3, headDim, vs, si + <usize>g * ss, ss);
-        } else {
-          for (let g = 0; g < group; g++) v128.store(si + <usize>g * ss, f32x4.mul(dot4(q0 + <usize>g * qs, k0, k1, k2, k3, headDim), vs));
+        for (let tt = 0; tt < nt; tt++) {
+          const qt = q0 + <usize>tt * ts, si = sb + <usize>(tt * group) * ss + (<usize>i << 2);
+          if (pairs) {
+            for (let g = 0; g < group; g += 2) scores2x4(qt + <usize>g * qs, qs, k0, k1, k2, k3, headDim, vs, si + <usize>g * ss, ss);
+          } else {
+            for (let g = 0; g < group; g++) v128.store(si + <usize>g * ss, f32x4.mul(dot4(qt + <usize>g * qs, k0, k1, k2, k3, headDim), vs));
+          }
         }
       }
       for (; i < nb; i++) {
         const kr = <usize>load<u32>(ptrs + (<usize>i << 2));
-        for (let g = 0; g < group; g++) store<f32>(sb + <usize>g * ss + (<usize>i << 2), dot(q0 + <usize>g * qs, kr, headDim) * scale);
+        for (let r = 0; r < R; r++) {
+          const qr = q0 + <usize>(r / group) * ts + <usize>(r % group) * qs;
+          store<f32>(sb + <usize>r * ss + (<usize>i << 2), dot(qr, kr, headDim) * scale);
+        }
       }
     }
-    // Softmax weights per head; the sum's inverse (split 1) or the max and sum (partial slot:
+    // A block's queries see slightly different keys: mask each row's invisible ones (at most
+    // nt − 1 at either end) before the softmax.
+    if (nt > 1) {
+      for (let tt = 0; tt < nt; tt++) {
+        const qp = pos0 + t0 + tt;
+        const first = (window > 0 ? max(0, qp - window + 1) : 0) - j0, last = qp - j0; // visible: first..last
+        for (let g = 0; g < group; g++) {
+          const sr = scores + <usize>(tt * group + g) * ss;
+          for (let j = 0; j < first; j++) store<f32>(sr + (<usize>j << 2), -Infinity);
+          for (let j = last + 1; j < n; j++) store<f32>(sr + (<usize>j << 2), -Infinity);
+        }
+      }
+    }
+    // Softmax weights per row; the sum's inverse (split 1) or the max and sum (partial slot:
     // max, sum, then headDim unnormalised outputs) kept for after the values.
-    for (let g = 0; g < group; g++) {
-      const sg = scores + <usize>g * ss;
+    for (let r = 0; r < R; r++) {
+      const sr = scores + <usize>r * ss;
       if (split == 1) {
-        const sum = softmaxWeights(sg, n, spare + (<usize>g << 2));
-        store<f32>(spare + (<usize>g << 2), <f32>(1 / sum));
+        const sum = softmaxWeights(sr, n, spare + (<usize>r << 2));
+        store<f32>(spare + (<usize>r << 2), <f32>(1 / sum));
       } else {
-        const slot = partials + ((<usize>(pair * group + g) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2);
-        store<f32>(slot, <f32>softmaxWeights(sg, n, slot), 4);
+        const slot = partials + ((<usize>(pair * group + r) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2);
+        store<f32>(slot, <f32>softmaxWeights(sr, n, slot), 4);
       }
     }
     // Values, a block of KB rows at a time (read once, widened once): with an even group and
     // headDim a multiple of 16, tiles of two heads × sixteen dims summed over the block in
-    // registers; otherwise four rows at a time into each head's output row.
-    const dst0 = split == 1 ? out + (q0 - q) : partials + ((<usize>(pair * group) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2) + 8;
-    const dstStride = split == 1 ? qs : (<usize>split * <usize>(headDim + 2)) << 2;
-    for (let g = 0; g < group; g++) memory.fill(dst0 + <usize>g * dstStride, 0, rowBytes);
+    // registers; otherwise four rows at a time into each query row's output.
+    const o0 = split == 1 ? out + (q0 - q) : partials + ((<usize>(pair * group) * <usize>split + <usize>part) * <usize>(headDim + 2) << 2) + 8;
+    const os = split == 1 ? qs : (<usize>split * <usize>(headDim + 2)) << 2; // next head's output (one token when split > 1)
+    for (let tt = 0; tt < nt; tt++) for (let g = 0; g < group; g++) memory.fill(o0 + <usize>tt * ts + <usize>g * os, 0, rowBytes);
     const tiled = pairs && (headDim & 15) == 0;
     for (let jb = 0; jb < n; jb += KB) {
       const nb = min(KB, n - jb);
       f32Rows(vals + (<usize>jb << 2), nb, nHalf - jb, conv, headDim, ptrs);
       const wb = scores + (<usize>jb << 2);
-      if (tiled) {
-        for (let g = 0; g < group; g += 2) addBlock2x16(wb + <usize>g * ss, ss, ptrs, nb, headDim, dst0 + <usize>g * dstStride, dstStride);
-        continue;
-      }
-      let i = 0;
-      for (; i + 4 <= nb; i += 4) {
-        const a = ptrs + (<usize>i << 2);
-        const r0 = <usize>load<u32>(a), r1 = <usize>load<u32>(a, 4), r2 = <usize>load<u32>(a, 8), r3 = <usize>load<u32>(a, 12);
-        for (let g = 0; g < group; g++) addRows4(wb + <usize>g * ss + (<usize>i << 2), r0, r1, r2, r3, headDim, dst0 + <usize>g * dstStride);
-      }
-      for (; i < nb; i++) {
-        const vr = <usize>load<u32>(ptrs + (<usize>i << 2));
-        for (let g = 0; g < group; g++) axpy(load<f32>(wb + <usize>g * ss + (<usize>i << 2)), vr, dst0 + <usize>g * dstStride, headDim);
+      for (let tt = 0; tt < nt; tt++) {
+        const ot = o0 + <usize>tt * ts, wt = wb + <usize>(tt * group) * ss;
+        if (tiled) {
+          for (let g = 0; g < group; g += 2) addBlock2x16(wt + <usize>g * ss, ss, ptrs, nb, headDim, ot + <usize>g * os, os);
+          continue;
+        }
+        let i = 0;
+        for (; i + 4 <= nb; i += 4) {
+          const a = ptrs + (<usize>i << 2);
+          const r0 = <usize>load<u32>(a), r1 = <usize>load<u32>(a, 4), r2 = <usize>load<u32>(a, 8), r3 = <usize>load<u32>(a, 12);
+          for (let g = 0; g < group; g++) addRows4(wt + <usize>g * ss + (<usize>i << 2), r0, r1, r2, r3, headDim, ot + <usize>g * os);
+        }
+        for (; i < nb; i++) {
+          const vr = <usize>load<u32>(ptrs + (<usize>i << 2));
+          for (let g = 0; g < group; g++) axpy(load<f32>(wt + <usize>g * ss + (<usize>i << 2)), vr, ot + <usize>g * os, headDim);
+        }
       }
     }
-    if (split == 1) for (let g = 0; g < group; g++) scaleRow(dst0 + <usize>g * dstStride, headDim, load<f32>(spare + (<usize>g << 2)));
+    if (split == 1) {
+      for (let tt = 0; tt < nt; tt++) for (let g = 0; g < group; g++) scaleRow(o0 + <usize>tt * ts + <usize>g * os, headDim, load<f32>(spare + (<usize>(tt * group + g) << 2)));
+    }
   }
 }
 

@@ -11,7 +11,7 @@ import { KVCache } from '../src/runtime/kv-cache.js';
 import { loadModel } from '../src/runtime/load.js';
 import { Session } from '../src/runtime/session.js';
 import { loadModel as loadLibraryModel } from '../src/api/model.js';
-import { f16BitsToF32 } from '../src/util/half.js';
+import { f16BitsToF32, f32ToF16Bits } from '../src/util/half.js';
 import { tinyFixture, maxAbsDiff, tokenSequence, argmax } from './helpers.js';
 
 const wasm = new WasmBackend({ threads: 2 });
@@ -28,6 +28,26 @@ test('an f16 cache stores the nearest half, clamps past ±65504, and takes half 
   const want = [0.333251953125, -2.5, 65504, -65504, 0, 0.00006002187728881836, 65504, 0];
   assert.deepEqual(slot(c.layers[0].k, 3), want);
   assert.deepEqual(slot(c.layers[0].v, 3), want.map((x) => (x === 0 ? -0 : -x)));
+  c.write(0, Float32Array.from([Infinity, -Infinity, NaN, 2 ** -20, -0, 1, 65504, 65505]), new Float32Array(8), 4, 1);
+  const odd = slot(c.layers[0].k, 4);
+  assert.deepEqual(odd.slice(0, 2), [65504, -65504]);
+  assert.ok(Number.isNaN(odd[2]));
+  assert.deepEqual(odd.slice(3), [2 ** -20, -0, 1, 65504, 65504]);
+  // Every exponent, random mantissas: the nearest half (ties to even) as the general conversion gives it.
+  const wide = new KVCache(ref, [{ kvDim: 4096, window: 0, source: 0 }], 1, 0, 'f16');
+  const x = new Float32Array(4096);
+  const bits = new Uint32Array(x.buffer);
+  let seed = 7;
+  for (let i = 0; i < x.length; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    bits[i] = ((seed & 0x80000000) | (((90 + (i % 70)) & 0xff) << 23) | (seed & 0x7fffff)) >>> 0; // exponents 2^-37 .. 2^32
+  }
+  wide.write(0, x, x, 0, 1);
+  const got = new Uint16Array(wide.layers[0].k.buffer, wide.layers[0].k.byteOffset, 4096);
+  for (let i = 0; i < x.length; i++) {
+    const want = f32ToF16Bits(Math.max(-65504, Math.min(65504, x[i])));
+    if (got[i] !== want) assert.fail(`${x[i]}: half 0x${got[i].toString(16)}, expected 0x${want.toString(16)}`);
+  }
   assert.equal(c.layers[0].k.length, 64, 'f16: two halves to an element');
   assert.equal(KVCache.bytesFor(layout, 16, 0, 'f16') * 2, KVCache.bytesFor(layout, 16, 0, 'f32'));
   assert.throws(() => new KVCache(ref, layout, 16, 0, 'bf16' as 'f16'), /KV cache type 'bf16': expected one of f32, f16/);
@@ -75,9 +95,9 @@ test('f16 KV cache at 4k+ positions, far past the window: wasm = reference, and 
   }
 });
 
-test('library: kvCache f16 halves the KV bytes and generates; a bad value is one clear error', async () => {
-  const m16 = await loadLibraryModel('models/demo', { kvCache: 'f16', threads: 1 });
-  const m32 = await loadLibraryModel('models/demo', { threads: 1 });
+test('library: kvCache f16 (the default) halves the KV bytes of f32 and generates the same text; a bad value is one clear error', async () => {
+  const m16 = await loadLibraryModel('models/demo', { threads: 1 });
+  const m32 = await loadLibraryModel('models/demo', { kvCache: 'f32', threads: 1 });
   try {
     assert.equal(m16.info.kvCache, 'f16');
     assert.equal(m32.info.kvCache, 'f32');

@@ -36,7 +36,10 @@ export interface LoadOptions {
   spin?: number;
   /** Tokens per session: prompt plus answer (default min(max_position_embeddings, 4096)). */
   contextLength?: number;
-  /** How sessions' KV caches store keys and values: 'f32' (default) or 'f16' (half the memory and the bytes a long context reads per token). */
+  /**
+   * How sessions' KV caches store keys and values: 'f16' (default, as llama.cpp: half the memory,
+   * and half the bytes each token reads at long context) or 'f32'.
+   */
   kvCache?: KvType;
   /** Sessions that may generate at once (default 1; more wait their turn). */
   parallel?: number;
@@ -195,7 +198,7 @@ export class LutraModel {
     if (!Number.isInteger(contextLength) || contextLength < 2 || contextLength > cfg.maxPositions) {
       throw new LutraError(`contextLength ${contextLength}: expected an integer in [2, ${cfg.maxPositions}] (the model's max_position_embeddings)`);
     }
-    const kvCache = opts.kvCache ?? 'f32';
+    const kvCache = opts.kvCache ?? 'f16';
     if (!kvTypes.includes(kvCache)) throw new LutraError(`kvCache ${JSON.stringify(opts.kvCache)}: expected one of ${kvTypes.join(', ')}`);
     if (opts.batchDecode !== undefined && typeof opts.batchDecode !== 'boolean') throw new LutraError(`batchDecode ${JSON.stringify(opts.batchDecode)}: expected true or false`);
     this.batcher = opts.batchDecode === false ? null : new DecodeBatcher();

@@ -118,9 +118,11 @@ export async function timeModel(model: CausalLM, dir: string, opts: TimeLutraOpt
   const session = new Session(model, { contextLength: prefill + decode, prefillBatch: opts.prefillBatch ?? prefill, lora: opts.lora, kvType: opts.kvType });
   const ids = benchTokens(prefill, model.vocabSize);
   const say = opts.onProgress ?? (() => {});
-  // Warm-up: first calls grow scratch memory, compile and wake the workers. A shorter prompt keeps it cheap on big models.
+  // Warm-up: first calls grow scratch memory, compile and wake the workers. A shorter prompt keeps it cheap on big models;
+  // 16 decode steps let the engine finish optimising the one-token kernels (with 2, the first timed
+  // steps of a --context run, which has one repetition, still ran ~10% slower, EXPERIMENTS LC4).
   say('warm-up');
-  runOnce(session, ids.slice(0, Math.min(prefill, 64)), Math.min(decode, 2));
+  runOnce(session, ids.slice(0, Math.min(prefill, 64)), Math.min(decode, 16));
   const repeat = Math.max(1, opts.repeat ?? 3);
   const budgetMs = 1000 * (opts.budgetSeconds ?? 20);
   let bestPrefill = Infinity;

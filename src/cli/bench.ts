@@ -20,7 +20,7 @@ const { context: _context, 'on-overflow': _onOverflow, ...BENCH_MODEL_OPTIONS } 
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'time prefill and decode, against the machine\'s read bandwidth and optionally llama.cpp',
-  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256 | --context N] [--decode 64] [--threads N] [--kv f32|f16] [--vs-llama-cpp [--llama-kv f16|f32]] [--json]',
+  usage: 'lutra bench --model DIR|FILE.gguf [--prefill 256 | --context N] [--decode 64] [--threads N] [--kv f16|f32] [--vs-llama-cpp [--llama-kv f16|f32]] [--json]',
   options: {
     ...BENCH_MODEL_OPTIONS,
     model: { ...MODEL_OPTIONS.model, arg: 'DIR|FILE', help: 'model folder (checkpoint or lutra package) or a .gguf file' },

@@ -157,7 +157,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   threads: { type: 'string', short: 't', arg: 'N', help: 'threads for the wasm backend', default: 'available cores' },
   context: { type: 'string', short: 'c', arg: 'N', help: 'context length in tokens', default: 'min(max_position_embeddings, 4096)' },
   'prefill-batch': { type: 'string', arg: 'N', help: 'tokens per prefill batch', default: '64' },
-  kv: { type: 'string', arg: 'TYPE', help: "KV cache type: f32, or f16 (half the memory, and half the bytes a decoded token reads at long context; llama.cpp's default, its --cache-type-k/-v f16)", default: 'f32' },
+  kv: { type: 'string', arg: 'TYPE', help: "KV cache type: f16 (half the memory of f32, and half the bytes a decoded token reads at long context; llama.cpp's default) or f32", default: 'f16' },
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
   activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4/LUT matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp; LUT tables rounded to 7- or 8-bit integers) or f32 (LUT tables exact)', default: 'q8' },

@@ -49,7 +49,7 @@ function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch
     onOverflow: onOverflowFlag(flags),
     activations: activationsFlag(flags, `${side}-activations`),
     lora: flags.strings(`${side}-lora`).map((v) => parseLoraSpec(v, `--${side}-lora`)),
-    kvType: kvFlag(flags, `${side}-kv`),
+    kvType: kvFlag(flags, `${side}-kv`, 'f32'), // the harness measures weights and numerics, not the cache, unless asked
   };
 }
 

@@ -35,9 +35,9 @@ export function simdFlag(flags: Flags): SimdLevel | undefined {
   return v as SimdLevel | undefined;
 }
 
-/** --kv f32|f16 (default f32), or the flag `name` of that kind. */
-export function kvFlag(flags: Flags, name = 'kv'): KvType {
-  const v = flags.string(name, 'f32');
+/** --kv f16|f32 (default f16, as the library's), or the flag `name` of that kind with its own default. */
+export function kvFlag(flags: Flags, name = 'kv', dflt: KvType = 'f16'): KvType {
+  const v = flags.string(name, dflt);
   if (!kvTypes.includes(v as KvType)) throw new LutraError(`--${name} ${v}: expected ${kvTypes.join(' or ')}`);
   return v as KvType;
 }

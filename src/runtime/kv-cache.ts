@@ -68,11 +68,13 @@ export class KVCache {
       // Views made per call: a wasm memory that grew may have moved the arrays' buffer.
       const kh = new Uint16Array(c.k.buffer, c.k.byteOffset, c.capacity * d);
       const vh = new Uint16Array(c.v.buffer, c.v.byteOffset, c.capacity * d);
+      const kb = new Uint32Array(k.buffer, k.byteOffset, T * d);
+      const vb = new Uint32Array(v.buffer, v.byteOffset, T * d);
       for (let t = first; t < T; t++) {
         const slot = c.ring ? (pos0 + t) % c.capacity : pos0 + t;
         for (let i = 0; i < d; i++) {
-          kh[slot * d + i] = toHalf(k[t * d + i]);
-          vh[slot * d + i] = toHalf(v[t * d + i]);
+          kh[slot * d + i] = halfOf(kb[t * d + i]);
+          vh[slot * d + i] = halfOf(vb[t * d + i]);
         }
       }
       return;
@@ -112,7 +114,26 @@ export class KVCache {
   }
 }
 
-/** x as the nearest half, clamped to ±65 504 (the largest finite half). */
-function toHalf(x: number): number {
-  return f32ToF16Bits(x > 65504 ? 65504 : x < -65504 ? -65504 : x);
+const f32Of = new Float32Array(1);
+const bitsOf = new Uint32Array(f32Of.buffer);
+
+/**
+ * The f32 with bits u as the nearest half (ties to even), clamped to ±65 504 (the largest finite
+ * half); NaN stays NaN. Halves' normal range straight from the bits, the rest (subnormals, zero,
+ * overflow, NaN) through the general conversion.
+ */
+function halfOf(u: number): number {
+  const exp = (u >>> 23) & 0xff;
+  const sign = (u >>> 16) & 0x8000;
+  if (exp >= 113 && exp <= 142) {
+    const mant = u & 0x7fffff;
+    let h = ((exp - 112) << 10) | (mant >>> 13);
+    const rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (h & 1) !== 0)) h++;
+    return sign | (h > 0x7bff ? 0x7bff : h); // rounding past 65 504 clamps
+  }
+  if (exp > 142 && exp < 255) return sign | 0x7bff;
+  if (exp === 255 && (u & 0x7fffff) === 0) return sign | 0x7bff; // ±Infinity
+  bitsOf[0] = u;
+  return f32ToF16Bits(f32Of[0]);
 }

@@ -267,11 +267,16 @@ export class WasmBackend implements Backend {
     this.pool.ctlF[j + 11] = a.scale;
     c[j + 12] = a.window;
     c[j + 13] = this.addr(a.out, T * qDim, 'attention output');
-    // Units: (token, kv head) with all its query heads. In a decode step with fewer pairs than
-    // threads, each pair's keys are cut in `split` runs (one unit each) merged afterwards.
+    // Units: a block of up to 4 tokens × one kv head with all its query heads (the block's rows
+    // share every key and value block they read: long prefills read K and V a quarter as often),
+    // one token per unit where bigger blocks would leave threads idle. In a decode step with fewer
+    // units than threads, each one's keys are cut in `split` runs (one unit each) merged afterwards;
+    // that happens only with one token per unit (qBlock ≤ T / threads keeps units ≥ threads).
     const group = numHeads / numKvHeads;
-    const pairs = T * numKvHeads;
+    const qBlock = Math.max(1, Math.min(4, Math.floor(T / this.threads)));
+    const pairs = Math.ceil(T / qBlock) * numKvHeads;
     const keys = a.window > 0 ? Math.min(a.window, pos0 + T) : pos0 + T;
+    const blockKeys = a.window > 0 ? Math.min(a.window + qBlock - 1, pos0 + T) : pos0 + T;
     const parallel = T * numHeads * keys * headDim >= this.minParallel;
     const split = parallel && pairs < this.threads && keys >= 16 * this.threads ? this.threads : 1;
     c[j + 14] = pairs * split;
@@ -279,7 +284,10 @@ export class WasmBackend implements Backend {
     const partials = split > 1 ? this.partials.reserve(pairs * group * split * (headDim + 2) * 4) : 0;
     c[j + 16] = partials;
     c[j + 17] = half ? 1 : 0;
-    this.ensureThreadScratch(4 * keys * (2 + group) + 4 * group + 64 * headDim + 160); // per unit: key and value addresses, scores per head, a slot per head, a block of 16 widened rows and their addresses
+    c[j + 18] = T;
+    c[j + 19] = qBlock;
+    // Per unit: key and value addresses, scores per query row, a slot per row, a block of 16 widened rows and their addresses.
+    this.ensureThreadScratch(4 * blockKeys * (2 + qBlock * group) + 4 * qBlock * group + 64 * headDim + 160);
     const parts = pairs * split === 1 || !parallel ? 1 : undefined;
     Atomics.store(c, NEXT, 0);
     this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);

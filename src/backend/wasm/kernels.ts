@@ -10,7 +10,7 @@ export interface Kernels {
   q8TokenBytes(cols: number): number;
   attention(q: number, k: number, v: number, cacheK: number, cacheV: number, capacity: number, ring: number,
     pos0: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, window: number,
-    out: number, u0: number, u1: number, scratch: number, split: number, partials: number, kvHalf: number): void;
+    out: number, u0: number, u1: number, scratch: number, split: number, partials: number, kvHalf: number, T: number, qBlock: number): void;
   attentionCombine(partials: number, pairs: number, group: number, split: number, headDim: number, out: number): void;
   rmsNorm(x: number, rows: number, dim: number, gain: number, eps: number, out: number): void;
   rope(x: number, T: number, heads: number, headDim: number, pos0: number, table: number): void;

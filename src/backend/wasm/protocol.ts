@@ -67,14 +67,14 @@ export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: num
       break;
     }
     case OP_ATTENTION: {
-      // q, k, v, cacheK, cacheV, capacity, ring, pos0, numHeads, numKvHeads, headDim, scale, window, out, units, split, partials, kvHalf
+      // q, k, v, cacheK, cacheV, capacity, ring, pos0, numHeads, numKvHeads, headDim, scale, window, out, units, split, partials, kvHalf, T, qBlock
       // Units claimed a few at a time: causal units late in the batch see more keys than early ones.
       const units = ctl[a + 14], chunk = Math.max(1, Math.floor(units / (8 * parts)));
       for (;;) {
         const u0 = Atomics.add(ctl, NEXT, chunk);
         if (u0 >= units) break;
         k.attention(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], ctl[a + 4], ctl[a + 5], ctl[a + 6], ctl[a + 7],
-          ctl[a + 8], ctl[a + 9], ctl[a + 10], ctlF[a + 11], ctl[a + 12], ctl[a + 13], u0, Math.min(units, u0 + chunk), scratch, ctl[a + 15], ctl[a + 16], ctl[a + 17]);
+          ctl[a + 8], ctl[a + 9], ctl[a + 10], ctlF[a + 11], ctl[a + 12], ctl[a + 13], u0, Math.min(units, u0 + chunk), scratch, ctl[a + 15], ctl[a + 16], ctl[a + 17], ctl[a + 18], ctl[a + 19]);
       }
       break;
     }
