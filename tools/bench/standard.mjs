@@ -164,7 +164,7 @@ const table = [
   `Machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; read bandwidth measured by each run: ` +
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
     `Random-weight fixtures (speed does not depend on values; demo is the shipped trained model, models/demo); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
-    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU, F16 KV cache) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra. ' +
+    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra; KV cache f16 on both sides (rows measured before 2026-12-07: lutra f32, llama.cpp f16). ' +
     'Weight MB = bytes read per decoded token (every matrix once, norms included; of a mixture of experts only the top-k experts a token is routed to), from the M weights read per token (the active parameters) of the M held; effective GB/s = that × decode tok/s. ' +
     'NAME@N = the shape cut to its first N layers (`lutra fixture --layers N`). ' +
     "On-disk MB = Gemma 4's per-layer embedding table, read a row per token from the file and never resident: it counts neither in weight MB nor in the RSS limit. " +
