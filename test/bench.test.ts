@@ -93,11 +93,11 @@ test('bench: bad --model, --prefill 0 and a bf16 model with --vs-llama-cpp fail 
   assert.match(v.stderr, /^lutra: error: --vs-llama-cpp: .*bf16 \(model\.embed_tokens\.weight/m);
 });
 
-test('bench --context: a long prompt in passes of --prefill-batch, llama.cpp with the same KV type (--llama-kv f32)', () => {
+test('bench --context: a long prompt in passes of --prefill-batch, llama.cpp with the same KV type (--kv f32: --llama-kv follows)', () => {
   const pkg = join(fx.root, 'q8');
   if (lutra('inspect', pkg).code !== 0) assert.equal(lutra('convert', '--model', fx.dir, '--out', pkg, '--quant', 'all=int8:32').code, 0);
   const args = ['--decode', '4', '--repeat', '1', '--probe-mib', '64', '--threads', '1', '--llama-threads', '1', '--json'];
-  const r = lutra('bench', '--model', pkg, '--context', '700', ...args, '--vs-llama-cpp', '--llama-kv', 'f32');
+  const r = lutra('bench', '--model', pkg, '--context', '700', ...args, '--vs-llama-cpp', '--kv', 'f32');
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.prefill_tokens, 700);

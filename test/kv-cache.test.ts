@@ -82,9 +82,12 @@ test('f16 KV cache at 4k+ positions, far past the window: wasm = reference, and 
     for (let i = 0; i < w16.length; i++) {
       const d = maxAbsDiff(w16[i], r16[i]);
       worst = Math.max(worst, d / spread);
-      assert.ok(d <= 1e-4 * spread, `position ${ids.length - 1 + i} (window ${W}): wasm vs reference, both f16 KV: max |Δlogit| ${d}`);
+      // Both backends round this pass's keys and values to halves: a 1e-7 difference in a key (f32
+      // against f64 sums before it) that straddles a rounding boundary becomes a half-ulp step
+      // (2^-11 relative), so the bound is looser than f32's 1e-4 (measured up to ~1e-4).
+      assert.ok(d <= 5e-4 * spread, `position ${ids.length - 1 + i} (window ${W}): wasm vs reference, both f16 KV: max |Δlogit| ${d}`);
       assert.equal(argmax(w16[i]), argmax(r16[i]));
-      // Against f32 the halves' rounding shows, but only just (measured 2.8e-4 of the logit range).
+      // Against f32 the halves' rounding shows, but only just (measured 3–5e-4 of the logit range).
       const d32 = maxAbsDiff(w16[i], w32[i]);
       worst32 = Math.max(worst32, d32 / spread);
       assert.ok(d32 > 0 && d32 <= 2e-3 * spread, `position ${ids.length - 1 + i}: f16 vs f32 KV: max |Δlogit| ${d32} (logit range ${spread})`);

@@ -9,6 +9,7 @@
 // softmax. The attention kernels widen halves back to f32 exactly.
 import { kvTypes, type Backend, type KvType, type LayerCache } from '../backend/backend.js';
 import { f32ToF16Bits } from '../util/half.js';
+import { roundToF16 } from '../fp16/round.js';
 import type { CacheLayerSpec } from '../model/forward.js';
 import { LutraError } from '../util/errors.js';
 
@@ -84,6 +85,20 @@ export class KVCache {
       c.k.set(k.subarray(t * d, (t + 1) * d), slot * d);
       c.v.set(v.subarray(t * d, (t + 1) * d), slot * d);
     }
+  }
+
+  /**
+   * With an f16 cache: round this pass's own keys or values (in place) to the halves the cache will
+   * hold, so that a query sees every key at one precision whether an earlier pass cached it or it
+   * comes from this pass, as in llama.cpp, which writes its cache before attending. Without it a
+   * conversation continued from a cached prefix and the same tokens prefilled afresh differ by
+   * more than summation order (a greedy answer forked at a near-tie on a random fixture).
+   */
+  matchPrecision(x: Float32Array, backend: Backend): void {
+    if (this.type !== 'f16') return;
+    const bad = backend.roundToF16 ? backend.roundToF16(x, x.length) : roundToF16(x, x.length);
+    if (bad < 0) return;
+    for (let i = bad; i < x.length; i++) if (x[i] === Infinity || x[i] === -Infinity) x[i] = Math.sign(x[i]) * 65504; // as write() clamps
   }
 
   reset(): void {

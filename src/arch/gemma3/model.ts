@@ -174,6 +174,8 @@ export class Gemma3Model implements CausalLM {
         const n = s.ids.length;
         const sk = rows(k, rowOf[i], n, nKV * D);
         const sv = rows(v, rowOf[i], n, nKV * D);
+        s.cache.matchPrecision(sk, B);
+        s.cache.matchPrecision(sv, B);
         B.attention({
           q: rows(q, rowOf[i], n, nH * D), k: sk, v: sv, cache: s.cache.layers[l], pos0: s.pos0, T: n,
           numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attnScale,

@@ -278,8 +278,11 @@ export class Gemma4Model implements CausalLM {
       const attv = att.subarray(0, T * qDim);
       segments.forEach((s, i) => {
         const n = s.ids.length;
+        const sk = rows(k, rowOf[i], n, kvDim), sv = rows(v, rowOf[i], n, kvDim);
+        s.cache.matchPrecision(sk, B); // shared layers meet these rows already rounded
+        s.cache.matchPrecision(sv, B);
         B.attention({
-          q: rows(qv, rowOf[i], n, qDim), k: rows(k, rowOf[i], n, kvDim), v: rows(v, rowOf[i], n, kvDim),
+          q: rows(qv, rowOf[i], n, qDim), k: sk, v: sv,
           cache: s.cache.layers[Ly.kvSource], pos0: s.pos0, T: n,
           numHeads: nH, numKvHeads: nKV, headDim: D, scale: this.attentionScale(),
           window: Ly.sliding ? cfg.slidingWindow : 0, qChunk: opts.qChunk, out: rows(attv, rowOf[i], n, qDim),
