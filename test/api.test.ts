@@ -179,8 +179,9 @@ test('tokenize / detokenize round-trip; logProbs equal token-by-token decoding',
   const r = await model.logProbs(text, { topK: 3 });
   assert.deepEqual(r.tokenIds, ids);
   assert.equal(r.logProbs.length, ids.length - 1);
-  // Independently: feed one token at a time (decode steps, not the batched prefill) and score.
-  const s = new Session(model.engine, { contextLength: ids.length });
+  // Independently: feed one token at a time (decode steps, not the batched prefill) and score,
+  // with the model's KV cache type.
+  const s = new Session(model.engine, { contextLength: ids.length, kvType: model.info.kvCache });
   let logits = s.prefill([ids[0]]);
   for (let i = 1; i < ids.length; i++) {
     const lp = logSoftmax(logits);
