@@ -62,7 +62,9 @@ export interface AttentionArgs {
 export function keyValueRows(a: AttentionArgs): (p: number) => [Float32Array, Float32Array, number] {
   const kvDim = a.numKvHeads * a.headDim;
   const c = a.cache;
-  const wide = (x: Float32Array) => (c.type === 'f16' ? f16ArrayToF32(new Uint16Array(x.buffer, x.byteOffset, c.capacity * kvDim)) : x);
+  // Only the slots that can hold this call's older keys: all of a ring, the first pos0 of a full history.
+  const used = (c.ring ? c.capacity : Math.min(c.capacity, a.pos0)) * kvDim;
+  const wide = (x: Float32Array) => (c.type === 'f16' ? f16ArrayToF32(new Uint16Array(x.buffer, x.byteOffset, used)) : x);
   const ck = wide(c.k), cv = wide(c.v);
   return (p) => (p >= a.pos0 ? [a.k, a.v, (p - a.pos0) * kvDim] : [ck, cv, (c.ring ? p % c.capacity : p) * kvDim]);
 }
