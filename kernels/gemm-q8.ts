@@ -5,9 +5,9 @@
 // f32 once per block of 32. The relaxed build's int4 takes gemmQ4I8 (i8 codes, below).
 import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale, lutScalesOf, bitsOf } from './matrix';
 import { widenLut, lutSplit } from './lut-q8';
-import { quantizeQ8, q8Blocks, q8RowBytes, gather4, NATURAL, QUAD, SPLIT } from './q8';
+import { quantizeQ8, q8Blocks, q8RowBytes, gather4, scaleAt, NATURAL, QUAD, SPLIT } from './q8';
 import { nibble } from './decode';
-import { quantizeQ8I8, unpackNibbles, tile4x2I8, tailQ4, dotQ4x2I8 } from './q4-relaxed';
+import { quantizeQ8I8, unpackNibbles, interleave4, tile4x2G, restQ4, tailQ4 } from './q4-relaxed';
 
 /** Bytes of one quantized token: codes (q8RowBytes), then block scales (f32), then corrections (i32x4 per block). */
 export function q8TokenBytes(cols: i32): usize {
@@ -25,7 +25,10 @@ export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T
   const corr = codes + (<usize>q8Blocks(cols) << 2);
   for (let t = t0; t < t1; t++) {
     const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
-    if (i8Layout(d, T)) quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
+    if (i8Layout(d, T)) {
+      quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
+      if (T > 1) interleave4(qt, cols >> 7); // the int4 GEMM's grouped blocks
+    }
     else quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4 ? QUAD : lutSplit(d) ? SPLIT : NATURAL, qt + corr);
   }
 }
@@ -174,43 +177,51 @@ function transposeScales(sc: usize, scs: usize, per: i32, nb: i32, st: usize): v
 }
 
 /**
- * The relaxed build's int4 GEMM (kernels/q4-relaxed.ts): tokens quantized to i8 codes, 4 rows
- * unpacked to nibble bytes once, then 4-row × 2-token tiles; edge rows and an odd last token
- * take the GEMV kernel.
+ * The relaxed build's int4 GEMM (kernels/q4-relaxed.ts): tokens quantized to i8 codes with their
+ * full blocks grouped by four (interleave4), 4 rows unpacked to nibble bytes and grouped the same
+ * way once, their scales expanded to one per block, then 4-row × 2-token tiles. Blocks outside
+ * the groups (fewer than four full ones, a partial last one) are added per row and token. Edge
+ * rows repeat the last row and an odd last token repeats itself, into a side buffer.
  */
 function gemmQ4I8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   const cols = colsOf(d), rows = rowsOf(d);
-  const qs = q8TokenBytes(cols), dss = qs;
+  const qs = q8TokenBytes(cols);
   const ds = q + q8RowBytes(cols), corr = ds + (<usize>q8Blocks(cols) << 2);
-  const us = <usize>q8Blocks(cols) << 5; // one unpacked row
-  const dec = scratch, st = dec + 4 * us;
+  const nbAll = q8Blocks(cols), full = cols >> 5, groups = full >> 2;
+  const us = <usize>nbAll << 5; // one unpacked row
+  const sxs = <usize>nbAll << 2; // one row's scales per block
+  const dec = scratch, sx = dec + 4 * us, side = sx + 4 * sxs;
   const per = q8PerScale(d);
-  const scs = <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
   for (let r = r0; r < r1; r += 4) {
     const nr = min(4, r1 - r);
-    const sc = rowScales(d, r);
-    const o = out + (<usize>r << 2);
-    let t = 0;
-    if (nr == 4) {
-      for (let j = 0; j < 4; j++) unpackNibbles(rowPtr(d, r + j), cols, dec + <usize>j * us);
-      transposeScales(sc, scs, per, cols >> 5, st);
-      for (; t + 2 <= T; t += 2) {
-        const ot = o + <usize>t * os;
-        tile4x2I8(dec, us, q + <usize>t * qs, qs, ds + <usize>t * dss, corr + <usize>t * dss, dss, st, cols, ot, os);
-        if ((cols & 31) != 0) {
-          for (let j = 0; j < 4; j++) {
-            for (let u = 0; u < 2; u++) {
-              const a = ot + <usize>u * os + (<usize>j << 2);
-              store<f32>(a, load<f32>(a) + tailQ4(rowPtr(d, r + j), q + <usize>(t + u) * qs, ds + <usize>(t + u) * dss, sc + <usize>j * scs, per, cols));
-            }
+    for (let j = 0; j < 4; j++) {
+      const rr = r + min(j, nr - 1), uj = dec + <usize>j * us, sj = sx + <usize>j * sxs, sc = rowScales(d, rr);
+      unpackNibbles(rowPtr(d, rr), cols, uj);
+      interleave4(uj, groups);
+      for (let k = 0; k < nbAll; k++) store<f32>(sj + (<usize>k << 2), scaleAt(sc, k, per));
+    }
+    for (let t = 0; t < T; t += 2) {
+      const nt = min(2, T - t), ts: usize = nt == 2 ? qs : 0;
+      const direct = nr == 4 && nt == 2;
+      const o = direct ? out + <usize>t * os + (<usize>r << 2) : side, oos: usize = direct ? os : 16;
+      const qt = q + <usize>t * qs, dt = ds + <usize>t * qs, ct = corr + <usize>t * qs;
+      tile4x2G(dec, us, qt, dt, ct, ts, sx, sxs, groups, o, oos);
+      if (groups << 2 < nbAll) {
+        for (let j = 0; j < 4; j++) {
+          const rr = r + min(j, nr - 1);
+          for (let u = 0; u < 2; u++) {
+            const a = o + <usize>u * oos + (<usize>j << 2), tu = <usize>min(u, nt - 1) * qs;
+            let v = restQ4(dec + <usize>j * us, qt + tu, dt + tu, ct + tu, sx + <usize>j * sxs, groups << 2, full);
+            v += tailQ4(rowPtr(d, rr), qt + tu, dt + tu, rowScales(d, rr), per, cols);
+            store<f32>(a, load<f32>(a) + v);
           }
         }
       }
-    }
-    for (; t < T; t++) {
-      for (let j = 0; j < nr; j++) {
-        dotQ4x2I8(rowPtr(d, r + j), 0, q + <usize>t * qs, ds + <usize>t * dss, corr + <usize>t * dss, sc + <usize>j * scs, 0, per, cols, o + <usize>t * os + (<usize>j << 2), 0);
+      if (!direct) {
+        for (let u = 0; u < nt; u++) {
+          for (let j = 0; j < nr; j++) store<f32>(out + <usize>(t + u) * os + (<usize>(r + j) << 2), load<f32>(side + <usize>u * 16 + (<usize>j << 2)));
+        }
       }
     }
   }

@@ -116,33 +116,106 @@ export function unpackNibbles(src: usize, cols: i32, dst: usize): void {
 }
 
 /**
- * The GEMM tile: 4 unpacked rows (u, ws bytes apart) × 2 tokens (codes qs, scales and corrections
- * dss bytes apart), full blocks only; st[k] holds the 4 rows' scales of block k. Per block and
- * token, the rows' sums are folded into one vector: sums for rows r..r+3 go to out (token 0)
- * and out + os (token 1).
+ * The GEMM's grouped layout, in place over the first 4·groups full blocks of a row of i8 codes
+ * or unpacked nibbles (split layout: per block its 16 even elements, then its 16 odd ones): per
+ * group of four blocks, vector v (0..3) holds bytes 4v..4v+3 of each block's even half, vector
+ * 4 + v the same of the odd halves. Four bytes of every block per vector: a dot product of two
+ * such rows leaves block j's partial sums in i16 lanes 2j and 2j + 1, so a group's eight dot
+ * products add up in one register and a single widening gives the four blocks' totals.
  */
-export function tile4x2I8(u: usize, ws: usize, q0: usize, qs: usize, d0: usize, c0: usize, dss: usize, st: usize, cols: i32, out: usize, os: usize): void {
-  const u1 = u + ws, u2 = u1 + ws, u3 = u2 + ws, q1 = q0 + qs, d1 = d0 + dss, c1 = c0 + dss;
-  let acc0 = f32x4.splat(0), acc1 = f32x4.splat(0);
-  for (let k = 0, nb = cols >> 5; k < nb; k++) {
-    const wo = <usize>k << 5, ko = <usize>k << 2;
-    const e0 = v128.load(q0 + wo), o0 = v128.load(q0 + wo, 16), e1 = v128.load(q1 + wo), o1 = v128.load(q1 + wo, 16);
-    let l = v128.load(u + wo), h = v128.load(u + wo, 16);
-    const p00 = blockSumUnpacked(l, h, e0, o0), p01 = blockSumUnpacked(l, h, e1, o1);
-    l = v128.load(u1 + wo); h = v128.load(u1 + wo, 16);
-    const p10 = blockSumUnpacked(l, h, e0, o0), p11 = blockSumUnpacked(l, h, e1, o1);
-    l = v128.load(u2 + wo); h = v128.load(u2 + wo, 16);
-    const p20 = blockSumUnpacked(l, h, e0, o0), p21 = blockSumUnpacked(l, h, e1, o1);
-    l = v128.load(u3 + wo); h = v128.load(u3 + wo, 16);
-    const p30 = blockSumUnpacked(l, h, e0, o0), p31 = blockSumUnpacked(l, h, e1, o1);
-    const s4 = v128.load(st + (<usize>k << 4));
-    const t0 = i32x4.sub(fold4(p00, p10, p20, p30), v128.load32_splat(c0 + ko));
-    const t1 = i32x4.sub(fold4(p01, p11, p21, p31), v128.load32_splat(c1 + ko));
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(t0), f32x4.mul(s4, v128.load32_splat(d0 + ko))));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(t1), f32x4.mul(s4, v128.load32_splat(d1 + ko))));
+export function interleave4(p: usize, groups: i32): void {
+  for (let g = 0; g < groups; g++, p += 128) {
+    const e0 = v128.load(p), e1 = v128.load(p, 32), e2 = v128.load(p, 64), e3 = v128.load(p, 96);
+    const o0 = v128.load(p, 16), o1 = v128.load(p, 48), o2 = v128.load(p, 80), o3 = v128.load(p, 112);
+    transpose4(p, e0, e1, e2, e3);
+    transpose4(p + 64, o0, o1, o2, o3);
   }
-  v128.store(out, acc0);
-  v128.store(out + os, acc1);
+}
+
+/** The 4 × 4 transpose of 32-bit lanes of a..d, stored as four vectors at p. */
+@inline function transpose4(p: usize, a: v128, b: v128, c: v128, d: v128): void {
+  const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
+  const t2 = v128.shuffle<i32>(c, d, 0, 4, 1, 5), t3 = v128.shuffle<i32>(c, d, 2, 6, 3, 7);
+  v128.store(p, v128.shuffle<i64>(t0, t2, 0, 2));
+  v128.store(p, v128.shuffle<i64>(t0, t2, 1, 3), 16);
+  v128.store(p, v128.shuffle<i64>(t1, t3, 0, 2), 32);
+  v128.store(p, v128.shuffle<i64>(t1, t3, 1, 3), 48);
+}
+
+/** s + the i16 pair sums of codes a × nibble bytes w. */
+@inline function dot7(s: v128, a: v128, w: v128): v128 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
+  return i16x8.add(s, i16x8.relaxed_dot_i8x16_i7x16_s(a, w));
+}
+
+/** acc + the group's block totals (i16 pair sums widened) less corr, × scales: one fused step. */
+@inline function scaleGroup(s: v128, corr: v128, sc: v128, acc: v128): v128 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
+  return f32x4.relaxed_madd(f32x4.convert_i32x4_s(i32x4.sub(i32x4.extadd_pairwise_i16x8_s(s), corr)), sc, acc);
+}
+
+/** [Σ a, Σ b, Σ c, Σ d]. */
+@inline function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = f32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
+  const cd = f32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
+  return f32x4.add(v128.shuffle<i64>(ab, cd, 0, 2), v128.shuffle<i64>(ab, cd, 1, 3));
+}
+
+/**
+ * The GEMM tile over the grouped blocks: 4 unpacked rows (u, us bytes apart) × 2 tokens (codes
+ * from q0, block scales from d0, corrections from c0; the second token ts bytes after the first,
+ * ts = 0 repeats it). sx holds each row's scale per block (sxs bytes apart). A group's eight dot
+ * products per row and token add up in i16 (eight lanes of at most 2·127·15 = 3 810: 30 480), are
+ * widened once into the four blocks' totals and scaled by their four row × token scales into one
+ * f32x4 per row and token, summed across at the end. Sums for rows r..r+3: out (token 0) and
+ * out + os (token 1).
+ */
+export function tile4x2G(u: usize, us: usize, q0: usize, d0: usize, c0: usize, ts: usize, sx: usize, sxs: usize, groups: i32, out: usize, os: usize): void {
+  const u1 = u + us, u2 = u1 + us, u3 = u2 + us, q1 = q0 + ts;
+  let f00 = f32x4.splat(0), f01 = f32x4.splat(0), f10 = f32x4.splat(0), f11 = f32x4.splat(0);
+  let f20 = f32x4.splat(0), f21 = f32x4.splat(0), f30 = f32x4.splat(0), f31 = f32x4.splat(0);
+  for (let g = 0; g < groups; g++) {
+    const go = <usize>g << 7;
+    let s00 = i16x8.splat(0), s01 = i16x8.splat(0), s10 = i16x8.splat(0), s11 = i16x8.splat(0);
+    let s20 = i16x8.splat(0), s21 = i16x8.splat(0), s30 = i16x8.splat(0), s31 = i16x8.splat(0);
+    for (let v: usize = go; v < go + 128; v += 16) {
+      const a0 = v128.load(q0 + v), a1 = v128.load(q1 + v);
+      let w = v128.load(u + v);
+      s00 = dot7(s00, a0, w); s01 = dot7(s01, a1, w);
+      w = v128.load(u1 + v);
+      s10 = dot7(s10, a0, w); s11 = dot7(s11, a1, w);
+      w = v128.load(u2 + v);
+      s20 = dot7(s20, a0, w); s21 = dot7(s21, a1, w);
+      w = v128.load(u3 + v);
+      s30 = dot7(s30, a0, w); s31 = dot7(s31, a1, w);
+    }
+    const ko = <usize>g << 4;
+    const e0 = v128.load(d0 + ko), e1 = v128.load(d0 + ts + ko), k0 = v128.load(c0 + ko), k1 = v128.load(c0 + ts + ko);
+    let w = v128.load(sx + ko);
+    f00 = scaleGroup(s00, k0, f32x4.mul(w, e0), f00); f01 = scaleGroup(s01, k1, f32x4.mul(w, e1), f01);
+    w = v128.load(sx + sxs + ko);
+    f10 = scaleGroup(s10, k0, f32x4.mul(w, e0), f10); f11 = scaleGroup(s11, k1, f32x4.mul(w, e1), f11);
+    w = v128.load(sx + 2 * sxs + ko);
+    f20 = scaleGroup(s20, k0, f32x4.mul(w, e0), f20); f21 = scaleGroup(s21, k1, f32x4.mul(w, e1), f21);
+    w = v128.load(sx + 3 * sxs + ko);
+    f30 = scaleGroup(s30, k0, f32x4.mul(w, e0), f30); f31 = scaleGroup(s31, k1, f32x4.mul(w, e1), f31);
+  }
+  v128.store(out, hsum4(f00, f10, f20, f30));
+  v128.store(out + os, hsum4(f01, f11, f21, f31));
+}
+
+/**
+ * One unpacked row against one token over the full blocks k0..k1 left outside the groups (split
+ * layout), scales per block from sxr: their scaled sum.
+ */
+export function restQ4(ur: usize, qt: usize, dt: usize, ct: usize, sxr: usize, k0: i32, k1: i32): f32 {
+  let acc: f32 = 0;
+  for (let k = k0; k < k1; k++) {
+    const o = <usize>k << 5, ko = <usize>k << 2;
+    const p = isum(i32x4.extadd_pairwise_i16x8_s(blockSumUnpacked(v128.load(ur + o), v128.load(ur + o, 16), v128.load(qt + o), v128.load(qt + o, 16)))) - load<i32>(ct + ko);
+    acc += <f32>p * (load<f32>(sxr + ko) * load<f32>(dt + ko));
+  }
+  return acc;
 }
 
 /** The partial last block of one int4 row (natural-order codes): its scaled sum, 0 if none. */
