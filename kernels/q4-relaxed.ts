@@ -12,7 +12,7 @@
 // i32 per block, 8·Σ codes, so Σ (nibble − 8)·code = Σ nibble·code − corr. A partial last block
 // is natural order, zero-padded to 32. The codes are the Q8_0 rule of kernels/q8.ts.
 import { scales4, scaleAt, isum, blockScale, codes4, code } from './q8';
-import { hsum } from './dot';
+import { hsum, hsum4 } from './dot';
 import { nibble } from './decode';
 
 /** Quantize x[cols] into i8 codes q (split layout above), block scales ds (f32) and corr (i32). */
@@ -152,13 +152,6 @@ export function interleave4(p: usize, groups: i32): void {
 @inline function scaleGroup(s: v128, corr: v128, sc: v128, acc: v128): v128 {
   if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
   return f32x4.relaxed_madd(f32x4.convert_i32x4_s(i32x4.sub(i32x4.extadd_pairwise_i16x8_s(s), corr)), sc, acc);
-}
-
-/** [Σ a, Σ b, Σ c, Σ d]. */
-@inline function hsum4(a: v128, b: v128, c: v128, d: v128): v128 {
-  const ab = f32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
-  const cd = f32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
-  return f32x4.add(v128.shuffle<i64>(ab, cd, 0, 2), v128.shuffle<i64>(ab, cd, 1, 3));
 }
 
 /**

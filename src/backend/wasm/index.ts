@@ -150,10 +150,10 @@ export class WasmBackend implements Backend {
     const m = w as WasmMatrix;
     let xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
     const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
-    // Per thread: f32 path, 4 decoded rows; q8 GEMM, 4 rows widened to i16 and their transposed
-    // scales (272 B per block; the q8 GEMV needs none).
+    // Per thread: f32 path, 4 decoded rows; q8 GEMM, 4 rows widened to i16 and their scales per
+    // block (272 B per block) and 8 floats of edge output (the q8 GEMV needs none).
     const blocks = Math.ceil(m.cols / 32);
-    this.ensureThreadScratch(m.q8 ? 272 * blocks : 4 * 4 * m.cols);
+    this.ensureThreadScratch(m.q8 ? 272 * blocks + 64 : 4 * 4 * m.cols);
     const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
     if (m.q8) {
