@@ -152,7 +152,9 @@ test('rmsNorm, rope, geluMul, softcap and add match the reference', () => {
       const g = new Float32Array(n);
       ref.geluMul(gate, up, n, g);
       B.geluMul(gate, up, n, gate);
-      relClose(`geluMul ${n} ${label}`, gate, g, 1e-6);
+      // f32 arithmetic in the kernel: z = −2u carries a few roundings, ≤ 1.3e-6 relative in e^z
+      // (and the result) for x in [−4, −1], measured on a dense sweep.
+      relClose(`geluMul ${n} ${label}`, gate, g, 3e-6);
     }
 
     // softcap: small (calling thread) and large (pool), against the reference's Math.tanh loop;
