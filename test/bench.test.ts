@@ -58,9 +58,14 @@ test('bench --vs-llama-cpp on an int8:32 package (exported to Q8_0)', () => {
   const pkg = join(fx.root, 'q8');
   const c = lutra('convert', '--model', fx.dir, '--out', pkg, '--quant', 'all=int8:32');
   assert.equal(c.code, 0, c.stderr);
-  const r = lutra('bench', '--model', pkg, ...SMALL, '--vs-llama-cpp');
+  const r = lutra('bench', '--model', pkg, ...SMALL, '--vs-llama-cpp', '--rounds', '2');
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
+  // Two alternating rounds: lutra, llama.cpp, lutra, llama.cpp; the best of each side kept.
+  assert.equal(j.rounds, 2);
+  assert.equal(j.repetitions, 2);
+  assert.deepEqual(r.stderr.match(/round \d of 2|llama\.cpp 1 thread: warm-up|^bench: warm-up/gm), ['round 1 of 2', 'warm-up', 'llama.cpp 1 thread: warm-up', 'round 2 of 2', 'warm-up', 'llama.cpp 1 thread: warm-up'].map((m) => (m === 'warm-up' ? 'bench: warm-up' : m)));
+  assert.equal(j.llama_cpp.byThreads.length, 2);
   checkResult(j, 1 + 4 / 32); // a byte per code, an f32 scale per 32
   const l = j.llama_cpp;
   for (const k of ['prefill_tok_s', 'decode_tok_s']) assert.ok(Number.isFinite(l[k]) && l[k] > 0, `llama_cpp.${k}`);
@@ -84,6 +89,8 @@ test('bench: bad --model, --prefill 0 and a bf16 model with --vs-llama-cpp fail 
   assertOneLineError(lutra('bench', '--model', fx.dir, '--prefill', '0'), /^lutra: error: .*--prefill "0"/);
   assertOneLineError(lutra('bench', '--model', fx.dir, '--decode', 'x'), /^lutra: error: .*--decode "x"/);
   assertOneLineError(lutra('bench', '--model', fx.dir, '--simd', 'avx'), /^lutra: error: --simd avx: expected auto, relaxed, baseline$/);
+  assertOneLineError(lutra('bench', '--model', fx.dir, '--rounds', '2'), /^lutra: error: --rounds alternates lutra and llama\.cpp: it needs --vs-llama-cpp/);
+  assertOneLineError(lutra('bench', '--model', fx.dir, '--rounds', '0', '--vs-llama-cpp'), /^lutra: error: .*--rounds "0"/);
   // Found after loading, so progress lines come first; the error is still one line.
   const long = lutra('bench', '--model', fx.dir, '--prefill', '2040', '--decode', '9');
   assert.equal(long.code, 1);

@@ -40,6 +40,8 @@ const { values: o } = parseArgs({
     prefill: { type: 'string', default: '256' },
     decode: { type: 'string', default: '64' },
     threads: { type: 'string' },
+    // lutra and llama.cpp timed alternately this many times; the best of each side counts.
+    rounds: { type: 'string', default: '2' },
     out: { type: 'string', default: join(ROOT, 'docs', 'BENCHMARKS.md') },
     // Re-render the table from the work folder's results.json of the last run, timing nothing.
     'render-only': { type: 'boolean', default: false },
@@ -102,7 +104,7 @@ function measure() {
       if (!existsSync(pkg)) lutra(['convert', '--model', hf, '--out', pkg, ...convertFlags(format)]);
       else process.stderr.write(`bench: reusing ${pkg}\n`);
       const args = ['bench', '--model', pkg, '--prefill', o.prefill, '--decode', o.decode, '--json'];
-      if (GGUF_EXACT.has(format)) args.push('--vs-llama-cpp');
+      if (GGUF_EXACT.has(format)) args.push('--vs-llama-cpp', '--rounds', o.rounds);
       if (o.threads) args.push('--threads', o.threads);
       rows.push({ shape, format, date: new Date().toISOString(), loadavg: loadavg()[0], ...JSON.parse(lutra(args)) });
     }
@@ -164,7 +166,9 @@ const table = [
   `Machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; read bandwidth measured by each run: ` +
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
     `Random-weight fixtures (speed does not depend on values; demo is the shipped trained model, models/demo); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
-    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra; KV cache f16 on both sides (rows measured before 2026-12-07: lutra f32, llama.cpp f16). ' +
+    'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra' +
+    '; where a row says "N rounds", lutra and llama.cpp were timed alternately N times over and the best of each side kept (a burst of load from elsewhere then hits neither side alone)' +
+    '; KV cache f16 on both sides (rows measured before 2026-12-07: lutra f32, llama.cpp f16). ' +
     'Weight MB = bytes read per decoded token (every matrix once, norms included; of a mixture of experts only the top-k experts a token is routed to), from the M weights read per token (the active parameters) of the M held; effective GB/s = that × decode tok/s. ' +
     'NAME@N = the shape cut to its first N layers (`lutra fixture --layers N`). ' +
     "On-disk MB = Gemma 4's per-layer embedding table, read a row per token from the file and never resident: it counts neither in weight MB nor in the RSS limit. " +
@@ -177,7 +181,7 @@ const table = [
   ...rows.map((r) => {
     const l = r.llama_cpp ?? {};
     const check = `${r.rss_ok ? 'ok' : 'over'} (limit ${mb(r.rss_limit_bytes)})`;
-    const when = `${(r.date ?? run.date).slice(0, 10)} (${r.loadavg !== undefined ? f(r.loadavg, 1) : '—'})`;
+    const when = `${(r.date ?? run.date).slice(0, 10)} (${r.loadavg !== undefined ? f(r.loadavg, 1) : '—'}${r.rounds > 1 ? `; ${r.rounds} rounds` : ''})`;
     const disk = r.on_disk_weight_bytes ? mb(r.on_disk_weight_bytes) : '—';
     const params = r.params_per_token ? `${f(r.params_per_token / 1e6, 0)} / ${f(r.params_resident / 1e6, 0)}` : '—';
     const base = r.llama_cpp ? null : rows.find((b) => b.shape === r.shape && b.format === baseOf(r.format));
