@@ -11,17 +11,7 @@
 // every head's output (an even group in tiles of two heads × sixteen dims summed in registers), so
 // K and V are each read once per unit. With kvHalf the cache holds IEEE halves (this batch's own
 // k/v stay f32): each block of cached rows is widened to f32 once, in scratch, before use.
-import { dot, axpy, hmax } from './dot';
-
-/**
- * c + a·b: fused (one rounding) where the relaxed build's engine has FMA, else multiply then add.
- * Either way within the kernels' tolerance against the reference; the two builds' attention
- * outputs may differ in the last bits.
- */
-@inline function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
-  return f32x4.add(c, f32x4.mul(a, b));
-}
+import { dot, axpy, hmax, madd } from './dot';
 
 /** Keys per block: a block's f32 key or value rows (16 KB at headDim 256) stay in L1 while they are used. */
 const KB = 16;

@@ -16,6 +16,16 @@
   return f32x4.add(v128.shuffle<i64>(ab, cd, 0, 2), v128.shuffle<i64>(ab, cd, 1, 3));
 }
 
+/**
+ * c + a·b: fused (one rounding) where the relaxed build's engine has FMA, else multiply then add.
+ * Either way within the kernels' tolerance against the reference; the two builds' attention
+ * outputs (and GEMMs) may differ in the last bits.
+ */
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(c, f32x4.mul(a, b));
+}
+
 /** Σ a[i]·b[i] over n f32. */
 export function dot(a: usize, b: usize, n: i32): f32 {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0);

@@ -4,12 +4,12 @@
 // the tokens' are (interleave16), and a 4-row × 2-token tile of i32x4.dot_i16x8_s shares every
 // loaded weight vector between two tokens; i32 sums are scaled to f32 once per group of four
 // blocks. The relaxed build's int4 takes gemmQ4I8 (i8 codes, below).
-import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, scalesPerRowOf, q8PerScale, lutScalesOf, bitsOf } from './matrix';
+import { INT4, LUT, fmtOf, colsOf, rowsOf, rowPtr, rowScales, q8PerScale, lutScalesOf, bitsOf } from './matrix';
 import { widenLut, lutSplit } from './lut-q8';
 import { quantizeQ8, q8Blocks, q8RowBytes, scaleAt, isum, NATURAL, QUAD, SPLIT } from './q8';
-import { hsum4 } from './dot';
+import { hsum4, madd } from './dot';
 import { nibble } from './decode';
-import { quantizeQ8I8, unpackNibbles, interleave4, tile4x2G, restQ4, tailQ4 } from './q4-relaxed';
+import { quantizeQ8I8, unpackNibbles, interleave4, groupCorrections, tile4x2G, restQ4, tailQ4 } from './q4-relaxed';
 
 /** Bytes of one quantized token: codes (q8RowBytes), then block scales (f32), then corrections (i32x4 per block). */
 export function q8TokenBytes(cols: i32): usize {
@@ -29,7 +29,10 @@ export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T
     const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
     if (i8Layout(d, T)) {
       quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
-      if (T > 1) interleave4(qt, cols >> 7); // the int4 GEMM's grouped blocks
+      if (T > 1) {
+        interleave4(qt, cols >> 7); // the int4 GEMM's grouped blocks
+        groupCorrections(qt, qt + corr, cols >> 7);
+      }
     } else {
       quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4 ? QUAD : lutSplit(d) ? SPLIT : NATURAL, qt + corr);
       if (T > 1) interleave16(qt, cols >> 7); // the i16 GEMM's grouped blocks
@@ -51,8 +54,6 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
   const sxs = <usize>nbAll << 2; // one row's scales per block
   const dec = scratch, sx = dec + 4 * ws, side = sx + 4 * sxs;
   const per = q8PerScale(d);
-  // A LUT's scales: one per row (its table's), beside the descriptor's tables.
-  const scs: usize = lut ? 4 : <usize>scalesPerRowOf(d) << 2;
   const os = <usize>rows << 2;
   for (let r = r0; r < r1; r += 4) {
     const nr = min(4, r1 - r);
@@ -64,6 +65,7 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
       else if (lut) widenLut(d, rr, wj);
       else widenInt8(rowPtr(d, rr), cols, wj);
       interleave16(wj, groups);
+      // A LUT's scales: one per row (its table's), beside the descriptor's tables.
       const sc = lut ? lutScalesOf(d) + (<usize>rr << 2) : rowScales(d, rr);
       for (let k = 0; k < nbAll; k++) store<f32>(sj + (<usize>k << 2), scaleAt(sc, k, per));
     }
@@ -112,12 +114,6 @@ export function interleave16(p: usize, groups: i32): void {
       v128.store(p + m, v128.shuffle<i64>(t1, t3, 1, 3), 192);
     }
   }
-}
-
-/** acc + a·b: fused in the relaxed build. */
-@inline function madd(a: v128, b: v128, c: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
-  return f32x4.add(f32x4.mul(a, b), c);
 }
 
 /**

@@ -132,6 +132,21 @@ export function interleave4(p: usize, groups: i32): void {
   }
 }
 
+/**
+ * A grouped token's corrections (after interleave4): per group, one i16 lane per lane of the
+ * tile's sums, −8·Σ of the codes that lane multiplies (16 of them: |value| ≤ 16 256), stored over
+ * the group's four i32 block corrections. A tile's sum that starts from them ends at
+ * Σ (nibble − 8)·code per lane, at most 16·8·127 = 16 256 in magnitude: exact in i16, whatever the
+ * wrap-arounds on the way.
+ */
+export function groupCorrections(q: usize, corr: usize, groups: i32): void {
+  for (let g = 0; g < groups; g++, q += 128) {
+    let c = i16x8.extadd_pairwise_i8x16_s(v128.load(q));
+    for (let v: usize = 16; v < 128; v += 16) c = i16x8.add(c, i16x8.extadd_pairwise_i8x16_s(v128.load(q + v)));
+    v128.store(corr + (<usize>g << 4), i16x8.mul(c, i16x8.splat(-8)));
+  }
+}
+
 /** The 4 × 4 transpose of 32-bit lanes of a..d, stored as four vectors at p. */
 @inline function transpose4(p: usize, a: v128, b: v128, c: v128, d: v128): void {
   const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
@@ -148,20 +163,20 @@ export function interleave4(p: usize, groups: i32): void {
   return i16x8.add(s, i16x8.relaxed_dot_i8x16_i7x16_s(a, w));
 }
 
-/** acc + the group's block totals (i16 pair sums widened) less corr, × scales: one fused step. */
-@inline function scaleGroup(s: v128, corr: v128, sc: v128, acc: v128): v128 {
+/** acc + the group's block totals (i16 pair sums, corrections included, widened) × scales: one fused step. */
+@inline function scaleGroup(s: v128, sc: v128, acc: v128): v128 {
   if (!ASC_FEATURE_RELAXED_SIMD) return unreachable();
-  return f32x4.relaxed_madd(f32x4.convert_i32x4_s(i32x4.sub(i32x4.extadd_pairwise_i16x8_s(s), corr)), sc, acc);
+  return f32x4.relaxed_madd(f32x4.convert_i32x4_s(i32x4.extadd_pairwise_i16x8_s(s)), sc, acc);
 }
 
 /**
  * The GEMM tile over the grouped blocks: 4 unpacked rows (u, us bytes apart) × 2 tokens (codes
- * from q0, block scales from d0, corrections from c0; the second token ts bytes after the first,
- * ts = 0 repeats it). sx holds each row's scale per block (sxs bytes apart). A group's eight dot
- * products per row and token add up in i16 (eight lanes of at most 2·127·15 = 3 810: 30 480), are
- * widened once into the four blocks' totals and scaled by their four row × token scales into one
- * f32x4 per row and token, summed across at the end. Sums for rows r..r+3: out (token 0) and
- * out + os (token 1).
+ * from q0, block scales from d0, lane corrections from c0 (groupCorrections); the second token ts
+ * bytes after the first, ts = 0 repeats it). sx holds each row's scale per block (sxs bytes apart).
+ * A group's eight dot products per row and token (lanes of at most 2·127·15 = 3 810) add up in i16
+ * from the token's corrections, are widened once into the four blocks' totals and scaled by their
+ * four row × token scales into one f32x4 per row and token, summed across at the end. Sums for
+ * rows r..r+3: out (token 0) and out + os (token 1).
  */
 export function tile4x2G(u: usize, us: usize, q0: usize, d0: usize, c0: usize, ts: usize, sx: usize, sxs: usize, groups: i32, out: usize, os: usize): void {
   const u1 = u + us, u2 = u1 + us, u3 = u2 + us, q1 = q0 + ts;
@@ -169,8 +184,9 @@ export function tile4x2G(u: usize, us: usize, q0: usize, d0: usize, c0: usize, t
   let f20 = f32x4.splat(0), f21 = f32x4.splat(0), f30 = f32x4.splat(0), f31 = f32x4.splat(0);
   for (let g = 0; g < groups; g++) {
     const go = <usize>g << 7;
-    let s00 = i16x8.splat(0), s01 = i16x8.splat(0), s10 = i16x8.splat(0), s11 = i16x8.splat(0);
-    let s20 = i16x8.splat(0), s21 = i16x8.splat(0), s30 = i16x8.splat(0), s31 = i16x8.splat(0);
+    // Each sum starts from its token's lane corrections (groupCorrections): −8·Σ codes per lane.
+    const ko = <usize>g << 4, k0 = v128.load(c0 + ko), k1 = v128.load(c0 + ts + ko);
+    let s00 = k0, s01 = k1, s10 = k0, s11 = k1, s20 = k0, s21 = k1, s30 = k0, s31 = k1;
     for (let v: usize = go; v < go + 128; v += 16) {
       const a0 = v128.load(q0 + v), a1 = v128.load(q1 + v);
       let w = v128.load(u + v);
@@ -182,16 +198,15 @@ export function tile4x2G(u: usize, us: usize, q0: usize, d0: usize, c0: usize, t
       w = v128.load(u3 + v);
       s30 = dot7(s30, a0, w); s31 = dot7(s31, a1, w);
     }
-    const ko = <usize>g << 4;
-    const e0 = v128.load(d0 + ko), e1 = v128.load(d0 + ts + ko), k0 = v128.load(c0 + ko), k1 = v128.load(c0 + ts + ko);
+    const e0 = v128.load(d0 + ko), e1 = v128.load(d0 + ts + ko);
     let w = v128.load(sx + ko);
-    f00 = scaleGroup(s00, k0, f32x4.mul(w, e0), f00); f01 = scaleGroup(s01, k1, f32x4.mul(w, e1), f01);
+    f00 = scaleGroup(s00, f32x4.mul(w, e0), f00); f01 = scaleGroup(s01, f32x4.mul(w, e1), f01);
     w = v128.load(sx + sxs + ko);
-    f10 = scaleGroup(s10, k0, f32x4.mul(w, e0), f10); f11 = scaleGroup(s11, k1, f32x4.mul(w, e1), f11);
+    f10 = scaleGroup(s10, f32x4.mul(w, e0), f10); f11 = scaleGroup(s11, f32x4.mul(w, e1), f11);
     w = v128.load(sx + 2 * sxs + ko);
-    f20 = scaleGroup(s20, k0, f32x4.mul(w, e0), f20); f21 = scaleGroup(s21, k1, f32x4.mul(w, e1), f21);
+    f20 = scaleGroup(s20, f32x4.mul(w, e0), f20); f21 = scaleGroup(s21, f32x4.mul(w, e1), f21);
     w = v128.load(sx + 3 * sxs + ko);
-    f30 = scaleGroup(s30, k0, f32x4.mul(w, e0), f30); f31 = scaleGroup(s31, k1, f32x4.mul(w, e1), f31);
+    f30 = scaleGroup(s30, f32x4.mul(w, e0), f30); f31 = scaleGroup(s31, f32x4.mul(w, e1), f31);
   }
   v128.store(out, hsum4(f00, f10, f20, f30));
   v128.store(out + os, hsum4(f01, f11, f21, f31));
