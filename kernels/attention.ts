@@ -12,6 +12,7 @@
 // K and V are each read once per unit. With kvHalf the cache holds IEEE halves (this batch's own
 // k/v stay f32): each block of cached rows is widened to f32 once, in scratch, before use.
 import { dot, axpy, hmax, madd } from './dot';
+import { expf4 } from './expf';
 
 /** Keys per block: a block's f32 key or value rows (16 KB at headDim 256) stay in L1 while they are used. */
 const KB = 16;
@@ -367,25 +368,11 @@ function halfRow(src: usize, dst: usize, n: i32): usize {
 }
 
 /**
- * e^x for four lanes with x ≤ 0 (scores minus their max): e^r·2^n with |r| ≤ ln2/2, Taylor to r⁷
- * (relative error < 1e-8 before the f32 rounding). Below −44 the result is 0: such a weight (under
- * 8e-20 of the largest) changes no f32 sum, while its products with value rows would land among
- * the subnormal f32s, which x86 cores compute in slow microcode (a decode step over 16k keys whose
- * scores spread that wide took 40% longer, EXPERIMENTS LC3). NaN stays NaN.
+ * e^x for four lanes with x ≤ 0 (scores minus their max), by expf4. Below −44 the result is 0:
+ * such a weight (under 8e-20 of the largest) changes no f32 sum, while its products with value
+ * rows would land among the subnormal f32s, which x86 cores compute in slow microcode (a decode
+ * step over 16k keys whose scores spread that wide took 40% longer, EXPERIMENTS LC3). NaN stays NaN.
  */
 @inline function exp4(x: v128): v128 {
-  const z = f32x4.max(x, f32x4.splat(-44));
-  const n = f32x4.nearest(f32x4.mul(z, f32x4.splat(1.4426950408889634)));
-  // ln 2 in two parts (Cephes' split): n·C1 is exact, so r keeps its low bits.
-  const r = f32x4.add(f32x4.sub(z, f32x4.mul(n, f32x4.splat(0.693359375))), f32x4.mul(n, f32x4.splat(2.12194440e-4)));
-  let p = f32x4.splat(1.0 / 5040);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 720));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 120));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
-  const e = f32x4.mul(p, i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23));
-  return v128.andnot(e, f32x4.lt(x, f32x4.splat(-44)));
+  return v128.andnot(expf4(f32x4.max(x, f32x4.splat(-44))), f32x4.lt(x, f32x4.splat(-44)));
 }

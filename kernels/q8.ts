@@ -69,9 +69,15 @@ export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, layout: i32
 @inline export function blockScale(xp: usize, n: i32, dsAt: usize): f32 {
   let amax: f32 = 0;
   if (n == 32) {
-    let m = f32x4.abs(v128.load(xp));
-    for (let j = 4; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xp + (<usize>j << 2))));
-    amax = hmax(m);
+    // |x| as bits: for non-negative floats integer order is float order (a NaN's bits are above
+    // +∞'s, so a NaN wins and the block's scale is NaN), and i32x4.max_s is one instruction where
+    // f32x4.max is several.
+    const abs = i32x4.splat(0x7fffffff);
+    let m = v128.and(v128.load(xp), abs);
+    for (let j = 4; j < 32; j += 4) m = i32x4.max_s(m, v128.and(v128.load(xp + (<usize>j << 2)), abs));
+    m = i32x4.max_s(m, v128.shuffle<i32>(m, m, 2, 3, 0, 1));
+    m = i32x4.max_s(m, v128.shuffle<i32>(m, m, 1, 0, 3, 2));
+    amax = f32x4.extract_lane(m, 0);
   } else {
     for (let j = 0; j < n; j++) amax = max(amax, abs(load<f32>(xp + (<usize>j << 2))));
   }
@@ -82,7 +88,13 @@ export function quantizeQ8(x: usize, cols: i32, q: usize, ds: usize, layout: i32
 
 /** Codes of the four inputs at xp as i32 lanes (vid = splat(1/d)): the same rule as code. */
 @inline export function codes4(xp: usize, vid: v128): v128 {
-  return i32x4.trunc_sat_f32x4_s(f32x4.max(f32x4.splat(-127), f32x4.min(f32x4.splat(127), f32x4.nearest(f32x4.mul(v128.load(xp), vid)))));
+  // Clamped first (pmin/pmax: one instruction each; ±∞ → ±127 as the reference), then rounded to
+  // the nearest integer, ties to even, by adding 1.5·2^23: the sum's low bits are the code.
+  // (Rounding first and clamping after gives the same codes; a NaN gives some code, but its
+  // block's scale is NaN too.) Five instructions where nearest, min, max and a saturating
+  // conversion took about twenty-five.
+  const y = f32x4.pmax(f32x4.pmin(f32x4.mul(v128.load(xp), vid), f32x4.splat(127)), f32x4.splat(-127));
+  return i32x4.sub(f32x4.add(y, f32x4.splat(12582912)), i32x4.splat(0x4b400000));
 }
 
 /** One input's code: nearest(x · (1/d)) (f32 product, ties to even), clamped to ±127. */

@@ -219,6 +219,35 @@ test('q8 rounding: ties to even, clamp, zero blocks, split layout for int4 (iden
   }
 });
 
+test('q8 activations: a NaN or an infinity in a block makes every output that reads the block non-finite, on every backend', () => {
+  // The kernels round codes with an add-the-magic-constant trick and take the block maximum on
+  // the bits: a NaN must still win the maximum (scale NaN), an infinity give an infinite scale.
+  const n = 64;
+  for (const kind of ['int8', 'int4'] as const) {
+    const bytes = kind === 'int8' ? n : n / 2;
+    const data = new Uint8Array(n * bytes).fill(kind === 'int8' ? 1 : 0x99); // every weight 1
+    const wt: WeightTensor = { name: `ones_${kind}`, shape: [2, n], format: { kind, group: 32 }, data: data.subarray(0, 2 * bytes), scales: new Float32Array(4).fill(1), source: 'test' };
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      for (const B of [ref, ...wasmAll] as Backend[]) {
+        B.resetScratch();
+        const m = B.prepare(wt);
+        for (const T of [1, 3]) {
+          const xs = fillRandom(B.scratch(T * n), 5);
+          xs[(T - 1) * n + 7] = bad; // the last token's first block
+          const out = B.scratch(T * 2);
+          B.matmul(xs, T, m, out);
+          for (let t = 0; t < T; t++) {
+            for (let r = 0; r < 2; r++) {
+              const v = out[t * 2 + r];
+              assert.equal(Number.isFinite(v), t !== T - 1, `${B.name} ${kind} ${bad} T=${T} token ${t} row ${r}: ${v}`);
+            }
+          }
+        }
+      }
+    }
+  }
+});
+
 test("activations 'f32': int8/int4/lut take the f32 path and match the reference", () => {
   for (const { format, rows, cols } of [...Q8_CASES, ...LUT_CASES]) {
     const wt = randomWeight(format, rows, cols, rows + cols);
