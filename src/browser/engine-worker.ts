@@ -20,9 +20,9 @@ const running = new Map<number, AbortController>();
 let kernels: Promise<void> | null = null;
 
 function memory(): EngineMemory {
-  const arena = (model?.engine.backend as { arena?: { used: number } } | undefined)?.arena;
+  const backend = model?.engine.backend as { memoryBytes?: number } | undefined;
   const heap = (performance as { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? 0;
-  return { wasmBytes: arena?.used ?? 0, fileBytes: mountedBytes(), peakFileBytes, largestChunkBytes: largestChunk(), jsHeapBytes: heap };
+  return { wasmBytes: backend?.memoryBytes ?? 0, fileBytes: mountedBytes(), peakFileBytes, largestChunkBytes: largestChunk(), jsHeapBytes: heap };
 }
 
 /** Error text with the in-memory paths put back as the URLs or file names they came from. */

@@ -18,6 +18,11 @@ export function hostSharedMemory(): boolean {
   return typeof SharedArrayBuffer === 'function' && (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
 }
 
+/** Whether the wasm backend may open further WebAssembly memories for weights past 4 GiB: not in a page (its pool workers could not be replaced mid-load, and pages rarely get that much memory). */
+export function hostExtraMemories(): boolean {
+  return false;
+}
+
 export function hostEngineVersion(): string {
   return typeof navigator !== 'undefined' ? navigator.userAgent : 'this browser';
 }

@@ -27,6 +27,11 @@ export function hostSharedMemory(): boolean {
   return true;
 }
 
+/** Whether the wasm backend may open further WebAssembly memories for weights past 4 GiB (Node: yes). */
+export function hostExtraMemories(): boolean {
+  return true;
+}
+
 export function hostEngineVersion(): string {
   return `V8 ${process.versions.v8}`;
 }

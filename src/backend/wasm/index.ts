@@ -1,7 +1,12 @@
-// The wasm backend: AssemblyScript SIMD kernels (kernels/) on a worker pool over one shared
+// The wasm backend: AssemblyScript SIMD kernels (kernels/) on a worker pool over a shared
 // WebAssembly.Memory. Activations are Float32Array views of that memory; ops pass their
 // addresses to the kernels. matmul and attention are split over the pool by output rows / by
 // (token, head); the small elementwise ops run on the calling thread.
+//
+// One WebAssembly memory holds at most 4 GiB. Weights past `weightsPerMemory` of the main memory
+// (which also holds the KV caches and activations) go to further memories, each with its own
+// kernels instance on every thread: a matmul on such a weight copies its input there, runs there
+// and copies its output back (kilobytes per decode step, against the megabytes of weights read).
 import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
@@ -9,7 +14,8 @@ import { Arena, GrowingBuffer, ScratchStack } from './arena.js';
 import { INITIAL_PAGES, MAX_PAGES, instantiate, kernelModule, resolveSimd, type Kernels, type SimdLevel } from './kernels.js';
 import { prepareMatrix, type WasmMatrix } from './matrix.js';
 import { Pool } from './pool.js';
-import { hostCores, hostEnv, hostSharedMemory } from '../../platform/host.js';
+import { hostCores, hostEnv, hostExtraMemories, hostSharedMemory } from '../../platform/host.js';
+import { auxLayout } from '../../model/formats.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
 import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, OP_SOFTCAP, setF64 } from './protocol.js';
 
@@ -24,7 +30,30 @@ export interface WasmBackendOptions {
   activations?: Activations;
   /** Kernels build (see kernels.ts); default 'auto'. */
   simd?: SimdLevel;
+  /**
+   * Bytes of weights a WebAssembly memory takes before the next weight goes to a new one (default
+   * 3 GiB in the main memory, leaving room for KV caches and activations, and 4 GiB − 256 MiB in
+   * the others). Node only: a browser page stops at the main memory's 4 GiB.
+   */
+  weightsPerMemory?: number;
 }
+
+/** A memory and what jobs on its weights need in it; the main one is index 0. */
+interface Place {
+  readonly index: number;
+  readonly arena: Arena;
+  readonly k: Kernels;
+  /** Quantized matmul inputs (T tokens of q8 codes), shared by the pool. */
+  readonly codes: GrowingBuffer;
+  /** Extra memories: a matmul's input and output, copied in and out. */
+  readonly io: GrowingBuffer;
+  scratch: number;
+  stride: number;
+}
+
+const GiB = 2 ** 30;
+const MAIN_WEIGHTS = 3 * GiB;
+const EXTRA_WEIGHTS = 4 * GiB - 256 * 2 ** 20;
 
 /**
  * Below this many multiply-adds a job runs on the calling thread alone: waking workers costs more.
@@ -61,12 +90,13 @@ export class WasmBackend implements Backend {
   private readonly k: Kernels;
   private readonly pool: Pool;
   private readonly scratchStack: ScratchStack;
-  private threadScratch = 0;
-  /** Quantized matmul inputs (T tokens of q8 codes), shared by the pool. */
-  private readonly codes: GrowingBuffer;
+  /** The main memory, then those holding weights past it. */
+  private readonly places: Place[];
+  private readonly main: Place;
+  private readonly module: WebAssembly.Module;
+  private readonly weightCaps: [main: number, extra: number];
   /** Decode attention's per-part results (attentionCombine merges them). */
   private readonly partials: GrowingBuffer;
-  private threadStride = 0;
   private readonly ropeTables = new WeakMap<RopeTable, { invFreq: number; trig: number; capacity: number }>();
   readonly activations: Activations;
   /** The kernels build in use. */
@@ -77,6 +107,9 @@ export class WasmBackend implements Backend {
     // Without shared memory (a page that is not cross-origin isolated) the kernels run unshared, on this thread.
     const shared = hostSharedMemory();
     const threads = opts.threads ?? (shared ? hostCores() : 1);
+    if (opts.weightsPerMemory !== undefined && !(Number.isInteger(opts.weightsPerMemory) && opts.weightsPerMemory > 0)) {
+      throw new LutraError(`wasm backend: weightsPerMemory must be a positive number of bytes, got ${opts.weightsPerMemory}`);
+    }
     this.activations = checkActivations(opts.activations);
     this.minParallel = opts.minParallelWork ?? MIN_PARALLEL_WORK;
     if (!Number.isInteger(threads) || threads < 1) throw new LutraError(`wasm backend: threads must be a positive integer, got ${threads}`);
@@ -89,10 +122,46 @@ export class WasmBackend implements Backend {
     this.k = instantiate(module, this.arena.memory);
     const control = this.arena.bytes(CONTROL_INTS * 4);
     this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? spinFromEnv() ?? DEFAULT_SPIN });
+    this.module = module;
+    const per = opts.weightsPerMemory;
+    this.weightCaps = [Math.min(per ?? MAIN_WEIGHTS, MAIN_WEIGHTS), Math.min(per ?? EXTRA_WEIGHTS, EXTRA_WEIGHTS)];
     this.scratchStack = new ScratchStack(this.arena);
-    this.codes = new GrowingBuffer(this.arena);
+    this.main = { index: 0, arena: this.arena, k: this.k, codes: new GrowingBuffer(this.arena), io: new GrowingBuffer(this.arena), scratch: 0, stride: 0 };
+    this.places = [this.main];
     this.partials = new GrowingBuffer(this.arena);
     this.ensureThreadScratch(1 << 16);
+  }
+
+  /** WebAssembly memories in use (the main one and those holding weights past it). */
+  get memories(): number {
+    return this.places.length;
+  }
+
+  /** Bytes of all the backend's WebAssembly memories in use. */
+  get memoryBytes(): number {
+    return this.places.reduce((n, p) => n + p.arena.used, 0);
+  }
+
+  /**
+   * Where a weight of about `bytes` goes: the main memory up to its weight budget, then the
+   * newest other memory while it has room, else a new one.
+   */
+  private placeFor(bytes: number, name: string): Place {
+    const [mainCap, extraCap] = this.weightCaps;
+    if (this.places.length === 1 && this.arena.used + bytes <= mainCap) return this.main;
+    const last = this.places[this.places.length - 1];
+    if (last !== this.main && last.arena.used + bytes <= extraCap) return last;
+    if (!hostExtraMemories()) {
+      throw new LutraError(`wasm backend: out of memory at tensor "${name}": the weights pass ${(mainCap / GiB).toFixed(2)} GiB and a page's WebAssembly memory holds at most 4 GiB`);
+    }
+    if (bytes > EXTRA_WEIGHTS) throw new LutraError(`wasm backend: tensor "${name}" is ${(bytes / GiB).toFixed(2)} GiB; one WebAssembly memory holds at most 4 GiB`);
+    const probe = instantiate(this.module, new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: this.arena.shared }));
+    const arena = new Arena(probe.heapBase(), this.arena.shared);
+    const k = instantiate(this.module, arena.memory);
+    const index = this.pool.addMemory(k, arena.memory);
+    const place: Place = { index, arena, k, codes: new GrowingBuffer(arena), io: new GrowingBuffer(arena), scratch: 0, stride: 0 };
+    this.places.push(place);
+    return place;
   }
 
   get threads(): number {
@@ -121,7 +190,14 @@ export class WasmBackend implements Backend {
   }
 
   prepare(w: WeightTensor): Matrix {
-    return prepareMatrix(this.arena, w, this.activations === 'q8', this.k);
+    const q8 = this.activations === 'q8';
+    if (w.shape.length !== 2) return prepareMatrix(this.arena, w, q8, this.k); // its error names the tensor
+    const aux = auxLayout(w.format, w.shape[0], w.shape[1]);
+    // The weight's bytes, its scales or table (as f32, and once more as rounded LUT tables) and per-row scales.
+    const bytes = w.data.byteLength + (aux ? 8 * aux.count : 0) + 4 * w.shape[0] + 4096;
+    const place = this.placeFor(bytes, w.name);
+    const m: WasmMatrix = { ...prepareMatrix(place.arena, w, q8, place.k), mem: place.index };
+    return m;
   }
 
   vector(w: WeightTensor): Float32Array {
@@ -133,12 +209,12 @@ export class WasmBackend implements Backend {
     return out;
   }
 
-  /** Per-thread working memory for kernels (decoded weight rows, attention scores). */
-  private ensureThreadScratch(bytes: number): void {
-    if (bytes <= this.threadStride) return;
-    if (this.threadScratch !== 0) this.arena.release(this.threadScratch);
-    this.threadStride = Math.ceil(Math.max(bytes, 2 * this.threadStride) / 64) * 64;
-    this.threadScratch = this.arena.bytes(this.threadStride * this.pool.threads);
+  /** Per-thread working memory for kernels (decoded weight rows, attention scores), in memory p. */
+  private ensureThreadScratch(bytes: number, p: Place = this.main): void {
+    if (bytes <= p.stride) return;
+    if (p.scratch !== 0) p.arena.release(p.scratch);
+    p.stride = Math.ceil(Math.max(bytes, 2 * p.stride) / 64) * 64;
+    p.scratch = p.arena.bytes(p.stride * this.pool.threads);
   }
 
   private addr(a: Float32Array, need: number, what: string): number {
@@ -148,24 +224,32 @@ export class WasmBackend implements Backend {
 
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
     const m = w as WasmMatrix;
+    const p = this.places[m.mem];
     let xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
-    const oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
+    let oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
+    if (p !== this.main) {
+      // The weight lives in another memory: the input goes there, the output comes back below.
+      const io = p.io.reserve(4 * T * (m.cols + m.rows));
+      new Float32Array(p.arena.memory.buffer, io, T * m.cols).set(x.subarray(0, T * m.cols));
+      xa = io;
+      oa = io + 4 * T * m.cols;
+    }
     // Per thread: f32 path, 4 decoded rows; q8 GEMM, 4 rows widened to i16 and their scales per
     // block (272 B per block) and 8 floats of edge output (the q8 GEMV needs none).
     const blocks = Math.ceil(m.cols / 32);
-    this.ensureThreadScratch(m.q8 ? 272 * blocks + 64 : 4 * 4 * m.cols);
+    this.ensureThreadScratch(m.q8 ? 272 * blocks + 64 : 4 * 4 * m.cols, p);
     const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
     if (m.q8) {
       // Quantize the T tokens once (a prefill's split over the pool); every chunk of rows reads them.
-      const codes = this.codes.reserve(T * this.k.q8TokenBytes(m.cols));
-      if (T < 4) this.k.quantizeTokens(m.desc, xa, 0, T, codes, T);
+      const codes = p.codes.reserve(T * p.k.q8TokenBytes(m.cols));
+      if (T < 4) p.k.quantizeTokens(m.desc, xa, 0, T, codes, T);
       else {
         c[A_JOB] = m.desc;
         c[A_JOB + 1] = xa;
         c[A_JOB + 2] = T;
         c[A_JOB + 3] = codes;
-        this.pool.run(OP_QUANTIZE, this.threadScratch, this.threadStride, parts);
+        this.pool.run(OP_QUANTIZE, p.scratch, p.stride, parts, p.index);
       }
       xa = codes;
     }
@@ -179,16 +263,24 @@ export class WasmBackend implements Backend {
     const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
     c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
     Atomics.store(c, NEXT, 0);
-    this.pool.run(OP_MATMUL, this.threadScratch, this.threadStride, parts);
+    this.pool.run(OP_MATMUL, p.scratch, p.stride, parts, p.index);
+    if (p !== this.main) out.set(new Float32Array(p.arena.memory.buffer, oa, T * m.rows));
   }
 
   embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void {
     const m = table as WasmMatrix;
-    const oa = this.addr(out, ids.length * m.cols, 'embedding output');
+    const p = this.places[m.mem];
+    this.addr(out, ids.length * m.cols, 'embedding output');
+    // A table in another memory: each row is decoded there, then copied out.
+    const row = p === this.main ? 0 : p.io.reserve(4 * m.cols);
     for (let t = 0; t < ids.length; t++) {
       const id = ids[t];
       if (!Number.isInteger(id) || id < 0 || id >= m.rows) throw new LutraError(`token id ${id} is outside the embedding table (0..${m.rows - 1})`);
-      this.k.embedRow(m.desc, id, scale, oa + t * m.cols * 4);
+      if (p === this.main) p.k.embedRow(m.desc, id, scale, out.byteOffset + t * m.cols * 4);
+      else {
+        p.k.embedRow(m.desc, id, scale, row);
+        out.set(new Float32Array(p.arena.memory.buffer, row, m.cols), t * m.cols);
+      }
     }
   }
 
@@ -200,7 +292,7 @@ export class WasmBackend implements Backend {
     c[A_JOB + 3] = this.addr(gain, dim, 'rmsNorm gain');
     setF64(c, A_JOB + 4, eps);
     c[A_JOB + 6] = this.addr(out, rows * dim, 'rmsNorm output');
-    this.pool.run(OP_RMSNORM, this.threadScratch, this.threadStride, rows * dim < ELEMENTWISE_PARALLEL ? 1 : undefined);
+    this.pool.run(OP_RMSNORM, this.main.scratch, this.main.stride, rows * dim < ELEMENTWISE_PARALLEL ? 1 : undefined);
   }
 
   rope(x: Float32Array, T: number, heads: number, headDim: number, pos0: number, table: RopeTable): void {
@@ -212,7 +304,7 @@ export class WasmBackend implements Backend {
     c[A_JOB + 3] = headDim;
     c[A_JOB + 4] = pos0;
     c[A_JOB + 5] = trig;
-    this.pool.run(OP_ROPE, this.threadScratch, this.threadStride, T * heads * headDim < ELEMENTWISE_PARALLEL ? 1 : undefined);
+    this.pool.run(OP_ROPE, this.main.scratch, this.main.stride, T * heads * headDim < ELEMENTWISE_PARALLEL ? 1 : undefined);
   }
 
   /**
@@ -290,7 +382,7 @@ export class WasmBackend implements Backend {
     this.ensureThreadScratch(4 * blockKeys * (2 + qBlock * group) + 4 * qBlock * group + 64 * headDim + 160);
     const parts = pairs * split === 1 || !parallel ? 1 : undefined;
     Atomics.store(c, NEXT, 0);
-    this.pool.run(OP_ATTENTION, this.threadScratch, this.threadStride, parts);
+    this.pool.run(OP_ATTENTION, this.main.scratch, this.main.stride, parts);
     if (split > 1) this.k.attentionCombine(partials, pairs, group, split, headDim, c[j + 13]);
   }
 
@@ -300,7 +392,7 @@ export class WasmBackend implements Backend {
     c[A_JOB + 1] = this.addr(up, n, 'geluMul up');
     c[A_JOB + 2] = this.addr(out, n, 'geluMul output');
     c[A_JOB + 3] = n;
-    this.pool.run(OP_GELU, this.threadScratch, this.threadStride, n < EXP_PARALLEL ? 1 : undefined);
+    this.pool.run(OP_GELU, this.main.scratch, this.main.stride, n < EXP_PARALLEL ? 1 : undefined);
   }
 
   softcap(x: Float32Array, n: number, cap: number): void {
@@ -308,7 +400,7 @@ export class WasmBackend implements Backend {
     c[A_JOB] = this.addr(x, n, 'softcap input');
     c[A_JOB + 1] = n;
     setF64(c, A_JOB + 2, cap);
-    this.pool.run(OP_SOFTCAP, this.threadScratch, this.threadStride, n < EXP_PARALLEL ? 1 : undefined);
+    this.pool.run(OP_SOFTCAP, this.main.scratch, this.main.stride, n < EXP_PARALLEL ? 1 : undefined);
   }
 
   add(acc: Float32Array, x: Float32Array, n: number): void {

@@ -18,6 +18,8 @@ export interface WasmMatrix extends Matrix {
   readonly bytes: number;
   /** matmul quantizes activations to q8 (see usesQ8). */
   readonly q8: boolean;
+  /** The memory holding it (0: the main one; see WasmBackend). */
+  readonly mem: number;
 }
 
 const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
@@ -39,7 +41,7 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false, kernels
   const auxBytes = values?.byteLength ?? 0;
   const data = arena.copyIn(w.data);
   const desc = describe(arena, [FORMAT_CODE[f.kind], data, rows, cols, aux, ...kernelFields(f, cols), stride, useQ8 ? 1 : 0, f.kind === 'f16' && allFiniteF16(w.data) ? 1 : 0]);
-  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8 };
+  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + auxBytes, q8: useQ8, mem: 0 };
 }
 
 /** The scales or table of w, checked against its format's layout (undefined for plain formats). */
@@ -80,7 +82,7 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
     }
     const data = arena.copyIn(codes);
     const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, ...kernelFields({ kind: 'int8', group: 'c' }, cols), cols, 1, 0]);
-    return { name: w.name, rows, cols, desc, bytes: codes.byteLength + rowScales.byteLength, q8: true };
+    return { name: w.name, rows, cols, desc, bytes: codes.byteLength + rowScales.byteLength, q8: true, mem: 0 };
   }
   const table = arena.copyIn(bytesOf(t.rounded));
   const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
@@ -93,7 +95,7 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
     for (let r = 0; r < rows; r += 1024) kernels.lutToPlanar(data + r * stride, Math.min(1024, rows - r), cols, f.bits, stride);
   }
   const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), stride, 1, 0, tables, scales, planar ? 1 : 0]);
-  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true };
+  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true, mem: 0 };
 }
 
 /** The descriptor's per-kind fields: scales per row (0: one for the tensor) and block (int), bits and table group (lut). */

@@ -9,6 +9,7 @@ export const READY = 2; // workers that have instantiated the module
 export const OP = 3;
 export const ERROR = 4; // 1 when a worker's share threw; the message is logged by the worker
 export const NEXT = 5; // matmul, attention: first row / unit not yet claimed (participants take chunks)
+export const MEM = 6; // which memory's kernels instance runs the job (0: the main one; weights past it live in others)
 export const ARGS = 8; // job arguments (i32, or f32 bits through the Float32Array view)
 export const CONTROL_INTS = 64;
 
@@ -51,8 +52,9 @@ function claim(ctl: Int32Array, rows: number, chunk: number, parts: number): num
   }
 }
 
-/** Run participant i's share of the job described in the control block. */
-export function runShare(k: Kernels, ctl: Int32Array, ctlF: Float32Array, i: number): void {
+/** Run participant i's share of the job described in the control block, on the kernels of memory ctl[MEM]. */
+export function runShare(instances: readonly Kernels[], ctl: Int32Array, ctlF: Float32Array, i: number): void {
+  const k = instances[ctl[MEM]];
   const parts = ctl[A_THREADS];
   const scratch = ctl[A_SCRATCH] + i * ctl[A_SCRATCH_STRIDE];
   const a = A_JOB;
