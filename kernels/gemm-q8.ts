@@ -16,9 +16,24 @@ export function q8TokenBytes(cols: i32): usize {
   return q8RowBytes(cols) + (<usize>q8Blocks(cols) * 20);
 }
 
-/** Whether the relaxed build's i8 activation codes serve d: int4 always, lut4 for one token (gemvLut4I8). */
+/**
+ * Up to this many tokens a q8 matmul runs one GEMV per token over blocks of rows (kernels/index.ts)
+ * and the tokens keep the GEMV's layout: widening a tile's rows to i16 costs more than the dot
+ * products of a few tokens (one thread, 2048 × 1152 int8: 2 tokens took 3.3 GEMVs' time in the GEMM).
+ */
+const GEMV_TOKENS = 4;
+
+/**
+ * Whether T tokens of d run as GEMVs: up to GEMV_TOKENS for int8, int4 and the relaxed build's
+ * lut4 (its GEMV is int4's); the other LUT GEMVs cost more than the GEMM's table lookups once per row.
+ */
+@inline export function gemvTokens(d: usize, T: i32): bool {
+  return T == 1 || (T <= GEMV_TOKENS && (fmtOf(d) != LUT || (ASC_FEATURE_RELAXED_SIMD && bitsOf(d) == 4)));
+}
+
+/** Whether the relaxed build's i8 activation codes serve d: int4 always, lut4 when GEMVs run (gemvLut4I8). */
 @inline function i8Layout(d: usize, T: i32): bool {
-  return ASC_FEATURE_RELAXED_SIMD && (fmtOf(d) == INT4 || (T == 1 && fmtOf(d) == LUT && bitsOf(d) == 4));
+  return ASC_FEATURE_RELAXED_SIMD && (fmtOf(d) == INT4 || (fmtOf(d) == LUT && bitsOf(d) == 4 && gemvTokens(d, T)));
 }
 
 /** Quantize tokens t0..t1 of x (T × cols f32) for weight d into q (q8TokenBytes apart). */
@@ -29,13 +44,13 @@ export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T
     const xt = x + ((<usize>t * <usize>cols) << 2), qt = q + <usize>t * ts;
     if (i8Layout(d, T)) {
       quantizeQ8I8(xt, cols, qt, qt + codes, qt + corr);
-      if (T > 1) {
+      if (!gemvTokens(d, T)) {
         interleave4(qt, cols >> 7); // the int4 GEMM's grouped blocks
         groupCorrections(qt, qt + corr, cols >> 7);
       }
     } else {
       quantizeQ8(xt, cols, qt, qt + codes, fmtOf(d) == INT4 ? QUAD : lutSplit(d) ? SPLIT : NATURAL, qt + corr);
-      if (T > 1) interleave16(qt, cols >> 7); // the i16 GEMM's grouped blocks
+      if (!gemvTokens(d, T)) interleave16(qt, cols >> 7); // the i16 GEMM's grouped blocks
     }
   }
 }
