@@ -85,7 +85,7 @@ for (const { format, rows, cols } of Q8_CASES) {
     for (const B of wasmAll) {
       const mw = B.prepare(wt) as WasmMatrix;
       assert.equal(mw.q8, true, 'takes the q8 path');
-      for (const T of [1, 2, 7, 9]) {
+      for (const T of [1, 2, 3, 4, 5, 9]) {
         B.resetScratch();
         const x = fillRandom(B.scratch(T * cols), 31 + T, 3);
         const out = B.scratch(T * rows);
@@ -143,7 +143,7 @@ for (const { format, rows, cols } of LUT_CASES) {
       B.embed(mw, ids, 1.5, e);
       ref.embed(mr, ids, 1.5, eRef);
       assert.equal(maxAbsDiff(e, eRef), 0, `${formatName(format)} embed ${B.threads} threads ${B.simd}`);
-      for (const T of [1, 2, 7, 9]) {
+      for (const T of [1, 2, 3, 4, 5, 9]) {
         B.resetScratch();
         const x = fillRandom(B.scratch(T * cols), 3 + T, 2);
         const out = B.scratch(T * rows);
