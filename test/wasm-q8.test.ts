@@ -76,7 +76,7 @@ const Q8_CASES: { format: WeightFormat; rows: number; cols: number }[] = [
 ];
 
 for (const { format, rows, cols } of Q8_CASES) {
-  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference (q8), near f32, T = 1, 2, 7, 9`, () => {
+  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference (q8), near f32, T = 1, 2, 3, 4, 5, 9`, () => {
     const wt = randomWeight(format, rows, cols, rows * 7 + cols);
     const w = decoded(wt);
     const mr = ref.prepare(wt);
@@ -122,7 +122,7 @@ const LUT_CASES: { format: WeightFormat; rows: number; cols: number }[] = [1, 2,
 ]);
 
 for (const { format, rows, cols } of LUT_CASES) {
-  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference, tables rounded to integers, T = 1, 2, 7, 9`, () => {
+  test(`q8 matmul ${formatName(format)} ${rows}×${cols}: wasm = reference, tables rounded to integers, T = 1, 2, 3, 4, 5, 9`, () => {
     const wt = randomWeight(format, rows, cols, rows * 13 + cols);
     const exact = decoded(wt); // the stored table
     const mr = ref.prepare(wt);
