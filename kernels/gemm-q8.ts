@@ -55,6 +55,18 @@ export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T
   }
 }
 
+/**
+ * A row's weight scale for each of its n blocks, from its scales at sc (per: blocks per scale, 0:
+ * one for the row) into dst: copied when there is one per block, without a division per block.
+ */
+@inline function expandScales(sc: usize, per: i32, n: i32, dst: usize): void {
+  if (per == 1) memory.copy(dst, sc, <usize>n << 2);
+  else if (per == 0) {
+    const s = load<f32>(sc);
+    for (let k = 0; k < n; k++) store<f32>(dst + (<usize>k << 2), s);
+  } else for (let k = 0; k < n; k++) store<f32>(dst + (<usize>k << 2), scaleAt(sc, k, per));
+}
+
 /** out[t, r] for rows r0..r1 from tokens quantized by quantizeTokens into q. */
 export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scratch: usize): void {
   if (i8Layout(d, T)) {
@@ -82,7 +94,7 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
       interleave16(wj, groups);
       // A LUT's scales: one per row (its table's), beside the descriptor's tables.
       const sc = lut ? lutScalesOf(d) + (<usize>rr << 2) : rowScales(d, rr);
-      for (let k = 0; k < nbAll; k++) store<f32>(sj + (<usize>k << 2), scaleAt(sc, k, per));
+      expandScales(sc, per, nbAll, sj);
     }
     for (let t = 0; t < T; t += 2) {
       // An odd last token repeats itself; edge rows and that token go through the side buffer.
@@ -235,7 +247,7 @@ function gemmQ4I8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32, scra
       const rr = r + min(j, nr - 1), uj = dec + <usize>j * us, sj = sx + <usize>j * sxs, sc = rowScales(d, rr);
       unpackNibbles(rowPtr(d, rr), cols, uj);
       interleave4(uj, groups);
-      for (let k = 0; k < nbAll; k++) store<f32>(sj + (<usize>k << 2), scaleAt(sc, k, per));
+      expandScales(sc, per, nbAll, sj);
     }
     for (let t = 0; t < T; t += 2) {
       const nt = min(2, T - t), ts: usize = nt == 2 ? qs : 0;
