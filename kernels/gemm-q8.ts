@@ -18,10 +18,11 @@ export function q8TokenBytes(cols: i32): usize {
 
 /**
  * Up to this many tokens a q8 matmul runs one GEMV per token over blocks of rows (kernels/index.ts)
- * and the tokens keep the GEMV's layout: widening a tile's rows to i16 costs more than the dot
- * products of a few tokens (one thread, 2048 × 1152 int8: 2 tokens took 3.3 GEMVs' time in the GEMM).
+ * and the tokens keep the GEMV's layout: widening a tile's rows costs more than the dot products
+ * of a few tokens (one thread, 2048 × 1152 int8: 2 and 3 tokens 0.27 / 0.40 ms as GEMVs, 0.37 /
+ * 0.53 in the GEMM; from 4 tokens the GEMM wins, int4 by 1.3×).
  */
-const GEMV_TOKENS = 4;
+const GEMV_TOKENS = 3;
 
 /**
  * Whether T tokens of d run as GEMVs: up to GEMV_TOKENS for int8, int4 and the relaxed build's
