@@ -91,8 +91,8 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
       const rr = r + min(j, nr - 1), wj = dec + <usize>j * ws, sj = sx + <usize>j * sxs;
       if (int4) unpackInt4(rowPtr(d, rr), cols, wj);
       else if (lut) widenLut(d, rr, wj);
-      else widenInt8(rowPtr(d, rr), cols, wj);
-      interleave16(wj, groups);
+      if (int4 || lut) interleave16(wj, groups);
+      else widenInt8Grouped(rowPtr(d, rr), cols, wj, groups);
       // A LUT's scales: one per row (its table's), beside the descriptor's tables.
       const sc = lut ? lutScalesOf(d) + (<usize>rr << 2) : rowScales(d, rr);
       expandScales(sc, per, nbAll, sj);
@@ -218,9 +218,26 @@ function unpackInt4(src: usize, cols: i32, dst: usize): void {
   for (let i = b0; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>nibble(src, i) : 0);
 }
 
-/** int8 row → i16 codes (zero-padded to whole blocks). */
-function widenInt8(src: usize, cols: i32, dst: usize): void {
-  let i = 0;
+/**
+ * int8 row → i16 codes (zero-padded to whole blocks), its first `groups` groups of four blocks
+ * already in interleave16's order: each 8-byte piece widened as it is loaded and shuffled straight
+ * into place (one pass over the row instead of a widening pass and an interleaving pass).
+ */
+function widenInt8Grouped(src: usize, cols: i32, dst: usize, groups: i32): void {
+  for (let g = 0; g < groups; g++) {
+    const s = src + (<usize>g << 7), p = dst + (<usize>g << 8);
+    for (let m: usize = 0; m < 64; m += 16) {
+      const a = v128.load8x8_s(s + (m >> 1)), b = v128.load8x8_s(s + (m >> 1) + 32);
+      const c = v128.load8x8_s(s + (m >> 1) + 64), e = v128.load8x8_s(s + (m >> 1) + 96);
+      const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
+      const t2 = v128.shuffle<i32>(c, e, 0, 4, 1, 5), t3 = v128.shuffle<i32>(c, e, 2, 6, 3, 7);
+      v128.store(p + m, v128.shuffle<i64>(t0, t2, 0, 2));
+      v128.store(p + m, v128.shuffle<i64>(t0, t2, 1, 3), 64);
+      v128.store(p + m, v128.shuffle<i64>(t1, t3, 0, 2), 128);
+      v128.store(p + m, v128.shuffle<i64>(t1, t3, 1, 3), 192);
+    }
+  }
+  let i = groups << 7;
   for (; i + 8 <= cols; i += 8) v128.store(dst + (<usize>i << 1), v128.load8x8_s(src + <usize>i));
   for (; i < ((cols + 31) & ~31); i++) store<i16>(dst + (<usize>i << 1), i < cols ? <i16>load<i8>(src + <usize>i) : 0);
 }
