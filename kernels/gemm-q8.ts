@@ -9,7 +9,7 @@ import { widenLut, lutSplit } from './lut-q8';
 import { quantizeQ8, q8Blocks, q8RowBytes, scaleAt, isum, NATURAL, QUAD, SPLIT } from './q8';
 import { hsum4, madd } from './dot';
 import { nibble } from './decode';
-import { quantizeQ8I8, unpackNibbles, interleave4, groupCorrections, tile4x2G, restQ4, tailQ4 } from './q4-relaxed';
+import { quantizeQ8I8, unpackNibbles, interleave4, groupCorrections, tile4x2G, restQ4, tailQ4, transpose4 } from './q4-relaxed';
 
 /** Bytes of one quantized token: codes (q8RowBytes), then block scales (f32), then corrections (i32x4 per block). */
 export function q8TokenBytes(cols: i32): usize {
@@ -133,13 +133,7 @@ export function gemmQ8(d: usize, q: usize, T: i32, out: usize, r0: i32, r1: i32,
 export function interleave16(p: usize, groups: i32): void {
   for (let g = 0; g < groups; g++, p += 256) {
     for (let m: usize = 0; m < 64; m += 16) {
-      const a = v128.load(p + m), b = v128.load(p + m, 64), c = v128.load(p + m, 128), e = v128.load(p + m, 192);
-      const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
-      const t2 = v128.shuffle<i32>(c, e, 0, 4, 1, 5), t3 = v128.shuffle<i32>(c, e, 2, 6, 3, 7);
-      v128.store(p + m, v128.shuffle<i64>(t0, t2, 0, 2));
-      v128.store(p + m, v128.shuffle<i64>(t0, t2, 1, 3), 64);
-      v128.store(p + m, v128.shuffle<i64>(t1, t3, 0, 2), 128);
-      v128.store(p + m, v128.shuffle<i64>(t1, t3, 1, 3), 192);
+      transpose4(p + m, v128.load(p + m), v128.load(p + m, 64), v128.load(p + m, 128), v128.load(p + m, 192), 64);
     }
   }
 }
@@ -227,14 +221,8 @@ function widenInt8Grouped(src: usize, cols: i32, dst: usize, groups: i32): void 
   for (let g = 0; g < groups; g++) {
     const s = src + (<usize>g << 7), p = dst + (<usize>g << 8);
     for (let m: usize = 0; m < 64; m += 16) {
-      const a = v128.load8x8_s(s + (m >> 1)), b = v128.load8x8_s(s + (m >> 1) + 32);
-      const c = v128.load8x8_s(s + (m >> 1) + 64), e = v128.load8x8_s(s + (m >> 1) + 96);
-      const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
-      const t2 = v128.shuffle<i32>(c, e, 0, 4, 1, 5), t3 = v128.shuffle<i32>(c, e, 2, 6, 3, 7);
-      v128.store(p + m, v128.shuffle<i64>(t0, t2, 0, 2));
-      v128.store(p + m, v128.shuffle<i64>(t0, t2, 1, 3), 64);
-      v128.store(p + m, v128.shuffle<i64>(t1, t3, 0, 2), 128);
-      v128.store(p + m, v128.shuffle<i64>(t1, t3, 1, 3), 192);
+      const w = s + (m >> 1);
+      transpose4(p + m, v128.load8x8_s(w), v128.load8x8_s(w + 32), v128.load8x8_s(w + 64), v128.load8x8_s(w + 96), 64);
     }
   }
   let i = groups << 7;

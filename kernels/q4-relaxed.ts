@@ -147,14 +147,14 @@ export function groupCorrections(q: usize, corr: usize, groups: i32): void {
   }
 }
 
-/** The 4 × 4 transpose of 32-bit lanes of a..d, stored as four vectors at p. */
-@inline function transpose4(p: usize, a: v128, b: v128, c: v128, d: v128): void {
+/** The 4 × 4 transpose of 32-bit lanes of a..d, stored as four vectors at p, stride bytes apart (a constant: 16 here, 64 for the i16 GEMM). */
+@inline export function transpose4(p: usize, a: v128, b: v128, c: v128, d: v128, stride: usize = 16): void {
   const t0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5), t1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
   const t2 = v128.shuffle<i32>(c, d, 0, 4, 1, 5), t3 = v128.shuffle<i32>(c, d, 2, 6, 3, 7);
   v128.store(p, v128.shuffle<i64>(t0, t2, 0, 2));
-  v128.store(p, v128.shuffle<i64>(t0, t2, 1, 3), 16);
-  v128.store(p, v128.shuffle<i64>(t1, t3, 0, 2), 32);
-  v128.store(p, v128.shuffle<i64>(t1, t3, 1, 3), 48);
+  v128.store(p + stride, v128.shuffle<i64>(t0, t2, 1, 3));
+  v128.store(p + 2 * stride, v128.shuffle<i64>(t1, t3, 0, 2));
+  v128.store(p + 3 * stride, v128.shuffle<i64>(t1, t3, 1, 3));
 }
 
 /** s + the i16 pair sums of codes a × nibble bytes w. */
