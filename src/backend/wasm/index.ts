@@ -51,6 +51,10 @@ interface Place {
   stride: number;
 }
 
+function place(index: number, arena: Arena, k: Kernels): Place {
+  return { index, arena, k, codes: new GrowingBuffer(arena), io: new GrowingBuffer(arena), scratch: 0, stride: 0 };
+}
+
 const GiB = 2 ** 30;
 const MAIN_WEIGHTS = 3 * GiB;
 const EXTRA_WEIGHTS = 4 * GiB - 256 * 2 ** 20;
@@ -94,6 +98,8 @@ export class WasmBackend implements Backend {
   private readonly places: Place[];
   private readonly main: Place;
   private readonly module: WebAssembly.Module;
+  /** Where the module's static data ends in every memory it runs on: arenas start above it. */
+  private readonly heapBase: number;
   private readonly weightCaps: [main: number, extra: number];
   /** Decode attention's per-part results (attentionCombine merges them). */
   private readonly partials: GrowingBuffer;
@@ -118,7 +124,8 @@ export class WasmBackend implements Backend {
     const module = kernelModule(this.simd, shared);
     // Instantiating with a throwaway memory tells us where the module's static data ends.
     const probe = instantiate(module, new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared }));
-    this.arena = new Arena(probe.heapBase(), shared);
+    this.heapBase = probe.heapBase();
+    this.arena = new Arena(this.heapBase, shared);
     this.k = instantiate(module, this.arena.memory);
     const control = this.arena.bytes(CONTROL_INTS * 4);
     this.pool = new Pool(this.k, module, this.arena.memory, control, { threads, spin: opts.spin ?? spinFromEnv() ?? DEFAULT_SPIN });
@@ -126,7 +133,7 @@ export class WasmBackend implements Backend {
     const per = opts.weightsPerMemory;
     this.weightCaps = [Math.min(per ?? MAIN_WEIGHTS, MAIN_WEIGHTS), Math.min(per ?? EXTRA_WEIGHTS, EXTRA_WEIGHTS)];
     this.scratchStack = new ScratchStack(this.arena);
-    this.main = { index: 0, arena: this.arena, k: this.k, codes: new GrowingBuffer(this.arena), io: new GrowingBuffer(this.arena), scratch: 0, stride: 0 };
+    this.main = place(0, this.arena, this.k);
     this.places = [this.main];
     this.partials = new GrowingBuffer(this.arena);
     this.ensureThreadScratch(1 << 16);
@@ -155,13 +162,11 @@ export class WasmBackend implements Backend {
       throw new LutraError(`wasm backend: out of memory at tensor "${name}": the weights pass ${(mainCap / GiB).toFixed(2)} GiB and a page's WebAssembly memory holds at most 4 GiB`);
     }
     if (bytes > EXTRA_WEIGHTS) throw new LutraError(`wasm backend: tensor "${name}" is ${(bytes / GiB).toFixed(2)} GiB; one WebAssembly memory holds at most 4 GiB`);
-    const probe = instantiate(this.module, new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: this.arena.shared }));
-    const arena = new Arena(probe.heapBase(), this.arena.shared);
+    const arena = new Arena(this.heapBase, this.arena.shared);
     const k = instantiate(this.module, arena.memory);
-    const index = this.pool.addMemory(k, arena.memory);
-    const place: Place = { index, arena, k, codes: new GrowingBuffer(arena), io: new GrowingBuffer(arena), scratch: 0, stride: 0 };
-    this.places.push(place);
-    return place;
+    const p = place(this.pool.addMemory(k, arena.memory), arena, k);
+    this.places.push(p);
+    return p;
   }
 
   get threads(): number {
