@@ -37,6 +37,16 @@ const GEMV_TOKENS = 3;
   return ASC_FEATURE_RELAXED_SIMD && (fmtOf(d) == INT4 || (fmtOf(d) == LUT && bitsOf(d) == 4 && gemvTokens(d, T)));
 }
 
+/**
+ * Which layout quantizeTokens writes for weight d and T tokens, as a small code: two weights with
+ * the same code and width read the same quantized input (the host quantizes a shared input once).
+ */
+export function q8Layout(d: usize, T: i32): i32 {
+  const gemv: i32 = gemvTokens(d, T) ? 1 : 0;
+  if (i8Layout(d, T)) return 2 | gemv;
+  return (fmtOf(d) == INT4 ? 4 : lutSplit(d) ? 8 : 16) | gemv;
+}
+
 /** Quantize tokens t0..t1 of x (T × cols f32) for weight d into q (q8TokenBytes apart). */
 export function quantizeTokens(d: usize, x: usize, t0: i32, t1: i32, q: usize, T: i32): void {
   const cols = colsOf(d), ts = q8TokenBytes(cols), codes = q8RowBytes(cols);

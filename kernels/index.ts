@@ -3,7 +3,7 @@
 import { gemv } from './gemv';
 import { gemm } from './gemm';
 import { gemmQ8, gemvTokens, q8TokenBytes } from './gemm-q8';
-export { quantizeTokens, q8TokenBytes } from './gemm-q8';
+export { quantizeTokens, q8TokenBytes, q8Layout } from './gemm-q8';
 import { q8Of, colsOf, rowsOf } from './matrix';
 export { attention, attentionCombine } from './attention';
 export { rmsNorm, rope, ropeTrig, geluMul, softcap, add, addProduct, scale, embedRow } from './elementwise';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ReferenceBackend } from '../src/backend/reference/index.js';
 import { WasmBackend } from '../src/backend/wasm/index.js';
 import type { WasmMatrix } from '../src/backend/wasm/matrix.js';
-import type { Backend } from '../src/backend/backend.js';
+import type { Backend, Matrix } from '../src/backend/backend.js';
 import type { WeightFormat, WeightTensor } from '../src/model/weight.js';
 import { formatName } from '../src/model/formats.js';
 import { convert } from '../src/quant/convert.js';
@@ -276,16 +276,31 @@ test("activations 'f32': int8/int4/lut take the f32 path and match the reference
 interface Watch { now: number; calls: { pos: number; codes: Int32Array; x: Float32Array }[] }
 
 function watchCodes(B: Backend, w: Watch): () => void {
-  const orig = B.matmul;
-  B.matmul = (x, T, m, out) => {
+  const orig = B.matmul, origMany = B.matmuls;
+  const record = (x: Float32Array, T: number, m: Matrix) => {
     const codes = new Int32Array(T * m.cols);
     const d = new Float64Array(Math.ceil(m.cols / 32));
     for (let t = 0; t < T; t++) quantizeQ8(x, t * m.cols, m.cols, codes.subarray(t * m.cols), d);
     w.calls.push({ pos: w.now, codes, x: x.slice(0, T * m.cols) });
+  };
+  // matmuls() is watched job by job (a backend may run it through matmul(): recorded once).
+  let inMany = false;
+  B.matmul = (x, T, m, out) => {
+    if (!inMany) record(x, T, m);
     orig.call(B, x, T, m, out);
+  };
+  B.matmuls = (jobs) => {
+    for (const j of jobs) record(j.x, j.T, j.w);
+    inMany = true;
+    try {
+      origMany.call(B, jobs);
+    } finally {
+      inMany = false;
+    }
   };
   return () => {
     B.matmul = orig;
+    B.matmuls = origMany;
   };
 }
 

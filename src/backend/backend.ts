@@ -69,6 +69,14 @@ export function keyValueRows(a: AttentionArgs): (p: number) => [Float32Array, Fl
   return (p) => (p >= a.pos0 ? [a.k, a.v, (p - a.pos0) * kvDim] : [ck, cv, (c.ring ? p % c.capacity : p) * kvDim]);
 }
 
+/** One matmul of a matmuls() call: out[T, w.rows] = x[T, w.cols] · wᵀ. */
+export interface MatmulJob {
+  x: Float32Array;
+  T: number;
+  w: Matrix;
+  out: Float32Array;
+}
+
 export interface RopeTable {
   /** Inverse frequencies, headDim/2 entries, already divided by any linear scaling factor. */
   invFreq: Float32Array;
@@ -90,6 +98,13 @@ export interface Backend {
   vector(w: WeightTensor): Float32Array;
   /** out[T, w.rows] = x[T, w.cols] · wᵀ */
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void;
+  /**
+   * Independent matmuls, with the results of running them one by one: no job's out may overlap
+   * another's x or out. Jobs may share an input (the wasm backend then quantizes it once) and run
+   * in one pass over the worker pool instead of one each, which is what a decode step's many small
+   * matmuls (q/k/v, gate/up, a token's chosen experts) need.
+   */
+  matmuls(jobs: readonly MatmulJob[]): void;
   /** out[i] = table row ids[i] × scale */
   embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void;
   /** Gemma RMSNorm over rows of `dim`: x / sqrt(mean(x²) + eps) × gain (gain already 1 + w). out may be x. */

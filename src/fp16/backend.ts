@@ -2,7 +2,7 @@
 // every op's output rounded to fp16 (overflow → ±inf, as the hardware does). The model file does
 // not change; detection and naming of the first overflow is the session's job (overflow.ts),
 // through the observer points that follow every op.
-import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend/backend.js';
+import type { AttentionArgs, Backend, MatmulJob, Matrix, RopeTable } from '../backend/backend.js';
 import type { WeightTensor } from '../model/weight.js';
 import { formatTraits, rowBytes } from '../model/formats.js';
 import { rowDecoder } from '../backend/reference/index.js';
@@ -105,6 +105,10 @@ export class Fp16Backend implements Backend {
     const s = this.statOverflow;
     this.statOverflow = false;
     return s;
+  }
+
+  matmuls(jobs: readonly MatmulJob[]): void {
+    for (const j of jobs) this.matmul(j.x, j.T, j.w, j.out);
   }
 
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {

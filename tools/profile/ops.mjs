@@ -15,13 +15,15 @@ const backend = makeBackend('wasm', thArg ? { threads: Number(thArg) } : {});
 const { model } = loadModel(dir, backend, { tokenizer: false });
 const totals = new Map();
 let phase = 'prefill';
-for (const name of ['matmul', 'attention', 'rmsNorm', 'rope', 'geluMul', 'add', 'embed', 'roundToF16', 'scale', 'softcap']) {
+for (const name of ['matmul', 'matmuls', 'attention', 'rmsNorm', 'rope', 'geluMul', 'add', 'embed', 'roundToF16', 'scale', 'softcap']) {
   const f = backend[name];
   if (typeof f !== 'function') continue;
   backend[name] = function (...a) {
     const t0 = performance.now();
     const r = f.apply(this, a);
-    const key = `${phase} ${name === 'matmul' ? `matmul ${a[2].name.replace(/layers\.\d+\./, 'layers.*.')}` : name}`;
+    const short = (m) => m.name.replace(/layers\.\d+\./, 'layers.*.').replace(/\[\d+\]/, '[*]');
+    const what = name === 'matmul' ? `matmul ${short(a[2])}` : name === 'matmuls' ? `matmuls ${[...new Set(a[0].map((j) => short(j.w)))].join(' ')}` : name;
+    const key = `${phase} ${what}`;
     const e = totals.get(key) ?? { ms: 0, n: 0 };
     e.ms += performance.now() - t0;
     e.n++;

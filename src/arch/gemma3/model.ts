@@ -154,13 +154,11 @@ export class Gemma3Model implements CausalLM {
       // --- attention block ---
       B.rmsNorm(h, T, H, L.inputNorm, eps, x);
       seen?.('attn_norm', x, H);
-      B.matmul(x, T, L.q, q);
+      B.matmuls([{ x, T, w: L.q, out: q }, { x, T, w: L.k, out: k }, { x, T, w: L.v, out: v }]);
       lora?.apply(p + 'self_attn.q_proj.weight', x, H, q, nH * D);
       seen?.('q_proj', q, nH * D);
-      B.matmul(x, T, L.k, k);
       lora?.apply(p + 'self_attn.k_proj.weight', x, H, k, nKV * D);
       seen?.('k_proj', k, nKV * D);
-      B.matmul(x, T, L.v, v);
       lora?.apply(p + 'self_attn.v_proj.weight', x, H, v, nKV * D);
       seen?.('v_proj', v, nKV * D);
       const rope = L.sliding ? this.ropeLocal : this.ropeGlobal;
@@ -194,10 +192,9 @@ export class Gemma3Model implements CausalLM {
       // --- MLP block ---
       B.rmsNorm(h, T, H, L.preFfnNorm, eps, x);
       seen?.('ffn_norm', x, H);
-      B.matmul(x, T, L.gate, gate);
+      B.matmuls([{ x, T, w: L.gate, out: gate }, { x, T, w: L.up, out: up }]);
       lora?.apply(p + 'mlp.gate_proj.weight', x, H, gate, I);
       seen?.('gate', gate, I);
-      B.matmul(x, T, L.up, up);
       lora?.apply(p + 'mlp.up_proj.weight', x, H, up, I);
       seen?.('up', up, I);
       B.geluMul(gate, up, T * I, gate);

@@ -8,7 +8,7 @@
 // weightless RMS norm; attention scores are not scaled (scale 1); full layers use proportional
 // RoPE over their larger head; the per-layer embedding table stays on disk (rows are read for the
 // tokens being processed).
-import type { Backend, Matrix, RopeTable } from '../../backend/backend.js';
+import type { Backend, MatmulJob, Matrix, RopeTable } from '../../backend/backend.js';
 import { makeRopeTable } from '../../backend/backend.js';
 import type { Gemma4Config, Gemma4Layer } from '../config-types.js';
 import type { KVCache } from '../../runtime/kv-cache.js';
@@ -247,25 +247,28 @@ export class Gemma4Model implements CausalLM {
       B.rmsNorm(h, T, H, Ly.inputNorm, eps, x);
       seen?.('attn_norm', x, H);
       const qv = q.subarray(0, T * qDim);
-      B.matmul(x, T, Ly.q, qv);
+      // A layer that owns its cache projects K and V (one backend pass with Q); one that later
+      // layers share keeps its own buffers for the rest of the pass.
+      const owns = Ly.kvSource === l;
+      const shared = owns && this.sharedSources.has(l);
+      const ownK = !owns ? null : shared ? B.scratch(T * kvDim) : kvScratch.k.subarray(0, T * kvDim);
+      const ownV = !owns ? null : shared ? B.scratch(T * kvDim) : kvScratch.v.subarray(0, T * kvDim);
+      const jobs: MatmulJob[] = [{ x, T, w: Ly.q, out: qv }];
+      if (ownK) jobs.push({ x, T, w: Ly.k!, out: ownK });
+      if (ownV && Ly.v) jobs.push({ x, T, w: Ly.v, out: ownV });
+      B.matmuls(jobs);
       lora?.apply(p + 'self_attn.q_proj.weight', x, H, qv, qDim);
       seen?.('q_proj', qv, qDim);
       B.rmsNorm(qv, T * nH, D, Ly.qNorm, eps, qv);
       segments.forEach((s, i) => B.rope(rows(qv, rowOf[i], s.ids.length, qDim), s.ids.length, nH, D, s.pos0, rope));
       seen?.('q_rope', qv, qDim);
-      if (Ly.kvSource === l) {
-        // A layer that later layers share keeps its own buffers for the rest of the pass.
-        const shared = this.sharedSources.has(l);
-        const k = shared ? B.scratch(T * kvDim) : kvScratch.k.subarray(0, T * kvDim);
-        const v = shared ? B.scratch(T * kvDim) : kvScratch.v.subarray(0, T * kvDim);
-        B.matmul(x, T, Ly.k!, k);
+      if (ownK && ownV) {
+        const k = ownK, v = ownV;
         lora?.apply(p + 'self_attn.k_proj.weight', x, H, k, kvDim);
         seen?.('k_proj', k, kvDim);
         // K=V layers: V is the raw K projection, before k_norm and RoPE.
-        if (Ly.v) {
-          B.matmul(x, T, Ly.v, v);
-          lora?.apply(p + 'self_attn.v_proj.weight', x, H, v, kvDim);
-        } else v.set(k);
+        if (Ly.v) lora?.apply(p + 'self_attn.v_proj.weight', x, H, v, kvDim);
+        else v.set(k);
         seen?.('v_proj', v, kvDim);
         B.rmsNorm(v, T * nKV, D, this.ones.get(D)!, eps, v);
         seen?.('v_norm', v, kvDim);
@@ -304,10 +307,9 @@ export class Gemma4Model implements CausalLM {
       const u = up.subarray(0, T * I);
       B.rmsNorm(h, T, H, Ly.preFfnNorm, eps, x);
       seen?.('ffn_norm', x, H);
-      B.matmul(x, T, Ly.gate, g);
+      B.matmuls([{ x, T, w: Ly.gate, out: g }, { x, T, w: Ly.up, out: u }]);
       lora?.apply(p + 'mlp.gate_proj.weight', x, H, g, I);
       seen?.('gate', g, I);
-      B.matmul(x, T, Ly.up, u);
       lora?.apply(p + 'mlp.up_proj.weight', x, H, u, I);
       seen?.('up', u, I);
       B.geluMul(g, u, T * I, g);

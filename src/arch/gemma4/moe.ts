@@ -7,8 +7,9 @@
 // post_feedforward_layernorm_2 and added to the dense branch.
 //
 // Only the chosen experts' weights are read: each expert is its own set of matrices, and a pass
-// groups its tokens by expert, so an expert chosen by n tokens is one n-token matmul.
-import type { Backend, Matrix } from '../../backend/backend.js';
+// groups its tokens by expert, so an expert chosen by n tokens is one n-token matmul, and the
+// chosen experts' matmuls go to the backend together (matmuls()), not one by one.
+import type { Backend, MatmulJob, Matrix } from '../../backend/backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { sliceRows } from '../../model/formats.js';
 
@@ -80,18 +81,31 @@ export function route(logits: Float32Array, T: number, E: number, k: number, exp
   }
 }
 
-/** Buffers for moeForward over up to T rows, taken once per pass (an expert gets each row at most once). */
+/**
+ * Buffers for moeForward over up to T rows. The chosen experts run in groups (one pass over the
+ * backend for all their gate/up matmuls, one for their downs) of up to `pairs` (row, expert) pairs:
+ * every pair of a decode step at once, a prefill's in a few groups.
+ */
 export interface MoeScratch {
   z: Float32Array;
   logits: Float32Array;
+  pairs: number;
+  /** [pairs, H]: the expert inputs, then the down outputs. */
   xin: Float32Array;
+  d: Float32Array;
+  /** [pairs, width] */
   g: Float32Array;
   u: Float32Array;
-  d: Float32Array;
 }
 
+/** Pairs per group past the T·k of a decode step: enough that a prefill's experts run in a few groups. */
+const GROUP_PAIRS = 512;
+
 export function moeScratch(B: Backend, m: MoeWeights, T: number, H: number): MoeScratch {
-  return { z: B.scratch(T * H), logits: B.scratch(T * m.numExperts), xin: B.scratch(T * H), g: B.scratch(T * m.width), u: B.scratch(T * m.width), d: B.scratch(T * H) };
+  // An expert gets each row at most once, so T pairs always hold one expert's.
+  const pairs = Math.max(T, Math.min(T * m.topK, GROUP_PAIRS));
+  const F = m.width;
+  return { z: B.scratch(T * H), logits: B.scratch(T * m.numExperts), pairs, xin: B.scratch(pairs * H), d: B.scratch(pairs * H), g: B.scratch(pairs * F), u: B.scratch(pairs * F) };
 }
 
 /**
@@ -100,8 +114,8 @@ export function moeScratch(B: Backend, m: MoeWeights, T: number, H: number): Moe
  * `h` is the residual after attention. Returns the router's choice (for tests).
  */
 export function moeForward(B: Backend, m: MoeWeights, h: Float32Array, T: number, H: number, eps: number, s: MoeScratch, out: Float32Array): { experts: Int32Array; weights: Float32Array } {
-  const { numExperts: E, topK: k, width: F } = m;
-  const { z, logits, xin, g, u, d } = s;
+  const { numExperts: E, topK: k } = m;
+  const { z, logits } = s;
   B.rmsNorm(h, T, H, m.routerGain, eps, z);
   B.matmul(z, T, m.router, logits);
   const experts = new Int32Array(T * k);
@@ -114,24 +128,61 @@ export function moeForward(B: Backend, m: MoeWeights, h: Float32Array, T: number
   const pairsOf: number[][] = Array.from({ length: E }, () => []);
   for (let i = 0; i < T * k; i++) pairsOf[experts[i]].push(i);
   out.fill(0, 0, T * H);
-  for (let e = 0; e < E; e++) {
-    const sel = pairsOf[e];
-    const n = sel.length;
-    if (n === 0) continue;
-    for (let i = 0; i < n; i++) {
-      const t = Math.floor(sel[i] / k);
-      xin.set(y.subarray(t * H, (t + 1) * H), i * H);
+  // Experts in ascending order, grouped while their pairs fit the scratch; the sum into `out`
+  // keeps that order, so grouping does not change a bit of it.
+  let group: number[] = [];
+  let used = 0;
+  for (let e = 0; e <= E; e++) {
+    const n = e < E ? pairsOf[e].length : 0;
+    if (e === E || used + n > s.pairs) {
+      runExperts(B, m, group, pairsOf, y, T, H, s, weights, out);
+      group = [];
+      used = 0;
     }
-    B.matmul(xin, n, m.gate[e], g);
-    B.matmul(xin, n, m.up[e], u);
-    B.geluMul(g, u, n * F, g);
-    B.matmul(g, n, m.down[e], d);
-    for (let i = 0; i < n; i++) {
-      const t = Math.floor(sel[i] / k);
-      const w = weights[sel[i]];
-      for (let c = 0; c < H; c++) out[t * H + c] += w * d[i * H + c];
+    if (n > 0) {
+      group.push(e);
+      used += n;
     }
   }
   B.rmsNorm(out, T, H, m.postNorm2, eps, out);
   return { experts, weights };
+}
+
+/** out += Σ weight · down(gelu(gate(y)) · up(y)) over the pairs of `group`'s experts, their matmuls in two backend passes. */
+function runExperts(B: Backend, m: MoeWeights, group: readonly number[], pairsOf: readonly number[][], y: Float32Array, T: number, H: number, s: MoeScratch, weights: Float32Array, out: Float32Array): void {
+  if (group.length === 0) return;
+  const k = m.topK, F = m.width;
+  const up: MatmulJob[] = [];
+  const down: MatmulJob[] = [];
+  let p0 = 0;
+  for (const e of group) {
+    const sel = pairsOf[e];
+    const n = sel.length;
+    // An expert every row chose (always, in a one-token step) reads y as it is: its inputs are shared.
+    let x = y;
+    if (n < T) {
+      x = s.xin.subarray(p0 * H, (p0 + n) * H);
+      for (let i = 0; i < n; i++) {
+        const t = Math.floor(sel[i] / k);
+        x.set(y.subarray(t * H, (t + 1) * H), i * H);
+      }
+    }
+    const g = s.g.subarray(p0 * F, (p0 + n) * F);
+    up.push({ x, T: n, w: m.gate[e], out: g }, { x, T: n, w: m.up[e], out: s.u.subarray(p0 * F, (p0 + n) * F) });
+    down.push({ x: g, T: n, w: m.down[e], out: s.d.subarray(p0 * H, (p0 + n) * H) });
+    p0 += n;
+  }
+  B.matmuls(up);
+  B.geluMul(s.g, s.u, p0 * F, s.g);
+  B.matmuls(down);
+  p0 = 0;
+  for (const e of group) {
+    for (const pair of pairsOf[e]) {
+      const t = Math.floor(pair / k);
+      const w = weights[pair];
+      const d = p0 * H;
+      for (let c = 0; c < H; c++) out[t * H + c] += w * s.d[d + c];
+      p0++;
+    }
+  }
 }

@@ -1,7 +1,7 @@
 // The reference backend: plain TypeScript, f64 accumulation, written to be read beside
 // the Hugging Face Gemma 3 math. It is the oracle for every faster path. Weights stay in their stored
 // format; each row is decoded to f32 as it is used and reused across the batch.
-import { keyValueRows, type AttentionArgs, type Backend, type Matrix, type RopeTable } from '../backend.js';
+import { keyValueRows, type AttentionArgs, type Backend, type Matrix, type MatmulJob, type RopeTable } from '../backend.js';
 import { matrixShape, type WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, formatTraits, intBlock, rowBytes, rowDecode, unitOf, type FormatOf, type IntFormat } from '../../model/formats.js';
 import { LutraError } from '../../util/errors.js';
@@ -136,6 +136,10 @@ export class ReferenceBackend implements Backend {
     const out = new Float32Array(w.shape[0]);
     rowDecoder({ ...w, shape: [1, w.shape[0]] })(0, out);
     return out;
+  }
+
+  matmuls(jobs: readonly MatmulJob[]): void {
+    for (const j of jobs) this.matmul(j.x, j.T, j.w, j.out);
   }
 
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {

@@ -1,13 +1,14 @@
 // The wasm backend: AssemblyScript SIMD kernels (kernels/) on a worker pool over a shared
 // WebAssembly.Memory. Activations are Float32Array views of that memory; ops pass their
 // addresses to the kernels. matmul and attention are split over the pool by output rows / by
-// (token, head); the small elementwise ops run on the calling thread.
+// (token, head); matmuls() runs several matrices as one pool job, their rows claimed as one
+// matrix's; the small elementwise ops run on the calling thread.
 //
 // One WebAssembly memory holds at most 4 GiB. Weights past `weightsPerMemory` of the main memory
 // (which also holds the KV caches and activations) go to further memories, each with its own
 // kernels instance on every thread: a matmul on such a weight copies its input there, runs there
 // and copies its output back (kilobytes per decode step, against the megabytes of weights read).
-import type { AttentionArgs, Backend, Matrix, RopeTable } from '../backend.js';
+import type { AttentionArgs, Backend, MatmulJob, Matrix, RopeTable } from '../backend.js';
 import type { WeightTensor } from '../../model/weight.js';
 import { LutraError } from '../../util/errors.js';
 import { Arena, GrowingBuffer, ScratchStack } from './arena.js';
@@ -17,7 +18,7 @@ import { Pool } from './pool.js';
 import { hostCores, hostEnv, hostExtraMemories, hostSharedMemory } from '../../platform/host.js';
 import { auxLayout } from '../../model/formats.js';
 import { checkActivations, type Activations } from '../reference/q8.js';
-import { A_JOB, CONTROL_INTS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMUL, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, OP_SOFTCAP, setF64 } from './protocol.js';
+import { A_JOB, CONTROL_INTS, JOB_INTS, JOBS, MAX_JOBS, NEXT, OP_ATTENTION, OP_GELU, OP_MATMULS, OP_QUANTIZE, OP_RMSNORM, OP_ROPE, OP_SOFTCAP, setF64 } from './protocol.js';
 
 export interface WasmBackendOptions {
   /** Threads including the calling one; default: the available cores. */
@@ -228,48 +229,121 @@ export class WasmBackend implements Backend {
   }
 
   matmul(x: Float32Array, T: number, w: Matrix, out: Float32Array): void {
-    const m = w as WasmMatrix;
-    const p = this.places[m.mem];
-    let xa = this.addr(x, T * m.cols, `matmul input for ${m.name}`);
-    let oa = this.addr(out, T * m.rows, `matmul output for ${m.name}`);
+    this.runMatmuls(this.places[(w as WasmMatrix).mem], [{ x, T, w, out }]);
+  }
+
+  matmuls(jobs: readonly MatmulJob[]): void {
+    // One pool job per memory holding the weights, of at most MAX_JOBS matmuls.
+    const byMemory = new Map<number, MatmulJob[]>();
+    for (const j of jobs) {
+      const mem = (j.w as WasmMatrix).mem;
+      const list = byMemory.get(mem);
+      if (list) list.push(j);
+      else byMemory.set(mem, [j]);
+    }
+    for (const [mem, list] of byMemory) {
+      for (let i = 0; i < list.length; i += MAX_JOBS) this.runMatmuls(this.places[mem], list.slice(i, i + MAX_JOBS));
+    }
+  }
+
+  /** The matmuls of `jobs` (weights in memory p) as one pool job: their rows are claimed as one matrix's. */
+  private runMatmuls(p: Place, jobs: readonly MatmulJob[]): void {
+    const n = jobs.length;
+    const ms = jobs.map((j) => j.w as WasmMatrix);
+    const xa = jobs.map((j, i) => this.addr(j.x, j.T * ms[i].cols, `matmul input for ${ms[i].name}`));
+    const oa = jobs.map((j, i) => this.addr(j.out, j.T * ms[i].rows, `matmul output for ${ms[i].name}`));
     if (p !== this.main) {
-      // The weight lives in another memory: the input goes there, the output comes back below.
-      const io = p.io.reserve(4 * T * (m.cols + m.rows));
-      new Float32Array(p.arena.memory.buffer, io, T * m.cols).set(x.subarray(0, T * m.cols));
-      xa = io;
-      oa = io + 4 * T * m.cols;
+      // The weights live in another memory: the inputs go there (a shared one once), the outputs come back below.
+      const need = new Map<number, number>();
+      jobs.forEach((j, i) => need.set(xa[i], Math.max(need.get(xa[i]) ?? 0, j.T * ms[i].cols)));
+      let bytes = 0;
+      for (const len of need.values()) bytes += 4 * len;
+      jobs.forEach((j, i) => (bytes += 4 * j.T * ms[i].rows));
+      let at = p.io.reserve(bytes);
+      const there = new Map<number, number>();
+      for (const [a, len] of need) {
+        new Float32Array(p.arena.memory.buffer, at, len).set(new Float32Array(this.arena.memory.buffer, a, len));
+        there.set(a, at);
+        at += 4 * len;
+      }
+      for (let i = 0; i < n; i++) {
+        xa[i] = there.get(xa[i])!;
+        oa[i] = at;
+        at += 4 * jobs[i].T * ms[i].rows;
+      }
     }
     // Per thread: f32 path, 4 decoded rows; q8 GEMM, 4 rows widened to i16 and their scales per
     // block (272 B per block) and 8 floats of edge output (the q8 GEMV needs none).
-    const blocks = Math.ceil(m.cols / 32);
-    this.ensureThreadScratch(m.q8 ? 272 * blocks + 64 : 4 * 4 * m.cols, p);
-    const parts = T * m.rows * m.cols < this.minParallel ? 1 : undefined;
+    let scratch = 0, work = 0, allGemv = true;
+    for (let i = 0; i < n; i++) {
+      const m = ms[i], T = jobs[i].T;
+      scratch = Math.max(scratch, m.q8 ? 272 * Math.ceil(m.cols / 32) + 64 : 4 * 4 * m.cols);
+      work += T * m.rows * m.cols;
+      if (T !== 1) allGemv = false;
+    }
+    this.ensureThreadScratch(scratch, p);
+    const parts = work < this.minParallel ? 1 : undefined;
     const c = this.pool.ctl;
-    if (m.q8) {
-      // Quantize the T tokens once (a prefill's split over the pool); every chunk of rows reads them.
-      const codes = p.codes.reserve(T * p.k.q8TokenBytes(m.cols));
-      if (T < 4) p.k.quantizeTokens(m.desc, xa, 0, T, codes, T);
+    if (ms.some((m) => m.q8)) this.quantizeInputs(p, jobs, ms, xa, parts);
+    // The matmuls' rows one after another, each first row a multiple of 4 (the GEMM's tiles).
+    let rows = 0;
+    for (let i = 0, e = JOBS; i < n; i++, e += JOB_INTS) {
+      c[e] = ms[i].desc;
+      c[e + 1] = xa[i];
+      c[e + 2] = jobs[i].T;
+      c[e + 3] = oa[i];
+      c[e + 4] = ms[i].rows;
+      c[e + 5] = rows;
+      rows += Math.ceil(ms[i].rows / 4) * 4;
+    }
+    c[A_JOB] = n;
+    c[A_JOB + 1] = rows;
+    // Rows claimed dynamically, large claims first (protocol.ts): the smallest claim is 1/8 of a
+    // thread's rows for GEMVs, 1/2 for GEMMs. Multiples of 4 keep the GEMM's 4-row tiles whole.
+    const pieces = parts === 1 ? 1 : this.pool.threads * (allGemv ? 8 : 2);
+    c[A_JOB + 2] = Math.max(4, Math.ceil(rows / pieces / 4) * 4);
+    Atomics.store(c, NEXT, 0);
+    this.pool.run(OP_MATMULS, p.scratch, p.stride, parts, p.index);
+    if (p !== this.main) {
+      jobs.forEach((j, i) => j.out.set(new Float32Array(p.arena.memory.buffer, oa[i], j.T * ms[i].rows)));
+    }
+  }
+
+  /**
+   * Quantize the q8 jobs' inputs to their activation codes (an input shared by weights that read
+   * the same layout once), and point those jobs' inputs (xa) at the codes.
+   */
+  private quantizeInputs(p: Place, jobs: readonly MatmulJob[], ms: readonly WasmMatrix[], xa: number[], parts: 1 | undefined): void {
+    const at = new Map<string, number>();
+    const first: number[] = [];
+    let bytes = 0;
+    const offset = jobs.map((j, i) => {
+      const m = ms[i];
+      if (!m.q8) return -1;
+      const key = jobs.length === 1 ? '' : `${xa[i]} ${j.T} ${m.cols} ${p.k.q8Layout(m.desc, j.T)}`;
+      let o = at.get(key);
+      if (o === undefined) {
+        at.set(key, (o = bytes));
+        first.push(i);
+        bytes += j.T * p.k.q8TokenBytes(m.cols);
+      }
+      return o;
+    });
+    const codes = p.codes.reserve(bytes);
+    const c = this.pool.ctl;
+    // A prefill's tokens are split over the pool; a few decode tokens are quantized here.
+    for (const i of first) {
+      const T = jobs[i].T, q = codes + offset[i];
+      if (T < 4) p.k.quantizeTokens(ms[i].desc, xa[i], 0, T, q, T);
       else {
-        c[A_JOB] = m.desc;
-        c[A_JOB + 1] = xa;
+        c[A_JOB] = ms[i].desc;
+        c[A_JOB + 1] = xa[i];
         c[A_JOB + 2] = T;
-        c[A_JOB + 3] = codes;
+        c[A_JOB + 3] = q;
         this.pool.run(OP_QUANTIZE, p.scratch, p.stride, parts, p.index);
       }
-      xa = codes;
     }
-    c[A_JOB] = m.desc;
-    c[A_JOB + 1] = xa;
-    c[A_JOB + 2] = T;
-    c[A_JOB + 3] = oa;
-    c[A_JOB + 4] = m.rows;
-    // Rows claimed dynamically, large claims first (protocol.ts): the smallest claim is 1/8 of a
-    // thread's rows for a GEMV, 1/2 for a GEMM. Multiples of 4 keep the GEMM's 4-row tiles whole.
-    const pieces = parts === 1 ? 1 : this.pool.threads * (T === 1 ? 8 : 2);
-    c[A_JOB + 5] = Math.max(4, Math.ceil(m.rows / pieces / 4) * 4);
-    Atomics.store(c, NEXT, 0);
-    this.pool.run(OP_MATMUL, p.scratch, p.stride, parts, p.index);
-    if (p !== this.main) out.set(new Float32Array(p.arena.memory.buffer, oa, T * m.rows));
+    for (let i = 0; i < jobs.length; i++) if (offset[i] >= 0) xa[i] = codes + offset[i];
   }
 
   embed(table: Matrix, ids: ArrayLike<number>, scale: number, out: Float32Array): void {

@@ -8,6 +8,7 @@ export interface Kernels {
   matmul(d: number, x: number, T: number, out: number, r0: number, r1: number, scratch: number): void;
   quantizeTokens(d: number, x: number, t0: number, t1: number, q: number, T: number): void;
   q8TokenBytes(cols: number): number;
+  q8Layout(d: number, T: number): number;
   attention(q: number, k: number, v: number, cacheK: number, cacheV: number, capacity: number, ring: number,
     pos0: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, window: number,
     out: number, u0: number, u1: number, scratch: number, split: number, partials: number, kvHalf: number, T: number, qBlock: number): void;

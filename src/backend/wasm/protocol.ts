@@ -8,12 +8,16 @@ export const DONE = 1; // workers that finished the current job; the caller wait
 export const READY = 2; // workers that have instantiated the module
 export const OP = 3;
 export const ERROR = 4; // 1 when a worker's share threw; the message is logged by the worker
-export const NEXT = 5; // matmul, attention: first row / unit not yet claimed (participants take chunks)
+export const NEXT = 5; // matmuls, attention: first row / unit not yet claimed (participants take chunks)
 export const MEM = 6; // which memory's kernels instance runs the job (0: the main one; weights past it live in others)
 export const ARGS = 8; // job arguments (i32, or f32 bits through the Float32Array view)
-export const CONTROL_INTS = 64;
+export const JOBS = 32; // OP_MATMULS: its job table, JOB_INTS slots per matmul
+export const JOB_INTS = 6;
+/** The most matmuls one OP_MATMULS job runs (the host splits longer lists). */
+export const MAX_JOBS = 32;
+export const CONTROL_INTS = JOBS + JOB_INTS * MAX_JOBS;
 
-export const OP_MATMUL = 1;
+export const OP_MATMULS = 1;
 export const OP_ATTENTION = 2;
 export const OP_GELU = 3;
 export const OP_QUANTIZE = 4;
@@ -59,12 +63,17 @@ export function runShare(instances: readonly Kernels[], ctl: Int32Array, ctlF: F
   const scratch = ctl[A_SCRATCH] + i * ctl[A_SCRATCH_STRIDE];
   const a = A_JOB;
   switch (ctl[OP]) {
-    case OP_MATMUL: {
-      // d, x, T, out, rows, chunk: rows are claimed chunk by chunk, so a participant that starts
-      // late (a worker descheduled on a shared machine) leaves its rows to the others.
-      const rows = ctl[a + 4], chunk = ctl[a + 5];
+    case OP_MATMULS: {
+      // count, rows, chunk; per matmul at JOBS: d, x, T, out, rows, first row. The matmuls' rows
+      // are numbered one after another (each first row a multiple of 4, so a claim keeps the GEMM's
+      // 4-row tiles whole) and claimed as one job's: one dispatch for several small matmuls.
+      const n = ctl[a], rows = ctl[a + 1], chunk = ctl[a + 2];
       for (let r0; (r0 = claim(ctl, rows, chunk, parts)) < rows; ) {
-        k.matmul(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], r0, claimEnd(r0, rows, chunk, parts), scratch);
+        const r1 = claimEnd(r0, rows, chunk, parts);
+        for (let j = 0, e = JOBS; j < n; j++, e += JOB_INTS) {
+          const first = ctl[e + 5], lo = Math.max(r0, first), hi = Math.min(r1, first + ctl[e + 4]);
+          if (lo < hi) k.matmul(ctl[e], ctl[e + 1], ctl[e + 2], ctl[e + 3], lo - first, hi - first, scratch);
+        }
       }
       break;
     }
