@@ -131,6 +131,20 @@ export function geluMul(gate: usize, up: usize, i0: i32, i1: i32, out: usize): v
  * time like the reference's Math.tanh: tanh y = (E − 1)/(E + 1) with E = exp(2y), and its series
  * y − y³/3 + 2y⁵/15 for |y| < 2^-9, where E − 1 would cancel.
  */
+/** Index of the first non-finite value (exponent all ones) of x[0..n), or −1. */
+export function firstNonFinite(x: usize, n: i32): i32 {
+  const m = i32x4.splat(0x7f800000);
+  let i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const o = x + (<usize>i << 2);
+    const a = i32x4.eq(v128.and(v128.load(o), m), m), b = i32x4.eq(v128.and(v128.load(o, 16), m), m);
+    const c = i32x4.eq(v128.and(v128.load(o, 32), m), m), d = i32x4.eq(v128.and(v128.load(o, 48), m), m);
+    if (v128.any_true(v128.or(v128.or(a, b), v128.or(c, d)))) break;
+  }
+  for (; i < n; i++) if ((load<u32>(x + (<usize>i << 2)) & 0x7f800000) == 0x7f800000) return i;
+  return -1;
+}
+
 export function softcap(x: usize, i0: i32, i1: i32, cap: f64): void {
   const vc = f64x2.splat(cap);
   let i = i0;

@@ -6,7 +6,7 @@ import { gemmQ8, gemvTokens, q8TokenBytes } from './gemm-q8';
 export { quantizeTokens, q8TokenBytes, q8Layout } from './gemm-q8';
 import { q8Of, colsOf, rowsOf } from './matrix';
 export { attention, attentionCombine } from './attention';
-export { rmsNorm, rope, ropeTrig, geluMul, softcap, add, addProduct, scale, embedRow } from './elementwise';
+export { rmsNorm, rope, ropeTrig, geluMul, softcap, firstNonFinite, add, addProduct, scale, embedRow } from './elementwise';
 export { decodeRow } from './decode';
 export { lutToPlanar } from './lut-q8';
 export { roundF16 } from './fp16';

@@ -379,3 +379,20 @@ test('f16 weights: every finite half converts exactly on the fast path (row deco
     for (let r = 0; r < rows; r++) assert.ok(out[r] === f16BitsToF32(h[r * cols + c]), `row ${r}, column ${c}: ${out[r]}`);
   }
 });
+
+test('firstNonFinite: the first NaN / ±Inf of awkward lengths, in the vector part and the tail, or −1', () => {
+  for (const n of [0, 1, 15, 16, 17, 63, 64, 301]) {
+    wasm1.resetScratch();
+    const x = fillRandom(wasm1.scratch(n), n + 3, 1e30);
+    assert.equal(wasm1.firstNonFinite(x, n), -1, `n = ${n}, all finite (values up to 1e30)`);
+    for (const at of [0, 5, n - 17, n - 1].filter((i) => i >= 0 && i < n)) {
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        fillRandom(x, at, 3);
+        x[at] = bad;
+        if (at + 3 < n) x[at + 3] = NaN; // a later one does not count
+        assert.equal(wasm1.firstNonFinite(x, n), at, `n = ${n}: ${bad} at ${at}`);
+        assert.equal(wasm1.firstNonFinite(x, at), -1, `n = ${at}: stops before it`);
+      }
+    }
+  }
+});

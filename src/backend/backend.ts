@@ -134,6 +134,11 @@ export interface Backend {
    * bit-identical to src/fp16/round.ts.
    */
   roundToF16?(x: Float32Array, n: number): number;
+  /**
+   * Optional fast path for the session's logit check: the index of the first non-finite value of
+   * x[0..n), or −1 (x an array of this backend's). Without it the session scans in JavaScript.
+   */
+  firstNonFinite?(x: Float32Array, n: number): number;
   /** Resolves once the backend's threads are up (a browser starts them only while its caller awaits). */
   ready?(): Promise<void>;
   /** Release worker threads or memory. */

@@ -8,7 +8,7 @@ import { chainObservers, OverflowWatch, type OnOverflow, type OverflowEvent } fr
 import { yieldToEventLoop } from '../util/yield.js';
 import type { DecodeBatcher } from './batcher.js';
 import type { PreparedLora } from '../adapters/apply.js';
-import type { KvType } from '../backend/backend.js';
+import type { Backend, KvType } from '../backend/backend.js';
 
 export interface SessionOptions {
   /** Maximum tokens held (prompt + generated). Defaults to min(max_position_embeddings, 4096). */
@@ -211,9 +211,8 @@ export class Session {
     this.checkRoom(1);
     const logits = this.model.forward([id], this.position, this.cache, { logits: 'last', qChunk: this.qChunk, observer: this.watch(observer), lora: this.loraSet }) as Float32Array;
     this.ids.push(id);
-    const out = this.ownLogits(logits); // forward's buffer is reused by the next call
-    this.checkLogits(out, this.position - 1);
-    return out;
+    this.checkLogits(logits, this.position - 1, this.model.backend);
+    return this.ownLogits(logits); // forward's buffer is reused by the next call
   }
 
   /** `row` copied into the session's logits buffer (made once, reused by every step). */
@@ -228,16 +227,17 @@ export class Session {
    * instead of sampling from them. Skipped when an fp16 overflow was let through on purpose
    * (--on-overflow continue): that run asked to go on and reports the overflow itself.
    */
-  private checkLogits(logits: Float32Array, pos0: number): void {
+  /** Throw on a non-finite logit; B: the logits are the backend's own array (its scan is faster). */
+  private checkLogits(logits: Float32Array, pos0: number, B?: Backend): void {
     if (this.overflowWatch?.first) return;
-    for (let i = 0; i < logits.length; i++) {
-      const x = logits[i];
-      if (x - x !== 0) {
-        const V = this.vocabSize;
-        throw new LutraError(
-          `non-finite logits at position ${pos0 + Math.floor(i / V)} (token ${i % V} is ${x}); the model's activations overflowed or its weights are corrupt`,
-        );
-      }
+    let i = -1;
+    if (B?.firstNonFinite) i = B.firstNonFinite(logits, logits.length);
+    else for (let j = 0; j < logits.length && i < 0; j++) if (logits[j] - logits[j] !== 0) i = j;
+    if (i >= 0) {
+      const V = this.vocabSize;
+      throw new LutraError(
+        `non-finite logits at position ${pos0 + Math.floor(i / V)} (token ${i % V} is ${logits[i]}); the model's activations overflowed or its weights are corrupt`,
+      );
     }
   }
 
@@ -260,7 +260,9 @@ export class Session {
     const V = model.vocabSize;
     return sessions.map((s, i) => {
       s.ids.push(ids[i]);
-      return s.ownLogits(logits.subarray(i * V, (i + 1) * V));
+      const row = logits.subarray(i * V, (i + 1) * V);
+      s.checkLogits(row, s.position - 1, model.backend);
+      return s.ownLogits(row);
     });
   }
 

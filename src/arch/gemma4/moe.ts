@@ -96,6 +96,8 @@ export interface MoeScratch {
   /** [pairs, width] */
   g: Float32Array;
   u: Float32Array;
+  /** [pairs]: a one-token group's routing weights, in the group's order. */
+  w: Float32Array;
 }
 
 /** Pairs per group past the T·k of a decode step: enough that a prefill's experts run in a few groups. */
@@ -105,7 +107,7 @@ export function moeScratch(B: Backend, m: MoeWeights, T: number, H: number): Moe
   // An expert gets each row at most once, so T pairs always hold one expert's.
   const pairs = Math.max(T, Math.min(T * m.topK, GROUP_PAIRS));
   const F = m.width;
-  return { z: B.scratch(T * H), logits: B.scratch(T * m.numExperts), pairs, xin: B.scratch(pairs * H), d: B.scratch(pairs * H), g: B.scratch(pairs * F), u: B.scratch(pairs * F) };
+  return { z: B.scratch(T * H), logits: B.scratch(T * m.numExperts), pairs, xin: B.scratch(pairs * H), d: B.scratch(pairs * H), g: B.scratch(pairs * F), u: B.scratch(pairs * F), w: B.scratch(pairs) };
 }
 
 /**
@@ -129,7 +131,7 @@ export function moeForward(B: Backend, m: MoeWeights, h: Float32Array, T: number
   for (let i = 0; i < T * k; i++) pairsOf[experts[i]].push(i);
   out.fill(0, 0, T * H);
   // Experts in ascending order, grouped while their pairs fit the scratch; the sum into `out`
-  // keeps that order, so grouping does not change a bit of it.
+  // keeps that order (a one-token group sums in the backend), so grouping does not change a bit of it.
   let group: number[] = [];
   let used = 0;
   for (let e = 0; e <= E; e++) {
@@ -175,6 +177,13 @@ function runExperts(B: Backend, m: MoeWeights, group: readonly number[], pairsOf
   B.matmuls(up);
   B.geluMul(s.g, s.u, p0 * F, s.g);
   B.matmuls(down);
+  if (T === 1) {
+    // One token (a decode step): out += Σ weight · down output over the group, as one backend op.
+    let i = 0;
+    for (const e of group) for (const pair of pairsOf[e]) s.w[i++] = weights[pair];
+    B.addProduct(out, s.w, 1, p0, s.d, H);
+    return;
+  }
   p0 = 0;
   for (const e of group) {
     for (const pair of pairsOf[e]) {

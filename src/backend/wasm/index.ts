@@ -494,6 +494,10 @@ export class WasmBackend implements Backend {
     this.k.scale(this.addr(x, n, 'scale input'), n, s);
   }
 
+  firstNonFinite(x: Float32Array, n: number): number {
+    return this.k.firstNonFinite(this.addr(x, n, 'finite check input'), n);
+  }
+
   roundToF16(x: Float32Array, n: number): number {
     return this.k.roundF16(this.addr(x, n, 'fp16 rounding input'), n);
   }

@@ -18,6 +18,7 @@ export interface Kernels {
   ropeTrig(invFreq: number, half: number, p0: number, p1: number, table: number): void;
   geluMul(gate: number, up: number, i0: number, i1: number, out: number): void;
   softcap(x: number, i0: number, i1: number, cap: number): void;
+  firstNonFinite(x: number, n: number): number;
   add(acc: number, x: number, n: number): void;
   addProduct(acc: number, x: number, T: number, k: number, w: number, n: number): void;
   scale(x: number, n: number, s: number): void;
