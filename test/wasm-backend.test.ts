@@ -396,3 +396,26 @@ test('firstNonFinite: the first NaN / ±Inf of awkward lengths, in the vector pa
     }
   }
 });
+
+test('softcap: cap·tanh(x/cap) in f64, one f32 rounding, on awkward lengths, 1 and 2 threads (the series near 0, the clamp far out)', () => {
+  for (const B of [wasm1, wasm2]) {
+    for (const [n, cap] of [[1, 30], [7, 30], [301, 50], [4096 + 13, 30], [20011, 15.5]] as const) {
+      B.resetScratch();
+      const x = fillRandom(B.scratch(n), n, 100);
+      // Near zero (the series branch), exact zeros of both signs, and far past the clamp.
+      for (let i = 0; i < n; i += 5) x[i] *= 1e-4;
+      for (let i = 3; i < n; i += 97) x[i] = i % 2 ? 0 : -0;
+      for (let i = 11; i < n; i += 89) x[i] = (i % 2 ? 1 : -1) * 1e6;
+      const want = Float32Array.from(x, (v) => cap * Math.tanh(v / cap));
+      B.softcap(x, n, cap);
+      let exact = 0;
+      for (let i = 0; i < n; i++) {
+        // The kernel's tanh is accurate to ~1e-11: its f32 result is the reference's or one ulp off.
+        const tol = Math.abs(want[i]) * 2 ** -23;
+        assert.ok(Math.abs(x[i] - want[i]) <= tol, `${B.threads} threads, n = ${n}: [${i}] ${x[i]} vs ${want[i]}`);
+        if (Object.is(x[i], want[i])) exact++;
+      }
+      assert.ok(exact >= n - Math.max(1, n / 1000), `${B.threads} threads, n = ${n}: ${n - exact} results one ulp off`);
+    }
+  }
+});
