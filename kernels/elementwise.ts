@@ -126,11 +126,6 @@ export function geluMul(gate: usize, up: usize, i0: i32, i1: i32, out: usize): v
   return f64x2.mul(p, bits);
 }
 
-/**
- * x = cap·tanh(x/cap) for elements i0..i1 (Gemma's final logit softcap), in f64 two lanes at a
- * time like the reference's Math.tanh: tanh y = (E − 1)/(E + 1) with E = exp(2y), and its series
- * y − y³/3 + 2y⁵/15 for |y| < 2^-9, where E − 1 would cancel.
- */
 /** Index of the first non-finite value (exponent all ones) of x[0..n), or −1. */
 export function firstNonFinite(x: usize, n: i32): i32 {
   const m = i32x4.splat(0x7f800000);
@@ -145,6 +140,11 @@ export function firstNonFinite(x: usize, n: i32): i32 {
   return -1;
 }
 
+/**
+ * x = cap·tanh(x/cap) for elements i0..i1 (Gemma's final logit softcap), in f64 two lanes at a
+ * time like the reference's Math.tanh: tanh y = (E − 1)/(E + 1) with E = exp(2y), and its series
+ * y − y³/3 + 2y⁵/15 for |y| < 2^-9, where E − 1 would cancel.
+ */
 export function softcap(x: usize, i0: i32, i1: i32, cap: f64): void {
   const vc = f64x2.splat(cap);
   let i = i0;

@@ -249,21 +249,21 @@ export class Gemma4Model implements CausalLM {
       const qv = q.subarray(0, T * qDim);
       // A layer that owns its cache projects K and V (one backend pass with Q); one that later
       // layers share keeps its own buffers for the rest of the pass.
-      const owns = Ly.kvSource === l;
-      const shared = owns && this.sharedSources.has(l);
-      const ownK = !owns ? null : shared ? B.scratch(T * kvDim) : kvScratch.k.subarray(0, T * kvDim);
-      const ownV = !owns ? null : shared ? B.scratch(T * kvDim) : kvScratch.v.subarray(0, T * kvDim);
+      const own =
+        Ly.kvSource !== l ? null
+        : this.sharedSources.has(l) ? { k: B.scratch(T * kvDim), v: B.scratch(T * kvDim) }
+        : { k: kvScratch.k.subarray(0, T * kvDim), v: kvScratch.v.subarray(0, T * kvDim) };
       const jobs: MatmulJob[] = [{ x, T, w: Ly.q, out: qv }];
-      if (ownK) jobs.push({ x, T, w: Ly.k!, out: ownK });
-      if (ownV && Ly.v) jobs.push({ x, T, w: Ly.v, out: ownV });
+      if (own) jobs.push({ x, T, w: Ly.k!, out: own.k });
+      if (own && Ly.v) jobs.push({ x, T, w: Ly.v, out: own.v });
       B.matmuls(jobs);
       lora?.apply(p + 'self_attn.q_proj.weight', x, H, qv, qDim);
       seen?.('q_proj', qv, qDim);
       B.rmsNorm(qv, T * nH, D, Ly.qNorm, eps, qv);
       segments.forEach((s, i) => B.rope(rows(qv, rowOf[i], s.ids.length, qDim), s.ids.length, nH, D, s.pos0, rope));
       seen?.('q_rope', qv, qDim);
-      if (ownK && ownV) {
-        const k = ownK, v = ownV;
+      if (own) {
+        const { k, v } = own;
         lora?.apply(p + 'self_attn.k_proj.weight', x, H, k, kvDim);
         seen?.('k_proj', k, kvDim);
         // K=V layers: V is the raw K projection, before k_norm and RoPE.

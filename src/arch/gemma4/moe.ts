@@ -131,21 +131,21 @@ export function moeForward(B: Backend, m: MoeWeights, h: Float32Array, T: number
   for (let i = 0; i < T * k; i++) pairsOf[experts[i]].push(i);
   out.fill(0, 0, T * H);
   // Experts in ascending order, grouped while their pairs fit the scratch; the sum into `out`
-  // keeps that order (a one-token group sums in the backend), so grouping does not change a bit of it.
+  // keeps that order.
   let group: number[] = [];
   let used = 0;
-  for (let e = 0; e <= E; e++) {
-    const n = e < E ? pairsOf[e].length : 0;
-    if (e === E || used + n > s.pairs) {
+  for (let e = 0; e < E; e++) {
+    const n = pairsOf[e].length;
+    if (n === 0) continue;
+    if (used + n > s.pairs) {
       runExperts(B, m, group, pairsOf, y, T, H, s, weights, out);
       group = [];
       used = 0;
     }
-    if (n > 0) {
-      group.push(e);
-      used += n;
-    }
+    group.push(e);
+    used += n;
   }
+  runExperts(B, m, group, pairsOf, y, T, H, s, weights, out);
   B.rmsNorm(out, T, H, m.postNorm2, eps, out);
   return { experts, weights };
 }
