@@ -310,3 +310,24 @@ test('reference backend: greedy speculative output equals plain greedy output (l
     ref.dispose();
   }
 });
+
+test('with the copy adapter (unmerged LoRA) the demo model copies: prompt-lookup drafts are mostly kept, and the output equals plain greedy output', async () => {
+  const copier = await loadModel(DEFAULT_MODEL, { threads: 2, lora: join(DEFAULT_MODEL, '..', 'demo-copy-lora') });
+  try {
+    // Held-out text (never trained on, by the model or the adapter), asked for again.
+    const held = readFileSync(join(DEFAULT_MODEL, 'heldout-sample.txt'), 'utf8').split('\n\n').filter((d) => d.length >= 150 && d.length <= 420);
+    let drafted = 0;
+    let accepted = 0;
+    for (const passage of held.slice(0, 4)) {
+      const p = `${passage}\n\nRepeat the passage above word for word.\n\n`;
+      const plain = await copier.complete(p, { maxTokens: 32 });
+      const r = await copier.complete(p, { maxTokens: 32, speculative: { source: 'lookup', adaptive: false, maxDraft: 6 } });
+      assert.deepEqual(r.tokenIds, plain.tokenIds, passage);
+      drafted += r.speculative!.drafted;
+      accepted += r.speculative!.accepted;
+    }
+    assert.ok(drafted > 40 && accepted / drafted > 0.6, `accepted ${accepted} of ${drafted} drafted tokens`);
+  } finally {
+    copier.dispose();
+  }
+});

@@ -8,8 +8,8 @@ Usage: python3 train_lora.py WORK BASE OUT FIXTURE
            train.json (losses before/after on held-out text of both styles)
   FIXTURE  reference logits for lutra's tests (float64 forward with the adapter as stored)
 
-LoRA as PEFT computes it: y = x·Wᵀ + (alpha/r)·(x·Aᵀ)·Bᵀ, A initialised Kaiming-uniform(a=√5), B zero;
-the base weights frozen; every q/k/v/o/gate/up/down projection adapted.
+LoRA as PEFT computes it (lora_layers.py); the base weights frozen; every q/k/v/o/gate/up/down
+projection adapted.
 """
 import os
 
@@ -23,12 +23,12 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import sentencepiece as spm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Gemma3ForCausalLM, load_config_json  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
+from lora_layers import attach, save_peft  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("work")
@@ -49,43 +49,12 @@ args = ap.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(args.seed)
 torch.use_deterministic_algorithms(True)
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class LoraLinear(nn.Module):
-    """A frozen Linear plus scale·B·A (PEFT's LoRA layer without dropout)."""
-
-    def __init__(self, base: nn.Linear, r: int, alpha: float):
-        super().__init__()
-        self.base = base
-        self.scale = alpha / r
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-
-    def forward(self, x):
-        return self.base(x) + self.scale * ((x @ self.lora_A.to(x.dtype).t()) @ self.lora_B.to(x.dtype).t())
-
-
 def load_base():
     cfg = load_config_json(os.path.join(args.base, "config.json"))
     m = Gemma3ForCausalLM(cfg)
     m.load_state_dict(read_safetensors(os.path.join(args.base, "model.safetensors")), strict=True)
     m.banded = False
     return m
-
-
-def attach(m):
-    """Wrap every target projection; returns {peft module name: LoraLinear}."""
-    loras = {}
-    for i, layer in enumerate(m.model.layers):
-        for owner, prefix in ((layer.self_attn, "self_attn"), (layer.mlp, "mlp")):
-            for t in TARGETS:
-                if hasattr(owner, t):
-                    w = LoraLinear(getattr(owner, t), args.rank, args.alpha)
-                    setattr(owner, t, w)
-                    loras[f"model.layers.{i}.{prefix}.{t}"] = w
-    return loras
 
 
 sp = spm.SentencePieceProcessor(model_file=os.path.join(args.base, "tokenizer.model"))
@@ -142,7 +111,7 @@ for p in model.parameters():
     p.requires_grad_(False)
 before = evaluate(model)
 print(f"held-out loss before: {before}", flush=True)
-loras = attach(model)
+loras = attach(model, args.rank, args.alpha)
 params = [p for w in loras.values() for p in (w.lora_A, w.lora_B)]
 opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 gen = torch.Generator().manual_seed(args.seed + 1)
@@ -166,25 +135,7 @@ for step in range(args.steps):
         log.append({"step": step, "loss": round(loss.item(), 5)})
 
 # What is shipped: BF16 tensors, in PEFT's names; everything after this reads them back as stored.
-os.makedirs(args.out, exist_ok=True)
-tensors = {}
-for name, w in loras.items():
-    tensors[f"base_model.model.{name}.lora_A.weight"] = w.lora_A.detach()
-    tensors[f"base_model.model.{name}.lora_B.weight"] = w.lora_B.detach()
-write_safetensors(os.path.join(args.out, "adapter_model.safetensors"), tensors, dtype="BF16")
-stored = read_safetensors(os.path.join(args.out, "adapter_model.safetensors"))
-with torch.no_grad():
-    for name, w in loras.items():
-        w.lora_A.copy_(stored[f"base_model.model.{name}.lora_A.weight"])
-        w.lora_B.copy_(stored[f"base_model.model.{name}.lora_B.weight"])
-config = {
-    "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "models/demo",
-    "r": args.rank, "lora_alpha": args.alpha, "lora_dropout": 0.0, "target_modules": TARGETS,
-    "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
-    "modules_to_save": None, "layers_to_transform": None, "rank_pattern": {}, "alpha_pattern": {},
-    "init_lora_weights": True, "inference_mode": True,
-}
-json.dump(config, open(os.path.join(args.out, "adapter_config.json"), "w"), indent=2)
+save_peft(args.out, loras, args.rank, args.alpha)
 after = evaluate(model)
 print(f"held-out loss after: {after}", flush=True)
 json.dump({"steps": args.steps, "batch": args.batch, "seq": args.seq, "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
