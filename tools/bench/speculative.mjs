@@ -2,12 +2,13 @@
 // Speculative decoding benchmark (`npm run bench:speculative`): per model, workload and draft
 // source, the acceptance rate, tokens per target forward pass and decode tok/s against plain
 // greedy decoding in the same run, beside the all-logits prefill rate of a verify-sized batch
-// (the ceiling: every draft accepted). Models: the demo model, and a gemma-3-270m-shaped int8:32
+// (the ceiling: every draft accepted). Models: the demo model; the demo model with its copy adapter
+// merged (models/demo-copy-lora: the demo model alone does not copy text); and a gemma-3-270m-shaped int8:32
 // package made from a random-weight fixture in a temporary folder (its int4:32 conversion is the
 // draft model). Writes the table into docs/BENCHMARKS.md (section "Speculative decoding") and
 // the variant rows (draft lengths, n-gram sizes) to stdout as JSON.
 //
-// usage: node tools/bench/speculative.mjs [--tokens 96] [--threads N] [--models demo,gemma-3-270m]
+// usage: node tools/bench/speculative.mjs [--tokens 96] [--threads N] [--models demo,demo-copy,gemma-3-270m]
 //        [--variants] [--out docs/BENCHMARKS.md] [--no-write]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,7 +26,7 @@ const { values: o } = parseArgs({
   options: {
     tokens: { type: 'string', default: '96' },
     threads: { type: 'string' },
-    models: { type: 'string', default: 'demo,gemma-3-270m' },
+    models: { type: 'string', default: 'demo,demo-copy,gemma-3-270m' },
     variants: { type: 'boolean', default: false },
     out: { type: 'string', default: join(ROOT, 'docs', 'BENCHMARKS.md') },
     'no-write': { type: 'boolean', default: false },
@@ -121,6 +122,13 @@ try {
     if (name === 'demo') {
       draftPath = join(work, 'demo-int4');
       cli('convert', '--model', path, '--out', draftPath, '--quant', 'all=int4:32');
+    } else if (name === 'demo-copy') {
+      // The demo model with its copy adapter merged (models/demo-copy-lora): a model that copies.
+      const lora = join(ROOT, 'models', 'demo-copy-lora');
+      path = join(work, 'demo-copy');
+      cli('convert', '--model', join(ROOT, 'models', 'demo'), '--lora', lora, '--out', path);
+      draftPath = join(work, 'demo-copy-int4');
+      cli('convert', '--model', join(ROOT, 'models', 'demo'), '--lora', lora, '--out', draftPath, '--quant', 'all=int4:32');
     } else {
       cli('fixture', '--shape', name, '--out', join(work, 'hf'));
       path = join(work, `${name}-int8-32`);
@@ -153,7 +161,8 @@ try {
         }
       }
     }
-    sections.push({ name, path: name === 'demo' ? 'models/demo (bf16)' : `${name} fixture, int8:32`, rows, ceiling });
+    const title = { demo: 'models/demo (bf16)', 'demo-copy': 'models/demo + models/demo-copy-lora merged (bf16)' }[name] ?? `${name} fixture, int8:32`;
+    sections.push({ name, path: title, rows, ceiling });
     draft.dispose();
     model.dispose();
   }
@@ -173,10 +182,23 @@ const lines = [
   'switch off when they do not pay (tokens / pass near 1: drafting was off most of the time). The ceiling is',
   'the all-logits forward rate of a verify-sized batch (T tokens in one pass; every draft accepted).',
   'Random-weight fixtures do not copy text, so acceptance there measures the engine cost of drafting,',
-  'not what drafting buys on a trained model. int8/int4 packages run their matmuls on q8 activations, and a',
-  'batched forward rounds activations to q8 codes slightly differently from one-token steps (up to ~0.16 in a',
-  'logit on the 270m fixture; 1e-5 with f32 activations): there greedy speculative output follows the batched',
+  'not what drafting buys on a trained model. Nor does the demo model (9.2 M parameters trained on 2.9 M',
+  'tokens): asked to repeat a passage it writes new verses. The demo-copy rows are the demo model with a',
+  'LoRA adapter trained to repeat and quote passages in its context merged into it (models/demo-copy-lora,',
+  'trained by tools/train-demo/train_copy_lora.py on passages other than the benchmark\'s): the copy-heavy',
+  'workload on a model that copies. int8/int4 packages run their matmuls on q8 activations, and a',
+  "batched forward's f32 activations differ from one-token steps' by ~1e-6 (sums in another order), which",
+  'flips a q8 code at a rounding boundary now and then (up to ~0.16 in a logit on the 270m fixture; 1e-5 with',
+  'f32 activations; the q8 matmuls themselves agree on equal inputs, EXPERIMENTS SD4): there greedy speculative output follows the batched',
   'numerics and can leave plain greedy output at a near-tie ("NO" below). bf16/f32 models agree (the demo).',
+  '',
+  "The seed project's figures, for comparison (an iPhone 17 Pro's neural engine running Gemma 4 E2B; no",
+  'end-to-end speed-up was reported for any of them): suffix-tree drafts over earlier outputs found a match',
+  'for 2 %, 29 %, then 48 % of tokens as the tree grew over four multi-turn chats, and the top draft token',
+  'was right for 18.4 % of those matches, so suffix drafting was demoted to a helper; an EAGLE-3 draft head',
+  'was in training with a first-token acceptance of 75 %; Medusa heads were shelved at ~1.3 % published',
+  'acceptance on Gemma-class models. The SuffixDecoding paper it cites reports 1.9–5.3× on agentic and',
+  'production chat workloads.',
   '',
 ];
 for (const s of sections) {
