@@ -7,6 +7,7 @@ the stored BF16 tensors back into the layers, so whatever is evaluated afterward
 import json
 import math
 import os
+import time
 
 import torch
 import torch.nn as nn
@@ -65,3 +66,54 @@ def save_peft(out: str, loras: dict, rank: int, alpha: float, base_name: str = "
         "init_lora_weights": True, "inference_mode": True,
     }
     json.dump(config, open(os.path.join(out, "adapter_config.json"), "w"), indent=2)
+
+
+def add_training_args(ap, steps: int, rank: int, alpha: float, lr: float, seed: int):
+    """The options every adapter trainer takes (its own defaults), after WORK BASE OUT."""
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rank", type=int, default=rank)
+    ap.add_argument("--alpha", type=float, default=alpha)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=seed)
+
+
+def load_frozen_base(base: str):
+    """(config, model) of the checkpoint folder base, every base weight frozen."""
+    from model import Gemma3ForCausalLM, load_config_json
+
+    cfg = load_config_json(os.path.join(base, "config.json"))
+    model = Gemma3ForCausalLM(cfg)
+    model.load_state_dict(read_safetensors(os.path.join(base, "model.safetensors")), strict=True)
+    model.banded = False
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return cfg, model
+
+
+class Trainer:
+    """AdamW over the adapters (betas 0.9/0.95, no weight decay), linear warm-up then cosine to 10% of
+    the peak LR, gradients clipped to norm 1; the loss every 25 steps kept in log."""
+
+    def __init__(self, loras: dict, args):
+        self.args = args
+        self.params = [p for w in loras.values() for p in (w.lora_A, w.lora_B)]
+        self.opt = torch.optim.AdamW(self.params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+        self.log = []
+
+    def lr(self, step: int) -> float:
+        a = self.args
+        return a.lr * min(1.0, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+
+    def step(self, step: int, loss, t0: float):
+        lr = self.lr(step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        if step % 25 == 0 or step == self.args.steps - 1:
+            print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
+            self.log.append({"step": step, "loss": round(loss.item(), 5)})

@@ -17,4 +17,4 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$HERE"
 /usr/bin/python3 prepare_data.py "$WORK"
-/usr/bin/python3 train_copy_lora.py "$WORK" "$ROOT/models/demo" "$ROOT/models/demo-copy-lora" --steps "$STEPS" --lr "$LR" --rank 64 --alpha 64 --max-chars 420 --lm-weight 0.3
+/usr/bin/python3 train_copy_lora.py "$WORK" "$ROOT/models/demo" "$ROOT/models/demo-copy-lora" --steps "$STEPS" --lr "$LR"

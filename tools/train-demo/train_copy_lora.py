@@ -22,7 +22,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -32,21 +31,13 @@ import torch.nn.functional as F
 import sentencepiece as spm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import Gemma3ForCausalLM, load_config_json  # noqa: E402
-from safetensors_io import read_safetensors  # noqa: E402
-from lora_layers import attach, save_peft  # noqa: E402
+from lora_layers import Trainer, add_training_args, attach, load_frozen_base, save_peft  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("work")
 ap.add_argument("base")
 ap.add_argument("out")
-ap.add_argument("--steps", type=int, default=400)
-ap.add_argument("--batch", type=int, default=8)
-ap.add_argument("--rank", type=int, default=16)
-ap.add_argument("--alpha", type=float, default=32.0)
-ap.add_argument("--lr", type=float, default=3e-3)
-ap.add_argument("--warmup", type=int, default=20)
-ap.add_argument("--seed", type=int, default=2718)
+add_training_args(ap, steps=2500, rank=64, alpha=64.0, lr=2e-3, seed=2718)
 ap.add_argument("--eval-passages", type=int, default=64)
 ap.add_argument("--max-chars", type=int, default=420)
 ap.add_argument("--lm-weight", type=float, default=0.3)
@@ -148,38 +139,22 @@ def evaluate(m):
     return {"copy_top1": round(hit / tot, 4), "copy_loss": round(loss / tot, 4), "heldout_lm_loss": round(lm / lm_windows[:, 1:].numel(), 4)}
 
 
-cfg = load_config_json(os.path.join(args.base, "config.json"))
-model = Gemma3ForCausalLM(cfg)
-model.load_state_dict(read_safetensors(os.path.join(args.base, "model.safetensors")), strict=True)
-model.banded = False
-for prm in model.parameters():
-    prm.requires_grad_(False)
+cfg, model = load_frozen_base(args.base)
 before = evaluate(model)
 print(f"before: {before}", flush=True)
 loras = attach(model, args.rank, args.alpha)
-params = [prm for w in loras.values() for prm in (w.lora_A, w.lora_B)]
-opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+trainer = Trainer(loras, args)
 rng = random.Random(args.seed)
 model.train()
-log = []
 t0 = time.time()
 for step in range(args.steps):
-    lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-    for g in opt.param_groups:
-        g["lr"] = lr
     x, y, z = batch(rng, train_docs, args.batch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x).float().reshape(-1, cfg.vocab_size)
     loss = F.cross_entropy(logits, y.reshape(-1), ignore_index=-100)
     if args.lm_weight > 0:
         loss = loss + args.lm_weight * F.cross_entropy(logits, z.reshape(-1), ignore_index=-100)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    if step % 25 == 0 or step == args.steps - 1:
-        print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
-        log.append({"step": step, "loss": round(loss.item(), 5)})
+    trainer.step(step, loss, t0)
     if step % 100 == 99:
         print(f"  eval: {evaluate(model)}", flush=True)
 
@@ -187,7 +162,7 @@ save_peft(args.out, loras, args.rank, args.alpha)
 after = evaluate(model)
 print(f"after (as stored): {after}", flush=True)
 json.dump({"steps": args.steps, "batch": args.batch, "max_chars": args.max_chars, "lm_weight": args.lm_weight, "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
-           "warmup": args.warmup, "seed": args.seed, "seconds": round(time.time() - t0), "before": before, "after": after, "log": log,
+           "warmup": args.warmup, "seed": args.seed, "seconds": round(time.time() - t0), "before": before, "after": after, "log": trainer.log,
            "eval": f"{args.eval_passages} held-out passages in the training formats: top-1 and cross-entropy (nats) over the copied tokens, "
                    "teacher-forced, float32; heldout_lm_loss: 32 windows of [<bos>] + 255 held-out tokens"},
           open(os.path.join(args.out, "train.json"), "w"), indent=1)

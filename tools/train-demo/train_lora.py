@@ -17,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -26,37 +25,22 @@ import torch
 import sentencepiece as spm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import Gemma3ForCausalLM, load_config_json  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
-from lora_layers import attach, save_peft  # noqa: E402
+from lora_layers import Trainer, add_training_args, attach, load_frozen_base, save_peft  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("work")
 ap.add_argument("base")
 ap.add_argument("out")
 ap.add_argument("fixture")
-ap.add_argument("--steps", type=int, default=300)
-ap.add_argument("--batch", type=int, default=8)
+add_training_args(ap, steps=300, rank=8, alpha=16.0, lr=2e-3, seed=4321)
 ap.add_argument("--seq", type=int, default=256)
-ap.add_argument("--rank", type=int, default=8)
-ap.add_argument("--alpha", type=float, default=16.0)
-ap.add_argument("--lr", type=float, default=2e-3)
-ap.add_argument("--warmup", type=int, default=20)
-ap.add_argument("--seed", type=int, default=4321)
 ap.add_argument("--eval-windows", type=int, default=32)
 args = ap.parse_args()
 
 torch.set_num_threads(2)
 torch.manual_seed(args.seed)
 torch.use_deterministic_algorithms(True)
-def load_base():
-    cfg = load_config_json(os.path.join(args.base, "config.json"))
-    m = Gemma3ForCausalLM(cfg)
-    m.load_state_dict(read_safetensors(os.path.join(args.base, "model.safetensors")), strict=True)
-    m.banded = False
-    return m
-
-
 sp = spm.SentencePieceProcessor(model_file=os.path.join(args.base, "tokenizer.model"))
 corpus = json.load(open(os.path.join(args.work, "corpus.json")))
 fortunes_train = corpus["fortunes_train"]
@@ -106,33 +90,20 @@ def evaluate(m):
     return out
 
 
-model = load_base()
-for p in model.parameters():
-    p.requires_grad_(False)
+_, model = load_frozen_base(args.base)
 before = evaluate(model)
 print(f"held-out loss before: {before}", flush=True)
 loras = attach(model, args.rank, args.alpha)
-params = [p for w in loras.values() for p in (w.lora_A, w.lora_B)]
-opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+trainer = Trainer(loras, args)
 gen = torch.Generator().manual_seed(args.seed + 1)
 model.train()
-log = []
 t0 = time.time()
 for step in range(args.steps):
-    lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-    for g in opt.param_groups:
-        g["lr"] = lr
     offs = torch.randint(0, len(train_ids) - S, (args.batch,), generator=gen)
     x = torch.stack([torch.cat([torch.tensor([2]), train_ids[o:o + S]]) for o in offs.tolist()])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model.loss(x[:, :-1], x[:, 1:])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    if step % 25 == 0 or step == args.steps - 1:
-        print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
-        log.append({"step": step, "loss": round(loss.item(), 5)})
+    trainer.step(step, loss, t0)
 
 # What is shipped: BF16 tensors, in PEFT's names; everything after this reads them back as stored.
 save_peft(args.out, loras, args.rank, args.alpha)
@@ -140,7 +111,7 @@ after = evaluate(model)
 print(f"held-out loss after: {after}", flush=True)
 json.dump({"steps": args.steps, "batch": args.batch, "seq": args.seq, "rank": args.rank, "alpha": args.alpha, "lr": args.lr,
            "warmup": args.warmup, "seed": args.seed,
-           "seconds": round(time.time() - t0), "loss_before": before, "loss_after": after, "log": log,
+           "seconds": round(time.time() - t0), "loss_before": before, "loss_after": after, "log": trainer.log,
            "eval": f"{args.eval_windows} windows of [<bos>] + {S - 1} held-out tokens per style, float32, mean token cross-entropy (nats)"},
           open(os.path.join(args.out, "train.json"), "w"), indent=1)
 
