@@ -46,7 +46,11 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   } else if (fmt == F32) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dot(rowPtr(d, r), x, cols));
   } else if (fmt == BF16) {
-    for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotBf16(rowPtr(d, r), x, cols));
+    // Rows in pairs half the range apart, as the q8 path: each input vector loaded once for both.
+    const h = (r1 - r0) >> 1;
+    const pw = <usize>h * <usize>strideOf(d);
+    for (let r = r0; r < r0 + h; r++) dotBf16x2(rowPtr(d, r), pw, x, cols, out + (<usize>r << 2), <usize>h << 2);
+    if (((r1 - r0) & 1) != 0) store<f32>(out + (<usize>(r1 - 1) << 2), dotBf16(rowPtr(d, r1 - 1), x, cols));
   } else if (fmt == F16) {
     if (f16FiniteOf(d)) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, true));
     else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, false));
@@ -93,6 +97,29 @@ function dotBf16(w: usize, x: usize, n: i32): f32 {
   let s = hsum(f32x4.add(a0, a1));
   for (; i < n; i++) s += f16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
   return s;
+}
+
+/** Two bf16/f16 rows (w0, w0 + ws) · x, to out and out + os: each x vector loaded once for both. */
+function dotBf16x2(w0: usize, ws: usize, x: usize, n: i32, out: usize, os: usize): void {
+  const w1 = w0 + ws;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), b0 = f32x4.splat(0), b1 = f32x4.splat(0);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const o = <usize>i << 1, xp = x + (<usize>i << 2);
+    const u = v128.load(xp), v = v128.load(xp, 16);
+    a0 = f32x4.add(a0, f32x4.mul(bf16x4(w0 + o), u));
+    b0 = f32x4.add(b0, f32x4.mul(bf16x4(w1 + o), u));
+    a1 = f32x4.add(a1, f32x4.mul(bf16x4(w0 + o + 8), v));
+    b1 = f32x4.add(b1, f32x4.mul(bf16x4(w1 + o + 8), v));
+  }
+  let s = hsum(f32x4.add(a0, a1)), t = hsum(f32x4.add(b0, b1));
+  for (; i < n; i++) {
+    const xv = load<f32>(x + (<usize>i << 2)), o = <usize>i << 1;
+    s += bf16(w0 + o) * xv;
+    t += bf16(w1 + o) * xv;
+  }
+  store<f32>(out, s);
+  store<f32>(out + os, t);
 }
 
 /** int8 row, block a multiple of 8 (or the whole row): Σ_blocks scale·Σ code·x. */
