@@ -50,7 +50,7 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
     const h = (r1 - r0) >> 1;
     const pw = <usize>h * <usize>strideOf(d);
     for (let r = r0; r < r0 + h; r++) dotBf16x2(rowPtr(d, r), pw, x, cols, out + (<usize>r << 2), <usize>h << 2);
-    if (((r1 - r0) & 1) != 0) store<f32>(out + (<usize>(r1 - 1) << 2), dotBf16(rowPtr(d, r1 - 1), x, cols));
+    if (((r1 - r0) & 1) != 0) dotBf16x2(rowPtr(d, r1 - 1), 0, x, cols, out + (<usize>(r1 - 1) << 2), 0); // the odd row as its own pair
   } else if (fmt == F16) {
     if (f16FiniteOf(d)) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, true));
     else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, false));
@@ -72,19 +72,6 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   }
 }
 
-function dotBf16(w: usize, x: usize, n: i32): f32 {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
-  let i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
-    a0 = f32x4.add(a0, f32x4.mul(bf16x4(wp), v128.load(xp)));
-    a1 = f32x4.add(a1, f32x4.mul(bf16x4(wp + 8), v128.load(xp, 16)));
-  }
-  let s = hsum(f32x4.add(a0, a1));
-  for (; i < n; i++) s += bf16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
-  return s;
-}
-
 /** f16 row · x; `finite` (constant at each call site, so inlining drops the branch) picks f16x4Finite. */
 @inline function dotF16(w: usize, x: usize, n: i32, finite: bool): f32 {
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
@@ -99,7 +86,7 @@ function dotBf16(w: usize, x: usize, n: i32): f32 {
   return s;
 }
 
-/** Two bf16/f16 rows (w0, w0 + ws) · x, to out and out + os: each x vector loaded once for both. */
+/** Two bf16 rows (w0, w0 + ws) · x, to out and out + os: each x vector loaded once for both (ws = 0: one row). */
 function dotBf16x2(w0: usize, ws: usize, x: usize, n: i32, out: usize, os: usize): void {
   const w1 = w0 + ws;
   let a0 = f32x4.splat(0), a1 = f32x4.splat(0), b0 = f32x4.splat(0), b1 = f32x4.splat(0);

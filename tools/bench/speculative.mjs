@@ -128,7 +128,7 @@ try {
       path = join(work, 'demo-copy');
       cli('convert', '--model', join(ROOT, 'models', 'demo'), '--lora', lora, '--out', path);
       draftPath = join(work, 'demo-copy-int4');
-      cli('convert', '--model', join(ROOT, 'models', 'demo'), '--lora', lora, '--out', draftPath, '--quant', 'all=int4:32');
+      cli('convert', '--model', path, '--out', draftPath, '--quant', 'all=int4:32');
     } else {
       cli('fixture', '--shape', name, '--out', join(work, 'hf'));
       path = join(work, `${name}-int8-32`);

@@ -12,6 +12,7 @@ import time
 import torch
 import torch.nn as nn
 
+from model import Gemma3ForCausalLM, load_config_json
 from safetensors_io import read_safetensors, write_safetensors
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -81,8 +82,6 @@ def add_training_args(ap, steps: int, rank: int, alpha: float, lr: float, seed: 
 
 def load_frozen_base(base: str):
     """(config, model) of the checkpoint folder base, every base weight frozen."""
-    from model import Gemma3ForCausalLM, load_config_json
-
     cfg = load_config_json(os.path.join(base, "config.json"))
     model = Gemma3ForCausalLM(cfg)
     model.load_state_dict(read_safetensors(os.path.join(base, "model.safetensors")), strict=True)
