@@ -5,7 +5,7 @@ import { q8Blocks, q8RowBytes, dotQ8, dotQ4, dotQ8x2, dotQ4x2 } from './q8';
 import { dotQ4x2I8 } from './q4-relaxed';
 import { gemvLutQ8, gemvLut4I8 } from './lut-q8';
 import { bf16x4, f16x4, f16x4Finite, bf16, f16 } from './convert';
-import { dot, hsum } from './dot';
+import { dot, hsum, madd } from './dot';
 import { decodeRow } from './decode';
 
 export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: usize): void {
@@ -52,8 +52,17 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
     for (let r = r0; r < r0 + h; r++) dotBf16x2(rowPtr(d, r), pw, x, cols, out + (<usize>r << 2), <usize>h << 2);
     if (((r1 - r0) & 1) != 0) dotBf16x2(rowPtr(d, r1 - 1), 0, x, cols, out + (<usize>(r1 - 1) << 2), 0); // the odd row as its own pair
   } else if (fmt == F16) {
-    if (f16FiniteOf(d)) for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, true));
-    else for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotF16(rowPtr(d, r), x, cols, false));
+    // Paired as bf16; the finite flag is a constant at each call, so inlining keeps one conversion.
+    const h = (r1 - r0) >> 1;
+    const pw = <usize>h * <usize>strideOf(d), po = <usize>h << 2;
+    const odd = ((r1 - r0) & 1) != 0, last = r1 - 1;
+    if (f16FiniteOf(d)) {
+      for (let r = r0; r < r0 + h; r++) dotF16x2(rowPtr(d, r), pw, x, cols, out + (<usize>r << 2), po, true);
+      if (odd) dotF16x2(rowPtr(d, last), 0, x, cols, out + (<usize>last << 2), 0, true);
+    } else {
+      for (let r = r0; r < r0 + h; r++) dotF16x2(rowPtr(d, r), pw, x, cols, out + (<usize>r << 2), po, false);
+      if (odd) dotF16x2(rowPtr(d, last), 0, x, cols, out + (<usize>last << 2), 0, false);
+    }
   } else if (fmt == INT8 && ((block & 7) == 0 || scalesPerRowOf(d) <= 1)) {
     for (let r = r0; r < r1; r++) store<f32>(out + (<usize>r << 2), dotInt8(d, r, x, cols, block));
   } else if (fmt == INT4 && ((block & 15) == 0 || scalesPerRowOf(d) <= 1)) {
@@ -72,18 +81,30 @@ export function gemv(d: usize, x: usize, out: usize, r0: i32, r1: i32, scratch: 
   }
 }
 
-/** f16 row · x; `finite` (constant at each call site, so inlining drops the branch) picks f16x4Finite. */
-@inline function dotF16(w: usize, x: usize, n: i32, finite: bool): f32 {
-  let a0 = f32x4.splat(0), a1 = f32x4.splat(0);
+/**
+ * Two f16 rows (w0, w0 + ws) · x, to out and out + os (ws = 0: one row); `finite` (constant at
+ * each call site, so inlining drops the branch) picks f16x4Finite.
+ */
+@inline function dotF16x2(w0: usize, ws: usize, x: usize, n: i32, out: usize, os: usize, finite: bool): void {
+  const w1 = w0 + ws;
+  let a0 = f32x4.splat(0), a1 = f32x4.splat(0), b0 = f32x4.splat(0), b1 = f32x4.splat(0);
   let i = 0;
   for (; i + 8 <= n; i += 8) {
-    const wp = w + (<usize>i << 1), xp = x + (<usize>i << 2);
-    a0 = f32x4.add(a0, f32x4.mul(finite ? f16x4Finite(wp) : f16x4(wp), v128.load(xp)));
-    a1 = f32x4.add(a1, f32x4.mul(finite ? f16x4Finite(wp + 8) : f16x4(wp + 8), v128.load(xp, 16)));
+    const o = <usize>i << 1, xp = x + (<usize>i << 2);
+    const u = v128.load(xp), v = v128.load(xp, 16);
+    a0 = madd(finite ? f16x4Finite(w0 + o) : f16x4(w0 + o), u, a0);
+    b0 = madd(finite ? f16x4Finite(w1 + o) : f16x4(w1 + o), u, b0);
+    a1 = madd(finite ? f16x4Finite(w0 + o + 8) : f16x4(w0 + o + 8), v, a1);
+    b1 = madd(finite ? f16x4Finite(w1 + o + 8) : f16x4(w1 + o + 8), v, b1);
   }
-  let s = hsum(f32x4.add(a0, a1));
-  for (; i < n; i++) s += f16(w + (<usize>i << 1)) * load<f32>(x + (<usize>i << 2));
-  return s;
+  let s = hsum(f32x4.add(a0, a1)), t = hsum(f32x4.add(b0, b1));
+  for (; i < n; i++) {
+    const xv = load<f32>(x + (<usize>i << 2)), o = <usize>i << 1;
+    s += f16(w0 + o) * xv;
+    t += f16(w1 + o) * xv;
+  }
+  store<f32>(out, s);
+  store<f32>(out + os, t);
 }
 
 /** Two bf16 rows (w0, w0 + ws) · x, to out and out + os: each x vector loaded once for both (ws = 0: one row). */
@@ -94,10 +115,10 @@ function dotBf16x2(w0: usize, ws: usize, x: usize, n: i32, out: usize, os: usize
   for (; i + 8 <= n; i += 8) {
     const o = <usize>i << 1, xp = x + (<usize>i << 2);
     const u = v128.load(xp), v = v128.load(xp, 16);
-    a0 = f32x4.add(a0, f32x4.mul(bf16x4(w0 + o), u));
-    b0 = f32x4.add(b0, f32x4.mul(bf16x4(w1 + o), u));
-    a1 = f32x4.add(a1, f32x4.mul(bf16x4(w0 + o + 8), v));
-    b1 = f32x4.add(b1, f32x4.mul(bf16x4(w1 + o + 8), v));
+    a0 = madd(bf16x4(w0 + o), u, a0);
+    b0 = madd(bf16x4(w1 + o), u, b0);
+    a1 = madd(bf16x4(w0 + o + 8), v, a1);
+    b1 = madd(bf16x4(w1 + o + 8), v, b1);
   }
   let s = hsum(f32x4.add(a0, a1)), t = hsum(f32x4.add(b0, b1));
   for (; i < n; i++) {
