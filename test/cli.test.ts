@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync, truncateSync, statSync, mkdirSync, cpSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, truncateSync, statSync, mkdirSync, cpSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -65,7 +65,13 @@ test('--help tells the options; unknown flags and commands are one-line errors',
   for (const flag of ['--model', '--prompt', '--max-tokens', '--temperature', '--seed', '--raw', '--top-k', '--top-p', '--min-p', '--repetition-penalty']) {
     assert.ok(h.stdout.includes(flag), `help lacks ${flag}`);
   }
-  assertOneLineError(lutra('generate', '--model', fixture, '--promt', 'x'), /Unknown option '--promt'/);
+  assertOneLineError(lutra('generate', '--model', fixture, '--promt', 'x'), /unknown option --promt \(see lutra generate --help\)/);
+  assertOneLineError(lutra('generate', '--model', fixture, '--prompt'), /--prompt needs a value/);
+  // Arguments that are not flags: refused where the command reads none, so a model path given
+  // without --model cannot silently run the default model instead.
+  assertOneLineError(lutra('convert', fixture, '--out', join(root, 'never')), /unexpected argument ".*": every input is a flag; to run on that model, pass --model /);
+  assert.ok(!existsSync(join(root, 'never')));
+  assertOneLineError(lutra('generate', '--model', fixture, '-p', 'Tell', 'me'), /unexpected argument "me".*quote a prompt/);
   assertOneLineError(lutra('frobnicate'), /unknown command "frobnicate"/);
   assertOneLineError(lutra('generate', '--model', fixture, '--prompt', 'x', '--max-tokens', 'ten'), /--max-tokens "ten": expected an integer/);
 });

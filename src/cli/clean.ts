@@ -7,6 +7,7 @@ import { LutraError } from '../util/errors.js';
 export const cleanCommand: Command = {
   name: 'clean',
   summary: 'remove the partial outputs that killed lutra runs left in a folder',
+  positionals: true,
   usage: 'lutra clean DIR',
   options: {},
   notes:

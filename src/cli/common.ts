@@ -25,6 +25,8 @@ export interface Command {
   options: Record<string, OptionSpec>;
   /** Extra help text after the options. */
   notes?: string;
+  /** Whether the command reads arguments that are not flags (a model path, say); others refuse them. */
+  positionals?: boolean;
   /** Returns the exit code when it is not 0 (an error is thrown instead when the input is at fault). */
   run(flags: Flags, positionals: string[]): Promise<void | number> | void | number;
 }
@@ -82,13 +84,19 @@ export class Flags {
     return this.values[name] === true;
   }
 
-  number(name: string, fallback: number, { integer = false, min = -Infinity, max = Infinity } = {}): number {
+  /** A numeric flag in [min, max]; minOpen / maxOpen exclude that end (a penalty > 0, say). */
+  number(name: string, fallback: number, { integer = false, min = -Infinity, max = Infinity, minOpen = false, maxOpen = false } = {}): number {
     const v = this.values[name];
     if (v === undefined) return fallback;
     const n = Number(v);
-    if (v === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+    if (v === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max || (minOpen && n === min) || (maxOpen && n === max)) {
       const what = integer ? 'an integer' : 'a number';
-      const range = min > -Infinity && max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` ≥ ${min}` : max < Infinity ? ` ≤ ${max}` : '';
+      const lo = minOpen ? '(' : '[', hi = maxOpen ? ')' : ']';
+      const range =
+        min > -Infinity && max < Infinity ? ` in ${lo}${min}, ${max}${hi}`
+        : min > -Infinity ? ` ${minOpen ? '>' : '≥'} ${min}`
+        : max < Infinity ? ` ${maxOpen ? '<' : '≤'} ${max}`
+        : '';
       throw new LutraError(`lutra ${this.cmd}: --${name} ${JSON.stringify(v)}: expected ${what}${range}`);
     }
     return n;
@@ -142,12 +150,37 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
     if (o.short) options[name].short = o.short;
     if (o.multiple) options[name].multiple = true;
   }
+  let parsed;
   try {
-    const { values, positionals } = parseArgs({ args: joinNegativeValues(argv, options), options, allowPositionals: true, strict: true });
-    return { flags: new Flags(values as Record<string, unknown>, cmd.name), positionals, help: values.help === true };
+    parsed = parseArgs({ args: joinNegativeValues(argv, options), options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new LutraError(`lutra ${cmd.name}: ${(e as Error).message.split('\n')[0]} (see lutra ${cmd.name} --help)`);
+    throw new LutraError(`lutra ${cmd.name}: ${parseError(e as Error & { code?: string })} (see lutra ${cmd.name} --help)`);
   }
+  const { values, positionals } = parsed;
+  if (positionals.length && !cmd.positionals && values.help !== true) {
+    const arg = positionals[0];
+    const hint =
+      'model' in cmd.options && existsSync(arg) ? `; to run on that model, pass --model ${arg}`
+      : argv.some((a) => a === '-p' || a === '--prompt') ? '; quote a prompt that has spaces'
+      : '';
+    throw new LutraError(`lutra ${cmd.name}: unexpected argument "${arg}": every input is a flag${hint} (see lutra ${cmd.name} --help)`);
+  }
+  return { flags: new Flags(values as Record<string, unknown>, cmd.name), positionals, help: values.help === true };
+}
+
+/** parseArgs' message, made one short line for the common cases. */
+function parseError(e: Error & { code?: string }): string {
+  const first = e.message.split('\n')[0];
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const opt = /^Unknown option '([^']+)'/.exec(first)?.[1];
+    if (opt) return `unknown option ${opt}`;
+  }
+  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    // "Option '-p, --prompt <value>' argument missing" and the like.
+    const m = /^Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(first);
+    if (m) return `${m[1]} needs a value`;
+  }
+  return first;
 }
 
 /** Common model/runtime flags, shared by commands that run a model. */

@@ -56,6 +56,7 @@ function sideOptions(flags: Flags, side: 'candidate' | 'reference', prefillBatch
 export const compareCommand: Command = {
   name: 'compare',
   summary: 'divergence harness: KL, correlation, match and per-layer cosine of a candidate against a reference',
+  positionals: true,
   usage:
     'lutra compare CANDIDATE --reference REF (-p TEXT | --prompt-file FILE | --prompt-ids 2,3689,... | --dataset FILE.jsonl) [-n 100] ' +
     '[--driver candidate|reference] [--no-template] [--out-dir DIR] [--gate "kl<0.01,corr>0.99,match>0.98"] [--layers] [--stop-at-eos] [--backend wasm|reference]',

@@ -6,7 +6,7 @@ import { loraFlags, modelLabel, threadsFlag } from './model-flags.js';
 import { makeBackend } from '../runtime/load.js';
 import { diffModels, type DiffReport } from '../analysis/diff.js';
 import { diffHtml } from '../analysis/diff-html.js';
-import { writeFileAtomic } from '../util/atomic-output.js';
+import { ensureParentDir, writeFileAtomic } from '../util/atomic-output.js';
 import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
 import { tensorProgress } from './progress.js';
@@ -21,6 +21,7 @@ const DEFAULT_PROMPTS = [
 export const diffCommand: Command = {
   name: 'diff',
   summary: 'what a fine-tune changed: ‖ΔW‖/‖W‖, singular values and effective rank per matrix, residual cosine per layer (HTML heatmap)',
+  positionals: true,
   usage: 'lutra diff BASE (OTHER | --lora DIR[:W] ...) [-p TEXT | --prompt-file FILE] [--out FILE.html] [--json] [--top K]',
   options: {
     lora: { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'compare BASE with BASE plus this LoRA adapter (repeat to blend) instead of a second model' },
@@ -44,7 +45,9 @@ export const diffCommand: Command = {
     const top = flags.number('top', 16, { integer: true, min: 1, max: 4096 });
     const backendName = flags.string('backend', 'wasm');
     const threads = threadsFlag(flags);
-    makeBackend(backendName, { threads }).dispose?.(); // a bad --backend fails before the slow part
+    makeBackend(backendName, { threads }).dispose?.(); // a bad --backend or --out fails before the slow part
+    const out = flags.string('out', 'diff.html');
+    ensureParentDir(out, `--out ${out}`);
     const tokenizer = GemmaTokenizer.load(base);
     const texts = hasPrompt(flags) ? [readPrompt(flags, 'diff')] : DEFAULT_PROMPTS;
     const prompts = texts.map((t) => tokenizer.encode(t, { bos: true }));
@@ -62,7 +65,6 @@ export const diffCommand: Command = {
     } finally {
       progress.bar?.stop();
     }
-    const out = flags.string('out', 'diff.html');
     writeFileAtomic(out, diffHtml(report));
     if (flags.bool('json')) process.stdout.write(JSON.stringify(report) + '\n');
     else process.stdout.write(render(report, modelLabel(base)) + `\nwrote ${out}\n`);

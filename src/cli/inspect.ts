@@ -36,6 +36,7 @@ function render(r: InspectReport): string {
 export const inspectCommand: Command = {
   name: 'inspect',
   summary: 'show what a package, checkpoint or GGUF holds; with --against, each tensor\'s quantization error',
+  positionals: true,
   usage: 'lutra inspect PACKAGE|CHECKPOINT|GGUF [--against SRC] [--json]',
   options: {
     against: { type: 'string', arg: 'SRC', help: 'source model (checkpoint, package or GGUF) to measure each tensor against' },

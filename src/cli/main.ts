@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Command } from './common.js';
 import { helpText, PACKAGE_ROOT, parseFlags } from './common.js';
 import { LutraError } from '../util/errors.js';
+import { removeLiveTemps } from '../util/atomic-output.js';
 import { generateCommand } from './generate.js';
 import { chatCommand } from './chat.js';
 import { fixtureCommand } from './fixture.js';
@@ -68,6 +69,15 @@ async function main(argv: string[]): Promise<number> {
   }
   return (await cmd.run(flags, positionals)) ?? 0;
 }
+
+// A closed stdout (`lutra generate … | head`) ends the run quietly, as it would a C tool; another
+// write error (a full disk) is one line. Either way partial outputs are removed.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  removeLiveTemps();
+  if (e.code === 'EPIPE') process.exit(0);
+  process.stderr.write(`lutra: error: cannot write to standard output (${e.code ?? e.message})\n`);
+  process.exit(1);
+});
 
 main(process.argv.slice(2)).then(
   (code) => {

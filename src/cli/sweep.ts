@@ -12,6 +12,7 @@ import { onInterrupt } from '../util/atomic-output.js';
 export const sweepCommand: Command = {
   name: 'sweep',
   summary: 'quantization study: convert under each configuration, compare against the f32 source, time decode, one table',
+  positionals: true,
   usage: 'lutra sweep --model SRC --configs FILE.yaml --dataset FILE.jsonl --out-dir DIR [--max-tokens 64] [--layers] [--backend wasm]',
   options: {
     model: { type: 'string', short: 'm', arg: 'SRC', help: 'source model (checkpoint or package): converted under every configuration, and the reference run in f32 math', default: 'models/demo' },

@@ -4,7 +4,7 @@
 // synchronously, restores the terminal (progress bars stopped, cursor shown), prints one line and
 // exits 130 / 143 / 129. A run killed outright (SIGKILL) leaves its temporaries behind: the next
 // run that writes into the same folder, or `lutra clean DIR`, removes those whose PID is dead.
-import { existsSync, linkSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { LutraError } from './errors.js';
 
@@ -84,19 +84,29 @@ function interrupted(signal: string): never {
   }
   // Show the cursor; a stopped bar ended its line, else the line holds the echoed ^C.
   if (process.stderr.isTTY) writeQuietly(restorers.size > 0 ? '\x1b[?25h' : '\x1b[?25h\n');
-  let removed = 0;
-  for (const path of [...live]) {
-    try {
-      rmSync(path, { recursive: true, force: true });
-      removed++;
-    } catch {
-      // Reported below: the next run's stale sweep or `lutra clean` removes it.
-    }
-  }
-  const failed = live.size - removed;
+  const removed = live.size;
+  const failed = removeLiveTemps();
   const what = failed > 0 ? `; could not remove ${failed} partial output(s): run lutra clean on their folder` : removed > 0 ? '; removed the partial output' : '';
   writeQuietly(`lutra: interrupted (${signal})${what}\n`);
   process.exit(EXIT_CODES[signal] ?? 1);
+}
+
+/**
+ * Removes every live temporary path (for an exit that skips the writers' own clean-up: a signal,
+ * a closed stdout); returns how many could not be removed.
+ */
+export function removeLiveTemps(): number {
+  let failed = 0;
+  for (const path of [...live]) {
+    try {
+      rmSync(path, { recursive: true, force: true });
+      live.delete(path);
+    } catch {
+      // Left for the next run's stale sweep or `lutra clean`.
+      failed++;
+    }
+  }
+  return failed;
 }
 
 function writeQuietly(text: string): void {
@@ -182,6 +192,7 @@ export class PendingOutput {
     if (!opts.force && existsSync(out)) {
       throw new LutraError(`${where}: already exists; choose a new path${opts.forceFlag ? ' or pass --force to replace it' : ''}`);
     }
+    ensureParentDir(out, where);
     sweepStale(dirname(out));
     this.path = tempPathFor(out);
     registerTemp(this.path);
@@ -237,6 +248,23 @@ export class PendingOutput {
   }
 }
 
+/**
+ * Creates the folder an output goes into (as `mkdir -p`), so every command treats a new folder
+ * alike; `where` names the output in the error when that is impossible (a file in the way, no
+ * permission). Commands call it before long work, so a bad path fails at once, not at the end.
+ */
+export function ensureParentDir(out: string, where = out): void {
+  const dir = dirname(out);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : code ?? (e as Error).message;
+    throw new LutraError(`${where}: cannot create its folder ${dir} (${why})`);
+  }
+  if (!statSync(dir).isDirectory()) throw new LutraError(`${where}: ${dir} is not a folder`);
+}
+
 /** Runs `write(tempPath)` and commits its output, or removes the temporary on any error. */
 export async function writeOutput<T>(
   out: string,
@@ -245,7 +273,15 @@ export async function writeOutput<T>(
 ): Promise<T> {
   const pending = new PendingOutput(out, opts);
   try {
-    const result = await write(pending.path);
+    let result: T;
+    try {
+      result = await write(pending.path);
+    } catch (e) {
+      // A file-system error while writing (a full disk) names the output, not its temporary name.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (e instanceof LutraError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw e;
+      throw new LutraError(`${opts.flag ? `${opts.flag} ${out}` : out}: cannot write (${code})`);
+    }
     pending.commit();
     return result;
   } finally {
