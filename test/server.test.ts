@@ -216,6 +216,13 @@ test('bad requests get their status and OpenAI-style error JSON', async () => {
   const completions = await postJson(`${server.url}/v1/completions`, { max_tokens: 4 });
   assert.equal(completions.status, 400);
   assert.equal(completions.json.error.param, 'prompt');
+  const outside = await postJson(`${server.url}/v1/completions`, { prompt: [2, 99999], max_tokens: 4 });
+  assert.equal(outside.status, 400);
+  assert.equal(outside.json.error.param, 'prompt');
+  // An empty prompt is allowed, as OpenAI allows it: the answer starts from <bos>.
+  const empty = await postJson(`${server.url}/v1/completions`, { prompt: '', max_tokens: 2 });
+  assert.equal(empty.status, 200, JSON.stringify(empty.json));
+  assert.equal(empty.json.usage.prompt_tokens, 1);
   const big = await postJson(chat, { messages: [{ role: 'user', content: 'x'.repeat(2 << 20) }] });
   assert.equal(big.status, 413);
   assert.equal(big.json.error.code, 'request_too_large');
@@ -224,6 +231,7 @@ test('bad requests get their status and OpenAI-style error JSON', async () => {
   assert.equal((await route.json()).error.code, 'not_found');
   const method = await fetch(chat);
   assert.equal(method.status, 405);
+  assert.equal(method.headers.get('allow'), 'POST');
   // The server is still fine.
   assert.equal((await getJson(`${server.url}/health`)).status, 'ok');
 });

@@ -3,6 +3,7 @@ import type { LutraModel } from './model.js';
 import type { PreparedLora } from '../adapters/apply.js';
 import { Session } from '../runtime/session.js';
 import { generate, type GenerateOptions, type GenerationChunk, type GenerationResult } from '../runtime/generate.js';
+import { checkOptionKeys, GENERATE_KEYS } from '../util/options.js';
 import { LutraError } from '../util/errors.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 
@@ -55,6 +56,7 @@ export class ChatSession {
   /** Send a user message and stream the answer; the answer joins the history when the stream ends. */
   async *stream(content: string, opts: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     if (typeof content !== 'string') throw new LutraError('content: expected a string');
+    checkOptionKeys(opts, GENERATE_KEYS, 'chat session send options');
     if (this.busy) throw new LutraError('this chat session is already answering; wait for the answer (or abort it) first');
     this.busy = true;
     try {

@@ -9,6 +9,7 @@ import { Session } from '../runtime/session.js';
 import { KVCache } from '../runtime/kv-cache.js';
 import { SessionPool, type Lease } from './pool.js';
 import { DecodeBatcher } from '../runtime/batcher.js';
+import { checkOptionKeys, GENERATE_KEYS } from '../util/options.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, numericsName } from '../fp16/numerics.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
@@ -66,6 +67,12 @@ export interface LoadOptions {
   /** Named adapters (or blends) a request chooses with `adapter: NAME`; the base weights are held once. */
   adapters?: Record<string, LoraInput | LoraInput[]>;
 }
+
+/** Every LoadOptions key (the compiler checks the list is complete). */
+const LOAD_KEYS = Object.keys({
+  backend: 1, threads: 1, numerics: 1, activations: 1, simd: 1, spin: 1, contextLength: 1, kvCache: 1, parallel: 1, queueLimit: 1,
+  prefillBatch: 1, checkWeights: 1, onOpened: 1, batchDecode: 1, onOverflow: 1, lora: 1, adapters: 1,
+} satisfies Record<keyof LoadOptions, 1>);
 
 /** Which adapters a request runs with. */
 export interface AdapterOption {
@@ -134,6 +141,7 @@ export interface LogProbsResult {
 /** Load a model folder (Hugging Face checkpoint or lutra package) or a .gguf file. */
 export async function loadModel(path: string, opts: LoadOptions = {}): Promise<LutraModel> {
   if (typeof path !== 'string' || path === '') throw new LutraError('loadModel: expected the path of a model folder or .gguf file');
+  checkOptionKeys(opts, LOAD_KEYS, 'loadModel options');
   const backendName = opts.backend ?? 'wasm';
   if (backendName !== 'wasm' && backendName !== 'reference') throw new LutraError(`backend ${JSON.stringify(backendName)}: expected "wasm" or "reference"`);
   if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1 || opts.threads > 256)) {
@@ -281,6 +289,7 @@ export class LutraModel {
   /** Stream a completion of a raw text prompt (no chat template). */
   stream(prompt: string | number[], opts: CompletionOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     this.alive();
+    checkOptionKeys(opts, [...GENERATE_KEYS, 'adapter', 'bos'], 'completion options');
     return this.run(this.promptIds(prompt, opts.bos ?? true), opts);
   }
 
@@ -292,6 +301,7 @@ export class LutraModel {
   /** Stream the model's answer to a conversation (the chat template applied). */
   streamChat(messages: ChatMessage[], opts: ChatOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     this.alive();
+    checkOptionKeys(opts, [...GENERATE_KEYS, 'adapter'], 'chat options');
     return this.run(this.chatIds(messages), opts);
   }
 
@@ -321,6 +331,7 @@ export class LutraModel {
   /** A conversation that keeps its KV cache between turns. */
   createChatSession(opts: ChatSessionOptions = {}): ChatSession {
     this.alive();
+    checkOptionKeys(opts, ['system', 'contextLength', 'adapter'], 'chat session options');
     const s = new ChatSession(this, opts);
     this.sessions.add(s);
     return s;
@@ -337,6 +348,7 @@ export class LutraModel {
    */
   async logProbs(input: string | number[], opts: LogProbsOptions = {}): Promise<LogProbsResult> {
     this.alive();
+    checkOptionKeys(opts, ['topK', 'bos', 'adapter'], 'logProbs options');
     const ids = this.promptIds(input, opts.bos ?? true);
     const k = opts.topK ?? 0;
     if (!Number.isInteger(k) || k < 0 || k > 100) throw new LutraError(`topK ${k}: expected an integer in [0, 100]`);

@@ -29,10 +29,13 @@ export const chatCommand: Command = {
     checkSpeculativeFlag(flags); // before the (slow) model load
     const model = await openLibraryModel(flags, { announce: true });
     const speculative = await speculativeFor(flags, model);
-    if (!model.info.hasChatTemplate) {
+    try {
+      if (!model.info.hasChatTemplate) throw new LutraError(`${model.info.path}: the tokenizer has no chat template; use lutra generate --raw`);
+      model.chatIds([{ role: 'user', content: 'hi' }]); // a template that does not parse fails here, not at the first message
+    } catch (e) {
       speculative.draft?.dispose();
       model.dispose();
-      throw new LutraError(`${model.info.path}: the tokenizer has no chat template; use lutra generate --raw`);
+      throw e;
     }
     const chat = model.createChatSession({ system: flags.optionalString('system') });
 

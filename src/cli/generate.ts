@@ -41,7 +41,7 @@ export const generateCommand: Command = {
       const raw = flags.bool('raw') || !model.info.hasChatTemplate;
       const ids = raw ? model.promptIds(prompt) : model.chatIds([{ role: 'user', content: prompt }]);
       if (ids.length >= model.info.contextLength) {
-        throw new LutraError(`--prompt is ${ids.length} tokens but the context holds ${model.info.contextLength} (--context); shorten the prompt or raise --context`);
+        throw new LutraError(`${flags.has('prompt-file') ? `--prompt-file ${flags.string('prompt-file')}` : '--prompt'} is ${ids.length} tokens but the context holds ${model.info.contextLength} (--context); shorten the prompt or raise --context`);
       }
       const stream = model.run(ids, request);
       for (;;) {

@@ -129,9 +129,9 @@ export function makeSampler(flags: Flags, d: SamplingDefaults): Sampler {
   return new Sampler({
     temperature: flags.number('temperature', d.temperature, { min: 0 }),
     topK: flags.number('top-k', d.topK, { integer: true, min: 0 }),
-    topP: flags.number('top-p', d.topP, { min: 0, max: 1 }),
-    minP: flags.number('min-p', d.minP, { min: 0, max: 1 }),
-    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0 }),
+    topP: flags.number('top-p', d.topP, { min: 0, max: 1, minOpen: true }),
+    minP: flags.number('min-p', d.minP, { min: 0, max: 1, maxOpen: true }),
+    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0, minOpen: true }),
     seed: flags.number('seed', 0, { integer: true, min: 0 }),
   });
 }
@@ -188,9 +188,9 @@ export function samplingOptions(flags: Flags, d: SamplingDefaults): GenerateOpti
   const opts = {
     temperature: flags.number('temperature', d.temperature, { min: 0 }),
     topK: flags.number('top-k', d.topK, { integer: true, min: 0 }),
-    topP: flags.number('top-p', d.topP, { min: 0, max: 1 }),
-    minP: flags.number('min-p', d.minP, { min: 0, max: 1 }),
-    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0 }),
+    topP: flags.number('top-p', d.topP, { min: 0, max: 1, minOpen: true }),
+    minP: flags.number('min-p', d.minP, { min: 0, max: 1, maxOpen: true }),
+    repetitionPenalty: flags.number('repetition-penalty', d.repetitionPenalty, { min: 0, minOpen: true }),
     seed: flags.number('seed', 0, { integer: true, min: 0, max: 2 ** 32 - 1 }),
   };
   try {

@@ -78,7 +78,7 @@ export const serveCommand: Command = {
     });
     const i = model.info;
     process.stderr.write(
-      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} threads, context ${i.contextLength}, ${parallel} parallel${model.batcher ? ', batched decode' : ''}) listening on ${server.url}${flags.bool('no-page') ? '' : ` (chat page: ${server.url}/)`}\n`,
+      `lutra serve: ${modelLabel(path)} (${i.backend}, ${i.threads} thread${i.threads === 1 ? '' : 's'}, context ${i.contextLength}, ${parallel} parallel${model.batcher ? ', batched decode' : ''}) listening on ${server.url}${flags.bool('no-page') ? '' : ` (chat page: ${server.url}/)`}\n`,
     );
     await new Promise<void>((resolve) => {
       let stopping = false;

@@ -5,6 +5,7 @@
 // between tokens and between prefill batches.
 import type { Session } from './session.js';
 import { Sampler, type SamplerOptions } from './sampler.js';
+import { checkSignal } from '../util/options.js';
 import { LutraError } from '../util/errors.js';
 import { describeOverflow } from '../fp16/overflow.js';
 import { Decoder, parseSpeculative, type SpeculativeOption, type SpeculativeStats } from './speculative.js';
@@ -86,8 +87,9 @@ export async function* generate(
   opts: GenerateOptions = {},
 ): AsyncGenerator<GenerationChunk, GenerationResult> {
   const maxTokens = opts.maxTokens ?? 256;
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new LutraError(`maxTokens ${maxTokens}: expected a positive integer`);
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new LutraError(`maxTokens ${JSON.stringify(maxTokens)}: expected a positive integer`);
   if (promptIds.length === 0) throw new LutraError('the prompt has no tokens');
+  checkSignal(opts.signal);
   const stops = normaliseStops(opts.stop);
   const sampler = new Sampler(opts);
   const speculative = parseSpeculative(opts.speculative);

@@ -48,7 +48,8 @@ export class Sampler {
 
     // Messages name the option (the CLI checks its flags before it gets here).
     const bad = (option: string, v: number, ok: boolean, expected: string) => {
-      if (typeof v !== 'number' || !ok || !Number.isFinite(v)) throw new LutraError(`${option} ${JSON.stringify(v)} is out of range: expected ${expected}`);
+      if (typeof v !== 'number') throw new LutraError(`${option} ${JSON.stringify(v)}: not a number; expected ${expected}`);
+      if (!ok || !Number.isFinite(v)) throw new LutraError(`${option} ${JSON.stringify(v)} is out of range: expected ${expected}`);
     };
     bad('temperature', this.temperature, this.temperature >= 0, 'a number ≥ 0');
     bad('topK', this.topK, Number.isInteger(this.topK) && this.topK >= 0, 'an integer ≥ 0');

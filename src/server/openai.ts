@@ -12,6 +12,8 @@ export class ApiError extends Error {
     readonly param: string | null = null,
     readonly code: string | null = null,
     readonly type = status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error',
+    /** Headers the answer carries (Allow on a 405, Retry-After on a 429). */
+    readonly headers: Record<string, string> = status === 429 ? { 'retry-after': '1' } : {},
   ) {
     super(message);
   }
@@ -165,7 +167,6 @@ export function parseCompletionRequest(body: unknown): ParsedRequest {
   else if (Array.isArray(p) && p.length > 0 && p.every((x) => Number.isInteger(x))) prompt = p as number[];
   else if (Array.isArray(p) && p.length === 1 && Array.isArray(p[0]) && p[0].every((x: unknown) => Number.isInteger(x))) prompt = p[0] as number[];
   else throw bad('prompt', 'expected a string or an array of token ids (one prompt per request)');
-  if (typeof prompt === 'string' && prompt.length === 0) throw bad('prompt', 'is empty');
   return { prompt, model: modelField(b), ...streamFlags(b), options: options(b), speculative: speculativeField(b), adapter: adapterField(b) };
 }
 

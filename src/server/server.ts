@@ -115,14 +115,18 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
         if (typeof parsed.adapter === 'string' && !adapters.includes(parsed.adapter)) {
           throw new ApiError(400, `adapter: no adapter named ${JSON.stringify(parsed.adapter)}; ${adapters.length ? `this server has ${adapters.join(', ')}` : 'this server has none (serve --adapter NAME=DIR)'}`, 'adapter');
         }
+        let hungUp = false;
+        res.once('close', () => (hungUp = !res.writableEnded));
         await complete(req, res, parsed, chat);
-        opts.onRequest?.(`${req.method} ${path} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`);
+        // A client that hung up mid-answer stopped its generation; the log says so beside the status sent.
+        const gone = hungUp ? ' (client closed the connection)' : '';
+        opts.onRequest?.(`${req.method} ${path} ${res.statusCode}${gone} ${(performance.now() - t0).toFixed(0)} ms`);
         return;
       }
       throw new ApiError(404, `no route ${req.method} ${pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health${browser ? ', and the chat page at GET /' : ''}`, null, 'not_found');
     } catch (e) {
       const err = toApiError(e);
-      if (!res.headersSent) sendJson(res, err.status, err.body(), err.status === 429 ? { 'retry-after': '1' } : {});
+      if (!res.headersSent) sendJson(res, err.status, err.body(), err.headers);
       else if (!res.writableEnded && String(res.getHeader('content-type')).startsWith('text/event-stream')) {
         // A stream already under way (e.g. an fp16 overflow stopped the model): say so in the stream.
         sse(res, err.body());
@@ -242,7 +246,7 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
 }
 
 function methodNotAllowed(allowed: string): ApiError {
-  return new ApiError(405, `method not allowed; use ${allowed}`, null, 'method_not_allowed');
+  return new ApiError(405, `method not allowed; use ${allowed}`, null, 'method_not_allowed', undefined, { allow: allowed });
 }
 
 function toApiError(e: unknown): ApiError {
@@ -257,7 +261,7 @@ function toApiError(e: unknown): ApiError {
         return new ApiError(503, e.message, null, 'server_shutdown');
       default: {
         // Option errors name lutra's option; say which request field that is.
-        const field = /^(temperature|topK|topP|minP|repetitionPenalty|seed|maxTokens|stop)\b/.exec(e.message)?.[1];
+        const field = /^(temperature|topK|topP|minP|repetitionPenalty|seed|maxTokens|stop|token id|prompt)\b/.exec(e.message)?.[1];
         return new ApiError(400, e.message, field ? FIELD[field] : null);
       }
     }
@@ -273,6 +277,8 @@ const FIELD: Record<string, string> = {
   repetitionPenalty: 'repetition_penalty',
   seed: 'seed',
   maxTokens: 'max_tokens',
+  'token id': 'prompt', // only a completion's token-id prompt can hold one outside the vocabulary
+  prompt: 'prompt',
   stop: 'stop',
 };
 

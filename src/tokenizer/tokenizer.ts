@@ -39,17 +39,23 @@ export class GemmaTokenizer {
   /** The token that closes a turn (<end_of_turn>, <turn|>), or null when there is none. */
   readonly turnEndId: number | null;
   private template: Template | null;
+  /** Why the chat template could not be used (it does not parse), reported when a chat is rendered. */
+  private templateError: string | null = null;
   private bosToken: string;
 
-  private constructor(private hf: HfTokenizer, config: Record<string, unknown>, templateSource: string | null, extraStops: number[], readonly dir: string) {
+  private constructor(private hf: HfTokenizer, config: Record<string, unknown>, templateSource: string | null, extraStops: number[], readonly dir: string, templateWhere: string) {
     this.bosToken = tokenText(config.bos_token) ?? '<bos>';
     const bos = hf.token_to_id(this.bosToken);
     if (bos === undefined) throw new LutraError(`${dir}: tokenizer has no ${this.bosToken} token`);
     this.bosId = bos;
-    try {
-      this.template = templateSource ? new Template(templateSource) : null;
-    } catch (e) {
-      throw new LutraError(`${dir}: chat template does not parse (${(e as Error).message})`);
+    // A template that does not parse fails chats only: raw prompts need no template.
+    this.template = null;
+    if (templateSource) {
+      try {
+        this.template = new Template(templateSource);
+      } catch (e) {
+        this.templateError = `${templateWhere}: the chat template does not parse (${(e as Error).message.split('\n')[0]}); fix it, or run without a template (lutra generate --raw)`;
+      }
     }
     this.stopIds = new Set(extraStops);
     const eosToken = tokenText(config.eos_token);
@@ -104,25 +110,26 @@ export class GemmaTokenizer {
       : typeof cfg.chat_template === 'string'
         ? cfg.chat_template
         : null;
-    return GemmaTokenizer.fromJson(tokJson, cfg, templateSource, extraStops, dir, tokPath);
+    const templateWhere = existsSync(jinjaPath) ? jinjaPath : `${cfgPath} (chat_template)`;
+    return GemmaTokenizer.fromJson(tokJson, cfg, templateSource, extraStops, dir, tokPath, templateWhere);
   }
 
   /**
    * A tokenizer from an in-memory tokenizer.json and tokenizer config (e.g. rebuilt from a GGUF's
    * metadata). `dir` names the model in errors; `what` names the tokenizer's source.
    */
-  static fromJson(tokJson: Record<string, unknown>, cfg: Record<string, unknown>, templateSource: string | null, extraStops: number[], dir: string, what = dir): GemmaTokenizer {
+  static fromJson(tokJson: Record<string, unknown>, cfg: Record<string, unknown>, templateSource: string | null, extraStops: number[], dir: string, what = dir, templateWhere = what): GemmaTokenizer {
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(tokJson, cfg);
     } catch (e) {
       throw new LutraError(`${what}: not a usable tokenizer (${(e as Error).message})`);
     }
-    return new GemmaTokenizer(hf, cfg, templateSource, extraStops, dir);
+    return new GemmaTokenizer(hf, cfg, templateSource, extraStops, dir, templateWhere);
   }
 
   get hasChatTemplate(): boolean {
-    return this.template !== null;
+    return this.template !== null || this.templateError !== null;
   }
 
   tokenId(token: string): number | undefined {
@@ -140,6 +147,7 @@ export class GemmaTokenizer {
 
   /** Render the chat template (Gemma 3's folds a system message into the first user turn; Gemma 4's gives it a turn). */
   renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
+    if (this.templateError !== null) throw new LutraError(this.templateError);
     if (!this.template) throw new LutraError(`${this.dir}: the tokenizer has no chat template; use --raw`);
     try {
       return this.template.render({ messages, bos_token: this.bosToken, add_generation_prompt: addGenerationPrompt });

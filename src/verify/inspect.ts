@@ -3,6 +3,7 @@
 // the condition figure max|W| / RMS(W) of the source, per tensor and for its worst output channel
 // (the condition-number diagnostic: a large figure means a few outliers set a per-tensor scale or table and
 // everything else gets few levels).
+import { LutraError } from '../util/errors.js';
 import { openWeightSource, type OpenedSource } from '../io/source.js';
 import { PackageSource, storedBytes } from '../io/package.js';
 import { GgufSource } from '../io/gguf-source.js';
@@ -152,6 +153,10 @@ export function inspectModel(path: string, against?: string): InspectReport {
       tensors.push(t);
     }
     const compared = tensors.filter((t) => t.rel_rms !== undefined);
+    if (ref && compared.length === 0 && tensors.length > 0) {
+      const t = tensors.find((x) => x.note !== undefined) ?? tensors[0];
+      throw new LutraError(`--against ${against}: no tensor of ${path} matches it by name and shape (${t.name}: ${t.note ?? 'not compared'}); is it the model this one was made from?`);
+    }
     const worst = compared.reduce<TensorReport | undefined>((m, t) => (!m || t.rel_rms! > m.rel_rms! ? t : m), undefined);
     return {
       path,
