@@ -260,6 +260,16 @@ const CASES: Case[] = [
     error: /meta\.yaml: tensor "[^"]+" has shape undefined; expected \[n\], \[rows, cols\] or \[experts, rows, cols\]/,
   },
   {
+    what: 'a meta.yaml context_length that is not a number',
+    args: () => gen(withMeta(PA, (m) => (m.context_length = 'banana'))),
+    error: /meta\.yaml: context_length is "banana"; expected a whole number/,
+  },
+  {
+    what: 'a meta.yaml quantization setting that is no format',
+    args: () => gen(withMeta(PA, (m) => (m.quantization = { quant_attn: 'int7:32' }))),
+    error: /meta\.yaml: quantization\.quant_attn: unknown format "int7:32"/,
+  },
+  {
     what: 'codes of the wrong length',
     args: () => gen(shortPart('model.embed_tokens.weight.codes', 1)),
     error: /tensor "model\.embed_tokens\.weight\.codes" is U8 \[8388607\]; int4:32 of \[262144,64\] \(meta\.yaml\) needs U8 with 8388608 values/,
@@ -307,7 +317,7 @@ const CASES: Case[] = [
       writeFileSync(join(d, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }');
       return ['chat', '--model', d];
     },
-    error: /: chat template does not parse/,
+    error: /chat_template\.jinja: the chat template does not parse \(.*\); fix it, or run without a template/,
   },
 
   // --- GGUF files ---
@@ -372,10 +382,12 @@ const FLAGS: [string[], string, string, string][] = [
   [gen('@F'), '--max-tokens', '-5', 'an integer ≥ 1'],
   [gen('@F'), '--temperature', '-0.5', 'a number ≥ 0'],
   [gen('@F'), '--top-k', '-1', 'an integer ≥ 0'],
-  [gen('@F'), '--top-p', '1.5', 'a number in \\[0, 1\\]'],
-  [gen('@F'), '--top-p', '-0.1', 'a number in \\[0, 1\\]'],
-  [gen('@F'), '--min-p', '-1', 'a number in \\[0, 1\\]'],
-  [gen('@F'), '--repetition-penalty', '-1', 'a number ≥ 0'],
+  [gen('@F'), '--top-p', '1.5', 'a number in \\(0, 1\\]'],
+  [gen('@F'), '--top-p', '0', 'a number in \\(0, 1\\]'],
+  [gen('@F'), '--min-p', '-1', 'a number in \\[0, 1\\)'],
+  [gen('@F'), '--min-p', '1', 'a number in \\[0, 1\\)'],
+  [gen('@F'), '--repetition-penalty', '-1', 'a number > 0'],
+  [gen('@F'), '--repetition-penalty', '0', 'a number > 0'],
   [gen('@F'), '--seed', '-1', 'an integer in \\[0, 4294967295\\]'],
   [gen('@F'), '--threads', '0', 'an integer in \\[1, 256\\]'],
   [gen('@F'), '--threads', '-2', 'an integer in \\[1, 256\\]'],

@@ -39,9 +39,9 @@ for (const c of cases) {
     await exportGguf({ model: a, out: gguf, type: c.type });
     const file = readGguf(gguf);
     for (const t of file.tensors) assert.equal(ggufTypeName(t.type), t.shape.length === 1 ? 'F32' : c.ggml, t.name);
-    // Without --tokenizer the package has none (a GGUF carries no tokenizer.json).
+    // Without --tokenizer the package gets the one in the GGUF's metadata.
     await convert({ src: gguf, out: b, plan: buildPlan({ quant: [], weightThreshold: 0 }), command: 'test' });
-    assert.ok(!existsSync(join(b, 'tokenizer.json')));
+    assert.ok(existsSync(join(b, 'tokenizer.json')));
 
     const pa = new PackageSource(a);
     const pb = new PackageSource(b);
@@ -86,15 +86,16 @@ test('a GGUF source: config from the metadata, norms back to HF offsets, Q8_0 ke
   }
 });
 
-test('lutra convert FILE.gguf: warns without --tokenizer, copies it with; other ggml types are named', () => {
+test('lutra convert FILE.gguf: the tokenizer from the GGUF, or from --tokenizer; other ggml types are named', () => {
   const gguf = join(fx.root, 'a-q8_0.gguf');
-  const noTok = join(fx.root, 'cli-no-tok');
-  let r = lutra('convert', '--model', gguf, '--out', noTok);
+  const fromGguf = join(fx.root, 'cli-gguf-tok');
+  let r = lutra('convert', '--model', gguf, '--out', fromGguf);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stderr, /warning: .*cli-no-tok has no tokenizer.*--tokenizer DIR/);
-  r = lutra('generate', '--model', noTok, '--prompt', 'hi', '--backend', 'reference', '--max-tokens', '1');
-  assert.equal(r.status, 1);
-  assert.match(r.stderr.trim(), /^lutra: error: .*cli-no-tok\/tokenizer\.json: missing; .*--tokenizer DIR\)$/);
+  assert.doesNotMatch(r.stderr, /warning/);
+  const a = lutra('generate', '--model', fromGguf, '--prompt', 'hi', '--backend', 'reference', '--max-tokens', '3', '--quiet');
+  const b = lutra('generate', '--model', gguf, '--prompt', 'hi', '--backend', 'reference', '--max-tokens', '3', '--quiet');
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(a.stdout, b.stdout);
 
   const withTok = join(fx.root, 'cli-tok');
   r = lutra('convert', '--model', gguf, '--out', withTok, '--tokenizer', fx.dir, '--quant', 'ffn=int4:32');

@@ -105,6 +105,19 @@ function demoGgufReady(): Promise<void> {
   return (exported ??= exportGguf({ model: DEMO, out: demoGguf, type: 'f32' }));
 }
 
+test('a package converted from the demo GGUF gets its tokenizer: it encodes the corpus as the original tokenizer.json does', async () => {
+  await demoGgufReady();
+  const pkg = join(root, 'demo-from-gguf');
+  const r = lutra(['convert', '--model', demoGguf, '--out', pkg, '--quant', 'all=int8:32']);
+  assert.equal(r.code, 0, r.stderr);
+  const eos = [1, 5];
+  const fromPkg = GemmaTokenizer.load(pkg, eos);
+  const hf = GemmaTokenizer.load(DEMO, eos);
+  for (const text of corpus().slice(0, 200)) assert.deepEqual(fromPkg.encode(text), hf.encode(text), text);
+  const chat = [{ role: 'user' as const, content: 'Tell me a fortune.' }];
+  assert.deepEqual(fromPkg.encodeChat(chat, true), hf.encodeChat(chat, true));
+});
+
 test('demo model GGUF: the tokenizer from its metadata encodes the corpus exactly as tokenizer.json does', async (t) => {
   await demoGgufReady();
   const eos = [1, 5];
@@ -242,6 +255,12 @@ test('a GGUF without a tokenizer, or with another tokenizer model, is a one-line
   await demoGgufReady();
   const noTok = join(root, 'no-tokenizer.gguf');
   await rewriteGguf(demoGguf, noTok, (m) => m.filter((e) => !e.key.startsWith('tokenizer.')));
+  // Converted, it makes a package without a tokenizer: a warning, then generate names the fix.
+  const pkg = join(root, 'no-tokenizer-pkg');
+  const c = lutra(['convert', '--model', noTok, '--out', pkg]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stderr, /warning: .*no-tokenizer-pkg has no tokenizer.*--tokenizer DIR/);
+  assertOneLineError(lutra(['generate', '--model', pkg, '--prompt', 'hi']), /no-tokenizer-pkg\/tokenizer\.json: missing; .*--tokenizer DIR\)$/);
   assertOneLineError(lutra(['generate', '--model', noTok, '--prompt', 'hi']), /no-tokenizer\.gguf: no tokenizer in the GGUF \(metadata "tokenizer\.ggml\.tokens" is missing\); .*lutra convert .*--tokenizer/);
   assertOneLineError(lutra(['chat', '--model', noTok], 'hi\n'), /no-tokenizer\.gguf: .*tokenizer\.ggml\.tokens/);
   // An explicit tokenizer folder supplies what the GGUF lacks.

@@ -17,8 +17,8 @@ export const convertCommand: Command = {
   summary: 'convert and quantize a model into a lutra package (meta.yaml + safetensors shards)',
   usage: 'lutra convert --model SRC --out DIR [--force] [--quant PART=FORMAT ...] [--lora DIR[:W] ...] [--lut1 B[,G]] [--lut2 B[,G]] [--lut3 B[,G]] [--fp16-scale auto|α [--calibration FILE]] [--numerics SPEC] [--tokenizer DIR]',
   options: {
-    model: { type: 'string', short: 'm', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a gemma3 .gguf file', default: 'models/demo' },
-    tokenizer: { type: 'string', arg: 'DIR', help: 'copy the tokenizer files from DIR (needed for a GGUF source, which carries no tokenizer.json)' },
+    model: { type: 'string', short: 'm', arg: 'SRC', help: 'source: a Hugging Face checkpoint folder, a lutra package or a .gguf file (gemma3 or gemma4)', default: 'models/demo' },
+    tokenizer: { type: 'string', arg: 'DIR', help: "copy the tokenizer files from DIR instead of the source's (a GGUF's tokenizer is rebuilt from its tokenizer.ggml.* metadata)" },
     out: { type: 'string', arg: 'DIR', help: 'output package folder (must not exist unless --force; written under a temporary name, then renamed)' },
     force: { type: 'boolean', help: 'replace an existing --out, once the new package is complete' },
     quant: { type: 'string', multiple: true, arg: 'PART=FORMAT', help: 'PART: embed ple attn ffn experts router lmhead all (all = every part but router); FORMAT: f32 f16 bf16 int8:G int4:G int8:e int4:e lut<b>:G (repeatable)' },
@@ -76,7 +76,7 @@ export const convertCommand: Command = {
       },
     }).finally(() => (bar as ReturnType<typeof tensorProgress> | null)?.stop());
     if (!existsSync(join(out, 'tokenizer.json'))) {
-      process.stderr.write(`warning: ${out} has no tokenizer (the source has no tokenizer.json); generate and chat need one: convert again with --tokenizer DIR\n`);
+      process.stderr.write(`warning: ${out} has no tokenizer (the source has no tokenizer.json, nor GGUF tokenizer metadata); generate and chat need one: convert again with --tokenizer DIR\n`);
     }
     const q = Object.entries(meta.quantization).filter(([k, v]) => k.startsWith('quant_') && v !== 'none').map(([k, v]) => `${k.slice(6)}=${v}`);
     process.stderr.write(

@@ -13,6 +13,7 @@ import { auxCount, auxLayout, formatName, formatTraits, isPlain, misfit, parseFo
 import type { WeightSource } from '../model/forward.js';
 import { SafetensorsFile, writeSafetensors, type StDtype, type TensorToWrite } from './safetensors.js';
 import { readJsonFile } from './checkpoint.js';
+import { parsePlanFormat } from '../quant/plan.js';
 import { f16ArrayToF32, f32ArrayToF16 } from '../util/half.js';
 import { openRowReader, type FileSpan, type RowReader } from './row-reader.js';
 
@@ -42,6 +43,27 @@ export interface PackageMeta {
   created_by: string;
   total_bytes: number;
   tensors: PackageTensorMeta[];
+}
+
+/**
+ * The descriptive fields of meta.yaml (the tensors table and config.json are what a load uses):
+ * still refused when they cannot be what convert writes, so a hand-edited file does not mislead.
+ */
+function checkMetaFields(metaPath: string, meta: PackageMeta): void {
+  for (const key of ['context_length', 'sliding_window', 'prefill_batch'] as const) {
+    const v = meta[key] as unknown;
+    if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 0)) throw new LutraError(`${metaPath}: ${key} is ${JSON.stringify(v)}; expected a whole number`);
+  }
+  if (meta.embed_scale !== undefined && !(typeof meta.embed_scale === 'number' && Number.isFinite(meta.embed_scale) && meta.embed_scale > 0)) {
+    throw new LutraError(`${metaPath}: embed_scale is ${JSON.stringify(meta.embed_scale)}; expected a positive number`);
+  }
+  const q = meta.quantization as unknown;
+  if (q === undefined) return;
+  if (typeof q !== 'object' || q === null || Array.isArray(q)) throw new LutraError(`${metaPath}: quantization is ${JSON.stringify(q)}; expected a table of part settings`);
+  for (const [key, v] of Object.entries(q as Record<string, unknown>)) {
+    if (!key.startsWith('quant_') || v === 'none') continue;
+    parsePlanFormat(String(v), `${metaPath}: quantization.${key}`);
+  }
 }
 
 /** One tensor ready to store: a WeightTensor without its source file. */
@@ -118,13 +140,13 @@ function piecewiseParts(e: PackagePlanEntry, started: () => void): TensorToWrite
  * Write a package to `out` via a temporary folder renamed at the end (src/util/atomic-output.ts):
  * `out` must not exist unless opts.force, which replaces it once the new package is complete.
  * `meta` gets its tensor table and total from the entries. `extraFiles` (config, tokenizer files)
- * are copied in. Yields to the event loop between tensors.
+ * are copied in: paths, or files given by name and text. Yields to the event loop between tensors.
  */
 export async function writePackage(
   out: string,
   meta: Omit<PackageMeta, 'tensors' | 'total_bytes'>,
   config: Record<string, unknown>,
-  extraFiles: string[],
+  extraFiles: (string | { name: string; text: string })[],
   entries: PackagePlanEntry[],
   onTensor?: (name: string, index: number, total: number) => void,
   opts: { force?: boolean; forceFlag?: boolean } = {},
@@ -178,7 +200,10 @@ export async function writePackage(
     }
     writeFileSync(join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 1) + '\n');
     writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    for (const f of extraFiles) copyFileSync(f, join(tmp, basename(f)));
+    for (const f of extraFiles) {
+      if (typeof f === 'string') copyFileSync(f, join(tmp, basename(f)));
+      else writeFileSync(join(tmp, f.name), f.text);
+    }
     const full: PackageMeta = { ...meta, total_bytes: tensors.reduce((a, t) => a + t.bytes, 0), tensors };
     writeFileSync(join(tmp, 'meta.yaml'), YAML.stringify(full, { lineWidth: 0 }));
     return full;
@@ -220,6 +245,7 @@ export class PackageSource implements WeightSource {
     if (meta.format_version !== PACKAGE_FORMAT_VERSION) {
       throw new LutraError(`${metaPath}: format_version ${meta.format_version}; this lutra reads version ${PACKAGE_FORMAT_VERSION}`);
     }
+    checkMetaFields(metaPath, meta);
     this.meta = meta;
     this.embedScale = typeof meta.embed_scale === 'number' ? meta.embed_scale : undefined;
     this.numerics = typeof meta.numerics === 'string' ? meta.numerics : undefined;

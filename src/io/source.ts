@@ -1,5 +1,5 @@
 // Open whatever a --model or convert source names: a Hugging Face checkpoint folder, a lutra
-// package folder, or a gemma3 GGUF file.
+// package folder, or a GGUF file (gemma3 or gemma4).
 import { existsSync, statSync } from 'node:fs';
 import type { WeightSource } from '../model/forward.js';
 import { Checkpoint } from './checkpoint.js';

@@ -16,6 +16,8 @@ import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half.js';
 import { embedScaleFor } from '../model/forward.js';
 import { scaleForFp16 } from '../fp16/scale.js';
 import { LutraError } from '../util/errors.js';
+import { ggufTokenizerParts } from '../tokenizer/gguf-tokenizer.js';
+import { GgufSource } from '../io/gguf-source.js';
 import { yieldToEvents } from '../util/atomic-output.js';
 import { dequantizeInPieces, pieceRows, rowPieces, PIECE_WEIGHTS, STREAM_WEIGHTS } from './pieces.js';
 import { loraDelta, readLoraAdapter, type LoraUse } from '../adapters/lora.js';
@@ -255,7 +257,13 @@ export async function convert(opts: ConvertOptions): Promise<PackageMeta> {
     if (opts.tokenizer !== undefined && !existsSync(join(tokDir, 'tokenizer.json'))) {
       throw new LutraError(`--tokenizer ${tokDir}: no tokenizer.json there`);
     }
-    const extra = TOKENIZER_FILES.map((f) => join(tokDir, f)).filter((f) => existsSync(f));
+    const extra: (string | { name: string; text: string })[] = TOKENIZER_FILES.map((f) => join(tokDir, f)).filter((f) => existsSync(f));
+    if (src instanceof GgufSource && opts.tokenizer === undefined && src.file.metadata.has('tokenizer.ggml.tokens')) {
+      // A GGUF carries its tokenizer as metadata: the package gets it as tokenizer.json (and the
+      // chat template in tokenizer_config.json), as lutra reads it when it runs the GGUF itself.
+      const parts = ggufTokenizerParts(src.file, cfg.vocabSize);
+      extra.push({ name: 'tokenizer.json', text: JSON.stringify(parts.tokenizerJson) }, { name: 'tokenizer_config.json', text: JSON.stringify(parts.tokenizerConfig, null, 1) + '\n' });
+    }
     return await writePackage(opts.out, meta, src.rawConfig, extra, entries, opts.onTensor, { force: opts.force, forceFlag: true });
   } finally {
     src.close();

@@ -26,6 +26,11 @@ function perMatrixFormat(text: string): WeightFormat | null {
   return m ? { kind: m[1].toLowerCase() as 'int8' | 'int4', group: 'c' } : null;
 }
 
+/** A `--quant` FORMAT as the plan reads it (int8:e / int4:e, or a stored format); errors name `where`. */
+export function parsePlanFormat(text: string, where: string): WeightFormat {
+  return perMatrixFormat(text) ?? parseFormat(text, where);
+}
+
 /** Build a plan from `--quant PART=FORMAT` entries and `--lutN B[,G]` shorthands (later wins). */
 export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string; lut3?: string; weightThreshold: number }): QuantPlan {
   const parts: QuantPlan['parts'] = {};
@@ -49,7 +54,7 @@ export function buildPlan(opts: { quant: string[]; lut1?: string; lut2?: string;
     if (eq < 0) throw new LutraError(`--quant "${q}": expected PART=FORMAT, e.g. ffn=lut4:4`);
     const part = q.slice(0, eq).trim();
     const byMatrix = perMatrixFormat(q.slice(eq + 1));
-    const format = byMatrix ?? parseFormat(q.slice(eq + 1), `--quant ${q}`);
+    const format = parsePlanFormat(q.slice(eq + 1), `--quant ${q}`);
     if (part === 'all') set(ALL_PARTS, format, `--quant ${q}`, byMatrix !== null);
     else if ((PARTS as string[]).includes(part)) set([part as Part], format, `--quant ${q}`, byMatrix !== null);
     else throw new LutraError(`--quant "${q}": unknown part "${part}"; expected ${PARTS.join(', ')} or all`);
