@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync, truncateSync, statSync, mkdirSync, cpSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -205,6 +205,25 @@ test('a loading line on stderr while the model loads, then the stats with the lo
   assert.match(c.stderr, new RegExp(`^loading candidate ${fixture} \\(wasm, 1 thread\\)\\.\\.\\.\\nloading reference ${fixture} \\(wasm, 1 thread\\)\\.\\.\\.\\n`));
   assert.match(c.stdout, /\(lutra, wasm backend\) vs reference .* \(lutra, wasm backend\)/);
   assert.match(c.stdout, /models loaded in [\d.]+ s/);
+});
+
+test('a closed stdout ends generate quietly; an output folder blocked by a file is named before any work', async () => {
+  // `lutra generate … | head -c 8`: the reader goes away after the first bytes.
+  const child = spawn(process.execPath, [CLI, 'generate', '-m', fixture, '-p', 'Hello', '--raw', '-n', '400', '-t', '1', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdout.once('data', () => child.stdout.destroy());
+  const code = await new Promise<number | null>((done) => child.on('close', (c) => done(c)));
+  assert.equal(code, 0, stderr);
+  assert.equal(stderr, '');
+  const blocker = join(root, 'a-file');
+  writeFileSync(blocker, 'x');
+  assertOneLineError(lutra('attention', '-m', fixture, '-p', 'hi', '--out', join(blocker, 'maps', 'a.html')), /--out .*a-file\/maps\/a\.html: cannot create its folder .* \(a file is in the way\)/);
+  // A new folder is made, as convert and compare make theirs.
+  const made = join(root, 'new', 'deeper', 'a.html');
+  const r = lutra('attention', '-m', fixture, '-p', 'hi', '--out', made, '-t', '1');
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(existsSync(made));
 });
 
 test.after(() => rmSync(root, { recursive: true, force: true }));

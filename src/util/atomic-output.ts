@@ -84,9 +84,9 @@ function interrupted(signal: string): never {
   }
   // Show the cursor; a stopped bar ended its line, else the line holds the echoed ^C.
   if (process.stderr.isTTY) writeQuietly(restorers.size > 0 ? '\x1b[?25h' : '\x1b[?25h\n');
-  const removed = live.size;
+  const partial = live.size;
   const failed = removeLiveTemps();
-  const what = failed > 0 ? `; could not remove ${failed} partial output(s): run lutra clean on their folder` : removed > 0 ? '; removed the partial output' : '';
+  const what = failed > 0 ? `; could not remove ${failed} partial output(s): run lutra clean on their folder` : partial > 0 ? '; removed the partial output' : '';
   writeQuietly(`lutra: interrupted (${signal})${what}\n`);
   process.exit(EXIT_CODES[signal] ?? 1);
 }
