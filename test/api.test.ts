@@ -210,6 +210,7 @@ test('errors carry stable codes and name the option', async () => {
   await code(model.complete('hi', { maxToken: 2 } as never), 'invalid_argument', /^completion options: unknown option "maxToken"; did you mean maxTokens\?/);
   await code(model.chat([{ role: 'user', content: 'x' }], { temprature: 0 } as never), 'invalid_argument', /^chat options: unknown option "temprature"; did you mean temperature\?/);
   await code(model.complete('hi', { signal: 5 as never }), 'invalid_argument', /^signal: expected an AbortSignal/);
+  await code(model.complete('hi', { signal: { aborted: true } as never }), 'invalid_argument', /^signal: expected an AbortSignal/);
   await code(model.complete('hi', { temperature: 'hot' as never }), 'invalid_argument', /^temperature "hot": not a number/);
   await code(loadModel(DEFAULT_MODEL, { thread: 1 } as never), 'invalid_argument', /^loadModel options: unknown option "thread"; did you mean threads\?/);
   await code(model.complete('the sea '.repeat(1000)), 'context_length_exceeded', /context holds 1024/);

@@ -317,7 +317,7 @@ const CASES: Case[] = [
       writeFileSync(join(d, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }');
       return ['chat', '--model', d];
     },
-    error: /chat_template\.jinja: the chat template does not parse \(.*\); fix it, or run without a template/,
+    error: /chat_template\.jinja: the chat template does not parse \(.*\); fix it, or give the model raw prompts/,
   },
 
   // --- GGUF files ---

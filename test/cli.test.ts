@@ -216,6 +216,13 @@ test('a closed stdout ends generate quietly; an output folder blocked by a file 
   const code = await new Promise<number | null>((done) => child.on('close', (c) => done(c)));
   assert.equal(code, 0, stderr);
   assert.equal(stderr, '');
+  // The command's own status survives a closed stdout: a failing gate still fails.
+  const gate = spawn(process.execPath, [CLI, 'compare', fixture, '--reference', fixture, '-p', 'Hello', '-n', '2', '-t', '1', '--gate', 'kl<-1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  gate.stdout.destroy();
+  let gateErr = '';
+  gate.stderr.on('data', (d) => (gateErr += d));
+  assert.equal(await new Promise<number | null>((done) => gate.on('close', (c) => done(c))), 1, gateErr);
+  assert.match(gateErr, /lutra: error: gate failed/);
   const blocker = join(root, 'a-file');
   writeFileSync(blocker, 'x');
   assertOneLineError(lutra('attention', '-m', fixture, '-p', 'hi', '--out', join(blocker, 'maps', 'a.html')), /--out .*a-file\/maps\/a\.html: cannot create its folder .* \(a file is in the way\)/);

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { tinyFixture } from './helpers.js';
-import { PendingOutput, sweepStale, liveTemps } from '../src/util/atomic-output.js';
+import { PendingOutput, sweepStale, liveTemps, writeOutput } from '../src/util/atomic-output.js';
 import { LutraError } from '../src/util/errors.js';
 import { encodeTensor, encodeTensorAsync } from '../src/quant/convert.js';
 import { parseFormat } from '../src/model/formats.js';
@@ -236,6 +236,32 @@ test('PendingOutput: an output that appears meanwhile is not overwritten; --forc
   r.commit();
   assert.equal(readFileSync(join(out, 'x'), 'utf8'), 'new');
   assert.deepEqual(temps(dir), []);
+});
+
+test('a write error of a nested output names the final output, not a temporary; an error about another file passes unchanged', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lutra-nested-'));
+  try {
+    const out = join(dir, 'pkg');
+    // As writePackage writes its shards: an inner output inside the outer one's temporary folder.
+    const full = writeOutput(out, { flag: '--out', kind: 'dir' }, async (tmp) => {
+      mkdirSync(tmp);
+      await writeOutput(join(tmp, 'shard.safetensors'), { force: true, kind: 'file' }, (t) => {
+        throw Object.assign(new Error(`ENOSPC: no space left on device, write`), { code: 'ENOSPC', path: t });
+      });
+    });
+    await assert.rejects(full, (e: unknown) => {
+      assert.ok(e instanceof LutraError, String(e));
+      assert.equal(e.message, `${join(out, 'shard.safetensors')}: cannot write (ENOSPC)`);
+      return true;
+    });
+    const source = writeOutput(join(dir, 'x.gguf'), { flag: '--out', kind: 'file' }, () => {
+      throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', path: '/some/source.safetensors' });
+    });
+    await assert.rejects(source, /^Error: EIO: i\/o error, read$/);
+    assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the stale sweep removes temporaries of dead processes only, and puts back a folder whose replacement was cut short', () => {

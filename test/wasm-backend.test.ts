@@ -25,7 +25,8 @@ const wasm1 = new WasmBackend({ threads: 1 });
 // minParallelWork 1: every job is split over both threads, however small (the default keeps small ones on one).
 const wasm2 = new WasmBackend({ threads: 2, minParallelWork: 1 });
 const backends: [string, WasmBackend][] = [['1 thread', wasm1], ['2 threads', wasm2]];
-// Attention's multiply-adds are fused in the relaxed build and not in the baseline one: both are checked.
+// Attention's and the float matmuls' multiply-adds are fused in the relaxed build and not in the
+// baseline one: both are checked.
 const baseline2 = new WasmBackend({ threads: 2, minParallelWork: 1, simd: 'baseline' });
 const attentionBackends: [string, WasmBackend][] = wasm1.simd === 'baseline' ? backends : [...backends, ['2 threads, baseline SIMD', baseline2]];
 after(() => {
@@ -72,7 +73,8 @@ for (const { format, rows, cols } of CASES) {
     const wt = randomWeight(format, rows, cols, rows * 1000 + cols);
     const mr = ref.prepare(wt);
     const w = decodedRows(mr);
-    for (const [label, B] of backends) {
+    const float = format.kind === 'f32' || format.kind === 'bf16' || format.kind === 'f16';
+    for (const [label, B] of float ? attentionBackends : backends) {
       const mw = B.prepare(wt);
       for (const T of [1, 3, 17]) {
         B.resetScratch();

@@ -9,7 +9,7 @@ import { Session } from '../runtime/session.js';
 import { KVCache } from '../runtime/kv-cache.js';
 import { SessionPool, type Lease } from './pool.js';
 import { DecodeBatcher } from '../runtime/batcher.js';
-import { checkOptionKeys, GENERATE_KEYS } from '../util/options.js';
+import { checkOptionKeys, checkSignal, GENERATE_KEYS } from '../util/options.js';
 import { LutraError } from '../util/errors.js';
 import { parseNumerics, numericsName } from '../fp16/numerics.js';
 import type { SimdLevel } from '../backend/wasm/kernels.js';
@@ -312,6 +312,7 @@ export class LutraModel {
 
   /** Run one request on a pooled session: the lease is held while the stream is consumed. */
   async *run(ids: number[], opts: GenerateOptions & AdapterOption): AsyncGenerator<GenerationChunk, GenerationResult> {
+    checkSignal(opts.signal); // before the pool waits on it
     const lora = this.adapters.resolve(opts.adapter);
     let lease: Lease;
     try {

@@ -6,7 +6,7 @@ import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openModel } from './model-flags.js';
 import { attentionMaps, type AttentionReport } from '../analysis/attention.js';
 import { attentionHtml } from '../analysis/attention-html.js';
-import { ensureParentDir, writeFileAtomic } from '../util/atomic-output.js';
+import { checkParentDir, writeFileAtomic } from '../util/atomic-output.js';
 import { LutraError } from '../util/errors.js';
 
 const { context: _c, 'prefill-batch': _p, 'on-overflow': _o, kv: _kv, ...OPTIONS } = MODEL_OPTIONS;
@@ -34,7 +34,7 @@ export const attentionCommand: Command = {
     const limit = flags.number('max-tokens', 1024, { integer: true, min: 2 });
     if (flags.bool('maps') && !flags.bool('json')) throw new LutraError('--maps needs --json');
     const out = flags.string('out', 'attention.html');
-    ensureParentDir(out, `--out ${out}`);
+    checkParentDir(out, `--out ${out}`);
     const { model, tokenizer, dir, lora } = openModel(flags, { announce: !flags.bool('json') });
     try {
       const ids = flags.bool('chat') ? tokenizer.encodeChat([{ role: 'user', content: text }], true) : tokenizer.encode(text, { bos: true });

@@ -4,7 +4,7 @@ import { F32_NUMERICS } from '../fp16/numerics.js';
 import { readDataset } from '../verify/dataset.js';
 import { auditFp16, auditHtml, AUDIT_POINTS, FP16_MAX, ALPHA_TARGET, CALIBRATION_PROMPT, CALIBRATION_STEPS } from '../fp16/audit.js';
 import { LutraError } from '../util/errors.js';
-import { ensureParentDir, writeFileAtomic } from '../util/atomic-output.js';
+import { checkParentDir, writeFileAtomic } from '../util/atomic-output.js';
 
 export const auditFp16Command: Command = {
   name: 'audit-fp16',
@@ -27,7 +27,7 @@ export const auditFp16Command: Command = {
     const { model, tokenizer, dir } = openModel(flags, { numerics: F32_NUMERICS });
     const texts = flags.has('dataset') ? readDataset(flags.string('dataset')).map((p) => p.prompt) : [flags.string('prompt', CALIBRATION_PROMPT)];
     const prompts = texts.map((t) => (flags.bool('raw') || !tokenizer.hasChatTemplate ? tokenizer.encode(t) : tokenizer.encodeChat([{ role: 'user', content: t }])));
-    for (const f of ['json', 'plot']) if (flags.has(f)) ensureParentDir(flags.string(f), `--${f} ${flags.string(f)}`); // before the slow part
+    for (const f of ['json', 'plot']) if (flags.has(f)) checkParentDir(flags.string(f), `--${f} ${flags.string(f)}`); // before the slow part
     const t0 = performance.now();
     const r = auditFp16(model, prompts, { generate: flags.number('generate', CALIBRATION_STEPS, { integer: true, min: 0 }) });
     model.backend.dispose?.();

@@ -1,6 +1,6 @@
 import { createInterface } from 'node:readline';
 import type { Command } from './common.js';
-import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
+import { MODEL_OPTIONS, SAMPLING_OPTIONS, stdoutClosed } from './common.js';
 import { modelLabel, openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
 import { checkSpeculativeFlag, SPECULATIVE_NOTES, SPECULATIVE_OPTION, speculativeFor } from './speculative-flag.js';
@@ -54,6 +54,12 @@ export const chatCommand: Command = {
       else rl.close();
     };
     process.on('SIGINT', onSignal);
+    // Nobody reads the answers any more: stop the one under way and end the conversation.
+    const onClosed = () => {
+      answering?.abort();
+      rl.close();
+    };
+    stdoutClosed.signal.addEventListener('abort', onClosed);
     const { backend, threads, loadSeconds, contextLength } = model.info;
     const on = backend === 'wasm' ? `${backend}, ${threads} thread${threads === 1 ? '' : 's'}` : backend;
     process.stderr.write(`lutra chat: ${modelLabel(model.info.path)} on ${on}, loaded in ${loadSeconds.toFixed(2)} s, context ${contextLength} tokens. /reset clears, Ctrl-D exits.\n`);
@@ -95,6 +101,7 @@ export const chatCommand: Command = {
       }
     } finally {
       process.off('SIGINT', onSignal);
+      stdoutClosed.signal.removeEventListener('abort', onClosed);
       speculative.draft?.dispose();
       model.dispose();
     }

@@ -31,6 +31,9 @@ export interface Command {
   run(flags: Flags, positionals: string[]): Promise<void | number> | void | number;
 }
 
+/** Aborted when standard output closes (the reader of a pipe went away): streaming commands stop. */
+export const stdoutClosed = new AbortController();
+
 /** The repository root (dist/src/cli/ → ../../..). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_MODEL = join(PACKAGE_ROOT, 'models', 'demo');
@@ -159,9 +162,10 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
   const { values, positionals } = parsed;
   if (positionals.length && !cmd.positionals && values.help !== true) {
     const arg = positionals[0];
+    const flagsPart = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
     const hint =
       'model' in cmd.options && existsSync(arg) ? `; to run on that model, pass --model ${arg}`
-      : argv.some((a) => a === '-p' || a === '--prompt') ? '; quote a prompt that has spaces'
+      : flagsPart.some((a) => a === '-p' || a === '--prompt') && !argv.includes('--') ? '; quote a prompt that has spaces'
       : '';
     throw new LutraError(`lutra ${cmd.name}: unexpected argument "${arg}": every input is a flag${hint} (see lutra ${cmd.name} --help)`);
   }

@@ -6,7 +6,7 @@ import { loraFlags, modelLabel, threadsFlag } from './model-flags.js';
 import { makeBackend } from '../runtime/load.js';
 import { diffModels, type DiffReport } from '../analysis/diff.js';
 import { diffHtml } from '../analysis/diff-html.js';
-import { ensureParentDir, writeFileAtomic } from '../util/atomic-output.js';
+import { checkParentDir, writeFileAtomic } from '../util/atomic-output.js';
 import { GemmaTokenizer } from '../tokenizer/tokenizer.js';
 import { LutraError } from '../util/errors.js';
 import { tensorProgress } from './progress.js';
@@ -47,7 +47,7 @@ export const diffCommand: Command = {
     const threads = threadsFlag(flags);
     makeBackend(backendName, { threads }).dispose?.(); // a bad --backend or --out fails before the slow part
     const out = flags.string('out', 'diff.html');
-    ensureParentDir(out, `--out ${out}`);
+    checkParentDir(out, `--out ${out}`);
     const tokenizer = GemmaTokenizer.load(base);
     const texts = hasPrompt(flags) ? [readPrompt(flags, 'diff')] : DEFAULT_PROMPTS;
     const prompts = texts.map((t) => tokenizer.encode(t, { bos: true }));

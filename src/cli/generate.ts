@@ -1,5 +1,5 @@
 import type { Command } from './common.js';
-import { MODEL_OPTIONS, SAMPLING_OPTIONS } from './common.js';
+import { MODEL_OPTIONS, SAMPLING_OPTIONS, stdoutClosed } from './common.js';
 import { PROMPT_OPTIONS, readPrompt } from './prompt.js';
 import { openLibraryModel, samplingOptions } from './model-flags.js';
 import { formatStats } from '../runtime/generate.js';
@@ -34,8 +34,15 @@ export const generateCommand: Command = {
     const model = await openLibraryModel(flags, { announce: !flags.bool('quiet') });
     const speculative = await speculativeFor(flags, model);
     const abort = new AbortController();
-    const onSignal = () => abort.abort();
+    let interrupted = false;
+    const onSignal = () => {
+      interrupted = true;
+      abort.abort();
+    };
     process.once('SIGINT', onSignal);
+    // A closed stdout stops generation too, but is no failure: nobody reads the rest.
+    const onClosed = () => abort.abort();
+    stdoutClosed.signal.addEventListener('abort', onClosed);
     try {
       const request = { ...opts, maxTokens, speculative: speculative.option, stop: flags.strings('stop'), signal: abort.signal };
       const raw = flags.bool('raw') || !model.info.hasChatTemplate;
@@ -50,13 +57,14 @@ export const generateCommand: Command = {
           process.stdout.write('\n');
           if (r.value.overflow) process.stderr.write(`warning: ${r.value.overflow}; the output after it is not meaningful\n`);
           if (!flags.bool('quiet')) process.stderr.write(`[${model.info.backend}, loaded in ${model.info.loadSeconds.toFixed(2)} s] ${formatStats(r.value)}\n`);
-          if (r.value.finishReason === 'abort') process.exitCode = 130;
+          if (r.value.finishReason === 'abort' && interrupted) process.exitCode = 130;
           break;
         }
         process.stdout.write(r.value.text);
       }
     } finally {
       process.off('SIGINT', onSignal);
+      stdoutClosed.signal.removeEventListener('abort', onClosed);
       speculative.draft?.dispose();
       model.dispose();
     }

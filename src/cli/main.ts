@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from './common.js';
-import { helpText, PACKAGE_ROOT, parseFlags } from './common.js';
+import { helpText, PACKAGE_ROOT, parseFlags, stdoutClosed } from './common.js';
 import { LutraError } from '../util/errors.js';
 import { removeLiveTemps } from '../util/atomic-output.js';
 import { generateCommand } from './generate.js';
@@ -70,11 +70,16 @@ async function main(argv: string[]): Promise<number> {
   return (await cmd.run(flags, positionals)) ?? 0;
 }
 
-// A closed stdout (`lutra generate … | head`) ends the run quietly, as it would a C tool; another
-// write error (a full disk) is one line. Either way partial outputs are removed.
+// A closed stdout (`lutra generate … | head`): later writes are dropped, generation stops (the
+// commands listen to stdoutClosed), and the command ends with its own status, so a failing gate
+// still fails. Another write error (a full disk) is one line; partial outputs are removed.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') {
+    process.stdout.write = (() => true) as typeof process.stdout.write;
+    stdoutClosed.abort();
+    return;
+  }
   removeLiveTemps();
-  if (e.code === 'EPIPE') process.exit(0);
   process.stderr.write(`lutra: error: cannot write to standard output (${e.code ?? e.message})\n`);
   process.exit(1);
 });

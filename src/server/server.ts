@@ -119,8 +119,9 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
         res.once('close', () => (hungUp = !res.writableEnded));
         await complete(req, res, parsed, chat);
         // A client that hung up mid-answer stopped its generation; the log says so beside the status sent.
+        const status = res.headersSent ? String(res.statusCode) : '-'; // a client gone before the answer got none
         const gone = hungUp ? ' (client closed the connection)' : '';
-        opts.onRequest?.(`${req.method} ${path} ${res.statusCode}${gone} ${(performance.now() - t0).toFixed(0)} ms`);
+        opts.onRequest?.(`${req.method} ${path} ${status}${gone} ${(performance.now() - t0).toFixed(0)} ms`);
         return;
       }
       throw new ApiError(404, `no route ${req.method} ${pathname}; this server has POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health${browser ? ', and the chat page at GET /' : ''}`, null, 'not_found');
@@ -261,7 +262,7 @@ function toApiError(e: unknown): ApiError {
         return new ApiError(503, e.message, null, 'server_shutdown');
       default: {
         // Option errors name lutra's option; say which request field that is.
-        const field = /^(temperature|topK|topP|minP|repetitionPenalty|seed|maxTokens|stop|token id|prompt)\b/.exec(e.message)?.[1];
+        const field = /^(temperature|topK|topP|minP|repetitionPenalty|seed|maxTokens|stop|prompt)\b/.exec(e.message)?.[1];
         return new ApiError(400, e.message, field ? FIELD[field] : null);
       }
     }
@@ -277,8 +278,7 @@ const FIELD: Record<string, string> = {
   repetitionPenalty: 'repetition_penalty',
   seed: 'seed',
   maxTokens: 'max_tokens',
-  'token id': 'prompt', // only a completion's token-id prompt can hold one outside the vocabulary
-  prompt: 'prompt',
+  prompt: 'prompt', // a completion's prompt (token ids outside the vocabulary, say)
   stop: 'stop',
 };
 

@@ -54,7 +54,7 @@ export class GemmaTokenizer {
       try {
         this.template = new Template(templateSource);
       } catch (e) {
-        this.templateError = `${templateWhere}: the chat template does not parse (${(e as Error).message.split('\n')[0]}); fix it, or run without a template (lutra generate --raw)`;
+        this.templateError = `${templateWhere}: the chat template does not parse (${(e as Error).message.split('\n')[0]}); fix it, or give the model raw prompts (no chat template)`;
       }
     }
     this.stopIds = new Set(extraStops);
@@ -100,7 +100,7 @@ export class GemmaTokenizer {
   /** Load tokenizer.json, tokenizer_config.json and chat_template.jinja (preferred) from a model folder. */
   static load(dir: string, extraStops: number[] = []): GemmaTokenizer {
     const tokPath = join(dir, 'tokenizer.json');
-    if (!existsSync(tokPath)) throw new LutraError(`${tokPath}: missing; the model needs the tokenizer.json it was trained with (a package converted from a GGUF gets one with lutra convert --tokenizer DIR)`);
+    if (!existsSync(tokPath)) throw new LutraError(`${tokPath}: missing; the model needs the tokenizer.json it was trained with (a package converted from a GGUF without tokenizer metadata gets one with lutra convert --tokenizer DIR)`);
     const tokJson = readJsonFile(tokPath, 'the tokenizer');
     const cfgPath = join(dir, 'tokenizer_config.json');
     const cfg = existsSync(cfgPath) ? readJsonFile(cfgPath, 'the tokenizer config') : {};

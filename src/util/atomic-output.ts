@@ -265,6 +265,20 @@ export function ensureParentDir(out: string, where = out): void {
   if (!statSync(dir).isDirectory()) throw new LutraError(`${where}: ${dir} is not a folder`);
 }
 
+/**
+ * ensureParentDir's check without creating anything (before a command's slow part, so a failure
+ * there leaves no empty folders): the nearest existing ancestor must be a folder.
+ */
+export function checkParentDir(out: string, where = out): void {
+  let dir = dirname(out);
+  while (!existsSync(dir)) {
+    const up = dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
+  if (!statSync(dir).isDirectory()) throw new LutraError(`${where}: cannot create its folder ${dirname(out)} (a file is in the way)`);
+}
+
 /** Runs `write(tempPath)` and commits its output, or removes the temporary on any error. */
 export async function writeOutput<T>(
   out: string,
@@ -277,10 +291,16 @@ export async function writeOutput<T>(
     try {
       result = await write(pending.path);
     } catch (e) {
-      // A file-system error while writing (a full disk) names the output, not its temporary name.
-      const code = (e as NodeJS.ErrnoException).code;
-      if (e instanceof LutraError || typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) throw e;
-      throw new LutraError(`${opts.flag ? `${opts.flag} ${out}` : out}: cannot write (${code})`);
+      // An error about the temporary (a full disk, said by this writer or a nested one) names the
+      // output instead; errors about anything else (a source being read) pass unchanged.
+      const where = opts.flag ? `${opts.flag} ${out}` : out;
+      if (e instanceof LutraError) {
+        if (e.message.includes(pending.path)) throw new LutraError(e.message.split(pending.path).join(out), e.code);
+        throw e;
+      }
+      const err = e as NodeJS.ErrnoException;
+      if (typeof err.code === 'string' && typeof err.path === 'string' && err.path.startsWith(pending.path)) throw new LutraError(`${where}: cannot write (${err.code})`);
+      throw e;
     }
     pending.commit();
     return result;
