@@ -118,8 +118,8 @@ export async function createServer(opts: ServerOptions): Promise<LutraServer> {
         let hungUp = false;
         res.once('close', () => (hungUp = !res.writableEnded));
         await complete(req, res, parsed, chat);
-        // A client that hung up mid-answer stopped its generation; the log says so beside the status sent.
-        const status = res.headersSent ? String(res.statusCode) : '-'; // a client gone before the answer got none
+        // A client that hung up stopped its generation; the log says so beside the status sent ('-': none was).
+        const status = res.headersSent ? String(res.statusCode) : '-';
         const gone = hungUp ? ' (client closed the connection)' : '';
         opts.onRequest?.(`${req.method} ${path} ${status}${gone} ${(performance.now() - t0).toFixed(0)} ms`);
         return;
