@@ -56,7 +56,7 @@ export const generateCommand: Command = {
         if (r.done) {
           process.stdout.write('\n');
           if (r.value.overflow) process.stderr.write(`warning: ${r.value.overflow}; the output after it is not meaningful\n`);
-          if (!flags.bool('quiet')) process.stderr.write(`[${model.info.backend}, loaded in ${model.info.loadSeconds.toFixed(2)} s] ${formatStats(r.value)}\n`);
+          if (!flags.bool('quiet')) process.stderr.write(`[${model.info.backend}, loaded in ${model.info.loadSeconds.toFixed(2)} s] ${formatStats(r.value, interrupted ? 'interrupted' : 'output closed')}\n`);
           if (r.value.finishReason === 'abort' && interrupted) process.exitCode = 130;
           break;
         }

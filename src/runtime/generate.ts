@@ -257,11 +257,12 @@ export class TextAssembler {
 }
 
 /** One line of statistics for stderr: prefill and decode rates. */
-export function formatStats(r: GenerationResult): string {
+/** `aborted`: what stopped a generation whose finish reason is 'abort' (a CLI knows: Ctrl-C, or its output closed). */
+export function formatStats(r: GenerationResult, aborted = 'interrupted'): string {
   const rate = (n: number, ms: number) => (ms > 0 ? ((n * 1000) / ms).toFixed(2) : '∞');
   const t = r.timings;
   const cached = r.usage.cachedTokens > 0 ? ` (+${r.usage.cachedTokens} cached)` : '';
-  const stopped = r.stoppedBy === 'abort' ? 'interrupted' : r.stoppedBy;
+  const stopped = r.stoppedBy === 'abort' ? aborted : r.stoppedBy;
   return (
     `prefill: ${t.promptEvaluated} tokens${cached} in ${(t.prefillMs / 1000).toFixed(2)} s (${rate(t.promptEvaluated, t.prefillMs)} tok/s); ` +
     `generated ${r.usage.completionTokens} tokens; decode: ${t.decodeSteps} steps in ${(t.decodeMs / 1000).toFixed(2)} s (${rate(t.decodeSteps, t.decodeMs)} tok/s); stopped by ${stopped}` +
