@@ -340,3 +340,30 @@ export function lutToPlanar(data: usize, rows: i32, cols: i32, bits: i32, stride
     }
   }
 }
+
+/**
+ * Rows r0..r0 + rows − 1 of a b-bit code bitstream (bits 5..8; rows stride bytes apart at src)
+ * written as their int8 table values to dst, cols bytes a row: the repacked form, run by the int8
+ * kernels. Row r's table is at tables + (group ? r / group : 0) · 2^bits (lutQ8Tables' codes).
+ * Reads up to 7 bytes past a row's last code.
+ */
+export function lutToInt8(src: usize, dst: usize, r0: i32, rows: i32, cols: i32, bits: i32, stride: i32, tables: usize, group: i32): void {
+  if (bits == 5) int8Rows(src, dst, r0, rows, cols, 5, stride, tables, group);
+  else if (bits == 6) int8Rows(src, dst, r0, rows, cols, 6, stride, tables, group);
+  else if (bits == 7) int8Rows(src, dst, r0, rows, cols, 7, stride, tables, group);
+  else int8Rows(src, dst, r0, rows, cols, 8, stride, tables, group);
+}
+
+@inline function int8Rows(src: usize, dst: usize, r0: i32, rows: i32, cols: i32, bits: i32, stride: i32, tables: usize, group: i32): void {
+  const mask: u64 = (1 << bits) - 1, full = cols & ~7;
+  for (let r = 0; r < rows; r++) {
+    const row = src + <usize>r * <usize>stride, out = dst + <usize>r * <usize>cols;
+    const t = tables + (group != 0 ? <usize>((r0 + r) / group) << bits : 0);
+    // Eight codes at a time: 8·bits bits are bits whole bytes.
+    for (let i = 0; i < full; i += 8) {
+      const word = load<u64>(row + <usize>((i >> 3) * bits));
+      for (let e = 0; e < 8; e++) store<i8>(out + <usize>(i + e), load<i8>(t + <usize>((word >> <u64>(e * bits)) & mask)));
+    }
+    for (let i = full; i < cols; i++) store<i8>(out + <usize>i, load<i8>(t + <usize>codeAt(row, i, bits)));
+  }
+}

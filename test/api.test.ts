@@ -213,6 +213,7 @@ test('errors carry stable codes and name the option', async () => {
   await code(model.complete('hi', { signal: { aborted: true } as never }), 'invalid_argument', /^signal: expected an AbortSignal/);
   await code(model.complete('hi', { temperature: 'hot' as never }), 'invalid_argument', /^temperature "hot": not a number/);
   await code(loadModel(DEFAULT_MODEL, { thread: 1 } as never), 'invalid_argument', /^loadModel options: unknown option "thread"; did you mean threads\?/);
+  await code(loadModel(DEFAULT_MODEL, { repack: 'no' as never }), 'invalid_argument', /^repack "no": expected true or false$/);
   await code(model.complete('the sea '.repeat(1000)), 'context_length_exceeded', /context holds 1024/);
   await code(model.chat([{ role: 'robot' as 'user', content: 'x' }]), 'invalid_argument', /messages\[0\]\.role/);
   await code(loadModel('/nonexistent/model'), 'invalid_model', /model directory not found/);

@@ -4,7 +4,7 @@
 //
 // Activations are Float32Array, row-major [rows, cols], allocated by the backend (a WASM backend
 // hands out views into its shared memory). Weights are opaque Matrix handles made by prepare().
-import type { WeightTensor } from '../model/weight.js';
+import type { WeightFormat, WeightTensor } from '../model/weight.js';
 import { f16ArrayToF32 } from '../util/half.js';
 
 export interface Matrix {
@@ -94,6 +94,8 @@ export interface Backend {
   resetScratch(): void;
   /** Take ownership of a 2-D weight; the caller must drop its own reference to the bytes. */
   prepare(w: WeightTensor): Matrix;
+  /** The format prepare() holds a weight of format f in, when it is not f itself (memory and bandwidth figures). */
+  heldFormat?(f: WeightFormat): WeightFormat;
   /** A 1-D weight (norm gains) as f32. */
   vector(w: WeightTensor): Float32Array;
   /** out[T, w.rows] = x[T, w.cols] · wᵀ */

@@ -25,7 +25,7 @@ export interface WeightBytes {
   paramsPerToken: number;
   /** Weights held in memory (elements), counted as `resident`. */
   paramsResident: number;
-  /** Matrix bytes by format name, e.g. { 'int4:32': ..., f16: ... } (embedding/LM head included). */
+  /** Matrix bytes as held, by the file's format name, e.g. { 'int4:32': ..., f16: ... } (embedding/LM head included). */
   byFormat: Record<string, number>;
   /** Matrix name → format name, for export decisions. */
   formats: Map<string, string>;
@@ -54,14 +54,16 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
       }
       const [rows, cols] = matrixShape(t.shape);
       const f = src.format(t.name);
-      const b = matrixBytes(f, rows, cols);
       const fname = formatName(f);
-      byFormat[fname] = (byFormat[fname] ?? 0) + b;
       formats.set(t.name, fname);
       if (diskTables.has(t.name)) {
-        onDisk += b;
+        onDisk += matrixBytes(f, rows, cols);
+        byFormat[fname] = (byFormat[fname] ?? 0) + matrixBytes(f, rows, cols);
         continue;
       }
+      // As the backend holds it (the wasm backend repacks lut5..7 to int8 rows).
+      const b = matrixBytes(model.backend.heldFormat?.(f) ?? f, rows, cols);
+      byFormat[fname] = (byFormat[fname] ?? 0) + b;
       resident += b;
       paramsResident += rows * cols;
       // A tied embedding is read once per token, as the LM head; a separate one only for the token's row.

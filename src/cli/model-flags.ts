@@ -90,7 +90,7 @@ export function modelLoadingLine(dir: string, backend: Backend): string {
 function load(flags: Flags, tokenizer: boolean, opts: OpenOptions) {
   const dir = flags.model();
   const threads = threadsFlag(flags);
-  const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags) });
+  const backend = makeBackend(flags.string('backend', 'wasm'), { threads, activations: activationsFlag(flags), simd: simdFlag(flags), repack: !flags.bool('no-repack') });
   const spec = flags.optionalString('numerics');
   let announced = false;
   const say = opts.announce === true ? (line: string) => process.stderr.write(line + '\n') : opts.announce || undefined;
@@ -134,6 +134,7 @@ export function loadOptions(flags: Flags, extra: LoadOptions = {}): LoadOptions 
     numerics: flags.optionalString('numerics'),
     activations: activationsFlag(flags),
     simd: simdFlag(flags),
+    repack: !flags.bool('no-repack'),
     contextLength: flags.has('context') ? flags.number('context', 4096, { integer: true }) : undefined,
     checkWeights: !flags.bool('no-check-weights'),
     prefillBatch: flags.number('prefill-batch', 64, { integer: true, min: 1 }),

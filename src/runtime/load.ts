@@ -24,9 +24,9 @@ export interface LoadedModel {
 }
 
 /** activations: 'q8' (default) or 'f32' inputs to int8/int4/LUT matmuls (both backends agree on it); simd: the wasm kernels build. */
-export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel; spin?: number } = {}): Backend {
+export function makeBackend(name: string, opts: { threads?: number; activations?: 'q8' | 'f32'; simd?: SimdLevel; spin?: number; repack?: boolean } = {}): Backend {
   if (name === 'reference') return new ReferenceBackend({ activations: opts.activations });
-  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd, spin: opts.spin });
+  if (name === 'wasm') return new WasmBackend({ threads: opts.threads, activations: opts.activations, simd: opts.simd, spin: opts.spin, repack: opts.repack });
   throw new LutraError(`--backend ${name}: unknown; available: wasm, reference`);
 }
 

@@ -25,6 +25,7 @@ export interface Kernels {
   embedRow(d: number, id: number, scale: number, out: number): void;
   decodeRow(d: number, r: number, dst: number): void;
   lutToPlanar(data: number, rows: number, cols: number, bits: number, stride: number): void;
+  lutToInt8(src: number, dst: number, r0: number, rows: number, cols: number, bits: number, stride: number, tables: number, group: number): void;
   roundF16(p: number, n: number): number;
   heapBase(): number;
 }

@@ -1,8 +1,11 @@
 // prepare(): copy a weight's bytes (and scales or table) into the arena once, and write the
 // descriptor the kernels read (kernels/matrix.ts has the same layout). A LUT weight under q8
-// activations also gets its tables rounded to integers (lutQ8Tables) and a scale per row; lut8 then
-// becomes int8 per row outright (a code's byte replaced by its table value: same size, and the
-// int8 kernels run it).
+// activations also gets its tables rounded to integers (lutQ8Tables) and a scale per row; lut5..8
+// then become int8 per row outright ("repacked": each code replaced by its table's int8 value, a
+// byte a weight, and the int8 kernels run them). lut8 keeps its size so; lut5..7 grow to 8 bits a
+// weight, and run at int8's speed instead of about half of it through their own kernels (a 32- to
+// 128-entry lookup costs more than the dot product: docs/EXPERIMENTS.md LK8, LK11). With repack
+// off they stay packed, in the planar layout their kernels read.
 import type { Matrix } from '../backend.js';
 import type { WeightFormat, WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, intBlock, rowBytes, unitOf } from '../../model/formats.js';
@@ -25,8 +28,22 @@ export interface WasmMatrix extends Matrix {
 const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as const;
 const DESC_BYTES = 64;
 
-/** q8: quantize activations for this weight where usesQ8 allows (the reference's rule); kernels: for re-laying out lut5..7 codes. */
-export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false, kernels?: Pick<Kernels, 'lutToPlanar'>): WasmMatrix {
+/** The kernels prepare() runs on LUT codes (in the memory the weight goes to). */
+export type LutKernels = Pick<Kernels, 'lutToPlanar' | 'lutToInt8'>;
+
+/** How prepareMatrix holds weights: q8 activations (usesQ8 decides per format), lut5..7 repacked to int8. */
+export interface HoldOptions {
+  q8: boolean;
+  repack: boolean;
+}
+
+/** The format a weight of format f is held and read in after prepareMatrix (lut5..8 under q8 and repack: int8 per row). */
+export function heldFormat(f: WeightFormat, o: HoldOptions): WeightFormat {
+  return f.kind === 'lut' && o.q8 && (f.bits === 8 || (f.bits >= 5 && o.repack)) ? { kind: 'int8', group: 'c' } : f;
+}
+
+/** kernels: for re-laying out packed lut5..7 codes. */
+export function prepareMatrix(arena: Arena, w: WeightTensor, o: HoldOptions = { q8: false, repack: true }, kernels?: LutKernels): WasmMatrix {
   const where = `${w.source}: tensor "${w.name}" (${formatName(w.format)})`;
   if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
   const [rows, cols] = w.shape;
@@ -34,8 +51,8 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, q8 = false, kernels
   const stride = rowBytes(f, cols);
   if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
 
-  const useQ8 = q8 && usesQ8(f);
-  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where, kernels);
+  const useQ8 = o.q8 && usesQ8(f);
+  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where, heldFormat(f, o).kind === 'int8', kernels);
   const values = auxValues(w, rows, cols, where);
   const aux = values ? arena.copyIn(bytesOf(values)) : 0;
   const auxBytes = values?.byteLength ?? 0;
@@ -62,10 +79,11 @@ function describe(arena: Arena, fields: number[]): number {
 }
 
 /**
- * LUT under q8 activations. lut1..lut7: the codes as they are, the rounded tables as f32 (row
- * decode) and as int8 (the q8 kernels), and each row's scale. lut8: int8 codes, a scale per row.
+ * LUT under q8 activations. Repacked (lut8 always, lut5..7 by default): int8 codes, a scale per
+ * row. Else: the codes as they are, the rounded tables as f32 (row decode) and as int8 (the q8
+ * kernels), and each row's scale.
  */
-function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string, kernels?: Pick<Kernels, 'lutToPlanar'>): WasmMatrix {
+function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string, repack: boolean, kernels?: LutKernels): WasmMatrix {
   const [rows, cols] = w.shape;
   const stride = rowBytes(f, cols);
   const layout = auxLayout(f, rows, cols)!;
@@ -74,15 +92,19 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
   for (let r = 0; r < rows; r++) rowScales[r] = t.scales[unitOf(layout, r)];
   const scales = arena.copyIn(bytesOf(rowScales));
   const n = layout.values;
-  if (f.bits === 8) {
-    const codes = new Uint8Array(rows * cols);
-    for (let r = 0; r < rows; r++) {
-      const base = unitOf(layout, r) * n;
-      for (let i = 0; i < cols; i++) codes[r * cols + i] = t.codes[base + w.data[r * cols + i]];
-    }
-    const data = arena.copyIn(codes);
+  if (repack) {
+    // Each code replaced by its table's int8 value: the int8 kernels run it, one scale per row.
+    if (!kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
+    const data = arena.bytes(rows * cols);
+    const src = arena.bytes(w.data.byteLength + 8); // the kernel reads up to 7 bytes past a row's last code
+    new Uint8Array(arena.memory.buffer).set(w.data, src);
+    const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
+    // In slices of rows: V8 replaces a function's baseline code with optimized code between calls.
+    for (let r = 0; r < rows; r += 1024) kernels.lutToInt8(src + r * stride, data + r * cols, r, Math.min(1024, rows - r), cols, f.bits, stride, tables, f.group);
+    arena.release(tables);
+    arena.release(src);
     const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, ...kernelFields({ kind: 'int8', group: 'c' }, cols), cols, 1, 0]);
-    return { name: w.name, rows, cols, desc, bytes: codes.byteLength + rowScales.byteLength, q8: true, mem: 0 };
+    return { name: w.name, rows, cols, desc, bytes: rows * cols + rowScales.byteLength, q8: true, mem: 0 };
   }
   const table = arena.copyIn(bytesOf(t.rounded));
   const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
