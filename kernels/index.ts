@@ -8,7 +8,7 @@ import { q8Of, colsOf, rowsOf } from './matrix';
 export { attention, attentionCombine } from './attention';
 export { rmsNorm, rope, ropeTrig, geluMul, softcap, firstNonFinite, add, addProduct, scale, embedRow } from './elementwise';
 export { decodeRow } from './decode';
-export { lutToPlanar, lutToInt8 } from './lut-q8';
+export { lutToPlanar, lutToInt8, lutToNibbles } from './lut-q8';
 export { roundF16 } from './fp16';
 
 /**

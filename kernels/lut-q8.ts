@@ -367,3 +367,32 @@ export function lutToInt8(src: usize, dst: usize, r0: i32, rows: i32, cols: i32,
     for (let i = full; i < cols; i++) store<i8>(out + <usize>i, load<i8>(t + <usize>codeAt(row, i, bits)));
   }
 }
+
+/**
+ * lut1..3 (bits) code bitstream rows (stride bytes apart at src) rewritten as lut4 rows of
+ * (cols + 1) / 2 bytes at dst, a code a nibble (the lut4 layout: even codes low): the repacked form,
+ * run by the lut4 kernels against the table padded to 16 entries. Reads up to 7 bytes past a row.
+ */
+export function lutToNibbles(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+  if (bits == 1) nibbleRows(src, dst, rows, cols, 1, stride);
+  else if (bits == 2) nibbleRows(src, dst, rows, cols, 2, stride);
+  else nibbleRows(src, dst, rows, cols, 3, stride);
+}
+
+@inline function nibbleRows(src: usize, dst: usize, rows: i32, cols: i32, bits: i32, stride: i32): void {
+  const mask: u64 = (1 << bits) - 1, full = cols & ~7, out = (cols + 1) >> 1;
+  for (let r = 0; r < rows; r++) {
+    const row = src + <usize>r * <usize>stride, o = dst + <usize>r * <usize>out;
+    for (let i = 0; i < full; i += 8) {
+      const word = load<u64>(row + <usize>((i >> 3) * bits));
+      let n: u32 = 0;
+      for (let e = 0; e < 8; e++) n |= <u32>((word >> <u64>(e * bits)) & mask) << <u32>(e << 2);
+      store<u32>(o + <usize>(i >> 1), n);
+    }
+    for (let i = full; i < cols; i++) {
+      const c = <u8>codeAt(row, i, bits), at = o + <usize>(i >> 1);
+      if ((i & 1) == 0) store<u8>(at, c);
+      else store<u8>(at, load<u8>(at) | (c << 4));
+    }
+  }
+}

@@ -27,7 +27,8 @@ const wasmF32 = new WasmBackend({ threads: 2, activations: 'f32', minParallelWor
 // The relaxed-SIMD build (int4 against i8 codes, kernels/q4-relaxed.ts), where the engine has it.
 const relaxed = relaxedBackends();
 const wasmAll: WasmBackend[] = [wasm1, wasm2, ...relaxed];
-// lut5..7 kept packed (their own kernels, kernels/lut-q8.ts) instead of repacked to int8 rows.
+// lut1..3 and lut5..7 kept packed (their own kernels, kernels/lut-q8.ts) instead of repacked to
+// lut4 and int8 rows.
 const packed: WasmBackend[] = [
   new WasmBackend({ threads: 1, simd: 'baseline', repack: false }),
   new WasmBackend({ threads: 2, minParallelWork: 1, simd: 'baseline', repack: false }),
@@ -119,15 +120,16 @@ for (const { format, rows, cols } of Q8_CASES) {
 }
 
 // LUT weights under q8 activations: each table rounded to integers with one scale (lutQ8Tables), the
-// kernels of kernels/lut-q8.ts (lut1..lut4, and lut5..7 with repack off); lut8, and lut5..7 by
-// default, repacked to int8 rows and run by the int8 kernels. Columns with several full blocks
+// kernels of kernels/lut-q8.ts (lut4, and lut1..3 and lut5..7 with repack off); by default lut1..3
+// repacked to lut4 rows and run by its kernels, lut5..7 (and always lut8) to int8 rows run by the
+// int8 kernels. Columns with several full blocks
 // of 32 and a partial one; groups per tensor, per row, per 4 or 5 rows.
 const LUT_CASES: { format: WeightFormat; rows: number; cols: number }[] = [1, 2, 3, 4, 5, 6, 7, 8].flatMap((bits) => [
   { format: { kind: 'lut' as const, bits, group: 0 }, rows: 37, cols: 301 },
   { format: { kind: 'lut' as const, bits, group: bits % 2 ? 5 : 4 }, rows: bits % 2 ? 45 : 36, cols: 160 },
   { format: { kind: 'lut' as const, bits, group: 1 }, rows: 19, cols: 77 },
   // Past 1024 rows: prepare() repacks in slices of 1024 rows, whose tables must follow on.
-  ...(bits >= 5 ? [{ format: { kind: 'lut' as const, bits, group: 5 }, rows: 1035, cols: 40 }] : []),
+  ...(bits !== 4 ? [{ format: { kind: 'lut' as const, bits, group: 5 }, rows: 1035, cols: 40 }] : []),
 ]);
 
 for (const { format, rows, cols } of LUT_CASES) {
@@ -144,14 +146,18 @@ for (const { format, rows, cols } of LUT_CASES) {
     assert.ok(maxAbsDiff(w, exact) > 0, 'the rounded tables differ from the stored ones');
     const mf = refF32.prepare(wt);
     const bits = format.kind === 'lut' ? format.bits : 0;
-    for (const B of [...wasmAll, ...(bits >= 5 && bits <= 7 ? packed : [])]) {
+    for (const B of [...wasmAll, ...(bits <= 7 && bits !== 4 ? packed : [])]) {
       const mw = B.prepare(wt) as WasmMatrix;
       assert.equal(mw.q8, true, 'takes the q8 path');
-      // Repacked: a byte a weight and a scale per row; packed: the codes, two tables and a scale per row.
+      // Repacked lut5..8: a byte a weight and a scale per row; repacked lut1..3: lut4 rows, tables of
+      // 16 entries; packed: the codes; both with each table as f32 and int8, and a scale per row.
       const asInt8 = bits === 8 || (bits >= 5 && B.repack);
-      assert.equal(formatName(B.heldFormat(format)), asInt8 ? 'int8:c' : formatName(format));
-      const tables = format.kind === 'lut' ? (format.group ? rows / format.group : 1) << bits : 0;
-      assert.equal(mw.bytes, asInt8 ? rows * cols + 4 * rows : wt.data.byteLength + 5 * tables + 4 * rows, `${formatName(format)} bytes held`);
+      const asLut4 = bits <= 3 && B.repack;
+      const held = asInt8 ? 'int8:c' : asLut4 ? `lut4:${format.kind === 'lut' ? format.group : 0}` : formatName(format);
+      assert.equal(formatName(B.heldFormat(format)), held);
+      const tables = format.kind === 'lut' ? (format.group ? rows / format.group : 1) : 0;
+      const want = asInt8 ? rows * cols + 4 * rows : asLut4 ? rows * Math.ceil(cols / 2) + 5 * 16 * tables + 4 * rows : wt.data.byteLength + 5 * (tables << bits) + 4 * rows;
+      assert.equal(mw.bytes, want, `${formatName(format)} bytes held, repack ${B.repack}`);
       const ids = [0, rows - 1, rows >> 1];
       B.resetScratch();
       const e = B.scratch(ids.length * cols), eRef = new Float32Array(ids.length * cols);

@@ -32,8 +32,9 @@ export interface LoadOptions {
   /** Inputs of int8/int4/LUT matmuls: 'q8' (default, as llama.cpp; LUT tables rounded to 7- or 8-bit integers per table) or 'f32'. */
   activations?: 'q8' | 'f32';
   /**
-   * wasm backend, q8 activations: hold lut5..7 weights as int8 rows, a byte a weight (default
-   * true: about twice the decode speed of their packed kernels); false keeps them packed.
+   * wasm backend, q8 activations: hold lut5..7 weights as int8 rows (a byte a weight) and lut1..3
+   * as lut4 rows (4 bits), default true: about twice the decode speed of their packed kernels;
+   * false keeps them packed.
    */
   repack?: boolean;
   /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */

@@ -198,7 +198,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   numerics: { type: 'string', arg: 'SPEC', help: NUMERICS_HELP, default: "the package's meta.yaml numerics, else f32" },
   'on-overflow': { type: 'string', arg: 'WHAT', help: 'with fp16 numerics: error (stop at the first non-finite activation, naming layer, op and position) or continue', default: 'error' },
   activations: { type: 'string', arg: 'KIND', help: 'inputs to int8/int4/LUT matmuls: q8 (quantized per 32 values, integer dot products, as llama.cpp; LUT tables rounded to 7- or 8-bit integers) or f32 (LUT tables exact)', default: 'q8' },
-  'no-repack': { type: 'boolean', help: 'keep lut5..lut7 weights packed in memory (wasm backend, q8 activations): 5–7 bits a weight, at about half the decode speed of the default, which holds them as int8 rows (a byte a weight)' },
+  'no-repack': { type: 'boolean', help: 'keep LUT weights packed in memory (wasm backend, q8 activations), at about half the decode speed of the default, which holds lut1..lut3 as lut4 (4 bits a weight) and lut5..lut7 as int8 rows (8 bits)' },
   'no-check-weights': { type: 'boolean', help: 'skip the NaN/Inf scan of every weight at load (it adds about 1 s of CPU to a ~5 s load of the 270m shape)' },
   lora: { type: 'string', multiple: true, arg: 'DIR[:W]', help: 'apply a LoRA adapter (a PEFT folder: adapter_config.json + adapter_model.safetensors) unmerged, its change scaled by W (default 1); repeat to blend several' },
   simd: { type: 'string', arg: 'LEVEL', help: 'wasm kernels: relaxed (relaxed-SIMD int4 kernels; Node 20 gets them through a V8 flag lutra sets), baseline (SIMD128 only) or auto (relaxed where the engine has it; $LUTRA_SIMD overrides auto)', default: 'auto' },

@@ -39,7 +39,8 @@ export interface WasmBackendOptions {
   weightsPerMemory?: number;
   /**
    * Under q8 activations, hold lut5..7 weights as int8 rows (a byte a weight, run by the int8
-   * kernels: about twice as fast as their own) instead of packed (default true; see matrix.ts).
+   * kernels) and lut1..3 as lut4 rows (run by its kernels), about twice as fast as their own
+   * kernels, instead of packed (default true; see matrix.ts).
    */
   repack?: boolean;
 }
@@ -111,7 +112,7 @@ export class WasmBackend implements Backend {
   private readonly partials: GrowingBuffer;
   private readonly ropeTables = new WeakMap<RopeTable, { invFreq: number; trig: number; capacity: number }>();
   readonly activations: Activations;
-  /** lut5..7 held as int8 rows (WasmBackendOptions.repack). */
+  /** LUT weights repacked (WasmBackendOptions.repack). */
   readonly repack: boolean;
   /** Some weight was repacked into more bytes than its file holds (for the out-of-memory message). */
   private grown = false;
@@ -171,7 +172,7 @@ export class WasmBackend implements Backend {
     const last = this.places[this.places.length - 1];
     if (last !== this.main && last.arena.used + bytes <= extraCap) return last;
     if (!hostExtraMemories()) {
-      const hint = this.grown ? ' (lut5..7 weights are held as int8 rows here: repack false keeps them packed, at 5–7 bits a weight)' : '';
+      const hint = this.grown ? ' (LUT weights are held repacked here, lut1..3 at 4 bits a weight and lut5..7 at 8: repack false keeps them packed)' : '';
       throw new LutraError(`wasm backend: out of memory at tensor "${name}": the weights pass ${(mainCap / GiB).toFixed(2)} GiB and a page's WebAssembly memory holds at most 4 GiB${hint}`);
     }
     if (bytes > EXTRA_WEIGHTS) throw new LutraError(`wasm backend: tensor "${name}" is ${(bytes / GiB).toFixed(2)} GiB; one WebAssembly memory holds at most 4 GiB`);
@@ -220,7 +221,7 @@ export class WasmBackend implements Backend {
     const [rows, cols] = w.shape;
     const held = heldFormat(w.format, this.hold);
     if (rowBytes(held, cols) > rowBytes(w.format, cols)) this.grown = true;
-    const aux = auxLayout(w.format, rows, cols);
+    const aux = auxLayout(held.kind === 'lut' ? held : w.format, rows, cols);
     // The weight's bytes as held, its scales or table (as f32, and once more as rounded LUT tables) and per-row scales.
     const bytes = rows * rowBytes(held, cols) + (aux ? 8 * aux.count : 0) + 4 * rows + 4096;
     const place = this.placeFor(bytes, w.name);

@@ -26,6 +26,7 @@ export interface Kernels {
   decodeRow(d: number, r: number, dst: number): void;
   lutToPlanar(data: number, rows: number, cols: number, bits: number, stride: number): void;
   lutToInt8(src: number, dst: number, r0: number, rows: number, cols: number, bits: number, stride: number, tables: number, group: number): void;
+  lutToNibbles(src: number, dst: number, rows: number, cols: number, bits: number, stride: number): void;
   roundF16(p: number, n: number): number;
   heapBase(): number;
 }

@@ -4,8 +4,10 @@
 // then become int8 per row outright ("repacked": each code replaced by its table's int8 value, a
 // byte a weight, and the int8 kernels run them). lut8 keeps its size so; lut5..7 grow to 8 bits a
 // weight, and run at int8's speed instead of about half of it through their own kernels (a 32- to
-// 128-entry lookup costs more than the dot product: docs/EXPERIMENTS.md LK8, LK11). With repack
-// off they stay packed, in the planar layout their kernels read.
+// 128-entry lookup costs more than the dot product: docs/EXPERIMENTS.md LK8, LK11). lut1..3 are
+// repacked into lut4's nibbles, and run by its kernels (about 2× faster than their bitstream
+// unpacking: LK12). With repack off they all stay packed, lut5..7 in the planar layout their
+// kernels read.
 import type { Matrix } from '../backend.js';
 import type { WeightFormat, WeightTensor } from '../../model/weight.js';
 import { auxLayout, formatName, intBlock, rowBytes, unitOf } from '../../model/formats.js';
@@ -29,17 +31,23 @@ const FORMAT_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4, lut: 5 } as con
 const DESC_BYTES = 64;
 
 /** The kernels prepare() runs on LUT codes (in the memory the weight goes to). */
-export type LutKernels = Pick<Kernels, 'lutToPlanar' | 'lutToInt8'>;
+export type LutKernels = Pick<Kernels, 'lutToPlanar' | 'lutToInt8' | 'lutToNibbles'>;
 
-/** How prepareMatrix holds weights: q8 activations (usesQ8 decides per format), lut5..7 repacked to int8. */
+/** How prepareMatrix holds weights: q8 activations (usesQ8 decides per format), LUT codes repacked. */
 export interface HoldOptions {
   q8: boolean;
   repack: boolean;
 }
 
-/** The format a weight of format f is held and read in after prepareMatrix (lut5..8 under q8 and repack: int8 per row). */
+/**
+ * The format a weight of format f is held and read in after prepareMatrix: under q8 activations
+ * lut8 as int8 per row, and with repack lut5..7 too, and lut1..3 as lut4 (same table groups).
+ */
 export function heldFormat(f: WeightFormat, o: HoldOptions): WeightFormat {
-  return f.kind === 'lut' && o.q8 && (f.bits === 8 || (f.bits >= 5 && o.repack)) ? { kind: 'int8', group: 'c' } : f;
+  if (f.kind !== 'lut' || !o.q8) return f;
+  if (f.bits === 8 || (f.bits >= 5 && o.repack)) return { kind: 'int8', group: 'c' };
+  if (f.bits <= 3 && o.repack) return { kind: 'lut', bits: 4, group: f.group };
+  return f;
 }
 
 /** kernels: for re-laying out packed lut5..7 codes. */
@@ -52,7 +60,7 @@ export function prepareMatrix(arena: Arena, w: WeightTensor, o: HoldOptions = { 
   if (w.data.byteLength !== rows * stride) throw new LutraError(`${where} has ${w.data.byteLength} bytes, expected ${rows * stride}`);
 
   const useQ8 = o.q8 && usesQ8(f);
-  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where, heldFormat(f, o).kind === 'int8', kernels);
+  if (useQ8 && f.kind === 'lut') return prepareLutQ8(arena, w, f, where, o.repack, kernels);
   const values = auxValues(w, rows, cols, where);
   const aux = values ? arena.copyIn(bytesOf(values)) : 0;
   const auxBytes = values?.byteLength ?? 0;
@@ -79,45 +87,68 @@ function describe(arena: Arena, fields: number[]): number {
 }
 
 /**
- * LUT under q8 activations. Repacked (lut8 always, lut5..7 by default): int8 codes, a scale per
- * row. Else: the codes as they are, the rounded tables as f32 (row decode) and as int8 (the q8
- * kernels), and each row's scale.
+ * LUT under q8 activations: the tables rounded to integers (lutQ8Tables), each row's scale, and
+ * the codes as the kernels read them. Repacked: lut5..8 as int8 rows (the int8 kernels), lut1..3 as
+ * lut4 rows against their tables padded to 16 entries (the lut4 kernels). Else as stored (lut5..7
+ * re-laid out into the planar layout), with the rounded tables as f32 (row decode) and int8.
  */
 function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: 'lut' }, where: string, repack: boolean, kernels?: LutKernels): WasmMatrix {
   const [rows, cols] = w.shape;
   const stride = rowBytes(f, cols);
   const layout = auxLayout(f, rows, cols)!;
-  const t = lutQ8Tables(auxValues(w, rows, cols, where)!, f.bits);
+  const asInt8 = f.bits === 8 || (repack && f.bits >= 5);
+  const asLut4 = repack && f.bits <= 3;
+  if ((asInt8 || asLut4 || f.bits >= 5) && !kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
+  // lut1..3 and lut4 tables round alike (to ±63), so padding with zeros changes no entry.
+  const bits = asLut4 ? 4 : f.bits;
+  const t = lutQ8Tables(asLut4 ? padTables(auxValues(w, rows, cols, where)!, f.bits, 4) : auxValues(w, rows, cols, where)!, bits);
   const rowScales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) rowScales[r] = t.scales[unitOf(layout, r)];
   const scales = arena.copyIn(bytesOf(rowScales));
-  const n = layout.values;
-  if (repack) {
+  const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
+  // The kernels below read up to 7 bytes past a row's last code.
+  const src = () => {
+    const at = arena.bytes(w.data.byteLength + 8);
+    new Uint8Array(arena.memory.buffer).set(w.data, at);
+    return at;
+  };
+  // In slices of rows: V8 replaces a function's baseline code with optimized code between calls.
+  const slices = (each: (r: number, n: number) => void) => {
+    for (let r = 0; r < rows; r += 1024) each(r, Math.min(1024, rows - r));
+  };
+  if (asInt8) {
     // Each code replaced by its table's int8 value: the int8 kernels run it, one scale per row.
-    if (!kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
     const data = arena.bytes(rows * cols);
-    const src = arena.bytes(w.data.byteLength + 8); // the kernel reads up to 7 bytes past a row's last code
-    new Uint8Array(arena.memory.buffer).set(w.data, src);
-    const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
-    // In slices of rows: V8 replaces a function's baseline code with optimized code between calls.
-    for (let r = 0; r < rows; r += 1024) kernels.lutToInt8(src + r * stride, data + r * cols, r, Math.min(1024, rows - r), cols, f.bits, stride, tables, f.group);
+    const codes = src();
+    slices((r, n) => kernels!.lutToInt8(codes + r * stride, data + r * cols, r, n, cols, f.bits, stride, tables, f.group));
+    arena.release(codes);
     arena.release(tables);
-    arena.release(src);
     const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, ...kernelFields({ kind: 'int8', group: 'c' }, cols), cols, 1, 0]);
     return { name: w.name, rows, cols, desc, bytes: rows * cols + rowScales.byteLength, q8: true, mem: 0 };
   }
+  const held: WeightFormat & { kind: 'lut' } = { kind: 'lut', bits, group: f.group };
+  const heldStride = rowBytes(held, cols);
   const table = arena.copyIn(bytesOf(t.rounded));
-  const tables = arena.copyIn(new Uint8Array(t.codes.buffer, t.codes.byteOffset, t.codes.byteLength));
-  const data = arena.copyIn(w.data);
-  // lut5..7: the codes' full blocks re-laid out into the planar layout the kernels read (lut-q8.ts).
-  const planar = f.bits >= 5;
-  if (planar) {
-    if (!kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
-    // In slices of rows: V8 replaces a function's baseline code with optimized code between calls.
-    for (let r = 0; r < rows; r += 1024) kernels.lutToPlanar(data + r * stride, Math.min(1024, rows - r), cols, f.bits, stride);
-  }
-  const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(f, cols), stride, 1, 0, tables, scales, planar ? 1 : 0]);
-  return { name: w.name, rows, cols, desc, bytes: w.data.byteLength + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true, mem: 0 };
+  let data: number;
+  if (asLut4) {
+    data = arena.bytes(rows * heldStride);
+    const codes = src();
+    slices((r, n) => kernels!.lutToNibbles(codes + r * stride, data + r * heldStride, n, cols, f.bits, stride));
+    arena.release(codes);
+  } else data = arena.copyIn(w.data);
+  // lut5..7 packed: the codes' full blocks re-laid out into the planar layout the kernels read (lut-q8.ts).
+  const planar = bits >= 5;
+  if (planar) slices((r, n) => kernels!.lutToPlanar(data + r * stride, n, cols, bits, stride));
+  const desc = describe(arena, [FORMAT_CODE.lut, data, rows, cols, table, ...kernelFields(held, cols), heldStride, 1, 0, tables, scales, planar ? 1 : 0]);
+  return { name: w.name, rows, cols, desc, bytes: rows * heldStride + t.rounded.byteLength + t.codes.byteLength + rowScales.byteLength, q8: true, mem: 0 };
+}
+
+/** Tables of 2^from entries each, widened to 2^to entries with zeros after them. */
+function padTables(table: Float32Array, from: number, to: number): Float32Array {
+  const n = 1 << from, m = 1 << to;
+  const out = new Float32Array((table.length / n) * m);
+  for (let u = 0; u < table.length / n; u++) out.set(table.subarray(u * n, (u + 1) * n), u * m);
+  return out;
 }
 
 /** The descriptor's per-kind fields: scales per row (0: one for the tensor) and block (int), bits and table group (lut). */
