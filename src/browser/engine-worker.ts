@@ -52,7 +52,7 @@ async function load(req: Extract<Request, { type: 'load' }>): Promise<void> {
   const src = req.files ? await mountPicked(req.files, { onProgress }) : await fetchModel(req.url!, { onProgress, cache: o.cache });
   peakFileBytes = mountedBytes();
   try {
-    model = await loadModel(src.path, { backend: 'wasm', threads, contextLength: o.contextLength, checkWeights: o.checkWeights, simd: o.simd, spin: o.spin });
+    model = await loadModel(src.path, { backend: 'wasm', threads, contextLength: o.contextLength, checkWeights: o.checkWeights, simd: o.simd, spin: o.spin, repack: o.repack });
   } catch (e) {
     throw new LutraError(describe(e, src), e instanceof LutraError ? e.code : 'invalid_model');
   } finally {

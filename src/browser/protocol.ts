@@ -14,6 +14,8 @@ export interface BrowserLoadOptions {
   checkWeights?: boolean;
   /** wasm kernels build: 'auto' (default), 'relaxed' or 'baseline'. */
   simd?: 'auto' | 'relaxed' | 'baseline';
+  /** LUT weights repacked for speed (default true; false keeps them at their file's bits: LoadOptions.repack). */
+  repack?: boolean;
   /** Polls a waiting pool thread makes before it sleeps (the page's LUTRA_SPIN; default 2000). */
   spin?: number;
 }
