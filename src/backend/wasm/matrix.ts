@@ -50,7 +50,7 @@ export function heldFormat(f: WeightFormat, o: HoldOptions): WeightFormat {
   return f;
 }
 
-/** kernels: for re-laying out packed lut5..7 codes. */
+/** kernels: for LUT codes (repacking, or the planar layout of packed lut5..7). */
 export function prepareMatrix(arena: Arena, w: WeightTensor, o: HoldOptions = { q8: false, repack: true }, kernels?: LutKernels): WasmMatrix {
   const where = `${w.source}: tensor "${w.name}" (${formatName(w.format)})`;
   if (w.shape.length !== 2) throw new LutraError(`${w.source}: tensor "${w.name}" should be 2-D, has shape [${w.shape}]`);
@@ -96,11 +96,13 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
   const [rows, cols] = w.shape;
   const stride = rowBytes(f, cols);
   const layout = auxLayout(f, rows, cols)!;
-  const asInt8 = f.bits === 8 || (repack && f.bits >= 5);
-  const asLut4 = repack && f.bits <= 3;
+  const held = heldFormat(f, { q8: true, repack });
+  const asInt8 = held.kind === 'int8';
+  // The tables' entries as held: lut1..3's padded to lut4's 16.
+  const bits = held.kind === 'lut' ? held.bits : f.bits;
+  const asLut4 = bits !== f.bits;
   if ((asInt8 || asLut4 || f.bits >= 5) && !kernels) throw new Error(`internal: prepare of ${where} needs the kernels`);
   // lut1..3 and lut4 tables round alike (to ±63), so padding with zeros changes no entry.
-  const bits = asLut4 ? 4 : f.bits;
   const t = lutQ8Tables(asLut4 ? padTables(auxValues(w, rows, cols, where)!, f.bits, 4) : auxValues(w, rows, cols, where)!, bits);
   const rowScales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) rowScales[r] = t.scales[unitOf(layout, r)];
@@ -126,7 +128,6 @@ function prepareLutQ8(arena: Arena, w: WeightTensor, f: WeightFormat & { kind: '
     const desc = describe(arena, [FORMAT_CODE.int8, data, rows, cols, scales, ...kernelFields({ kind: 'int8', group: 'c' }, cols), cols, 1, 0]);
     return { name: w.name, rows, cols, desc, bytes: rows * cols + rowScales.byteLength, q8: true, mem: 0 };
   }
-  const held: WeightFormat & { kind: 'lut' } = { kind: 'lut', bits, group: f.group };
   const heldStride = rowBytes(held, cols);
   const table = arena.copyIn(bytesOf(t.rounded));
   let data: number;
