@@ -104,12 +104,26 @@ function measure() {
       if (!existsSync(pkg)) lutra(['convert', '--model', hf, '--out', pkg, ...convertFlags(format)]);
       else process.stderr.write(`bench: reusing ${pkg}\n`);
       const args = ['bench', '--model', pkg, '--prefill', o.prefill, '--decode', o.decode, '--json'];
-      if (GGUF_EXACT.has(format)) args.push('--vs-llama-cpp', '--rounds', o.rounds);
       if (o.threads) args.push('--threads', o.threads);
-      rows.push({ shape, format, date: new Date().toISOString(), loadavg: loadavg()[0], ...JSON.parse(lutra(args)) });
+      const date = new Date().toISOString(), load = loadavg()[0];
+      if (GGUF_EXACT.has(format)) {
+        rows.push({ shape, format, date, loadavg: load, ...JSON.parse(lutra([...args, '--vs-llama-cpp', '--rounds', o.rounds])) });
+      } else {
+        // Rows without llama.cpp (LUT) get as many lutra runs as the rows they are compared with:
+        // one per round, the best prefill and the best decode kept, as `lutra bench --rounds` does.
+        const runs = Array.from({ length: Number(o.rounds) }, () => JSON.parse(lutra(args)));
+        rows.push({ shape, format, date, loadavg: load, ...bestOf(runs), rounds: runs.length });
+      }
     }
   }
   return rows;
+}
+
+/** The run with the best decode, with the best prefill of all runs. */
+function bestOf(runs) {
+  const decode = runs.reduce((a, b) => (b.decode_tok_s > a.decode_tok_s ? b : a));
+  const prefill = runs.reduce((a, b) => (b.prefill_tok_s > a.prefill_tok_s ? b : a));
+  return { ...decode, prefill_tok_s: prefill.prefill_tok_s, prefill_ms: prefill.prefill_ms };
 }
 
 const RESULTS = join(o.work, 'results.json');
@@ -167,7 +181,7 @@ const table = [
     `${bwText} GB/s (build/probe.wasm, best of 1 and ${machine.cores} threads). ` +
     `Random-weight fixtures (speed does not depend on values; demo is the shipped trained model, models/demo); prompt ${run.prefill} tokens in one batch, then ${run.decode} decode steps; ` +
     'best of up to 3 runs after a warm-up; llama.cpp (node-llama-cpp, CPU) on a GGUF export with the same weights, best of 1 and 2 threads, in the same run as lutra' +
-    '; where a row says "N rounds", lutra and llama.cpp were timed alternately N times over and the best of each side kept (a burst of load from elsewhere then hits neither side alone)' +
+    '; where a row says "N rounds", lutra and llama.cpp were timed alternately N times over and the best of each side kept (a burst of load from elsewhere then hits neither side alone), and a LUT row (no llama.cpp) was timed N times and its best kept' +
     '; KV cache f16 on both sides (rows measured before 2026-12-07: lutra f32, llama.cpp f16). ' +
     'Weight MB = bytes read per decoded token (every matrix once, norms included; of a mixture of experts only the top-k experts a token is routed to), from the M weights read per token (the active parameters) of the M held; effective GB/s = that × decode tok/s. ' +
     'NAME@N = the shape cut to its first N layers (`lutra fixture --layers N`). ' +
