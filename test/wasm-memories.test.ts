@@ -81,21 +81,19 @@ test('weightsPerMemory must be a positive whole number of bytes', () => {
 test('bench counts lut6 weights as the wasm backend holds them: int8 rows and a scale per row, or packed with repack off', async () => {
   const dir = await pkg('attn=lut4:4', 'ffn=lut6:4');
   const held: Record<string, number> = {};
+  let cfg: { hiddenSize: number; intermediateSize: number; numLayers: number } | undefined;
   for (const repack of [true, false]) {
     const B = new WasmBackend({ threads: 1, repack });
     const { model } = loadModel(dir, B, { tokenizer: false });
     try {
       held[String(repack)] = weightBytes(dir, model).byFormat['lut6:4'];
+      cfg = model.cfg;
     } finally {
       model.close?.();
       B.dispose();
     }
   }
-  const B = new WasmBackend({ threads: 1 });
-  const { model } = loadModel(dir, B, { tokenizer: false });
-  const { hiddenSize: H, intermediateSize: I, numLayers: L } = model.cfg;
-  model.close?.();
-  B.dispose();
+  const { hiddenSize: H, intermediateSize: I, numLayers: L } = cfg!;
   // Per layer gate and up [I, H], down [H, I]: 2I + H rows.
   assert.equal(held.true, L * (3 * I * H + 4 * (2 * I + H)), 'a byte a weight, an f32 scale a row');
   assert.equal(held.false, L * (2 * I * ((H * 6) / 8) + H * ((I * 6) / 8) + ((2 * I + H) / 4) * 64 * 4), '6 bits a weight, a table of 64 f32 entries per 4 rows');

@@ -56,14 +56,13 @@ export function weightBytes(dir: string, model: CausalLM): WeightBytes {
       const f = src.format(t.name);
       const fname = formatName(f);
       formats.set(t.name, fname);
+      // Read from the file as stored, or as the backend holds it (the wasm backend repacks LUT codes).
+      const b = matrixBytes(diskTables.has(t.name) ? f : (model.backend.heldFormat?.(f) ?? f), rows, cols);
+      byFormat[fname] = (byFormat[fname] ?? 0) + b;
       if (diskTables.has(t.name)) {
-        onDisk += matrixBytes(f, rows, cols);
-        byFormat[fname] = (byFormat[fname] ?? 0) + matrixBytes(f, rows, cols);
+        onDisk += b;
         continue;
       }
-      // As the backend holds it (the wasm backend repacks lut5..7 to int8 rows).
-      const b = matrixBytes(model.backend.heldFormat?.(f) ?? f, rows, cols);
-      byFormat[fname] = (byFormat[fname] ?? 0) + b;
       resident += b;
       paramsResident += rows * cols;
       // A tied embedding is read once per token, as the LM head; a separate one only for the token's row.

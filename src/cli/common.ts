@@ -162,10 +162,9 @@ export function parseFlags(cmd: Command, argv: string[]): { flags: Flags; positi
   const { values, positionals } = parsed;
   if (positionals.length && !cmd.positionals && values.help !== true) {
     const arg = positionals[0];
-    const flagsPart = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
     const hint =
       'model' in cmd.options && existsSync(arg) ? `; to run on that model, pass --model ${arg}`
-      : flagsPart.some((a) => a === '-p' || a === '--prompt') && !argv.includes('--') ? '; quote a prompt that has spaces'
+      : !argv.includes('--') && argv.some((a) => a === '-p' || a === '--prompt') ? '; quote a prompt that has spaces'
       : '';
     throw new LutraError(`lutra ${cmd.name}: unexpected argument "${arg}": every input is a flag${hint} (see lutra ${cmd.name} --help)`);
   }

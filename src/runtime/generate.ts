@@ -256,8 +256,10 @@ export class TextAssembler {
   }
 }
 
-/** One line of statistics for stderr: prefill and decode rates. */
-/** `aborted`: what stopped a generation whose finish reason is 'abort' (a CLI knows: Ctrl-C, or its output closed). */
+/**
+ * One line of statistics for stderr: prefill and decode rates. `aborted`: what stopped a generation
+ * whose finish reason is 'abort' (a CLI knows: Ctrl-C, or its output closed).
+ */
 export function formatStats(r: GenerationResult, aborted = 'interrupted'): string {
   const rate = (n: number, ms: number) => (ms > 0 ? ((n * 1000) / ms).toFixed(2) : '∞');
   const t = r.timings;
